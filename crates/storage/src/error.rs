@@ -1,0 +1,129 @@
+//! The one error type of every Ember layer.
+
+use std::fmt;
+
+/// What went wrong, always naming the op and the offending values.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Error {
+    /// Shapes that do not fit the op, e.g. `matmul: shapes [2, 3] and [4, 5] are not compatible`.
+    Shape {
+        /// The op that refused its input.
+        op: String,
+        /// What was wrong, with the shapes.
+        msg: String,
+    },
+    /// A dtype the op does not take, or two that do not match.
+    DType {
+        /// The op that refused its input.
+        op: String,
+        /// What was wrong, with the dtypes.
+        msg: String,
+    },
+    /// Tensors on different devices, or a device with no backend.
+    Device {
+        /// The op that refused its input.
+        op: String,
+        /// What was wrong, with the devices.
+        msg: String,
+    },
+    /// An argument out of range (dim, index, size, stride, groups ...).
+    InvalidArgument {
+        /// The op that refused its input.
+        op: String,
+        /// What was wrong, with the values.
+        msg: String,
+    },
+    /// A feature that Ember does not support yet.
+    Unsupported {
+        /// The op or feature.
+        op: String,
+        /// What exactly is missing.
+        msg: String,
+    },
+    /// A file that is corrupt, truncated or of another format.
+    Format {
+        /// The file or format.
+        what: String,
+        /// Why it was rejected.
+        msg: String,
+    },
+    /// An I/O error with the path it happened on.
+    Io {
+        /// The path.
+        path: String,
+        /// The OS message.
+        msg: String,
+    },
+    /// An error raised by a backend (a kernel launch, an allocation ...).
+    Backend {
+        /// The op that failed.
+        op: String,
+        /// The backend's message.
+        msg: String,
+    },
+    /// Misuse of autograd (backward through a freed graph, a saved tensor modified in place ...).
+    Autograd {
+        /// What went wrong.
+        msg: String,
+    },
+}
+
+impl Error {
+    /// A shape error for `op`.
+    pub fn shape(op: &str, msg: impl Into<String>) -> Self {
+        Error::Shape { op: op.into(), msg: msg.into() }
+    }
+    /// A dtype error for `op`.
+    pub fn dtype(op: &str, msg: impl Into<String>) -> Self {
+        Error::DType { op: op.into(), msg: msg.into() }
+    }
+    /// A device error for `op`.
+    pub fn device(op: &str, msg: impl Into<String>) -> Self {
+        Error::Device { op: op.into(), msg: msg.into() }
+    }
+    /// An invalid-argument error for `op`.
+    pub fn invalid(op: &str, msg: impl Into<String>) -> Self {
+        Error::InvalidArgument { op: op.into(), msg: msg.into() }
+    }
+    /// A not-supported-yet error for `op`.
+    pub fn unsupported(op: &str, msg: impl Into<String>) -> Self {
+        Error::Unsupported { op: op.into(), msg: msg.into() }
+    }
+    /// A corrupt-file error.
+    pub fn format(what: &str, msg: impl Into<String>) -> Self {
+        Error::Format { what: what.into(), msg: msg.into() }
+    }
+    /// An I/O error on `path`.
+    pub fn io(path: impl AsRef<std::path::Path>, e: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().display().to_string(), msg: e.to_string() }
+    }
+    /// A backend failure in `op`.
+    pub fn backend(op: &str, msg: impl Into<String>) -> Self {
+        Error::Backend { op: op.into(), msg: msg.into() }
+    }
+    /// An autograd misuse.
+    pub fn autograd(msg: impl Into<String>) -> Self {
+        Error::Autograd { msg: msg.into() }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Shape { op, msg }
+            | Error::DType { op, msg }
+            | Error::Device { op, msg }
+            | Error::InvalidArgument { op, msg }
+            | Error::Backend { op, msg } => write!(f, "{op}: {msg}"),
+            Error::Unsupported { op, msg } => write!(f, "{op}: not supported yet: {msg}"),
+            Error::Format { what, msg } => write!(f, "{what}: invalid file: {msg}"),
+            Error::Io { path, msg } => write!(f, "{path}: {msg}"),
+            Error::Autograd { msg } => write!(f, "autograd: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// `Result` with Ember's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,31 @@
+//! # ember-storage
+//!
+//! The bottom layer of Ember: what a tensor is made of and the contract every device implements.
+//!
+//! - [`DType`] with PyTorch's promotion, and [`Element`] tying Rust types to dtypes;
+//! - [`Device`] and a registry of backends ([`register_backend`], [`backend_for`]);
+//! - [`Layout`]: shape, strides and offset, with zero-copy views (reshape, permute, narrow, slice with
+//!   step, expand, squeeze/unsqueeze, diagonal, unfold);
+//! - [`Buffer`]: opaque, backend-owned memory;
+//! - the [`Backend`] trait: op families as methods, ops as enums ([`UnaryOp`], [`BinaryOp`], ...);
+//! - [`Error`], the one error type of every layer.
+//!
+//! Nothing here assumes host memory: a CUDA or remote backend implements [`Backend`] unchanged.
+#![warn(missing_docs)]
+
+mod backend;
+mod buffer;
+mod device;
+mod dtype;
+mod error;
+mod layout;
+pub mod ops;
+pub mod shape;
+
+pub use backend::{Backend, Scalar, View};
+pub use buffer::{Buffer, DeviceBuffer, HostData, HostElement};
+pub use device::{backend_for, register_backend, registered_devices, Device};
+pub use dtype::{DType, DTypeKind, Element};
+pub use error::{Error, Result};
+pub use layout::{for_each_run, Layout};
+pub use ops::{BinaryOp, IndexOp, ReduceOp, RngKey, RngOp, ScanOp, UnaryOp, WindowGeometry};

@@ -1,0 +1,99 @@
+//! Shape arithmetic shared by every layer: element counts, dim normalisation and NumPy broadcasting.
+
+use crate::{Error, Result};
+
+/// Number of elements of a shape (1 for a scalar's empty shape).
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Row-major (C-contiguous) strides for `shape`.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; shape.len()];
+    let mut acc = 1;
+    for i in (0..shape.len()).rev() {
+        strides[i] = acc;
+        acc *= shape[i].max(1);
+    }
+    strides
+}
+
+/// Turns a possibly negative `dim` into an index into a shape of rank `ndim`.
+///
+/// ```
+/// assert_eq!(ember_storage::shape::normalize_dim(-1, 3, "sum").unwrap(), 2);
+/// assert!(ember_storage::shape::normalize_dim(3, 3, "sum").is_err());
+/// ```
+pub fn normalize_dim(dim: isize, ndim: usize, op: &str) -> Result<usize> {
+    let n = ndim as isize;
+    // PyTorch lets a scalar (rank 0) be addressed as dim 0 or -1.
+    let range = n.max(1);
+    if dim < -range || dim >= range {
+        return Err(Error::invalid(
+            op,
+            format!("dim {dim} is out of range for a tensor of rank {ndim} (expected in [{}, {}])", -range, range - 1),
+        ));
+    }
+    Ok(if dim < 0 { (dim + range) as usize } else { dim as usize })
+}
+
+/// Normalises a list of dims and rejects repeats.
+pub fn normalize_dims(dims: &[isize], ndim: usize, op: &str) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(dims.len());
+    for &d in dims {
+        let d = normalize_dim(d, ndim, op)?;
+        if out.contains(&d) {
+            return Err(Error::invalid(op, format!("dim {d} appears more than once in {dims:?}")));
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// The shape two shapes broadcast to under NumPy's rules.
+///
+/// ```
+/// use ember_storage::shape::broadcast_shapes;
+/// assert_eq!(broadcast_shapes(&[3, 1, 5], &[4, 1], "add").unwrap(), vec![3, 4, 5]);
+/// assert!(broadcast_shapes(&[3], &[4], "add").is_err());
+/// ```
+pub fn broadcast_shapes(a: &[usize], b: &[usize], op: &str) -> Result<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for i in 0..n {
+        let da = if i < n - a.len() { 1 } else { a[i - (n - a.len())] };
+        let db = if i < n - b.len() { 1 } else { b[i - (n - b.len())] };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return Err(Error::shape(
+                op,
+                format!("shapes {a:?} and {b:?} cannot be broadcast together (dim {i}: {da} vs {db})"),
+            ));
+        };
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strides_of_shapes() {
+        assert_eq!(contiguous_strides(&[2, 3, 4]), vec![12, 4, 1]);
+        assert_eq!(contiguous_strides(&[]), Vec::<usize>::new());
+        assert_eq!(numel(&[]), 1);
+        assert_eq!(numel(&[2, 0]), 0);
+    }
+
+    #[test]
+    fn broadcasting() {
+        assert_eq!(broadcast_shapes(&[], &[2, 3], "x").unwrap(), vec![2, 3]);
+        assert_eq!(broadcast_shapes(&[0, 1], &[1, 3], "x").unwrap(), vec![0, 3]);
+        let e = broadcast_shapes(&[2, 3], &[4, 3], "mul").unwrap_err();
+        assert!(e.to_string().contains("mul") && e.to_string().contains("[2, 3]"));
+    }
+}
