@@ -1,0 +1,138 @@
+//! Indexing kernels: index_select, gather, scatter, scatter_add, index_add. Every index is bounds-checked.
+
+use crate::lines::per_line;
+use ember_storage::{Element, Error, IndexOp, Layout, Result};
+
+/// Calls `f(multi_index)` for every element of `shape`, row-major.
+pub(crate) fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
+    if shape.iter().any(|&n| n == 0) {
+        return;
+    }
+    let mut idx = vec![0usize; shape.len()];
+    loop {
+        f(&idx);
+        let mut d = shape.len();
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+fn check_index(op: &str, i: i64, size: usize) -> Result<usize> {
+    if i < 0 || i as usize >= size {
+        return Err(Error::invalid(op, format!("index {i} is out of bounds for dimension with size {size}")));
+    }
+    Ok(i as usize)
+}
+
+fn at(l: &Layout, m: &[usize]) -> usize {
+    l.index_of(m)
+}
+
+/// Reads an i64 index view densely.
+fn indices(idx: &[i64], li: &Layout) -> Vec<i64> {
+    crate::strided::gather(idx, li, |v| v)
+}
+
+/// Runs one indexing op; `add` merges a scattered value into the destination (ignored for plain writes).
+pub(crate) fn index_op<T: Element + Sync>(
+    op: IndexOp,
+    x: &[T],
+    lx: &Layout,
+    idx: &[i64],
+    li: &Layout,
+    src: Option<(&[T], &Layout)>,
+    add: impl Fn(T, T) -> T,
+) -> Result<Vec<T>> {
+    let name = match op {
+        IndexOp::IndexSelect { .. } => "index_select",
+        IndexOp::Gather { .. } => "gather",
+        IndexOp::Scatter { .. } => "scatter",
+        IndexOp::ScatterAdd { .. } => "scatter_add",
+        IndexOp::IndexAdd { .. } => "index_add",
+    };
+    let xs = lx.shape();
+    match op {
+        IndexOp::IndexSelect { dim } => {
+            let ix = indices(idx, li);
+            let size = xs.get(dim).copied().unwrap_or(1);
+            for &i in &ix {
+                check_index(name, i, size)?;
+            }
+            Ok(per_line(lx, dim, ix.len(), |s, st, o: &mut [T]| {
+                for (o, &i) in o.iter_mut().zip(&ix) {
+                    *o = x[s + i as usize * st];
+                }
+            }))
+        }
+        IndexOp::Gather { dim } => {
+            let mut out = Vec::with_capacity(li.numel());
+            let mut err = None;
+            let mut m2 = vec![0; xs.len()];
+            for_each_index(li.shape(), |m| {
+                if err.is_some() {
+                    return;
+                }
+                match check_index(name, idx[at(li, m)], xs[dim]) {
+                    Ok(j) => {
+                        m2.copy_from_slice(m);
+                        m2[dim] = j;
+                        out.push(x[at(lx, &m2)]);
+                    }
+                    Err(e) => err = Some(e),
+                }
+            });
+            err.map_or(Ok(out), Err)
+        }
+        IndexOp::Scatter { dim } | IndexOp::ScatterAdd { dim } | IndexOp::IndexAdd { dim } => {
+            let (sv, ls) = src.ok_or_else(|| Error::invalid(name, "needs a src tensor"))?;
+            let mut out = crate::strided::gather(x, lx, |v| v);
+            let lo = Layout::contiguous(xs);
+            let mut m2 = vec![0; xs.len()];
+            let mut err = None;
+            let accumulate = !matches!(op, IndexOp::Scatter { .. });
+            if let IndexOp::IndexAdd { .. } = op {
+                let ix = indices(idx, li);
+                for_each_index(ls.shape(), |m| {
+                    if err.is_some() {
+                        return;
+                    }
+                    match check_index(name, ix[m[dim]], xs[dim]) {
+                        Ok(j) => {
+                            m2.copy_from_slice(m);
+                            m2[dim] = j;
+                            let p = at(&lo, &m2);
+                            out[p] = add(out[p], sv[at(ls, m)]);
+                        }
+                        Err(e) => err = Some(e),
+                    }
+                });
+            } else {
+                for_each_index(li.shape(), |m| {
+                    if err.is_some() {
+                        return;
+                    }
+                    match check_index(name, idx[at(li, m)], xs[dim]) {
+                        Ok(j) => {
+                            m2.copy_from_slice(m);
+                            m2[dim] = j;
+                            let p = at(&lo, &m2);
+                            let v = sv[at(ls, m)];
+                            out[p] = if accumulate { add(out[p], v) } else { v };
+                        }
+                        Err(e) => err = Some(e),
+                    }
+                });
+            }
+            err.map_or(Ok(out), Err)
+        }
+    }
+}

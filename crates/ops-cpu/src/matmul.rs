@@ -1,0 +1,115 @@
+//! Batched strided matrix products through the `gemm` crate (transposed views need no copy).
+
+use crate::strided::row_start;
+use crate::threading::pool;
+use ember_storage::{Element, Layout};
+
+/// Splits `[batch..., r, c]` into the batch layout and the (row stride, col stride) of each matrix.
+fn batch_of(l: &Layout) -> (Layout, isize, isize) {
+    let n = l.ndim();
+    let batch = Layout::strided(&l.shape()[..n - 2], &l.strides()[..n - 2], l.offset()).expect("same rank");
+    (batch, l.strides()[n - 2] as isize, l.strides()[n - 1] as isize)
+}
+
+fn batch_offset(b: &Layout, i: usize) -> usize {
+    if b.ndim() == 0 {
+        return b.offset();
+    }
+    let last = b.ndim() - 1;
+    let n = b.shape()[last];
+    row_start(b, i / n) + (i % n) * b.strides()[last]
+}
+
+/// Types `gemm` multiplies natively.
+pub(crate) trait GemmElement: Element + Default {
+    fn one() -> Self;
+}
+impl GemmElement for f32 {
+    fn one() -> Self {
+        1.0
+    }
+}
+impl GemmElement for f64 {
+    fn one() -> Self {
+        1.0
+    }
+}
+impl GemmElement for half::f16 {
+    fn one() -> Self {
+        half::f16::ONE
+    }
+}
+
+/// `a @ b` for `a: [..., m, k]`, `b: [..., k, n]` (equal batch dims, layouts checked against the slices).
+pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+    let (ba, a_rs, a_cs) = batch_of(la);
+    let (bb, b_rs, b_cs) = batch_of(lb);
+    let nd = la.ndim();
+    let (m, k, n) = (la.shape()[nd - 2], la.shape()[nd - 1], lb.shape()[nd - 1]);
+    let batches = ba.numel();
+    let mut out = vec![T::default(); batches * m * n];
+    if m == 0 || n == 0 || k == 0 {
+        return out;
+    }
+    let threads = pool().current_num_threads();
+    let big = m * n * k >= 48 * 48 * 48;
+    let par = if big && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    pool().install(|| {
+        for i in 0..batches {
+            let (oa, ob) = (batch_offset(&ba, i), batch_offset(&bb, i));
+            let dst = &mut out[i * m * n..(i + 1) * m * n];
+            // SAFETY: the caller checked that `la`/`lb` fit inside `a`/`b` (Layout::check_fits), so every
+            // element (oa + r*a_rs + c*a_cs for r < m, c < k) is in bounds, likewise for b; `dst` is an
+            // exclusive dense m x n slice with row stride n and col stride 1; gemm does not read dst when
+            // read_dst is false.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr().add(oa),
+                    a_cs,
+                    a_rs,
+                    b.as_ptr().add(ob),
+                    b_cs,
+                    b_rs,
+                    T::default(),
+                    T::one(),
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
+        }
+    });
+    out
+}
+
+/// Integer matrix product through i64 (no BLAS for integers; PyTorch does the same naive loop).
+pub(crate) fn matmul_int<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+    let (ba, a_rs, a_cs) = batch_of(la);
+    let (bb, b_rs, b_cs) = batch_of(lb);
+    let nd = la.ndim();
+    let (m, k, n) = (la.shape()[nd - 2], la.shape()[nd - 1], lb.shape()[nd - 1]);
+    let mut out = Vec::with_capacity(ba.numel() * m * n);
+    for i in 0..ba.numel() {
+        let (oa, ob) = (batch_offset(&ba, i), batch_offset(&bb, i));
+        for r in 0..m {
+            for c in 0..n {
+                let mut acc = 0i64;
+                for t in 0..k {
+                    let x = a[oa + r * a_rs as usize + t * a_cs as usize].to_i64();
+                    let y = b[ob + t * b_rs as usize + c * b_cs as usize].to_i64();
+                    acc = acc.wrapping_add(x.wrapping_mul(y));
+                }
+                out.push(T::from_i64(acc));
+            }
+        }
+    }
+    out
+}
