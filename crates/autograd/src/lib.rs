@@ -1,1 +1,40 @@
-//! placeholder
+//! # ember-autograd
+//!
+//! [`Tensor`], Ember's user-facing n-d array: PyTorch's op API (creation, elementwise with broadcasting
+//! and type promotion, reductions, indexing and slicing, shape ops, linear algebra, the kernels behind
+//! `nn.functional`), in-place ops with version counters, and interop (safetensors, `.npy`).
+//! Every fallible op returns `Result<Tensor, Error>` whose message names the op and the shapes.
+//!
+//! The define-by-run autograd graph is the next layer of this crate (see the project issues); the
+//! forward ops here are written so that their backward formulas can be Tensor ops too.
+//!
+//! ```
+//! use ember_autograd::Tensor;
+//! let x = Tensor::arange(6).unwrap().reshape(&[2, 3]).unwrap().to_dtype(ember_storage::DType::F32).unwrap();
+//! let y = x.softmax(-1).unwrap().sum_dim(&[-1], false).unwrap();
+//! assert!(y.to_vec::<f32>().unwrap().iter().all(|v| (v - 1.0).abs() < 1e-6));
+//! ```
+#![warn(missing_docs)]
+
+mod composite;
+mod creation;
+mod device;
+mod display;
+mod elementwise;
+mod index;
+mod inplace;
+mod linalg;
+mod random;
+mod reduce;
+mod shape_ops;
+mod tensor;
+
+pub use creation::DEFAULT_FLOAT;
+pub use device::backend;
+pub use elementwise::{result_type, Rhs};
+pub use index::{s, SliceItem, ELLIPSIS, NEW_AXIS};
+pub use random::{initial_seed, manual_seed};
+pub use shape_ops::PadMode;
+pub use tensor::Tensor;
+
+pub use ember_storage::{DType, Device, Error, Result};

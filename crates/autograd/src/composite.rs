@@ -1,0 +1,193 @@
+//! Composite elementwise ops and activations, written with Tensor ops (so they differentiate for free).
+
+use crate::creation::DEFAULT_FLOAT;
+use crate::elementwise::Rhs;
+use crate::Tensor;
+use ember_storage::{Error, Result, Scalar, UnaryOp};
+
+impl Tensor {
+    fn float(&self) -> Result<Tensor> {
+        if self.dtype().is_float() {
+            Ok(self.clone())
+        } else {
+            self.to_dtype(DEFAULT_FLOAT)
+        }
+    }
+
+    /// Limits values to `[min, max]` (either bound optional; NaN propagates).
+    pub fn clamp(&self, min: Option<f64>, max: Option<f64>) -> Result<Tensor> {
+        let mut t = self.clone();
+        if let Some(lo) = min {
+            t = t.maximum(&self.scalar_like(Scalar::F(lo), self.dtype())?)?;
+        }
+        if let Some(hi) = max {
+            t = t.minimum(&self.scalar_like(Scalar::F(hi), self.dtype())?)?;
+        }
+        Ok(t)
+    }
+    /// Clamps with tensor bounds.
+    pub fn clamp_tensor(&self, min: Option<&Tensor>, max: Option<&Tensor>) -> Result<Tensor> {
+        let mut t = self.clone();
+        if let Some(lo) = min {
+            t = t.maximum(lo)?;
+        }
+        if let Some(hi) = max {
+            t = t.minimum(hi)?;
+        }
+        Ok(t)
+    }
+    /// Replaces NaN, +inf and -inf (defaults: 0, the dtype's max and min).
+    pub fn nan_to_num(&self, nan: f64, posinf: Option<f64>, neginf: Option<f64>) -> Result<Tensor> {
+        if !self.dtype().is_float() {
+            return Ok(self.clone());
+        }
+        let (hi, lo) = match self.dtype() {
+            ember_storage::DType::F64 => (f64::MAX, f64::MIN),
+            ember_storage::DType::F16 => (65504.0, -65504.0),
+            ember_storage::DType::BF16 => (3.3895313892515355e38, -3.3895313892515355e38),
+            _ => (f32::MAX as f64, f32::MIN as f64),
+        };
+        let t = Tensor::where_cond(&self.isnan()?, nan, self)?;
+        let t = Tensor::where_cond(&t.eq(f64::INFINITY)?, posinf.unwrap_or(hi), &t)?;
+        Tensor::where_cond(&t.eq(f64::NEG_INFINITY)?, neginf.unwrap_or(lo), &t)
+    }
+    /// `self + weight * (end - self)`.
+    pub fn lerp<'a>(&self, end: &Tensor, weight: impl Into<Rhs<'a>>) -> Result<Tensor> {
+        self.add(&end.sub(self)?.mul(weight)?)
+    }
+    /// `self + value * t1 * t2`.
+    pub fn addcmul(&self, t1: &Tensor, t2: &Tensor, value: f64) -> Result<Tensor> {
+        self.add(&t1.mul(t2)?.mul(value)?)
+    }
+    /// `self + value * t1 / t2`.
+    pub fn addcdiv(&self, t1: &Tensor, t2: &Tensor, value: f64) -> Result<Tensor> {
+        self.add(&t1.div(t2)?.mul(value)?)
+    }
+    /// `x * log(y)`, 0 where x == 0 (and y is not NaN).
+    pub fn xlogy<'a>(&self, other: impl Into<Rhs<'a>>) -> Result<Tensor> {
+        let x = self.float()?;
+        let y = match other.into() {
+            Rhs::T(t) => t.clone(),
+            Rhs::S(s) => x.scalar_like(s, x.dtype())?,
+        };
+        let prod = x.mul(&y.log()?)?;
+        let zero = x.eq(0.0)?.logical_and(&y.isnan()?.logical_not()?)?;
+        Tensor::where_cond(&zero, 0.0, &prod)
+    }
+    /// `log(p / (1 - p))`, with p clamped to `[eps, 1 - eps]` when `eps` is given.
+    pub fn logit(&self, eps: Option<f64>) -> Result<Tensor> {
+        let p = match eps {
+            Some(e) => self.float()?.clamp(Some(e), Some(1.0 - e))?,
+            None => self.float()?,
+        };
+        p.div(&p.neg()?.add(1.0)?)?.log()
+    }
+    /// Elementwise power with a scalar base: `base ** self`.
+    pub fn rpow(&self, base: f64) -> Result<Tensor> {
+        let b = self.scalar_like(
+            Scalar::F(base),
+            self.dtype().promote_with_scalar(ember_storage::DTypeKind::Float, DEFAULT_FLOAT),
+        )?;
+        b.pow(self)
+    }
+
+    /// GELU: exact (`approximate = "none"`) or the tanh approximation.
+    pub fn gelu(&self, approximate: &str) -> Result<Tensor> {
+        match approximate {
+            "none" => self.unary(UnaryOp::Gelu),
+            "tanh" => self.unary(UnaryOp::GeluTanh),
+            _ => Err(Error::invalid("gelu", format!("approximate must be 'none' or 'tanh', got {approximate:?}"))),
+        }
+    }
+    /// ELU with `alpha`.
+    pub fn elu(&self, alpha: f64) -> Result<Tensor> {
+        let neg = self.exp()?.sub(1.0)?.mul(alpha)?;
+        Tensor::where_cond(&self.gt(0.0)?, self, &neg)
+    }
+    /// CELU with `alpha`.
+    pub fn celu(&self, alpha: f64) -> Result<Tensor> {
+        let neg = self.div(alpha)?.exp()?.sub(1.0)?.mul(alpha)?;
+        Tensor::where_cond(&self.gt(0.0)?, self, &neg)
+    }
+    /// SELU.
+    pub fn selu(&self) -> Result<Tensor> {
+        const ALPHA: f64 = 1.673_263_242_354_377_3;
+        const SCALE: f64 = 1.050_700_987_355_480_5;
+        self.elu(ALPHA)?.mul(SCALE)
+    }
+    /// Leaky ReLU.
+    pub fn leaky_relu(&self, negative_slope: f64) -> Result<Tensor> {
+        Tensor::where_cond(&self.gt(0.0)?, self, &self.mul(negative_slope)?)
+    }
+    /// ReLU capped at 6.
+    pub fn relu6(&self) -> Result<Tensor> {
+        self.hardtanh(0.0, 6.0)
+    }
+    /// Clamp to `[min_val, max_val]`.
+    pub fn hardtanh(&self, min_val: f64, max_val: f64) -> Result<Tensor> {
+        self.clamp(Some(min_val), Some(max_val))
+    }
+    /// `relu6(x + 3) / 6`.
+    pub fn hardsigmoid(&self) -> Result<Tensor> {
+        self.add(3.0)?.relu6()?.div(6.0)
+    }
+    /// `x * hardsigmoid(x)`.
+    pub fn hardswish(&self) -> Result<Tensor> {
+        self.mul(&self.hardsigmoid()?)
+    }
+    /// `log(1 + exp(beta x)) / beta`, linear above `threshold`.
+    pub fn softplus(&self, beta: f64, threshold: f64) -> Result<Tensor> {
+        let bx = self.mul(beta)?;
+        let soft = bx.exp()?.log1p()?.div(beta)?;
+        Tensor::where_cond(&bx.gt(threshold)?, self, &soft)
+    }
+    /// `x / (1 + |x|)`.
+    pub fn softsign(&self) -> Result<Tensor> {
+        self.div(&self.abs()?.add(1.0)?)
+    }
+    /// Shrinks towards 0 by `lambd`.
+    pub fn softshrink(&self, lambd: f64) -> Result<Tensor> {
+        let up = Tensor::where_cond(&self.gt(lambd)?, &self.sub(lambd)?, 0.0)?;
+        Tensor::where_cond(&self.lt(-lambd)?, &self.add(lambd)?, &up)
+    }
+    /// Zeroes values within `[-lambd, lambd]`.
+    pub fn hardshrink(&self, lambd: f64) -> Result<Tensor> {
+        Tensor::where_cond(&self.abs()?.gt(lambd)?, self, 0.0)
+    }
+    /// `x - tanh(x)`.
+    pub fn tanhshrink(&self) -> Result<Tensor> {
+        self.sub(&self.tanh()?)
+    }
+    /// `x` where `x > threshold`, else `value`.
+    pub fn threshold(&self, threshold: f64, value: f64) -> Result<Tensor> {
+        Tensor::where_cond(&self.gt(threshold)?, self, value)
+    }
+    /// `x * tanh(softplus(x))`.
+    pub fn mish(&self) -> Result<Tensor> {
+        self.mul(&self.softplus(1.0, 20.0)?.tanh()?)
+    }
+    /// `log(sigmoid(x))`, computed stably as `min(x, 0) - log1p(exp(-|x|))`.
+    pub fn logsigmoid(&self) -> Result<Tensor> {
+        self.clamp(None, Some(0.0))?.sub(&self.abs()?.neg()?.exp()?.log1p()?)
+    }
+    /// Gated linear unit along `dim`: `a * sigmoid(b)` for the two halves.
+    pub fn glu(&self, dim: isize) -> Result<Tensor> {
+        let n = self.size_of(dim)?;
+        if n % 2 != 0 {
+            return Err(Error::shape("glu", format!("dim {dim} must have an even size, got {n}")));
+        }
+        let h = self.chunk(2, dim)?;
+        h[0].mul(&h[1].sigmoid()?)
+    }
+    /// PReLU with a learnable `weight` (one value, or one per channel on dim 1).
+    pub fn prelu(&self, weight: &Tensor) -> Result<Tensor> {
+        let w = if weight.numel() == 1 || self.ndim() < 2 {
+            weight.reshape(&[])?
+        } else {
+            let mut shape = vec![1isize; self.ndim()];
+            shape[1] = weight.numel() as isize;
+            weight.reshape(&shape)?
+        };
+        Tensor::where_cond(&self.gt(0.0)?, self, &self.mul(&w)?)
+    }
+}

@@ -1,0 +1,242 @@
+//! Elementwise ops with NumPy broadcasting and PyTorch's type promotion, and the std operators.
+
+use crate::creation::DEFAULT_FLOAT;
+use crate::tensor::same_device;
+use crate::Tensor;
+use ember_storage::shape::broadcast_shapes;
+use ember_storage::{BinaryOp, DType, DTypeKind, Error, Result, Scalar, UnaryOp};
+
+/// The right-hand side of a binary op: a tensor or a Python-like scalar (`x.add(&y)`, `x.mul(2.0)`).
+#[derive(Clone, Copy, Debug)]
+pub enum Rhs<'a> {
+    /// A tensor.
+    T(&'a Tensor),
+    /// A scalar: it changes the result's kind (int to float) but never its width.
+    S(Scalar),
+}
+
+impl<'a> From<&'a Tensor> for Rhs<'a> {
+    fn from(t: &'a Tensor) -> Self {
+        Rhs::T(t)
+    }
+}
+macro_rules! rhs_from {
+    ($t:ty, $v:ident, $conv:expr) => {
+        impl From<$t> for Rhs<'_> {
+            fn from(v: $t) -> Self {
+                Rhs::S(Scalar::$v($conv(v)))
+            }
+        }
+    };
+}
+rhs_from!(f64, F, |v| v);
+rhs_from!(f32, F, |v: f32| v as f64);
+rhs_from!(i64, I, |v| v);
+rhs_from!(i32, I, |v: i32| v as i64);
+rhs_from!(bool, B, |v| v);
+
+fn kind_of(s: Scalar) -> DTypeKind {
+    match s {
+        Scalar::F(_) => DTypeKind::Float,
+        Scalar::I(_) => DTypeKind::Int,
+        Scalar::B(_) => DTypeKind::Bool,
+    }
+}
+
+/// PyTorch's result type of two tensors: dimensioned tensors outrank zero-dim ones of the same kind.
+pub fn result_type(a: &Tensor, b: &Tensor) -> DType {
+    let (da, db) = (a.dtype(), b.dtype());
+    match (a.ndim() == 0, b.ndim() == 0) {
+        (false, true) if db.kind() <= da.kind() => da,
+        (true, false) if da.kind() <= db.kind() => db,
+        _ => DType::promote(da, db),
+    }
+}
+
+impl Tensor {
+    /// A zero-dim tensor holding `s`, of `dtype`, on this tensor's device.
+    pub(crate) fn scalar_like(&self, s: Scalar, dtype: DType) -> Result<Tensor> {
+        let buf = self.backend().full(s, dtype, 1)?;
+        Ok(self.same_backend(buf, &[]))
+    }
+
+    /// Broadcasts to `shape` without copying.
+    pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
+        if self.shape() == shape {
+            return Ok(self.clone());
+        }
+        Ok(self.with_layout(self.layout().expand(shape)?))
+    }
+
+    /// Applies a unary op; float ops on integer inputs compute in the default float dtype.
+    pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        let x = if !op.is_predicate() && !self.dtype().is_float() && !op.keeps_integers() {
+            self.to_dtype(DEFAULT_FLOAT)?
+        } else {
+            self.clone()
+        };
+        if x.dtype() == DType::Bool && !op.is_predicate() {
+            return Err(Error::dtype(op.name(), "not defined for bool tensors"));
+        }
+        let buf = x.backend().unary(op, x.v())?;
+        Ok(x.same_backend(buf, x.shape()))
+    }
+
+    /// Applies a binary op with broadcasting and type promotion.
+    pub fn binary<'a>(&self, op: BinaryOp, rhs: impl Into<Rhs<'a>>) -> Result<Tensor> {
+        match rhs.into() {
+            Rhs::T(b) => self.binary_tensor(op, b),
+            Rhs::S(s) => {
+                let mut dt = self.dtype().promote_with_scalar(kind_of(s), DEFAULT_FLOAT);
+                if op.needs_float() && !dt.is_float() {
+                    dt = DEFAULT_FLOAT;
+                }
+                let b = self.scalar_like(s, dt)?;
+                self.binary_tensor(op, &b)
+            }
+        }
+    }
+
+    fn binary_tensor(&self, op: BinaryOp, b: &Tensor) -> Result<Tensor> {
+        same_device(op.name(), &[self, b])?;
+        let shape = broadcast_shapes(self.shape(), b.shape(), op.name())?;
+        let mut dt = result_type(self, b);
+        if op.needs_float() && !dt.is_float() {
+            dt = DEFAULT_FLOAT;
+        }
+        let (x, y) = (self.to_dtype(dt)?.broadcast_to(&shape)?, b.to_dtype(dt)?.broadcast_to(&shape)?);
+        let buf = x.backend().binary(op, x.v(), y.v())?;
+        Ok(x.same_backend(buf, &shape))
+    }
+
+    /// `cond ? self : other` elementwise, broadcasting all three (`torch.where(cond, self, other)`).
+    pub fn where_cond<'a>(cond: &Tensor, a: impl Into<Rhs<'a>>, b: impl Into<Rhs<'a>>) -> Result<Tensor> {
+        let (a, b) = (a.into(), b.into());
+        let reference = match (a, b) {
+            (Rhs::T(t), _) | (_, Rhs::T(t)) => t.clone(),
+            _ => cond.clone(),
+        };
+        let to_t = |r: Rhs, other: &Rhs| -> Result<Tensor> {
+            match r {
+                Rhs::T(t) => Ok(t.clone()),
+                Rhs::S(s) => {
+                    let dt = match other {
+                        Rhs::T(t) => t.dtype().promote_with_scalar(kind_of(s), DEFAULT_FLOAT),
+                        Rhs::S(_) if kind_of(s) == DTypeKind::Float => DEFAULT_FLOAT,
+                        Rhs::S(_) => DType::I64,
+                    };
+                    reference.scalar_like(s, dt)
+                }
+            }
+        };
+        let (ta, tb) = (to_t(a, &b)?, to_t(b, &a)?);
+        same_device("where", &[cond, &ta, &tb])?;
+        if cond.dtype() != DType::Bool {
+            return Err(Error::dtype("where", format!("condition must be bool, got {}", cond.dtype())));
+        }
+        let shape = broadcast_shapes(&broadcast_shapes(cond.shape(), ta.shape(), "where")?, tb.shape(), "where")?;
+        let dt = result_type(&ta, &tb);
+        let (c, x, y) = (
+            cond.broadcast_to(&shape)?,
+            ta.to_dtype(dt)?.broadcast_to(&shape)?,
+            tb.to_dtype(dt)?.broadcast_to(&shape)?,
+        );
+        let buf = x.backend().where_cond(c.v(), x.v(), y.v())?;
+        Ok(x.same_backend(buf, &shape))
+    }
+
+    /// `torch.where(cond, self, other)` as a method on the condition-selected tensor.
+    pub fn where_self<'a>(&'a self, cond: &Tensor, other: impl Into<Rhs<'a>>) -> Result<Tensor> {
+        Tensor::where_cond(cond, self, other)
+    }
+}
+
+macro_rules! unary_methods {
+    ($($name:ident => $op:ident),* $(,)?) => {
+        impl Tensor {
+            $(
+                #[doc = concat!("Elementwise `", stringify!($name), "` (`torch.", stringify!($name), "`).")]
+                pub fn $name(&self) -> Result<Tensor> {
+                    self.unary(UnaryOp::$op)
+                }
+            )*
+        }
+    };
+}
+unary_methods!(
+    neg => Neg, abs => Abs, sign => Sign, square => Square,
+    exp => Exp, exp2 => Exp2, expm1 => Expm1, log => Log, log2 => Log2, log10 => Log10, log1p => Log1p,
+    sqrt => Sqrt, rsqrt => Rsqrt, reciprocal => Reciprocal,
+    sin => Sin, cos => Cos, tan => Tan, asin => Asin, acos => Acos, atan => Atan,
+    sinh => Sinh, cosh => Cosh, tanh => Tanh, asinh => Asinh, acosh => Acosh, atanh => Atanh,
+    sigmoid => Sigmoid, relu => Relu, silu => Silu,
+    erf => Erf, erfc => Erfc, erfinv => Erfinv, lgamma => Lgamma, digamma => Digamma,
+    floor => Floor, ceil => Ceil, round => Round, trunc => Trunc, frac => Frac,
+    isnan => IsNan, isinf => IsInf, isfinite => IsFinite, logical_not => LogicalNot,
+);
+
+macro_rules! binary_methods {
+    ($($name:ident => $op:ident),* $(,)?) => {
+        impl Tensor {
+            $(
+                #[doc = concat!("Elementwise `", stringify!($name), "` with broadcasting (`torch.", stringify!($name), "`).")]
+                pub fn $name<'a>(&self, other: impl Into<Rhs<'a>>) -> Result<Tensor> {
+                    self.binary(BinaryOp::$op, other)
+                }
+            )*
+        }
+    };
+}
+binary_methods!(
+    add => Add, sub => Sub, mul => Mul, div => Div, pow => Pow,
+    maximum => Maximum, minimum => Minimum, fmax => Fmax, fmin => Fmin,
+    atan2 => Atan2, remainder => Remainder, fmod => Fmod, copysign => Copysign, hypot => Hypot,
+    floor_divide => FloorDivide,
+    eq => Eq, ne => Ne, lt => Lt, le => Le, gt => Gt, ge => Ge,
+    logical_and => LogicalAnd, logical_or => LogicalOr, logical_xor => LogicalXor,
+);
+
+/// The std operators: conveniences that panic with the op's error message, as slice indexing does.
+/// Use the methods (`a.add(&b)?`) where shapes come from user input.
+macro_rules! std_ops {
+    ($($trait:ident $method:ident => $op:ident),*) => {$(
+        impl std::ops::$trait<&Tensor> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                self.binary(BinaryOp::$op, rhs).unwrap_or_else(|e| panic!("{e}"))
+            }
+        }
+        impl std::ops::$trait<Tensor> for Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: Tensor) -> Tensor {
+                self.binary(BinaryOp::$op, &rhs).unwrap_or_else(|e| panic!("{e}"))
+            }
+        }
+        impl std::ops::$trait<f64> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: f64) -> Tensor {
+                self.binary(BinaryOp::$op, rhs).unwrap_or_else(|e| panic!("{e}"))
+            }
+        }
+        impl std::ops::$trait<f64> for Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: f64) -> Tensor {
+                self.binary(BinaryOp::$op, rhs).unwrap_or_else(|e| panic!("{e}"))
+            }
+        }
+    )*};
+}
+std_ops!(Add add => Add, Sub sub => Sub, Mul mul => Mul, Div div => Div);
+
+impl std::ops::Neg for &Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        self.unary(UnaryOp::Neg).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+impl std::ops::Neg for Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        -&self
+    }
+}

@@ -1,0 +1,357 @@
+//! Reductions (sum, mean, prod, max/min, arg-reductions, var/std, norms, logsumexp, all/any, median,
+//! kthvalue), scans (cumsum, cumprod, cummax, cummin), softmax and sorting.
+
+use crate::creation::DEFAULT_FLOAT;
+use crate::Tensor;
+use ember_storage::shape::{normalize_dim, normalize_dims};
+use ember_storage::{DType, Error, ReduceOp, Result, ScanOp};
+
+impl Tensor {
+    /// Normalised dims; an empty list means every dim.
+    fn rdims(&self, dims: &[isize], op: &str) -> Result<Vec<usize>> {
+        if dims.is_empty() {
+            return Ok((0..self.ndim()).collect());
+        }
+        if self.ndim() == 0 {
+            normalize_dims(dims, 0, op)?;
+            return Ok(vec![]);
+        }
+        normalize_dims(dims, self.ndim(), op)
+    }
+
+    /// Runs a backend reduction and drops the reduced dims unless `keepdim`.
+    pub(crate) fn reduce_raw(&self, op: ReduceOp, dims: &[usize], keepdim: bool) -> Result<Tensor> {
+        let buf = self.backend().reduce(op, self.v(), dims)?;
+        let kept: Vec<usize> =
+            self.shape().iter().enumerate().map(|(i, &s)| if dims.contains(&i) { 1 } else { s }).collect();
+        let t = self.same_backend(buf, &kept);
+        if keepdim {
+            return Ok(t);
+        }
+        let out: Vec<isize> =
+            kept.iter().enumerate().filter(|(i, _)| !dims.contains(i)).map(|(_, &s)| s as isize).collect();
+        t.reshape(&out)
+    }
+
+    fn nonempty(&self, dims: &[usize], op: &str) -> Result<()> {
+        if dims.iter().any(|&d| self.shape()[d] == 0) || (dims.is_empty() && self.numel() == 0) {
+            return Err(Error::invalid(
+                op,
+                format!("cannot reduce over an empty dim (shape {:?}) without an identity", self.shape()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sum of all elements (integers and bool sum to i64).
+    pub fn sum(&self) -> Result<Tensor> {
+        self.sum_dim(&[], false)
+    }
+    /// Sum over `dims` (empty: all).
+    pub fn sum_dim(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let d = self.rdims(dims, "sum")?;
+        let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DType::I64)? };
+        x.reduce_raw(ReduceOp::Sum, &d, keepdim)
+    }
+    /// Mean of all elements (floating tensors).
+    pub fn mean(&self) -> Result<Tensor> {
+        self.mean_dim(&[], false)
+    }
+    /// Mean over `dims`.
+    pub fn mean_dim(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        if !self.dtype().is_float() {
+            return Err(Error::dtype("mean", format!("needs a floating dtype, got {}", self.dtype())));
+        }
+        let d = self.rdims(dims, "mean")?;
+        let n: usize = d.iter().map(|&i| self.shape()[i]).product();
+        self.sum_dim(dims, keepdim)?.div(n as f64)
+    }
+    /// Product of all elements.
+    pub fn prod(&self) -> Result<Tensor> {
+        let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DType::I64)? };
+        x.reduce_raw(ReduceOp::Prod, &(0..self.ndim()).collect::<Vec<_>>(), false)
+    }
+    /// Product over one dim.
+    pub fn prod_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        let d = self.rdims(&[dim], "prod")?;
+        let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DType::I64)? };
+        x.reduce_raw(ReduceOp::Prod, &d, keepdim)
+    }
+    /// Largest element (NaN propagates).
+    pub fn max(&self) -> Result<Tensor> {
+        self.amax(&[], false)
+    }
+    /// Smallest element.
+    pub fn min(&self) -> Result<Tensor> {
+        self.amin(&[], false)
+    }
+    /// Maximum over `dims`.
+    pub fn amax(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let d = self.rdims(dims, "amax")?;
+        self.nonempty(&d, "amax")?;
+        self.reduce_raw(ReduceOp::Max, &d, keepdim)
+    }
+    /// Minimum over `dims`.
+    pub fn amin(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let d = self.rdims(dims, "amin")?;
+        self.nonempty(&d, "amin")?;
+        self.reduce_raw(ReduceOp::Min, &d, keepdim)
+    }
+    /// Index of the maximum along `dim` (`None`: of the flattened tensor).
+    pub fn argmax(&self, dim: Option<isize>, keepdim: bool) -> Result<Tensor> {
+        self.arg_reduce(ReduceOp::ArgMax, dim, keepdim, "argmax")
+    }
+    /// Index of the minimum along `dim`.
+    pub fn argmin(&self, dim: Option<isize>, keepdim: bool) -> Result<Tensor> {
+        self.arg_reduce(ReduceOp::ArgMin, dim, keepdim, "argmin")
+    }
+    fn arg_reduce(&self, op: ReduceOp, dim: Option<isize>, keepdim: bool, name: &str) -> Result<Tensor> {
+        match dim {
+            None => {
+                let flat = self.reshape(&[-1])?;
+                flat.nonempty(&[0], name)?;
+                let r = flat.reduce_raw(op, &[0], false)?;
+                if keepdim {
+                    r.reshape(&vec![1; self.ndim()])
+                } else {
+                    Ok(r)
+                }
+            }
+            Some(d) => {
+                if self.ndim() == 0 {
+                    normalize_dim(d, 0, name)?;
+                    return self.reshape(&[1])?.reduce_raw(op, &[0], false);
+                }
+                let d = normalize_dim(d, self.ndim(), name)?;
+                self.nonempty(&[d], name)?;
+                self.reduce_raw(op, &[d], keepdim)
+            }
+        }
+    }
+    /// Max along `dim` with the index where it occurs.
+    pub fn max_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        let i = self.argmax(Some(dim), true)?;
+        self.take_arg(i, dim, keepdim)
+    }
+    /// Min along `dim` with the index where it occurs.
+    pub fn min_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        let i = self.argmin(Some(dim), true)?;
+        self.take_arg(i, dim, keepdim)
+    }
+    fn take_arg(&self, idx: Tensor, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        if self.ndim() == 0 {
+            return Ok((self.clone(), idx.reshape(&[])?));
+        }
+        let v = self.gather(dim, &idx)?;
+        if keepdim {
+            Ok((v, idx))
+        } else {
+            Ok((v.squeeze_dim(dim)?, idx.squeeze_dim(dim)?))
+        }
+    }
+    /// Variance over `dims` with `correction` (1 = unbiased, as `torch.var`'s default).
+    pub fn var_dim(&self, dims: &[isize], correction: f64, keepdim: bool) -> Result<Tensor> {
+        let d = self.rdims(dims, "var")?;
+        let n: usize = d.iter().map(|&i| self.shape()[i]).product();
+        let mean = self.mean_dim(dims, true)?;
+        let dev = self.sub(&mean)?;
+        dev.mul(&dev)?.sum_dim(dims, keepdim)?.div((n as f64 - correction).max(0.0))
+    }
+    /// Unbiased variance of all elements.
+    pub fn var(&self) -> Result<Tensor> {
+        self.var_dim(&[], 1.0, false)
+    }
+    /// Standard deviation over `dims`.
+    pub fn std_dim(&self, dims: &[isize], correction: f64, keepdim: bool) -> Result<Tensor> {
+        self.var_dim(dims, correction, keepdim)?.sqrt()
+    }
+    /// Unbiased standard deviation of all elements.
+    pub fn std(&self) -> Result<Tensor> {
+        self.std_dim(&[], 1.0, false)
+    }
+    /// (variance, mean) over `dims`.
+    pub fn var_mean(&self, dims: &[isize], correction: f64, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        Ok((self.var_dim(dims, correction, keepdim)?, self.mean_dim(dims, keepdim)?))
+    }
+    /// (std, mean) over `dims`.
+    pub fn std_mean(&self, dims: &[isize], correction: f64, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        Ok((self.std_dim(dims, correction, keepdim)?, self.mean_dim(dims, keepdim)?))
+    }
+    /// The p-norm over `dims` (`torch.linalg.vector_norm`): p may be inf, -inf, 0 or any real.
+    pub fn vector_norm(&self, p: f64, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let x = if self.dtype().is_float() { self.abs()? } else { self.to_dtype(DEFAULT_FLOAT)?.abs()? };
+        if p == f64::INFINITY {
+            x.amax(dims, keepdim)
+        } else if p == f64::NEG_INFINITY {
+            x.amin(dims, keepdim)
+        } else if p == 0.0 {
+            x.ne(0.0)?.to_dtype(x.dtype())?.sum_dim(dims, keepdim)
+        } else if p == 1.0 {
+            x.sum_dim(dims, keepdim)
+        } else if p == 2.0 {
+            x.mul(&x)?.sum_dim(dims, keepdim)?.sqrt()
+        } else {
+            x.pow(p)?.sum_dim(dims, keepdim)?.pow(1.0 / p)
+        }
+    }
+    /// `torch.norm(input, p, dim, keepdim)` for vector norms.
+    pub fn norm(&self, p: f64, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        self.vector_norm(p, dims, keepdim)
+    }
+    /// `log(sum(exp(x)))` over `dims`, computed stably.
+    pub fn logsumexp(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DEFAULT_FLOAT)? };
+        let m = x.amax(dims, true)?.detach_value()?;
+        // an infinite max would give inf - inf = nan; shift by 0 there instead
+        let m = Tensor::where_cond(&m.isinf()?, 0.0, &m)?;
+        let s = x.sub(&m)?.exp()?.sum_dim(dims, true)?.log()?.add(&m)?;
+        if keepdim {
+            Ok(s)
+        } else {
+            let d = x.rdims(dims, "logsumexp")?;
+            let out: Vec<isize> =
+                s.shape().iter().enumerate().filter(|(i, _)| !d.contains(i)).map(|(_, &v)| v as isize).collect();
+            s.reshape(&out)
+        }
+    }
+    /// True when every element is nonzero.
+    pub fn all(&self) -> Result<Tensor> {
+        self.all_dim(&[], false)
+    }
+    /// `all` over dims.
+    pub fn all_dim(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let d = self.rdims(dims, "all")?;
+        self.reduce_raw(ReduceOp::All, &d, keepdim)
+    }
+    /// True when some element is nonzero.
+    pub fn any(&self) -> Result<Tensor> {
+        self.any_dim(&[], false)
+    }
+    /// `any` over dims.
+    pub fn any_dim(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let d = self.rdims(dims, "any")?;
+        self.reduce_raw(ReduceOp::Any, &d, keepdim)
+    }
+    /// Number of nonzero elements over `dims` (i64).
+    pub fn count_nonzero(&self, dims: &[isize]) -> Result<Tensor> {
+        self.ne(0.0)?.sum_dim(dims, false)
+    }
+    /// Lower median of all elements.
+    pub fn median(&self) -> Result<Tensor> {
+        let flat = self.reshape(&[-1])?;
+        flat.nonempty(&[0], "median")?;
+        let (v, _) = flat.sort(0, false)?;
+        v.select(0, ((flat.numel() - 1) / 2) as isize)
+    }
+    /// Lower median along `dim`, with its index.
+    pub fn median_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        let d = self.rdims(&[dim], "median")?;
+        let n = d.first().map(|&i| self.shape()[i]).unwrap_or(1);
+        self.kthvalue((n + 1) / 2, dim, keepdim)
+    }
+    /// The k-th smallest (1-based) along `dim`, with its index.
+    pub fn kthvalue(&self, k: usize, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        let x = if self.ndim() == 0 { self.reshape(&[1])? } else { self.clone() };
+        let d = normalize_dim(dim, x.ndim(), "kthvalue")?;
+        let n = x.shape()[d];
+        if k == 0 || k > n {
+            return Err(Error::invalid("kthvalue", format!("k ({k}) out of range for dim of size {n}")));
+        }
+        let (v, i) = x.sort(d as isize, false)?;
+        let (v, i) = (v.narrow(d as isize, (k - 1) as isize, 1)?, i.narrow(d as isize, (k - 1) as isize, 1)?);
+        if keepdim && self.ndim() > 0 {
+            Ok((v.contiguous()?, i.contiguous()?))
+        } else {
+            Ok((v.squeeze_dim(d as isize)?.contiguous()?, i.squeeze_dim(d as isize)?.contiguous()?))
+        }
+    }
+
+    fn scan(&self, op: ScanOp, dim: isize) -> Result<(Tensor, Option<Tensor>)> {
+        let x = if self.ndim() == 0 { self.reshape(&[1])? } else { self.clone() };
+        let d = normalize_dim(dim, x.ndim(), "scan")?;
+        let (v, i) = x.backend().scan(op, x.v(), d)?;
+        let shape = self.shape().to_vec();
+        Ok((x.same_backend(v, &shape), i.map(|i| x.same_backend(i, &shape))))
+    }
+    /// Running sum along `dim` (integers accumulate in i64).
+    pub fn cumsum(&self, dim: isize) -> Result<Tensor> {
+        let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DType::I64)? };
+        Ok(x.scan(ScanOp::Cumsum, dim)?.0)
+    }
+    /// Running product along `dim`.
+    pub fn cumprod(&self, dim: isize) -> Result<Tensor> {
+        let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DType::I64)? };
+        Ok(x.scan(ScanOp::Cumprod, dim)?.0)
+    }
+    /// Running maximum along `dim` and where it was attained.
+    pub fn cummax(&self, dim: isize) -> Result<(Tensor, Tensor)> {
+        let (v, i) = self.scan(ScanOp::Cummax, dim)?;
+        Ok((v, i.expect("cummax returns indices")))
+    }
+    /// Running minimum along `dim` and where it was attained.
+    pub fn cummin(&self, dim: isize) -> Result<(Tensor, Tensor)> {
+        let (v, i) = self.scan(ScanOp::Cummin, dim)?;
+        Ok((v, i.expect("cummin returns indices")))
+    }
+
+    /// Sorts along `dim` (stable): values and i64 indices.
+    pub fn sort(&self, dim: isize, descending: bool) -> Result<(Tensor, Tensor)> {
+        if self.ndim() == 0 {
+            return Ok((self.clone(), Tensor::zeros_with(&[], DType::I64, self.device())?));
+        }
+        let d = normalize_dim(dim, self.ndim(), "sort")?;
+        let (v, i) = self.backend().sort(self.v(), d, descending, true)?;
+        Ok((self.same_backend(v, self.shape()), self.same_backend(i, self.shape())))
+    }
+    /// Indices that sort along `dim`.
+    pub fn argsort(&self, dim: isize, descending: bool) -> Result<Tensor> {
+        Ok(self.sort(dim, descending)?.1)
+    }
+    /// The `k` largest (or smallest) along `dim`, sorted, with their indices.
+    pub fn topk(&self, k: usize, dim: isize, largest: bool) -> Result<(Tensor, Tensor)> {
+        let d = if self.ndim() == 0 { 0 } else { normalize_dim(dim, self.ndim(), "topk")? };
+        let n = self.shape().get(d).copied().unwrap_or(1);
+        if k > n {
+            return Err(Error::invalid("topk", format!("k ({k}) is larger than the dim's size {n}")));
+        }
+        let (v, i) = self.sort(d as isize, largest)?;
+        if self.ndim() == 0 {
+            return Ok((v, i));
+        }
+        Ok((v.narrow(d as isize, 0, k)?.contiguous()?, i.narrow(d as isize, 0, k)?.contiguous()?))
+    }
+
+    /// Softmax along `dim` (integer inputs become f32).
+    pub fn softmax(&self, dim: isize) -> Result<Tensor> {
+        let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DEFAULT_FLOAT)? };
+        let (x32, back) = x.upcast_low_precision()?;
+        let m = x32.amax(&[dim], true)?.detach_value()?;
+        let e = x32.sub(&m)?.exp()?;
+        let r = e.div(&e.sum_dim(&[dim], true)?)?;
+        r.to_dtype(back)
+    }
+    /// Log-softmax along `dim`.
+    pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+        let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DEFAULT_FLOAT)? };
+        let (x32, back) = x.upcast_low_precision()?;
+        let r = x32.sub(&x32.logsumexp(&[dim], true)?)?;
+        r.to_dtype(back)
+    }
+    /// Softmin along `dim`.
+    pub fn softmin(&self, dim: isize) -> Result<Tensor> {
+        self.neg()?.softmax(dim)
+    }
+
+    /// f16/bf16 compute in f32 (as PyTorch's CPU kernels do); returns the tensor and the dtype to return to.
+    pub(crate) fn upcast_low_precision(&self) -> Result<(Tensor, DType)> {
+        match self.dtype() {
+            DType::F16 | DType::BF16 => Ok((self.to_dtype(DType::F32)?, self.dtype())),
+            d => Ok((self.clone(), d)),
+        }
+    }
+
+    /// The same values without any graph history (kept here until autograd lands: identical to a view).
+    pub fn detach_value(&self) -> Result<Tensor> {
+        Ok(self.clone())
+    }
+}

@@ -1,0 +1,225 @@
+//! `Tensor`: a cheap, shareable handle to a strided view of backend storage.
+
+use crate::device::backend;
+use ember_storage::{Backend, Buffer, DType, Device, Error, HostData, HostElement, Layout, Result, View};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The memory behind one or more tensors (a base tensor and all its views).
+#[derive(Debug)]
+pub(crate) struct Storage {
+    pub(crate) buffer: Buffer,
+    pub(crate) backend: Arc<dyn Backend>,
+    /// Bumped by every in-place op, so autograd can detect a saved tensor that changed.
+    pub(crate) version: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct TensorImpl {
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) layout: Layout,
+    pub(crate) dtype: DType,
+}
+
+/// An n-dimensional array on a device, with PyTorch's API.
+///
+/// `Clone` is cheap and shares storage (like assigning a tensor in Python). Views (`reshape` where
+/// possible, `permute`, `narrow`, `slice`, `expand`, ...) share storage too; in-place ops (`add_`, `copy_`,
+/// `fill_`, ...) write through to every view and bump the storage's version counter.
+///
+/// ```
+/// use ember_autograd::Tensor;
+/// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+/// let y = x.matmul(&x.t().unwrap()).unwrap();
+/// assert_eq!(y.to_vec::<f32>().unwrap(), vec![5.0, 11.0, 11.0, 25.0]);
+/// ```
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<TensorImpl>);
+
+impl Tensor {
+    pub(crate) fn from_buffer(buffer: Buffer, backend: Arc<dyn Backend>, shape: &[usize]) -> Tensor {
+        let dtype = buffer.dtype();
+        let storage = Arc::new(Storage { buffer, backend, version: AtomicU64::new(0) });
+        Tensor(Arc::new(TensorImpl { storage, layout: Layout::contiguous(shape), dtype }))
+    }
+
+    /// A new tensor sharing this one's storage through another layout.
+    pub(crate) fn with_layout(&self, layout: Layout) -> Tensor {
+        Tensor(Arc::new(TensorImpl { storage: self.0.storage.clone(), layout, dtype: self.0.dtype }))
+    }
+
+    /// A new dense tensor on this tensor's backend.
+    pub(crate) fn same_backend(&self, buffer: Buffer, shape: &[usize]) -> Tensor {
+        Tensor::from_buffer(buffer, self.0.storage.backend.clone(), shape)
+    }
+
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.0.storage.backend
+    }
+
+    /// The (buffer, layout) pair a backend op takes.
+    pub(crate) fn v(&self) -> View<'_> {
+        (&self.0.storage.buffer, &self.0.layout)
+    }
+
+    /// Moves host data onto `device` as a tensor of `shape`.
+    pub fn from_host(data: HostData, shape: &[usize], device: Device) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if data.len() != n {
+            return Err(Error::shape(
+                "from_vec",
+                format!("{} elements cannot form shape {shape:?} ({n} elements)", data.len()),
+            ));
+        }
+        let be = backend(device)?;
+        let buf = be.from_host(data)?;
+        Ok(Tensor::from_buffer(buf, be, shape))
+    }
+
+    /// A CPU tensor that takes ownership of `data` (no copy).
+    ///
+    /// ```
+    /// let t = ember_autograd::Tensor::from_vec(vec![1i64, 2, 3], &[3]).unwrap();
+    /// assert_eq!(t.dtype(), ember_storage::DType::I64);
+    /// ```
+    pub fn from_vec<T: HostElement>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_host(HostData::from_vec(data), shape, Device::Cpu)
+    }
+
+    /// A CPU tensor copied from a slice.
+    pub fn from_slice<T: HostElement>(data: &[T], shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_vec(data.to_vec(), shape)
+    }
+
+    /// A zero-dimensional CPU tensor.
+    pub fn scalar<T: HostElement>(value: T) -> Tensor {
+        Tensor::from_vec(vec![value], &[]).expect("one element fits shape []")
+    }
+
+    /// The elements in row-major order, copied to the host.
+    pub fn to_host(&self) -> Result<HostData> {
+        self.backend().to_host(self.v())
+    }
+
+    /// The elements as a `Vec<T>`; `T` must be the tensor's dtype (see [`Tensor::to_dtype`]).
+    pub fn to_vec<T: HostElement>(&self) -> Result<Vec<T>> {
+        self.to_host()?.into_vec()
+    }
+
+    /// The elements converted to f64, whatever the dtype (handy in tests and printing).
+    pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
+        Ok(self.to_host()?.to_f64s())
+    }
+
+    /// The value of a one-element tensor as f64.
+    pub fn item(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::invalid(
+                "item",
+                format!("needs a tensor with one element, got shape {:?}", self.shape()),
+            ));
+        }
+        Ok(self.to_vec_f64()?[0])
+    }
+
+    /// Sizes.
+    pub fn shape(&self) -> &[usize] {
+        self.0.layout.shape()
+    }
+    /// Sizes (PyTorch's `size()`).
+    pub fn size(&self) -> Vec<usize> {
+        self.shape().to_vec()
+    }
+    /// Strides in elements.
+    pub fn strides(&self) -> &[usize] {
+        self.0.layout.strides()
+    }
+    /// Rank.
+    pub fn ndim(&self) -> usize {
+        self.0.layout.ndim()
+    }
+    /// Rank (PyTorch's `dim()`).
+    pub fn dim(&self) -> usize {
+        self.ndim()
+    }
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.0.layout.numel()
+    }
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+    /// Where the storage lives.
+    pub fn device(&self) -> Device {
+        self.backend().device()
+    }
+    /// The layout (shape, strides, offset).
+    pub fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+    /// True when the elements are dense and row-major.
+    pub fn is_contiguous(&self) -> bool {
+        self.0.layout.is_contiguous()
+    }
+    /// The storage's version counter (bumped by in-place ops).
+    pub fn version(&self) -> u64 {
+        self.0.storage.version.load(Ordering::Acquire)
+    }
+    /// True when both tensors view the same storage.
+    pub fn shares_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+    /// Size of one dim (negative counts from the end).
+    pub fn size_of(&self, dim: isize) -> Result<usize> {
+        let d = self.0.layout.dim(dim, "size")?;
+        Ok(self.shape().get(d).copied().unwrap_or(1))
+    }
+
+    /// A dense copy unless already contiguous (then `self`, shared).
+    pub fn contiguous(&self) -> Result<Tensor> {
+        if self.is_contiguous() && self.0.layout.offset() == 0 {
+            return Ok(self.clone());
+        }
+        let buf = self.backend().cast(self.v(), self.dtype())?;
+        Ok(self.same_backend(buf, self.shape()))
+    }
+
+    /// A dense copy that never shares storage (`clone()` in PyTorch).
+    pub fn deep_clone(&self) -> Result<Tensor> {
+        let buf = self.backend().cast(self.v(), self.dtype())?;
+        Ok(self.same_backend(buf, self.shape()))
+    }
+
+    /// Converts the elements to `dtype` (returns `self` when it already has it).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let buf = self.backend().cast(self.v(), dtype)?;
+        Ok(self.same_backend(buf, self.shape()))
+    }
+
+    /// Moves to `device` (returns `self` when already there).
+    pub fn to(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        Tensor::from_host(self.to_host()?, self.shape(), device)
+    }
+
+    pub(crate) fn bump_version(&self) {
+        self.0.storage.version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Checks that every tensor is on `a`'s device, naming the op.
+pub(crate) fn same_device(op: &str, tensors: &[&Tensor]) -> Result<()> {
+    if let Some(first) = tensors.first() {
+        let d = first.device();
+        if let Some(t) = tensors.iter().find(|t| t.device() != d) {
+            return Err(Error::device(op, format!("expected all tensors on one device, got {d} and {}", t.device())));
+        }
+    }
+    Ok(())
+}
