@@ -23,6 +23,7 @@ mod display;
 mod elementwise;
 mod index;
 mod inplace;
+pub mod io;
 mod linalg;
 mod random;
 mod reduce;

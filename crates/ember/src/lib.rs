@@ -1,1 +1,23 @@
-//! placeholder
+//! # ember
+//!
+//! PyTorch's programming model in Rust. This facade re-exports the layers (`ember-storage`,
+//! `ember-ops-cpu`, `ember-autograd`) and a [`prelude`].
+//!
+//! ```
+//! use ember::prelude::*;
+//! let x = Tensor::randn(&[4, 3]).unwrap();
+//! let w = Tensor::ones(&[3, 2]).unwrap();
+//! let y = x.matmul(&w).unwrap().relu().unwrap();
+//! assert_eq!(y.shape(), &[4, 2]);
+//! ```
+#![warn(missing_docs)]
+
+pub use ember_autograd::*;
+pub use ember_ops_cpu as cpu;
+pub use ember_storage as storage;
+pub use ember_storage::{Backend, Layout};
+
+/// The names most programs need.
+pub mod prelude {
+    pub use ember_autograd::{idx, manual_seed, s, DType, Device, Error, PadMode, Result, SliceItem, Tensor, ELLIPSIS, NEW_AXIS};
+}
