@@ -97,9 +97,15 @@ pub fn load_manifest(dir: &Path) -> Result<Vec<Case>, Error> {
             op: c["op"].as_str().unwrap_or("").to_string(),
             file: c["file"].as_str().unwrap_or("").to_string(),
             args: obj(&c["args"]),
-            inputs: c["inputs"].as_array().map(|a| a.iter().map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default(),
+            inputs: c["inputs"]
+                .as_array()
+                .map(|a| a.iter().map(|x| x.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
             layout: obj(&c["layout"]),
-            outputs: c["outputs"].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default(),
+            outputs: c["outputs"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
             tol: (c["tol"]["rtol"].as_f64().unwrap_or(1e-5), c["tol"]["atol"].as_f64().unwrap_or(1e-8)),
         })
         .collect())
@@ -110,7 +116,9 @@ fn apply_layout(t: Tensor, spec: &Value) -> Result<Tensor, Error> {
     if let Some(list) = spec.as_array() {
         return list.iter().try_fold(t, apply_layout);
     }
-    let ints = |v: &Value| -> Vec<isize> { v.as_array().map(|a| a.iter().filter_map(|x| x.as_i64()).map(|x| x as isize).collect()).unwrap_or_default() };
+    let ints = |v: &Value| -> Vec<isize> {
+        v.as_array().map(|a| a.iter().filter_map(|x| x.as_i64()).map(|x| x as isize).collect()).unwrap_or_default()
+    };
     if let Some(p) = spec.get("permute") {
         return t.permute(&ints(p));
     }
@@ -155,7 +163,9 @@ fn compare(name: &str, got: &Tensor, want: &Tensor, tol: (f64, f64)) -> Result<(
     }
     match worst {
         None => Ok(()),
-        Some((i, a, b)) => Err(format!("{name}: {bad} of {} elements differ; first at {i}: got {a}, expected {b}", g.len())),
+        Some((i, a, b)) => {
+            Err(format!("{name}: {bad} of {} elements differ; first at {i}: got {a}, expected {b}", g.len()))
+        }
     }
 }
 

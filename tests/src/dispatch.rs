@@ -67,7 +67,9 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
     let a = Args(&case.args);
     let pos: Vec<Option<&Tensor>> = inputs.iter().map(|(_, t)| t.as_ref()).collect();
     let named = |n: &str| inputs.iter().find(|(k, _)| k == n).and_then(|(_, t)| t.as_ref());
-    let p = |i: usize| -> R<&Tensor> { pos.get(i).copied().flatten().ok_or_else(|| Error::invalid(&case.op, format!("missing input {i}"))) };
+    let p = |i: usize| -> R<&Tensor> {
+        pos.get(i).copied().flatten().ok_or_else(|| Error::invalid(&case.op, format!("missing input {i}")))
+    };
     let x = || p(0);
     let one = |t: R<Tensor>| t.map(|t| vec![t]);
     let two = |t: R<(Tensor, Tensor)>| t.map(|(a, b)| vec![a, b]);
@@ -83,27 +85,59 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
             }
         }
     };
-    let scalar_or = |key: &str| -> R<Option<f64>> {
-        Ok(if pos.get(1).copied().flatten().is_some() { None } else { a.of(key) })
-    };
+    let scalar_or =
+        |key: &str| -> R<Option<f64>> { Ok(if pos.get(1).copied().flatten().is_some() { None } else { a.of(key) }) };
     let op = case.op.as_str();
     match op {
         // ---- unary
-        "abs" | "acos" | "acosh" | "asin" | "asinh" | "atan" | "atanh" | "ceil" | "cos" | "cosh" | "digamma" | "erf"
-        | "erfc" | "erfinv" | "exp" | "exp2" | "expm1" | "floor" | "frac" | "lgamma" | "log" | "log10" | "log1p" | "log2"
-        | "neg" | "reciprocal" | "rsqrt" | "sigmoid" | "sign" | "sin" | "sinh" | "sqrt" | "square" | "tan" | "tanh"
-        | "trunc" | "isfinite" | "isinf" | "isnan" | "logical_not" | "relu" | "silu" => {
+        "abs" | "acos" | "acosh" | "asin" | "asinh" | "atan" | "atanh" | "ceil" | "cos" | "cosh" | "digamma"
+        | "erf" | "erfc" | "erfinv" | "exp" | "exp2" | "expm1" | "floor" | "frac" | "lgamma" | "log" | "log10"
+        | "log1p" | "log2" | "neg" | "reciprocal" | "rsqrt" | "sigmoid" | "sign" | "sin" | "sinh" | "sqrt"
+        | "square" | "tan" | "tanh" | "trunc" | "isfinite" | "isinf" | "isnan" | "logical_not" | "relu" | "silu" => {
             let t = x()?;
             let u = match op {
-                "abs" => t.abs(), "acos" => t.acos(), "acosh" => t.acosh(), "asin" => t.asin(), "asinh" => t.asinh(),
-                "atan" => t.atan(), "atanh" => t.atanh(), "ceil" => t.ceil(), "cos" => t.cos(), "cosh" => t.cosh(),
-                "digamma" => t.digamma(), "erf" => t.erf(), "erfc" => t.erfc(), "erfinv" => t.erfinv(), "exp" => t.exp(),
-                "exp2" => t.exp2(), "expm1" => t.expm1(), "floor" => t.floor(), "frac" => t.frac(), "lgamma" => t.lgamma(),
-                "log" => t.log(), "log10" => t.log10(), "log1p" => t.log1p(), "log2" => t.log2(), "neg" => t.neg(),
-                "reciprocal" => t.reciprocal(), "rsqrt" => t.rsqrt(), "sigmoid" => t.sigmoid(), "sign" => t.sign(),
-                "sin" => t.sin(), "sinh" => t.sinh(), "sqrt" => t.sqrt(), "square" => t.square(), "tan" => t.tan(),
-                "tanh" => t.tanh(), "trunc" => t.trunc(), "isfinite" => t.isfinite(), "isinf" => t.isinf(),
-                "isnan" => t.isnan(), "logical_not" => t.logical_not(), "relu" => t.relu(), _ => t.silu(),
+                "abs" => t.abs(),
+                "acos" => t.acos(),
+                "acosh" => t.acosh(),
+                "asin" => t.asin(),
+                "asinh" => t.asinh(),
+                "atan" => t.atan(),
+                "atanh" => t.atanh(),
+                "ceil" => t.ceil(),
+                "cos" => t.cos(),
+                "cosh" => t.cosh(),
+                "digamma" => t.digamma(),
+                "erf" => t.erf(),
+                "erfc" => t.erfc(),
+                "erfinv" => t.erfinv(),
+                "exp" => t.exp(),
+                "exp2" => t.exp2(),
+                "expm1" => t.expm1(),
+                "floor" => t.floor(),
+                "frac" => t.frac(),
+                "lgamma" => t.lgamma(),
+                "log" => t.log(),
+                "log10" => t.log10(),
+                "log1p" => t.log1p(),
+                "log2" => t.log2(),
+                "neg" => t.neg(),
+                "reciprocal" => t.reciprocal(),
+                "rsqrt" => t.rsqrt(),
+                "sigmoid" => t.sigmoid(),
+                "sign" => t.sign(),
+                "sin" => t.sin(),
+                "sinh" => t.sinh(),
+                "sqrt" => t.sqrt(),
+                "square" => t.square(),
+                "tan" => t.tan(),
+                "tanh" => t.tanh(),
+                "trunc" => t.trunc(),
+                "isfinite" => t.isfinite(),
+                "isinf" => t.isinf(),
+                "isnan" => t.isnan(),
+                "logical_not" => t.logical_not(),
+                "relu" => t.relu(),
+                _ => t.silu(),
             };
             one(u)
         }
@@ -179,8 +213,15 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
         "eq" | "ne" | "lt" | "le" | "gt" | "ge" | "logical_and" | "logical_or" | "logical_xor" => {
             let (t, o) = (x()?, other("other")?);
             one(match op {
-                "eq" => t.eq(&o), "ne" => t.ne(&o), "lt" => t.lt(&o), "le" => t.le(&o), "gt" => t.gt(&o), "ge" => t.ge(&o),
-                "logical_and" => t.logical_and(&o), "logical_or" => t.logical_or(&o), _ => t.logical_xor(&o),
+                "eq" => t.eq(&o),
+                "ne" => t.ne(&o),
+                "lt" => t.lt(&o),
+                "le" => t.le(&o),
+                "gt" => t.gt(&o),
+                "ge" => t.ge(&o),
+                "logical_and" => t.logical_and(&o),
+                "logical_or" => t.logical_or(&o),
+                _ => t.logical_xor(&o),
             })
         }
         "lerp" => one(match named("weight") {
@@ -213,7 +254,9 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
                 _ => t.count_nonzero(&dims),
             })
         }
-        "prod" => one(if a.has("dim") { x()?.prod_dim(a.i("dim", 0) as isize, a.b("keepdim", false)) } else { x()?.prod() }),
+        "prod" => {
+            one(if a.has("dim") { x()?.prod_dim(a.i("dim", 0) as isize, a.b("keepdim", false)) } else { x()?.prod() })
+        }
         "max" | "min" => {
             let t = x()?;
             if a.has("dim") {
@@ -225,11 +268,21 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
         }
         "argmax" | "argmin" => {
             let d = if a.has("dim") { Some(a.i("dim", 0) as isize) } else { None };
-            one(if op == "argmax" { x()?.argmax(d, a.b("keepdim", false)) } else { x()?.argmin(d, a.b("keepdim", false)) })
+            one(if op == "argmax" {
+                x()?.argmax(d, a.b("keepdim", false))
+            } else {
+                x()?.argmin(d, a.b("keepdim", false))
+            })
         }
         "var" | "std" | "var_mean" | "std_mean" => {
             let t = x()?;
-            let corr = if a.has("correction") { a.f("correction", 1.0) } else if a.0.get("unbiased").and_then(|v| v.as_bool()) == Some(false) { 0.0 } else { 1.0 };
+            let corr = if a.has("correction") {
+                a.f("correction", 1.0)
+            } else if a.0.get("unbiased").and_then(|v| v.as_bool()) == Some(false) {
+                0.0
+            } else {
+                1.0
+            };
             let (dims, k) = (a.dims("dim"), a.b("keepdim", false));
             match op {
                 "var" => one(t.var_dim(&dims, corr, k)),
@@ -267,12 +320,18 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
         "tile" => one(x()?.tile(&a.dims("dims").iter().map(|&r| r as usize).collect::<Vec<_>>())),
         "cat" | "stack" => {
             let ts: Vec<Tensor> = pos.iter().flatten().map(|t| (*t).clone()).collect();
-            one(if op == "cat" { Tensor::cat(&ts, a.i("dim", 0) as isize) } else { Tensor::stack(&ts, a.i("dim", 0) as isize) })
+            one(if op == "cat" {
+                Tensor::cat(&ts, a.i("dim", 0) as isize)
+            } else {
+                Tensor::stack(&ts, a.i("dim", 0) as isize)
+            })
         }
         "split" => {
             let d = a.i("dim", 0) as isize;
             match a.0.get("split_size_or_sections") {
-                Some(Value::Array(s)) => x()?.split_sizes(&s.iter().filter_map(|v| v.as_u64()).map(|v| v as usize).collect::<Vec<_>>(), d),
+                Some(Value::Array(s)) => {
+                    x()?.split_sizes(&s.iter().filter_map(|v| v.as_u64()).map(|v| v as usize).collect::<Vec<_>>(), d)
+                }
                 _ => x()?.split(a.i("split_size_or_sections", 1) as usize, d),
             }
         }
@@ -287,7 +346,14 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
         "tril" => one(x()?.tril(a.i("diagonal", 0))),
         "triu" => one(x()?.triu(a.i("diagonal", 0))),
         "getitem" => {
-            let items: Vec<SliceItem> = a.0.get("index").and_then(|v| v.as_array()).cloned().unwrap_or_default().iter().map(slice_item).collect::<R<_>>()?;
+            let items: Vec<SliceItem> =
+                a.0.get("index")
+                    .and_then(|v| v.as_array())
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(slice_item)
+                    .collect::<R<_>>()?;
             one(x()?.i(&items))
         }
         "gather" => one(x()?.gather(a.i("dim", 0) as isize, p(1)?)),
@@ -299,13 +365,34 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
         "index_select" => one(x()?.index_select(a.i("dim", 0) as isize, p(1)?)),
         "index_add" => one(x()?.index_add(a.i("dim", 0) as isize, p(1)?, p(2)?, a.f("alpha", 1.0))),
         "masked_fill" => one(x()?.masked_fill(p(1)?, a.f("value", 0.0))),
-        "take_along_dim" => one(x()?.take_along_dim(p(1)?, if a.has("dim") { Some(a.i("dim", 0) as isize) } else { None })),
+        "take_along_dim" => {
+            one(x()?.take_along_dim(p(1)?, if a.has("dim") { Some(a.i("dim", 0) as isize) } else { None }))
+        }
         "one_hot" => one(x()?.one_hot(a.i("num_classes", -1))),
         "pad" => one(x()?.pad(&a.dims("pad"), PadMode::parse(a.s("mode").unwrap_or("constant"))?, a.f("value", 0.0))),
         // ---- creation
-        "arange" => one(Tensor::arange_with(a.f("start", 0.0), a.f("end", 0.0), a.f("step", 1.0), a.dtype(DType::I64), Device::Cpu)),
-        "linspace" => one(Tensor::linspace_with(a.f("start", 0.0), a.f("end", 0.0), a.i("steps", 0) as usize, a.dtype(DType::F32), Device::Cpu)),
-        "logspace" => one(Tensor::logspace_with(a.f("start", 0.0), a.f("end", 0.0), a.i("steps", 0) as usize, a.f("base", 10.0), a.dtype(DType::F32), Device::Cpu)),
+        "arange" => one(Tensor::arange_with(
+            a.f("start", 0.0),
+            a.f("end", 0.0),
+            a.f("step", 1.0),
+            a.dtype(DType::I64),
+            Device::Cpu,
+        )),
+        "linspace" => one(Tensor::linspace_with(
+            a.f("start", 0.0),
+            a.f("end", 0.0),
+            a.i("steps", 0) as usize,
+            a.dtype(DType::F32),
+            Device::Cpu,
+        )),
+        "logspace" => one(Tensor::logspace_with(
+            a.f("start", 0.0),
+            a.f("end", 0.0),
+            a.i("steps", 0) as usize,
+            a.f("base", 10.0),
+            a.dtype(DType::F32),
+            Device::Cpu,
+        )),
         "eye" => {
             let n = a.i("n", 0) as usize;
             one(Tensor::eye_with(n, a.i("m", n as i64) as usize, a.dtype(DType::F32), Device::Cpu))
@@ -330,7 +417,11 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
         }
         "tensordot" => one(match a.0.get("dims") {
             Some(Value::Array(d)) if d.len() == 2 && d[0].is_array() => {
-                let l = |v: &Value| v.as_array().map(|a| a.iter().filter_map(|x| x.as_i64()).map(|x| x as isize).collect::<Vec<_>>()).unwrap_or_default();
+                let l = |v: &Value| {
+                    v.as_array()
+                        .map(|a| a.iter().filter_map(|x| x.as_i64()).map(|x| x as isize).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                };
                 x()?.tensordot(p(1)?, &l(&d[0]), &l(&d[1]))
             }
             _ => x()?.tensordot_n(p(1)?, a.i("dims", 2) as usize),
@@ -344,7 +435,9 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
         "linalg.solve" => one(x()?.linalg_solve(p(1)?)),
         "linalg.cholesky" => one(x()?.linalg_cholesky()),
         "linalg.svdvals" => one(x()?.linalg_svdvals()),
-        "linalg.eigvalsh" => one(if a.s("UPLO") == Some("U") { x()?.mt()?.linalg_eigvalsh() } else { x()?.linalg_eigvalsh() }),
+        "linalg.eigvalsh" => {
+            one(if a.s("UPLO") == Some("U") { x()?.mt()?.linalg_eigvalsh() } else { x()?.linalg_eigvalsh() })
+        }
         "linalg.qr" => {
             let (q, r) = x()?.linalg_qr()?;
             // sign-normalise so the factorisation is unique (FORMAT.md)

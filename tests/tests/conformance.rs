@@ -9,7 +9,13 @@ fn conformance_cpu() {
     let summary = run_all(&dir, Device::Cpu, false).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
     println!("(forward outputs only; gradients are compared once autograd lands)");
     println!("{}", summary.line());
-    let failed: Vec<&String> = summary.results.iter().filter(|(_, o)| matches!(o, Outcome::Failed(_))).map(|(id, _)| id).collect();
-    assert!(summary.results.len() > 500, "expected the full case set, found {} cases in {}", summary.results.len(), dir.display());
+    let failed: Vec<&String> =
+        summary.results.iter().filter(|(_, o)| matches!(o, Outcome::Failed(_))).map(|(id, _)| id).collect();
+    assert!(
+        summary.results.len() > 500,
+        "expected the full case set, found {} cases in {}",
+        summary.results.len(),
+        dir.display()
+    );
     assert!(failed.is_empty(), "{} conformance cases failed: {failed:?}", failed.len());
 }

@@ -52,11 +52,8 @@ pub fn load_safetensors_to(path: impl AsRef<Path>, device: Device) -> Result<Vec
     // memory-mapped reads, which every safetensors reader accepts.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| Error::format(&what, e.to_string()))?;
-    let mut names: Vec<(usize, String)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (v.data().as_ptr() as usize, n))
-        .collect();
+    let mut names: Vec<(usize, String)> =
+        st.tensors().into_iter().map(|(n, v)| (v.data().as_ptr() as usize, n)).collect();
     names.sort();
     let mut out = Vec::with_capacity(names.len());
     for (_, name) in names {
@@ -90,7 +87,8 @@ pub fn save_safetensors(path: impl AsRef<Path>, tensors: &[(&str, &Tensor)]) -> 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Error::invalid("save", format!("{} is not a file path", path.display())))?;
+    let name =
+        path.file_name().ok_or_else(|| Error::invalid("save", format!("{} is not a file path", path.display())))?;
     let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -151,11 +149,17 @@ pub fn from_npy_bytes(bytes: &[u8], what: &str) -> Result<Tensor> {
         let i = header.find(&format!("'{key}'"))?;
         Some(header[i + key.len() + 2..].trim_start().trim_start_matches(':').trim_start())
     };
-    let descr = field("descr").and_then(|s| s.strip_prefix('\'')).and_then(|s| s.split('\'').next()).ok_or_else(|| Error::format(what, "no descr"))?;
+    let descr = field("descr")
+        .and_then(|s| s.strip_prefix('\''))
+        .and_then(|s| s.split('\'').next())
+        .ok_or_else(|| Error::format(what, "no descr"))?;
     if field("fortran_order").map(|s| s.starts_with("True")).unwrap_or(false) {
         return Err(Error::unsupported("npy", format!("{what}: Fortran-order arrays")));
     }
-    let shape_s = field("shape").and_then(|s| s.strip_prefix('(')).and_then(|s| s.split(')').next()).ok_or_else(|| Error::format(what, "no shape"))?;
+    let shape_s = field("shape")
+        .and_then(|s| s.strip_prefix('('))
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| Error::format(what, "no shape"))?;
     let shape: Vec<usize> = shape_s
         .split(',')
         .map(str::trim)
@@ -176,7 +180,10 @@ pub fn from_npy_bytes(bytes: &[u8], what: &str) -> Result<Tensor> {
     let body = &bytes[start + hlen..];
     let need = n * dt.size_in_bytes();
     if body.len() != need {
-        return Err(Error::format(what, format!("data has {} bytes, shape {shape:?} of {dt} needs {need}", body.len())));
+        return Err(Error::format(
+            what,
+            format!("data has {} bytes, shape {shape:?} of {dt} needs {need}", body.len()),
+        ));
     }
     Tensor::from_host(HostData::from_le_bytes(dt, body, what)?, &shape, Device::Cpu)
 }

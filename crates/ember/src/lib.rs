@@ -19,5 +19,7 @@ pub use ember_storage::{Backend, Layout};
 
 /// The names most programs need.
 pub mod prelude {
-    pub use ember_autograd::{idx, manual_seed, s, DType, Device, Error, PadMode, Result, SliceItem, Tensor, ELLIPSIS, NEW_AXIS};
+    pub use ember_autograd::{
+        idx, manual_seed, s, DType, Device, Error, PadMode, Result, SliceItem, Tensor, ELLIPSIS, NEW_AXIS,
+    };
 }

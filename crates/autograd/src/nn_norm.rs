@@ -1,0 +1,214 @@
+//! Normalisation kernels of `nn.functional`: layer, group, instance, batch, RMS and local response norm,
+//! `normalize`, cosine similarity and pairwise distance. f16/bf16 compute in f32.
+
+use crate::Tensor;
+use ember_storage::{DType, Error, Result};
+
+fn affine(y: Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<Tensor> {
+    let y = match weight {
+        Some(w) => y.mul(w)?,
+        None => y,
+    };
+    match bias {
+        Some(b) => y.add(b),
+        None => Ok(y),
+    }
+}
+
+/// Reshapes a per-channel vector to broadcast over `[N, C, ...]` of rank `nd`.
+fn per_channel(v: &Tensor, nd: usize) -> Result<Tensor> {
+    let mut s = vec![1isize; nd];
+    if nd > 1 {
+        s[1] = -1;
+    } else {
+        s[0] = -1;
+    }
+    v.reshape(&s)
+}
+
+impl Tensor {
+    /// Layer norm over the trailing `normalized_shape` dims (biased variance).
+    pub fn layer_norm(
+        &self,
+        normalized_shape: &[usize],
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let k = normalized_shape.len();
+        if k > self.ndim() || self.shape()[self.ndim() - k..] != *normalized_shape {
+            return Err(Error::shape(
+                "layer_norm",
+                format!("normalized_shape {normalized_shape:?} does not match the end of {:?}", self.shape()),
+            ));
+        }
+        let (x, back) = self.upcast_low_precision()?;
+        let dims: Vec<isize> = (0..k).map(|i| -(i as isize) - 1).collect();
+        let mean = x.mean_dim(&dims, true)?;
+        let xc = x.sub(&mean)?;
+        let var = xc.mul(&xc)?.mean_dim(&dims, true)?;
+        let y = xc.mul(&var.add(eps)?.rsqrt()?)?;
+        let y = y.to_dtype(back)?;
+        affine(y, weight, bias)
+    }
+
+    /// RMS norm over the trailing dims (`eps` defaults to the dtype's machine epsilon, as PyTorch).
+    pub fn rms_norm(&self, normalized_shape: &[usize], weight: Option<&Tensor>, eps: Option<f64>) -> Result<Tensor> {
+        let k = normalized_shape.len();
+        if k > self.ndim() || self.shape()[self.ndim() - k..] != *normalized_shape {
+            return Err(Error::shape(
+                "rms_norm",
+                format!("normalized_shape {normalized_shape:?} does not match the end of {:?}", self.shape()),
+            ));
+        }
+        let eps = eps.unwrap_or(match self.dtype() {
+            DType::F64 => f64::EPSILON,
+            DType::F16 => 0.000_976_562_5,
+            DType::BF16 => 0.007_812_5,
+            _ => f32::EPSILON as f64,
+        });
+        let (x, back) = self.upcast_low_precision()?;
+        let dims: Vec<isize> = (0..k).map(|i| -(i as isize) - 1).collect();
+        let y = x.mul(&x.mul(&x)?.mean_dim(&dims, true)?.add(eps)?.rsqrt()?)?.to_dtype(back)?;
+        affine(y, weight, None)
+    }
+
+    /// Group norm: channels split into `groups`, each normalised over its channels and spatial dims.
+    pub fn group_norm(
+        &self,
+        groups: usize,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
+        if self.ndim() < 2 || groups == 0 || self.shape()[1] % groups != 0 {
+            return Err(Error::shape(
+                "group_norm",
+                format!("channels of {:?} must be divisible by num_groups={groups}", self.shape()),
+            ));
+        }
+        let n = self.shape()[0] as isize;
+        let (x, back) = self.upcast_low_precision()?;
+        let g = x.reshape(&[n, groups as isize, -1])?;
+        let mean = g.mean_dim(&[-1], true)?;
+        let gc = g.sub(&mean)?;
+        let var = gc.mul(&gc)?.mean_dim(&[-1], true)?;
+        let shape: Vec<isize> = self.shape().iter().map(|&s| s as isize).collect();
+        let y = gc.mul(&var.add(eps)?.rsqrt()?)?.reshape(&shape)?.to_dtype(back)?;
+        let nd = self.ndim();
+        affine(
+            y,
+            weight.map(|w| per_channel(w, nd)).transpose()?.as_ref(),
+            bias.map(|b| per_channel(b, nd)).transpose()?.as_ref(),
+        )
+    }
+
+    /// Instance norm: each (sample, channel) normalised over its spatial dims.
+    pub fn instance_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        if self.ndim() < 3 {
+            return Err(Error::shape("instance_norm", format!("expects [N, C, ...], got {:?}", self.shape())));
+        }
+        let dims: Vec<isize> = (2..self.ndim() as isize).collect();
+        let (x, back) = self.upcast_low_precision()?;
+        let mean = x.mean_dim(&dims, true)?;
+        let xc = x.sub(&mean)?;
+        let var = xc.mul(&xc)?.mean_dim(&dims, true)?;
+        let y = xc.mul(&var.add(eps)?.rsqrt()?)?.to_dtype(back)?;
+        let nd = self.ndim();
+        affine(
+            y,
+            weight.map(|w| per_channel(w, nd)).transpose()?.as_ref(),
+            bias.map(|b| per_channel(b, nd)).transpose()?.as_ref(),
+        )
+    }
+
+    /// Batch norm over `[N, C, ...]`. In training mode it uses the batch statistics and, when running
+    /// statistics are given, updates them in place (`(1 - momentum) * old + momentum * new`, unbiased
+    /// variance); in eval mode it uses the running statistics.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm(
+        &self,
+        running_mean: Option<&Tensor>,
+        running_var: Option<&Tensor>,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        training: bool,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<Tensor> {
+        if self.ndim() < 2 {
+            return Err(Error::shape("batch_norm", format!("expects [N, C, ...], got {:?}", self.shape())));
+        }
+        let nd = self.ndim();
+        let dims: Vec<isize> = (0..nd as isize).filter(|&d| d != 1).collect();
+        let (x, back) = self.upcast_low_precision()?;
+        let (mean, var) = if training {
+            let count = self.numel() / self.shape()[1];
+            if count <= 1 {
+                return Err(Error::invalid(
+                    "batch_norm",
+                    format!("expected more than 1 value per channel when training, got input {:?}", self.shape()),
+                ));
+            }
+            let mean = x.mean_dim(&dims, true)?;
+            let xc = x.sub(&mean)?;
+            let var = xc.mul(&xc)?.mean_dim(&dims, true)?;
+            if let (Some(rm), Some(rv)) = (running_mean, running_var) {
+                let unbiased = var.mul(count as f64 / (count - 1) as f64)?;
+                rm.copy_(&rm.mul(1.0 - momentum)?.add(&mean.reshape(&[-1])?.mul(momentum)?)?)?;
+                rv.copy_(&rv.mul(1.0 - momentum)?.add(&unbiased.reshape(&[-1])?.mul(momentum)?)?)?;
+            }
+            (mean, var)
+        } else {
+            match (running_mean, running_var) {
+                (Some(rm), Some(rv)) => {
+                    (per_channel(rm, nd)?.to_dtype(x.dtype())?, per_channel(rv, nd)?.to_dtype(x.dtype())?)
+                }
+                _ => return Err(Error::invalid("batch_norm", "eval mode needs running_mean and running_var")),
+            }
+        };
+        let y = x.sub(&mean)?.mul(&var.add(eps)?.rsqrt()?)?.to_dtype(back)?;
+        affine(
+            y,
+            weight.map(|w| per_channel(w, nd)).transpose()?.as_ref(),
+            bias.map(|b| per_channel(b, nd)).transpose()?.as_ref(),
+        )
+    }
+
+    /// Local response norm across channels.
+    pub fn local_response_norm(&self, size: usize, alpha: f64, beta: f64, k: f64) -> Result<Tensor> {
+        if self.ndim() < 3 || size == 0 {
+            return Err(Error::shape(
+                "local_response_norm",
+                format!("expects [N, C, ...] and size > 0, got {:?}", self.shape()),
+            ));
+        }
+        let sq = self.mul(self)?;
+        // pad channels (size/2 before, (size-1)/2 after), then average windows of `size` along channels
+        let c = self.shape()[1];
+        let mut pad = vec![0isize; 2 * (self.ndim() - 2)];
+        pad.extend([(size / 2) as isize, ((size - 1) / 2) as isize]);
+        let padded = sq.pad(&pad, crate::PadMode::Constant, 0.0)?;
+        let win = padded.unfold(1, size, 1)?.mean_dim(&[-1], false)?.narrow(1, 0, c)?;
+        self.div(&win.mul(alpha)?.add(k)?.pow(beta)?)
+    }
+
+    /// `x / max(||x||_p, eps)` along `dim`.
+    pub fn normalize(&self, p: f64, dim: isize, eps: f64) -> Result<Tensor> {
+        self.div(&self.vector_norm(p, &[dim], true)?.clamp(Some(eps), None)?.expand_as(self)?)
+    }
+
+    /// Cosine similarity along `dim`.
+    pub fn cosine_similarity(&self, other: &Tensor, dim: isize, eps: f64) -> Result<Tensor> {
+        let shape = ember_storage::shape::broadcast_shapes(self.shape(), other.shape(), "cosine_similarity")?;
+        let (a, b) = (self.broadcast_to(&shape)?, other.broadcast_to(&shape)?);
+        let na = a.vector_norm(2.0, &[dim], true)?.clamp(Some(eps), None)?;
+        let nb = b.vector_norm(2.0, &[dim], true)?.clamp(Some(eps), None)?;
+        a.div(&na)?.mul(&b.div(&nb)?)?.sum_dim(&[dim], false)
+    }
+
+    /// `||x1 - x2 + eps||_p` along the last dim.
+    pub fn pairwise_distance(&self, other: &Tensor, p: f64, eps: f64, keepdim: bool) -> Result<Tensor> {
+        self.sub(other)?.add(eps)?.vector_norm(p, &[-1], keepdim)
+    }
+}
