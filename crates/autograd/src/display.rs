@@ -52,6 +52,7 @@ impl fmt::Display for Tensor {
         let summarize = vals.len() > THRESHOLD;
         let shape = self.shape().to_vec();
         let strides = ember_storage::shape::contiguous_strides(&shape);
+        #[allow(clippy::too_many_arguments)]
         fn rec(
             out: &mut String,
             vals: &[f64],

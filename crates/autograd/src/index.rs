@@ -264,7 +264,7 @@ impl Tensor {
                 }
             }
         }
-        let n = if nd == 0 { (v[0] != 0.0) as usize } else { out.len() / nd };
+        let n = out.len().checked_div(nd).unwrap_or((v[0] != 0.0) as usize);
         Tensor::from_vec(out, &[n, nd])?.to(self.device())
     }
 

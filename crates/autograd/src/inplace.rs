@@ -34,9 +34,7 @@ impl Tensor {
                 format!("in-place result shape {:?} does not match the destination {:?}", r.shape(), self.shape()),
             ));
         }
-        if r.dtype() != self.dtype() && !r.dtype().is_float() == !self.dtype().is_float() {
-            // same kind, other width: fine, cast back
-        } else if r.dtype().is_float() && !self.dtype().is_float() {
+        if r.dtype().is_float() && !self.dtype().is_float() {
             return Err(Error::dtype(
                 op.name(),
                 format!("result type {} can't be cast to the destination {}", r.dtype(), self.dtype()),

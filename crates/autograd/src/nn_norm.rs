@@ -81,7 +81,7 @@ impl Tensor {
         bias: Option<&Tensor>,
         eps: f64,
     ) -> Result<Tensor> {
-        if self.ndim() < 2 || groups == 0 || self.shape()[1] % groups != 0 {
+        if self.ndim() < 2 || groups == 0 || !self.shape()[1].is_multiple_of(groups) {
             return Err(Error::shape(
                 "group_norm",
                 format!("channels of {:?} must be divisible by num_groups={groups}", self.shape()),

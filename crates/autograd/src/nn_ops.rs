@@ -171,7 +171,7 @@ impl Tensor {
         dilation: &[usize],
     ) -> Result<Tensor> {
         let k: usize = kernel.iter().product();
-        if self.ndim() != 3 || k == 0 || self.shape()[1] % k != 0 {
+        if self.ndim() != 3 || k == 0 || !self.shape()[1].is_multiple_of(k) {
             return Err(Error::shape("fold", format!("input {:?} must be [N, C * {k}, L]", self.shape())));
         }
         let g = WindowGeometry {
@@ -231,8 +231,8 @@ impl Tensor {
                 // total padding dilation*(k-1); odd totals put the extra on the right, as PyTorch does
                 let mut sym = vec![];
                 let mut extra = vec![];
-                for i in 0..d {
-                    let total = opts.dilation[i] * (kernel[i] - 1);
+                for (dl, k) in opts.dilation.iter().zip(kernel) {
+                    let total = dl * (k - 1);
                     sym.push(total / 2);
                     extra.push(total - 2 * (total / 2));
                 }
@@ -508,7 +508,7 @@ impl Tensor {
     /// `[N, C*r², H, W]` to `[N, C, H*r, W*r]`.
     pub fn pixel_shuffle(&self, r: usize) -> Result<Tensor> {
         let s = self.shape();
-        if self.ndim() < 3 || r == 0 || s[s.len() - 3] % (r * r) != 0 {
+        if self.ndim() < 3 || r == 0 || !s[s.len() - 3].is_multiple_of(r * r) {
             return Err(Error::shape("pixel_shuffle", format!("input {s:?} channels must be divisible by {}", r * r)));
         }
         let nd = s.len();
@@ -528,7 +528,7 @@ impl Tensor {
     pub fn pixel_unshuffle(&self, r: usize) -> Result<Tensor> {
         let s = self.shape();
         let nd = s.len();
-        if nd < 3 || r == 0 || s[nd - 2] % r != 0 || s[nd - 1] % r != 0 {
+        if nd < 3 || r == 0 || !s[nd - 2].is_multiple_of(r) || !s[nd - 1].is_multiple_of(r) {
             return Err(Error::shape("pixel_unshuffle", format!("input {s:?} spatial dims must be divisible by {r}")));
         }
         let (c, h, w) = (s[nd - 3], s[nd - 2], s[nd - 1]);
@@ -546,7 +546,7 @@ impl Tensor {
     /// Shuffles channels in `groups` (`F.channel_shuffle`).
     pub fn channel_shuffle(&self, groups: usize) -> Result<Tensor> {
         let s = self.shape();
-        if s.len() < 2 || groups == 0 || s[1] % groups != 0 {
+        if s.len() < 2 || groups == 0 || !s[1].is_multiple_of(groups) {
             return Err(Error::shape("channel_shuffle", format!("channels of {s:?} must be divisible by {groups}")));
         }
         let mut a: Vec<isize> = vec![s[0] as isize, groups as isize, (s[1] / groups) as isize];

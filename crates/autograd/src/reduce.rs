@@ -247,7 +247,7 @@ impl Tensor {
     pub fn median_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
         let d = self.rdims(&[dim], "median")?;
         let n = d.first().map(|&i| self.shape()[i]).unwrap_or(1);
-        self.kthvalue((n + 1) / 2, dim, keepdim)
+        self.kthvalue(n.div_ceil(2), dim, keepdim)
     }
     /// The k-th smallest (1-based) along `dim`, with its index.
     pub fn kthvalue(&self, k: usize, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {

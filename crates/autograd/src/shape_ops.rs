@@ -54,7 +54,7 @@ impl Tensor {
         }
         let mut out: Vec<usize> = shape.iter().map(|&s| s.max(0) as usize).collect();
         if let Some(i) = infer {
-            if known == 0 || n % known != 0 {
+            if known == 0 || !n.is_multiple_of(known) {
                 return Err(Error::shape(op, format!("shape {shape:?} is invalid for input of size {n}")));
             }
             out[i] = n / known;
@@ -457,7 +457,7 @@ impl Tensor {
     /// Pads the last dims: `pad` is (left, right) for the last dim, then the one before, ... as in
     /// `F.pad`. Negative pads crop (constant mode).
     pub fn pad(&self, pad: &[isize], mode: PadMode, value: f64) -> Result<Tensor> {
-        if pad.len() % 2 != 0 || pad.len() / 2 > self.ndim() {
+        if !pad.len().is_multiple_of(2) || pad.len() / 2 > self.ndim() {
             return Err(Error::invalid(
                 "pad",
                 format!("pad {pad:?} must have an even length <= 2 * rank ({})", self.ndim()),

@@ -72,7 +72,7 @@ impl Tensor {
             ));
         }
         let be = backend(device)?;
-        let buf = be.from_host(data)?;
+        let buf = be.upload(data)?;
         Ok(Tensor::from_buffer(buf, be, shape))
     }
 
@@ -98,7 +98,7 @@ impl Tensor {
 
     /// The elements in row-major order, copied to the host.
     pub fn to_host(&self) -> Result<HostData> {
-        self.backend().to_host(self.v())
+        self.backend().download(self.v())
     }
 
     /// The elements as a `Vec<T>`; `T` must be the tensor's dtype (see [`Tensor::to_dtype`]).

@@ -111,15 +111,7 @@ pub(crate) fn unary_float<T: Real>(op: UnaryOp, x: &[T], l: &Layout) -> Vec<T> {
         Acosh => map1(x, l, |a| a.acosh()),
         Atanh => map1(x, l, |a| a.atanh()),
         Sigmoid => map1(x, l, sigmoid),
-        Relu => map1(x, l, |a| {
-            if a > T::zero() {
-                a
-            } else if a.is_nan() {
-                a
-            } else {
-                T::zero()
-            }
-        }),
+        Relu => map1(x, l, |a| if a > T::zero() || a.is_nan() { a } else { T::zero() }),
         Silu => map1(x, l, |a| a * sigmoid(a)),
         Gelu => map1(x, l, |a| half * a * (T::one() + (a * T::c(std::f64::consts::FRAC_1_SQRT_2)).erf())),
         GeluTanh => map1(x, l, |a| {

@@ -5,7 +5,7 @@ use ember_storage::{Element, Error, IndexOp, Layout, Result};
 
 /// Calls `f(multi_index)` for every element of `shape`, row-major.
 pub(crate) fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
-    if shape.iter().any(|&n| n == 0) {
+    if shape.contains(&0) {
         return;
     }
     let mut idx = vec![0usize; shape.len()];

@@ -11,10 +11,10 @@
 //! use ember_ops_cpu::CpuBackend;
 //! use ember_storage::{Backend, BinaryOp, HostData, Layout};
 //! let cpu = CpuBackend::new();
-//! let a = cpu.from_host(HostData::F32(vec![1.0, 2.0, 3.0])).unwrap();
+//! let a = cpu.upload(HostData::F32(vec![1.0, 2.0, 3.0])).unwrap();
 //! let l = Layout::contiguous(&[3]);
 //! let s = cpu.binary(BinaryOp::Add, (&a, &l), (&a, &l)).unwrap();
-//! assert_eq!(cpu.to_host((&s, &l)).unwrap(), HostData::F32(vec![2.0, 4.0, 6.0]));
+//! assert_eq!(cpu.download((&s, &l)).unwrap(), HostData::F32(vec![2.0, 4.0, 6.0]));
 //! ```
 #![warn(missing_docs)]
 
@@ -362,12 +362,12 @@ impl Backend for CpuBackend {
         Device::Cpu
     }
 
-    fn from_host(&self, data: HostData) -> Result<Buffer> {
+    fn upload(&self, data: HostData) -> Result<Buffer> {
         Ok(buf(data))
     }
 
-    fn to_host(&self, x: View) -> Result<HostData> {
-        let b = checked(x, "to_host")?;
+    fn download(&self, x: View) -> Result<HostData> {
+        let b = checked(x, "download")?;
         let g = b.read();
         if x.1.contiguous_range() == Some((0, g.len())) {
             return Ok(g.clone());

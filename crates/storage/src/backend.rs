@@ -41,10 +41,10 @@ pub trait Backend: Send + Sync + Debug {
     /// The device this backend serves.
     fn device(&self) -> Device;
 
-    /// Moves host data into a new buffer (the CPU backend takes the vector without copying).
-    fn from_host(&self, data: HostData) -> Result<Buffer>;
+    /// Moves host data into a new buffer (host to device) (the CPU backend takes the vector without copying).
+    fn upload(&self, data: HostData) -> Result<Buffer>;
     /// Reads the elements of a view, in row-major order of its layout, back to the host.
-    fn to_host(&self, x: View) -> Result<HostData>;
+    fn download(&self, x: View) -> Result<HostData>;
     /// A new buffer of `numel` copies of `value`.
     fn full(&self, value: Scalar, dtype: DType, numel: usize) -> Result<Buffer>;
     /// A dense copy of a view, converted to `dtype` (a plain copy when it is the view's dtype).

@@ -29,7 +29,7 @@ pub trait DeviceBuffer: Any + Send + Sync + Debug {
 /// A shared handle to a backend buffer.
 pub type Buffer = Arc<dyn DeviceBuffer>;
 
-/// A typed vector in host memory, the currency of `Backend::from_host` / `Backend::to_host`.
+/// A typed vector in host memory, the currency of `Backend::upload` / `Backend::download`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HostData {
     /// bool elements.
@@ -159,7 +159,7 @@ impl HostData {
     /// bool bytes other than 0 and 1.
     pub fn from_le_bytes(dtype: DType, bytes: &[u8], what: &str) -> Result<HostData> {
         let sz = dtype.size_in_bytes();
-        if bytes.len() % sz != 0 {
+        if !bytes.len().is_multiple_of(sz) {
             return Err(Error::format(
                 what,
                 format!("{} bytes is not a whole number of {dtype} elements", bytes.len()),
