@@ -1,1 +1,47 @@
-fn main() {}
+//! `cargo xtask <command>`: Ember's chores.
+//!
+//! - `conformance [--dir DIR] [--quiet]`: runs the PyTorch conformance cases on the CPU backend.
+//! - `bench [--only W1,W2] [--threads N] [--reps R]`: runs the reference workloads of
+//!   `../shared/perf/WORKLOADS.md` that exist so far and prints one JSON line per figure, in the
+//!   format of `../shared/perf/torch_ref.py`, so the two outputs pair up by `id` + `params`.
+
+mod bench;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    match args.first().map(String::as_str) {
+        Some("conformance") => {
+            let dir = flag("--dir").map(std::path::PathBuf::from).unwrap_or_else(ember_tests::conformance::default_dir);
+            let quiet = args.iter().any(|a| a == "--quiet");
+            match ember_tests::conformance::run_all(&dir, ember::Device::Cpu, quiet) {
+                Ok(s) => {
+                    println!("{}", s.line());
+                    if s.counts().1 == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("conformance: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some("bench") => {
+            let only: Vec<String> =
+                flag("--only").map(|s| s.split(',').map(String::from).collect()).unwrap_or_default();
+            let threads: usize = flag("--threads").and_then(|s| s.parse().ok()).unwrap_or(2);
+            let reps: usize = flag("--reps").and_then(|s| s.parse().ok()).unwrap_or(15);
+            bench::run(&only, threads, reps);
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("usage: cargo xtask conformance [--dir DIR] [--quiet]\n       cargo xtask bench [--only W1,W2] [--threads N] [--reps R]");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -321,21 +321,20 @@ impl Tensor {
         Ok((v.narrow(d as isize, 0, k)?.contiguous()?, i.narrow(d as isize, 0, k)?.contiguous()?))
     }
 
-    /// Softmax along `dim` (integer inputs become f32).
+    /// Softmax along `dim` (integer inputs become f32), one fused backend kernel.
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
-        let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DEFAULT_FLOAT)? };
-        let (x32, back) = x.upcast_low_precision()?;
-        let m = x32.amax(&[dim], true)?.detach_value()?;
-        let e = x32.sub(&m)?.exp()?;
-        let r = e.div(&e.sum_dim(&[dim], true)?)?;
-        r.to_dtype(back)
+        self.softmax_impl(dim, false)
     }
-    /// Log-softmax along `dim`.
+    /// Log-softmax along `dim`, one fused backend kernel.
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+        self.softmax_impl(dim, true)
+    }
+    fn softmax_impl(&self, dim: isize, log: bool) -> Result<Tensor> {
         let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DEFAULT_FLOAT)? };
-        let (x32, back) = x.upcast_low_precision()?;
-        let r = x32.sub(&x32.logsumexp(&[dim], true)?)?;
-        r.to_dtype(back)
+        let x = if x.ndim() == 0 { x.reshape(&[1])? } else { x };
+        let d = normalize_dim(dim, x.ndim(), if log { "log_softmax" } else { "softmax" })?;
+        let buf = x.backend().softmax(x.v(), d, log)?;
+        x.same_backend(buf, x.shape()).reshape(&self.shape().iter().map(|&s| s as isize).collect::<Vec<_>>())
     }
     /// Softmin along `dim`.
     pub fn softmin(&self, dim: isize) -> Result<Tensor> {

@@ -41,6 +41,14 @@ impl CpuBuffer {
     }
 }
 
+impl Drop for CpuBuffer {
+    fn drop(&mut self) {
+        let data =
+            std::mem::replace(self.data.get_mut().unwrap_or_else(|e| e.into_inner()), HostData::Bool(Vec::new()));
+        ember_storage::with_host_data!(data, v => crate::pool::give(v));
+    }
+}
+
 impl DeviceBuffer for CpuBuffer {
     fn dtype(&self) -> DType {
         self.dtype

@@ -9,12 +9,31 @@ use ember_storage::{BinaryOp, Element, Error, Layout, Result, UnaryOp};
 use num_traits::Float;
 
 /// Float types with the special functions the op set needs.
-pub(crate) trait Real: Float + Element + Send + Sync + Default {
+pub(crate) trait Real: Float + Element + Send + Sync + Default + 'static {
     fn erf(self) -> Self;
     fn erfc(self) -> Self;
     fn erfinv(self) -> Self;
     fn lgamma(self) -> Self;
     fn digamma(self) -> Self;
+    /// exp, vectorisable where the type allows.
+    fn fast_exp(self) -> Self {
+        self.exp()
+    }
+    /// tanh, vectorisable where the type allows.
+    fn fast_tanh(self) -> Self {
+        self.tanh()
+    }
+    /// Sum of a contiguous slice in f64, vectorised where the type allows.
+    fn sum_slice(x: &[Self]) -> f64 {
+        let mut lanes = [0f64; 8];
+        let mut it = x.chunks_exact(8);
+        for c in &mut it {
+            for k in 0..8 {
+                lanes[k] += Element::to_f64(c[k]);
+            }
+        }
+        lanes.iter().sum::<f64>() + it.remainder().iter().map(|&v| Element::to_f64(v)).sum::<f64>()
+    }
     fn c(v: f64) -> Self {
         <Self as Element>::from_f64(v)
     }
@@ -54,15 +73,25 @@ impl Real for f32 {
     fn digamma(self) -> Self {
         special::digamma(self as f64) as f32
     }
+    fn fast_exp(self) -> Self {
+        crate::simd::exp_f32(self)
+    }
+    fn sum_slice(x: &[Self]) -> f64 {
+        crate::simd::sum_f32(x)
+    }
+    fn fast_tanh(self) -> Self {
+        crate::simd::tanh_f32(self)
+    }
 }
 
 #[inline(always)]
 fn sigmoid<T: Real>(x: T) -> T {
+    let e = (-x.abs()).fast_exp();
+    let pos = T::one() / (T::one() + e);
     if x >= T::zero() {
-        T::one() / (T::one() + (-x).exp())
+        pos
     } else {
-        let e = x.exp();
-        e / (T::one() + e)
+        e * pos
     }
 }
 
@@ -88,7 +117,7 @@ pub(crate) fn unary_float<T: Real>(op: UnaryOp, x: &[T], l: &Layout) -> Vec<T> {
         Abs => map1(x, l, |a| a.abs()),
         Sign => map1(x, l, sign),
         Square => map1(x, l, |a| a * a),
-        Exp => map1(x, l, |a| a.exp()),
+        Exp => map1(x, l, |a| a.fast_exp()),
         Exp2 => map1(x, l, |a| a.exp2()),
         Expm1 => map1(x, l, |a| a.exp_m1()),
         Log => map1(x, l, |a| a.ln()),
@@ -106,7 +135,7 @@ pub(crate) fn unary_float<T: Real>(op: UnaryOp, x: &[T], l: &Layout) -> Vec<T> {
         Atan => map1(x, l, |a| a.atan()),
         Sinh => map1(x, l, |a| a.sinh()),
         Cosh => map1(x, l, |a| a.cosh()),
-        Tanh => map1(x, l, |a| a.tanh()),
+        Tanh => map1(x, l, |a| a.fast_tanh()),
         Asinh => map1(x, l, |a| a.asinh()),
         Acosh => map1(x, l, |a| a.acosh()),
         Atanh => map1(x, l, |a| a.atanh()),

@@ -23,8 +23,11 @@ mod elementwise;
 mod index;
 mod lines;
 mod matmul;
+pub mod pool;
 mod reduce;
 pub mod rng;
+pub mod simd;
+mod softmax;
 pub mod special;
 mod strided;
 mod threading;
@@ -564,6 +567,31 @@ impl Backend for CpuBackend {
         // Rust's sort is stable, so every sort here is.
         let (v, i) = with_host_data!(&*g, v => sort_typed(v, x.1, dim, descending));
         Ok((buf(v), buf(i)))
+    }
+
+    fn softmax(&self, x: View, dim: usize, log: bool) -> Result<Buffer> {
+        let b = checked(x, "softmax")?;
+        if dim >= x.1.ndim().max(1) {
+            return Err(Error::invalid("softmax", format!("dim {dim} out of range for shape {:?}", x.1.shape())));
+        }
+        let g = b.read();
+        let l = x.1;
+        let n = l.shape().get(dim).copied().unwrap_or(1);
+        Ok(buf(match &*g {
+            HostData::F32(v) => HostData::F32(per_line(l, dim, n, |s, st, o| softmax::line(v, s, st, o, log))),
+            HostData::F64(v) => HostData::F64(per_line(l, dim, n, |s, st, o| softmax::line(v, s, st, o, log))),
+            HostData::F16(v) => {
+                let f = to_f32(v, l);
+                let r = per_line(&dense(l), dim, n, |s, st, o| softmax::line(&f, s, st, o, log));
+                HostData::F16(r.into_iter().map(f16::from_f32).collect())
+            }
+            HostData::BF16(v) => {
+                let f = to_f32(v, l);
+                let r = per_line(&dense(l), dim, n, |s, st, o| softmax::line(&f, s, st, o, log));
+                HostData::BF16(r.into_iter().map(bf16::from_f32).collect())
+            }
+            other => return Err(Error::dtype("softmax", format!("needs a floating dtype, got {}", other.dtype()))),
+        }))
     }
 
     fn matmul(&self, a: View, b: View) -> Result<Buffer> {

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 /// Calls `f(line_index, start, stride)` for every line along `dim` and collects `len` outputs per line,
 /// written in the row-major order of the input's shape (the dim's position kept).
-pub(crate) fn per_line<U: Copy + Send + Default>(
+pub(crate) fn per_line<U: Copy + Send + Default + 'static>(
     l: &Layout,
     dim: usize,
     out_len: usize,
@@ -15,7 +15,7 @@ pub(crate) fn per_line<U: Copy + Send + Default>(
 ) -> Vec<U> {
     let starts = line_starts(l, dim);
     let stride = l.strides().get(dim).copied().unwrap_or(1);
-    let mut lines = vec![U::default(); starts.len() * out_len];
+    let mut lines: Vec<U> = crate::pool::take(starts.len() * out_len);
     if out_len > 0 {
         if lines.len() >= par_threshold() {
             pool().install(|| lines.par_chunks_mut(out_len).zip(starts.par_iter()).for_each(|(o, &s)| f(s, stride, o)));
@@ -30,7 +30,7 @@ pub(crate) fn per_line<U: Copy + Send + Default>(
     if inner == 1 {
         return lines;
     }
-    let mut out = vec![U::default(); lines.len()];
+    let mut out: Vec<U> = crate::pool::take(lines.len());
     for o in 0..outer {
         for i in 0..inner {
             let src = (o * inner + i) * out_len;
@@ -39,6 +39,7 @@ pub(crate) fn per_line<U: Copy + Send + Default>(
             }
         }
     }
+    crate::pool::give(lines);
     out
 }
 

@@ -99,19 +99,7 @@ pub(crate) fn sum_run_f32(acc: f64, x: &[f32], s: usize, st: usize, n: usize) ->
     if st != 1 {
         return (0..n).fold(acc, |a, i| a + x[s + i * st] as f64);
     }
-    let mut total = acc;
-    for block in x[s..s + n].chunks(1024) {
-        let mut lanes = [0f32; 16];
-        let mut it = block.chunks_exact(16);
-        for c in &mut it {
-            for k in 0..16 {
-                lanes[k] += c[k];
-            }
-        }
-        let tail: f64 = it.remainder().iter().map(|&v| v as f64).sum();
-        total += lanes.iter().map(|&v| v as f64).sum::<f64>() + tail;
-    }
-    total
+    acc + crate::simd::sum_f32(&x[s..s + n])
 }
 
 /// Sum of a strided run of f64, with independent lanes on contiguous runs.

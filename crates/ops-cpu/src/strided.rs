@@ -1,6 +1,8 @@
 //! Strided iteration: maps over one, two or three views into a fresh dense output, with contiguous fast
 //! paths and rayon parallelism above a size threshold.
 
+use crate::pool::take;
+use crate::simd::{map_slice, zip_slice};
 use crate::threading::{par_threshold, pool};
 use ember_storage::Layout;
 use rayon::prelude::*;
@@ -34,7 +36,7 @@ fn all_zero_strides(l: &Layout) -> bool {
 }
 
 /// Copies a view into a dense vector, converting each element with `f`.
-pub(crate) fn gather<T: Copy + Sync, U: Copy + Send + Default>(
+pub(crate) fn gather<T: Copy + Sync, U: Copy + Send + Default + 'static>(
     src: &[T],
     l: &Layout,
     f: impl Fn(T) -> U + Sync,
@@ -43,13 +45,13 @@ pub(crate) fn gather<T: Copy + Sync, U: Copy + Send + Default>(
 }
 
 /// `out[i] = f(x[i])` over a view.
-pub(crate) fn map1<T: Copy + Sync, U: Copy + Send + Default>(
+pub(crate) fn map1<T: Copy + Sync, U: Copy + Send + Default + 'static>(
     x: &[T],
     lx: &Layout,
     f: impl Fn(T) -> U + Sync,
 ) -> Vec<U> {
     let n = lx.numel();
-    let mut out = vec![U::default(); n];
+    let mut out: Vec<U> = take(n);
     if n == 0 {
         return out;
     }
@@ -58,16 +60,10 @@ pub(crate) fn map1<T: Copy + Sync, U: Copy + Send + Default>(
         if n >= par_threshold() {
             let chunk = chunk_len(n);
             pool().install(|| {
-                out.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(o, i)| {
-                    for (o, &i) in o.iter_mut().zip(i) {
-                        *o = f(i);
-                    }
-                })
+                out.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(o, i)| map_slice(o, i, &f))
             });
         } else {
-            for (o, &i) in out.iter_mut().zip(src) {
-                *o = f(i);
-            }
+            map_slice(&mut out, src, &f);
         }
         return out;
     }
@@ -87,7 +83,7 @@ pub(crate) fn map1<T: Copy + Sync, U: Copy + Send + Default>(
 }
 
 /// `out[i] = f(a[i], b[i])` over two views of one shape.
-pub(crate) fn map2<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
+pub(crate) fn map2<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default + 'static>(
     a: &[A],
     la: &Layout,
     b: &[B],
@@ -95,7 +91,7 @@ pub(crate) fn map2<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
     f: impl Fn(A, B) -> U + Sync,
 ) -> Vec<U> {
     let n = la.numel();
-    let mut out = vec![U::default(); n];
+    let mut out: Vec<U> = take(n);
     if n == 0 {
         return out;
     }
@@ -104,11 +100,7 @@ pub(crate) fn map2<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
     match (la.contiguous_range(), lb.contiguous_range()) {
         (Some((sa, ea)), Some((sb, eb))) => {
             let (a, b) = (&a[sa..ea], &b[sb..eb]);
-            let body = |((o, a), b): ((&mut [U], &[A]), &[B])| {
-                for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                    *o = f(a, b);
-                }
-            };
+            let body = |((o, a), b): ((&mut [U], &[A]), &[B])| zip_slice(o, a, b, &f);
             if par {
                 pool().install(|| {
                     out.par_chunks_mut(chunk).zip(a.par_chunks(chunk)).zip(b.par_chunks(chunk)).for_each(body)
@@ -120,11 +112,7 @@ pub(crate) fn map2<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
         }
         (Some((sa, ea)), None) if all_zero_strides(lb) => {
             let (a, bv) = (&a[sa..ea], b[lb.offset()]);
-            let body = |(o, a): (&mut [U], &[A])| {
-                for (o, &a) in o.iter_mut().zip(a) {
-                    *o = f(a, bv);
-                }
-            };
+            let body = |(o, a): (&mut [U], &[A])| map_slice(o, a, |a| f(a, bv));
             if par {
                 pool().install(|| out.par_chunks_mut(chunk).zip(a.par_chunks(chunk)).for_each(body));
             } else {
@@ -134,11 +122,7 @@ pub(crate) fn map2<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
         }
         (None, Some((sb, eb))) if all_zero_strides(la) => {
             let (av, b) = (a[la.offset()], &b[sb..eb]);
-            let body = |(o, b): (&mut [U], &[B])| {
-                for (o, &b) in o.iter_mut().zip(b) {
-                    *o = f(av, b);
-                }
-            };
+            let body = |(o, b): (&mut [U], &[B])| map_slice(o, b, |b| f(av, b));
             if par {
                 pool().install(|| out.par_chunks_mut(chunk).zip(b.par_chunks(chunk)).for_each(body));
             } else {
@@ -165,7 +149,7 @@ pub(crate) fn map2<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
 }
 
 /// `out[i] = f(a[i], b[i], c[i])` over three views of one shape (general strided path only).
-pub(crate) fn map3<A: Copy + Sync, B: Copy + Sync, C: Copy + Sync, U: Copy + Send + Default>(
+pub(crate) fn map3<A: Copy + Sync, B: Copy + Sync, C: Copy + Sync, U: Copy + Send + Default + 'static>(
     a: &[A],
     la: &Layout,
     b: &[B],
@@ -175,7 +159,7 @@ pub(crate) fn map3<A: Copy + Sync, B: Copy + Sync, C: Copy + Sync, U: Copy + Sen
     f: impl Fn(A, B, C) -> U + Sync,
 ) -> Vec<U> {
     let n = la.numel();
-    let mut out = vec![U::default(); n];
+    let mut out: Vec<U> = take(n);
     let (len, sta) = inner(la);
     let (_, stb) = inner(lb);
     let (_, stc) = inner(lc);

@@ -66,6 +66,9 @@ pub trait Backend: Send + Sync + Debug {
     /// Sorts along `dim`: values and i64 indices (stable when `stable`).
     fn sort(&self, x: View, dim: usize, descending: bool, stable: bool) -> Result<(Buffer, Buffer)>;
 
+    /// Softmax along `dim` (log-softmax when `log`), fused into one kernel: max, exp-sum, scale.
+    fn softmax(&self, x: View, dim: usize, log: bool) -> Result<Buffer>;
+
     /// Batched matrix product: `a` is `[..., m, k]`, `b` is `[..., k, n]` with equal batch dims (any strides).
     fn matmul(&self, a: View, b: View) -> Result<Buffer>;
 

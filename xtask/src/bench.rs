@@ -1,0 +1,146 @@
+//! The reference workloads (W1-W4 so far), timed like `torch_ref.py`: warm-ups, then the median of
+//! repetitions, short calls repeated inside one repetition until it lasts 20 ms.
+
+use ember::Tensor;
+use serde_json::json;
+use std::time::Instant;
+
+struct Timing {
+    median_s: f64,
+    min_s: f64,
+    max_s: f64,
+    reps: usize,
+    inner: usize,
+}
+
+fn bench(reps: usize, mut f: impl FnMut()) -> Timing {
+    for _ in 0..3 {
+        f();
+    }
+    let t0 = Instant::now();
+    f();
+    let one = t0.elapsed().as_secs_f64();
+    let inner = ((0.02 / one.max(1e-9)) as usize).max(1);
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..inner {
+                f();
+            }
+            t.elapsed().as_secs_f64() / inner as f64
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    Timing { median_s: times[times.len() / 2], min_s: times[0], max_s: times[times.len() - 1], reps, inner }
+}
+
+fn emit(id: &str, threads: usize, params: serde_json::Value, value: f64, unit: &str, t: &Timing, note: Option<&str>) {
+    let mut rec = json!({
+        "id": id, "lib": "ember", "device": "cpu", "threads": threads, "params": params,
+        "value": (value * 1e4).round() / 1e4, "unit": unit,
+        "median_ms": t.median_s * 1e3, "min_ms": t.min_s * 1e3, "max_ms": t.max_s * 1e3,
+        "reps": t.reps, "inner": t.inner,
+    });
+    if let Some(n) = note {
+        rec["note"] = json!(n);
+    }
+    println!("{rec}");
+}
+
+fn randn(shape: &[usize]) -> Tensor {
+    Tensor::randn(shape).expect("randn")
+}
+
+/// Runs the selected workloads (all when `only` is empty).
+pub fn run(only: &[String], threads: usize, reps: usize) {
+    ember::cpu::set_num_threads(threads);
+    ember::manual_seed(0);
+    let on = |id: &str| only.is_empty() || only.iter().any(|o| o == id);
+    println!(
+        "{}",
+        json!({"id": "env", "lib": "ember", "version": env!("CARGO_PKG_VERSION"), "threads": threads, "os": std::env::consts::OS, "arch": std::env::consts::ARCH})
+    );
+    if on("W1") {
+        for n in [128usize, 256, 512, 1024, 2048] {
+            let (a, b) = (randn(&[n, n]), randn(&[n, n]));
+            let t = bench(reps, || {
+                a.matmul(&b).expect("matmul");
+            });
+            emit("W1", threads, json!({"N": n}), 2.0 * (n as f64).powi(3) / t.median_s / 1e9, "GFLOP/s", &t, None);
+        }
+    }
+    let n = 1usize << 24;
+    if on("W2") {
+        let (a, b, c) = (randn(&[n]), randn(&[n]), randn(&[n]));
+        let t = bench(reps, || {
+            a.mul(&b).and_then(|ab| ab.add(&c)).expect("a*b+c");
+        });
+        emit(
+            "W2",
+            threads,
+            json!({"n": n, "op": "a*b+c", "out": "fresh"}),
+            16.0 * n as f64 / t.median_s / 1e9,
+            "GB/s",
+            &t,
+            Some("16 bytes/element counted (3 reads + 1 write); the expression makes a temporary"),
+        );
+        let t = bench(reps, || {
+            c.addcmul(&a, &b, 1.0).expect("addcmul");
+        });
+        emit(
+            "W2",
+            threads,
+            json!({"n": n, "op": "addcmul(c,a,b)", "out": "fresh"}),
+            16.0 * n as f64 / t.median_s / 1e9,
+            "GB/s",
+            &t,
+            Some("composite: mul then add"),
+        );
+    }
+    if on("W3") {
+        let x = randn(&[n]);
+        for (name, f) in [("tanh", Tensor::tanh as fn(&Tensor) -> ember::Result<Tensor>), ("exp", Tensor::exp)] {
+            let t = bench(reps, || {
+                f(&x).expect("unary");
+            });
+            emit(
+                "W3",
+                threads,
+                json!({"n": n, "op": name, "out": "fresh"}),
+                8.0 * n as f64 / t.median_s / 1e9,
+                "GB/s",
+                &t,
+                None,
+            );
+        }
+    }
+    if on("W4") {
+        let x = randn(&[n]);
+        let t = bench(reps, || {
+            x.sum().expect("sum");
+        });
+        emit(
+            "W4",
+            threads,
+            json!({"n": n, "op": "sum"}),
+            4.0 * n as f64 / t.median_s / 1e9,
+            "GB/s",
+            &t,
+            Some("4 bytes/element read"),
+        );
+        let (rows, cols) = (4096usize, 1024usize);
+        let m = randn(&[rows, cols]);
+        let t = bench(reps, || {
+            m.softmax(1).expect("softmax");
+        });
+        emit(
+            "W4",
+            threads,
+            json!({"shape": [rows, cols], "op": "softmax(dim=1)"}),
+            8.0 * (rows * cols) as f64 / t.median_s / 1e9,
+            "GB/s",
+            &t,
+            Some("8 bytes/element counted (1 read + 1 write)"),
+        );
+    }
+}
