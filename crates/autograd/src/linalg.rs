@@ -125,7 +125,7 @@ impl Tensor {
     pub fn cross(&self, other: &Tensor, dim: isize) -> Result<Tensor> {
         let shape = broadcast_shapes(self.shape(), other.shape(), "cross")?;
         let d = normalize_dim(dim, shape.len(), "cross")?;
-        if shape[d] != 3 {
+        if shape.get(d) != Some(&3) {
             return Err(Error::shape("cross", format!("dim {dim} must have size 3, got shape {shape:?}")));
         }
         let (a, b) = (self.broadcast_to(&shape)?, other.broadcast_to(&shape)?);

@@ -32,7 +32,11 @@ impl PadMode {
 }
 
 impl Tensor {
+    /// A dim of this tensor; 0-dim tensors have none (PyTorch refuses these ops on scalars too).
     fn d(&self, dim: isize, op: &str) -> Result<usize> {
+        if self.ndim() == 0 {
+            return Err(Error::invalid(op, "cannot be applied to a 0-dim tensor"));
+        }
         normalize_dim(dim, self.ndim(), op)
     }
 
@@ -363,6 +367,9 @@ impl Tensor {
     /// Reverses the order along `dims`.
     pub fn flip(&self, dims: &[isize]) -> Result<Tensor> {
         let dims = normalize_dims(dims, self.ndim(), "flip")?;
+        if self.ndim() == 0 {
+            return Ok(self.clone());
+        }
         let mut t = self.clone();
         for d in dims {
             let n = self.shape()[d] as i64;

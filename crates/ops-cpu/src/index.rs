@@ -60,6 +60,26 @@ pub(crate) fn index_op<T: Element + Sync>(
         IndexOp::IndexAdd { .. } => "index_add",
     };
     let xs = lx.shape();
+    let dim = match op {
+        IndexOp::IndexSelect { dim }
+        | IndexOp::Gather { dim }
+        | IndexOp::Scatter { dim }
+        | IndexOp::ScatterAdd { dim }
+        | IndexOp::IndexAdd { dim } => dim,
+    };
+    if dim >= xs.len()
+        || (!matches!(op, IndexOp::IndexSelect { .. } | IndexOp::IndexAdd { .. }) && li.ndim() != xs.len())
+    {
+        return Err(Error::invalid(
+            name,
+            format!("dim {dim} and index shape {:?} do not fit input shape {xs:?}", li.shape()),
+        ));
+    }
+    if let (Some((_, ls)), IndexOp::IndexAdd { .. }) = (src, op) {
+        if ls.ndim() != xs.len() {
+            return Err(Error::invalid(name, format!("src shape {:?} does not fit input shape {xs:?}", ls.shape())));
+        }
+    }
     match op {
         IndexOp::IndexSelect { dim } => {
             let ix = indices(idx, li);

@@ -1,0 +1,118 @@
+//! A backend written outside the ops crates: it counts every op by family and forwards to the CPU
+//! backend. Registered under its own device, it runs the whole conformance suite unchanged, which
+//! shows that every layer above the Backend trait is device-agnostic.
+
+use ember::storage::{
+    register_backend, Backend, BinaryOp, Buffer, DType, Device, HostData, IndexOp, Layout, ReduceOp, Result, RngKey,
+    RngOp, Scalar, ScanOp, UnaryOp, View, WindowGeometry,
+};
+use ember::Tensor;
+use ember_tests::conformance::{default_dir, run_all, Outcome};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const DEVICE: Device = Device::Custom("counting", 0);
+
+#[derive(Debug, Default)]
+struct Counting {
+    counts: Mutex<HashMap<&'static str, usize>>,
+}
+
+impl Counting {
+    fn inner(&self, family: &'static str) -> Arc<dyn Backend> {
+        *self.counts.lock().unwrap().entry(family).or_default() += 1;
+        ember::cpu::CpuBackend::shared()
+    }
+}
+
+impl Backend for Counting {
+    fn device(&self) -> Device {
+        DEVICE
+    }
+    fn upload(&self, data: HostData) -> Result<Buffer> {
+        self.inner("upload").upload(data)
+    }
+    fn download(&self, x: View) -> Result<HostData> {
+        self.inner("download").download(x)
+    }
+    fn full(&self, value: Scalar, dtype: DType, numel: usize) -> Result<Buffer> {
+        self.inner("full").full(value, dtype, numel)
+    }
+    fn cast(&self, x: View, dtype: DType) -> Result<Buffer> {
+        self.inner("cast").cast(x, dtype)
+    }
+    fn assign(&self, dst: View, src: View) -> Result<()> {
+        self.inner("assign").assign(dst, src)
+    }
+    fn unary(&self, op: UnaryOp, x: View) -> Result<Buffer> {
+        self.inner("unary").unary(op, x)
+    }
+    fn binary(&self, op: BinaryOp, a: View, b: View) -> Result<Buffer> {
+        self.inner("binary").binary(op, a, b)
+    }
+    fn where_cond(&self, c: View, a: View, b: View) -> Result<Buffer> {
+        self.inner("where").where_cond(c, a, b)
+    }
+    fn reduce(&self, op: ReduceOp, x: View, dims: &[usize]) -> Result<Buffer> {
+        self.inner("reduce").reduce(op, x, dims)
+    }
+    fn scan(&self, op: ScanOp, x: View, dim: usize) -> Result<(Buffer, Option<Buffer>)> {
+        self.inner("scan").scan(op, x, dim)
+    }
+    fn sort(&self, x: View, dim: usize, descending: bool, stable: bool) -> Result<(Buffer, Buffer)> {
+        self.inner("sort").sort(x, dim, descending, stable)
+    }
+    fn softmax(&self, x: View, dim: usize, log: bool) -> Result<Buffer> {
+        self.inner("softmax").softmax(x, dim, log)
+    }
+    fn matmul(&self, a: View, b: View) -> Result<Buffer> {
+        self.inner("matmul").matmul(a, b)
+    }
+    fn index(&self, op: IndexOp, x: View, index: View, src: Option<View>) -> Result<Buffer> {
+        self.inner("index").index(op, x, index, src)
+    }
+    fn im2col(&self, x: View, g: &WindowGeometry, pad: f64) -> Result<Buffer> {
+        self.inner("im2col").im2col(x, g, pad)
+    }
+    fn col2im(&self, cols: View, g: &WindowGeometry) -> Result<Buffer> {
+        self.inner("col2im").col2im(cols, g)
+    }
+    fn random(&self, op: RngOp, dtype: DType, numel: usize, key: RngKey) -> Result<Buffer> {
+        self.inner("random").random(op, dtype, numel, key)
+    }
+}
+
+#[test]
+fn conformance_runs_unchanged_through_a_custom_backend() {
+    let backend = Arc::new(Counting::default());
+    register_backend(DEVICE, backend.clone());
+    let dir = default_dir();
+    let on_cpu = run_all(&dir, Device::Cpu, true).expect("cases load");
+    let wrapped = run_all(&dir, DEVICE, true).expect("cases load");
+    println!("cpu:      {}", on_cpu.line());
+    println!("counting: {}", wrapped.line());
+    let counts = backend.counts.lock().unwrap().clone();
+    println!("ops seen by the counting backend: {counts:?}");
+    for ((id, a), (_, b)) in on_cpu.results.iter().zip(&wrapped.results) {
+        assert_eq!(a, b, "case {id} differs between cpu and the counting backend");
+    }
+    assert!(wrapped.results.iter().all(|(_, o)| !matches!(o, Outcome::Failed(_))));
+    for family in [
+        "upload", "download", "unary", "binary", "reduce", "matmul", "index", "im2col", "col2im", "softmax", "sort",
+        "scan",
+    ] {
+        assert!(counts.get(family).copied().unwrap_or(0) > 0, "no {family} op reached the custom backend");
+    }
+}
+
+#[test]
+fn tensors_remember_their_custom_device() {
+    register_backend(DEVICE, Arc::new(Counting::default()));
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap().to(DEVICE).unwrap();
+    let y = x.exp().unwrap().sum().unwrap();
+    assert_eq!(y.device(), DEVICE);
+    let cpu = Tensor::ones(&[3]).unwrap();
+    let err = x.add(&cpu).unwrap_err().to_string();
+    assert!(err.contains("add") && err.contains("counting:0") && err.contains("cpu"), "{err}");
+    let _ = Layout::contiguous(&[1]);
+}
