@@ -21,6 +21,7 @@ mod creation;
 mod device;
 mod display;
 mod elementwise;
+mod host_view;
 mod index;
 mod inplace;
 pub mod io;

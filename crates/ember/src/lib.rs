@@ -20,6 +20,7 @@ pub use ember_storage::{Backend, Layout};
 /// The names most programs need.
 pub mod prelude {
     pub use ember_autograd::{
-        idx, manual_seed, s, DType, Device, Error, PadMode, Result, SliceItem, Tensor, ELLIPSIS, NEW_AXIS,
+        idx, manual_seed, s, ConvOptions, ConvPadding, DType, Device, Error, PadMode, PoolOptions, Result, SliceItem,
+        Tensor, ELLIPSIS, NEW_AXIS,
     };
 }
