@@ -29,6 +29,14 @@ pub struct Case {
     pub outputs: Vec<String>,
     /// rtol, atol.
     pub tol: (f64, f64),
+    /// Inputs that require a gradient.
+    pub requires_grad: Vec<String>,
+    /// Output name -> cotangent tensor name.
+    pub cotangents: Vec<(String, String)>,
+    /// Input name -> expected gradient tensor name.
+    pub grads: Vec<(String, String)>,
+    /// Input name -> (v tensor name, expected Hessian-vector product name).
+    pub hvp: Vec<(String, String, String)>,
 }
 
 /// How one case ended.
@@ -107,8 +115,34 @@ pub fn load_manifest(dir: &Path) -> Result<Vec<Case>, Error> {
                 .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
                 .unwrap_or_default(),
             tol: (c["tol"]["rtol"].as_f64().unwrap_or(1e-5), c["tol"]["atol"].as_f64().unwrap_or(1e-8)),
+            requires_grad: c["requires_grad"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
+            cotangents: pairs(&c["cotangents"]),
+            grads: pairs(&c["grads"]),
+            hvp: c["hvp"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v["v"].as_str().unwrap_or("").to_string(),
+                                v["out"].as_str().unwrap_or("").to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
         .collect())
+}
+
+fn pairs(v: &Value) -> Vec<(String, String)> {
+    v.as_object()
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+        .unwrap_or_default()
 }
 
 /// Applies one layout step (`permute`, `step`, `expand`).
@@ -193,6 +227,12 @@ pub fn run_case(case: &Case, tensors: &HashMap<String, Tensor>, device: Device) 
     for name in &case.inputs {
         match name {
             Some(n) => match get(n) {
+                Ok(t) if case.requires_grad.contains(n) && t.dtype().is_float() => {
+                    match t.detach().requires_grad_(true) {
+                        Ok(t) => inputs.push((n.clone(), Some(t))),
+                        Err(e) => return Outcome::Failed(format!("input {n}: {e}")),
+                    }
+                }
                 Ok(t) => inputs.push((n.clone(), Some(t))),
                 Err(e) => return Outcome::Failed(format!("loading input {n}: {e}")),
             },
@@ -218,7 +258,112 @@ pub fn run_case(case: &Case, tensors: &HashMap<String, Tensor>, device: Device) 
             return Outcome::Failed(msg);
         }
     }
-    Outcome::Passed
+    if case.grads.is_empty() {
+        return Outcome::Passed;
+    }
+    match check_grads(case, tensors, &inputs, &outs, device) {
+        Ok(()) => Outcome::Passed,
+        Err(Check::Unsupported(m)) => Outcome::Unsupported(format!("backward: {m}")),
+        Err(Check::Failed(m)) => Outcome::Failed(m),
+    }
+}
+
+enum Check {
+    Failed(String),
+    Unsupported(String),
+}
+
+impl From<Error> for Check {
+    fn from(e: Error) -> Check {
+        match e {
+            Error::Unsupported { op, msg } => Check::Unsupported(format!("{op}: {msg}")),
+            e => Check::Failed(format!("backward failed: {e}")),
+        }
+    }
+}
+
+/// Compares d(sum_k sum(out_k * cot_k))/d(input) and, where given, Hessian-vector products.
+fn check_grads(
+    case: &Case,
+    tensors: &HashMap<String, Tensor>,
+    inputs: &[(String, Option<Tensor>)],
+    outs: &[Tensor],
+    device: Device,
+) -> Result<(), Check> {
+    let load = |name: &str| -> Result<Tensor, Check> {
+        tensors
+            .get(&format!("{}/{name}", case.id))
+            .ok_or_else(|| Check::Failed(format!("missing tensor {name}")))
+            .and_then(|t| t.to(device).map_err(Check::from))
+    };
+    let mut loss: Option<Tensor> = None;
+    for (oname, cname) in &case.cotangents {
+        let k = case
+            .outputs
+            .iter()
+            .position(|o| o == oname)
+            .ok_or_else(|| Check::Failed(format!("cotangent for unknown output {oname}")))?;
+        let term = outs[k].mul(&load(cname)?)?.sum()?;
+        loss = Some(match loss {
+            None => term,
+            Some(l) => l.add(&term)?,
+        });
+    }
+    let loss = loss.ok_or_else(|| Check::Failed("case has grads but no cotangents".into()))?;
+    let leaf = |name: &str| -> Result<Tensor, Check> {
+        inputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, t)| t.clone())
+            .ok_or_else(|| Check::Failed(format!("no input {name}")))
+    };
+    let names: Vec<&String> = case.grads.iter().map(|(n, _)| n).collect();
+    let leaves: Vec<Tensor> = names.iter().map(|n| leaf(n)).collect::<Result<_, _>>()?;
+    if !loss.requires_grad() {
+        return Err(Check::Unsupported("the output does not depend differentiably on the inputs in Ember".into()));
+    }
+    let want_hvp = !case.hvp.is_empty();
+    let grads = ember::grad(&[loss], &leaves, None, want_hvp, want_hvp, true)?;
+    for ((name, key), g) in case.grads.iter().zip(&grads) {
+        let want = load(key)?;
+        let got = match g {
+            Some(g) => g.clone(),
+            None => want.zeros_like()?,
+        };
+        compare(&format!("grad.{name}"), &got, &want, case.tol).map_err(Check::Failed)?;
+    }
+    if want_hvp {
+        let mut s: Option<Tensor> = None;
+        let mut hv_leaves = vec![];
+        for (name, v, _) in &case.hvp {
+            let i = names
+                .iter()
+                .position(|n| *n == name)
+                .ok_or_else(|| Check::Failed(format!("hvp input {name} has no grad")))?;
+            let g = grads[i].clone().ok_or_else(|| Check::Failed(format!("no gradient for {name}")))?;
+            let term = g.mul(&load(v)?)?.sum()?;
+            s = Some(match s {
+                None => term,
+                Some(a) => a.add(&term)?,
+            });
+            hv_leaves.push(leaves[i].clone());
+        }
+        let s = s.expect("hvp is not empty");
+        let hv = if s.requires_grad() {
+            ember::grad(&[s], &hv_leaves, None, false, false, true)?
+        } else {
+            vec![None; hv_leaves.len()]
+        };
+        for ((name, _, key), h) in case.hvp.iter().zip(hv) {
+            let want = load(key)?;
+            let got = match h {
+                Some(h) => h,
+                None => want.zeros_like()?,
+            };
+            compare(&format!("hvp.{name}"), &got, &want, case.tol).map_err(Check::Failed)?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs every case of `dir` on `device`, printing one line per case unless `quiet`.

@@ -116,7 +116,7 @@ pub(crate) fn call_nn(op: &str, a: &Map<String, Value>, pos: &[Option<&Tensor>])
         "pixel_shuffle" => one(p(0).and_then(|x| x.pixel_shuffle(i(a, "upscale_factor", 1) as usize))),
         "pixel_unshuffle" => one(p(0).and_then(|x| x.pixel_unshuffle(i(a, "downscale_factor", 1) as usize))),
         "channel_shuffle" => one(p(0).and_then(|x| x.channel_shuffle(i(a, "groups", 1) as usize))),
-        "embedding" => one(p(1).and_then(|w| w.embedding(p(0)?))),
+        "embedding" => one(p(1).and_then(|w| w.embedding_padded(p(0)?, a.get("padding_idx").and_then(|v| v.as_i64())))),
         "embedding_bag" => one(p(1).and_then(|w| {
             w.embedding_bag(p(0)?, opt(2), a.get("mode").and_then(|v| v.as_str()).unwrap_or("mean"), opt(3))
         })),

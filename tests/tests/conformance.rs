@@ -7,7 +7,7 @@ use ember_tests::conformance::{default_dir, run_all, Outcome};
 fn conformance_cpu() {
     let dir = default_dir();
     let summary = run_all(&dir, Device::Cpu, false).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
-    println!("(forward outputs only; gradients are compared once autograd lands)");
+    println!("(forward outputs, gradients and Hessian-vector products)");
     println!("{}", summary.line());
     let failed: Vec<&String> =
         summary.results.iter().filter(|(_, o)| matches!(o, Outcome::Failed(_))).map(|(id, _)| id).collect();

@@ -70,9 +70,10 @@ impl Tensor {
             Rhs::T(t) => t.clone(),
             Rhs::S(s) => x.scalar_like(s, x.dtype())?,
         };
-        let prod = x.mul(&y.log()?)?;
-        let zero = x.eq(0.0)?.logical_and(&y.isnan()?.logical_not()?)?;
-        Tensor::where_cond(&zero, 0.0, &prod)
+        // x * log(y) with log(y) replaced by 0 where x == 0 and y <= 0: the value is 0 wherever x == 0
+        // (NaN stays NaN) and d/dx keeps log(y) where y > 0, as PyTorch defines it.
+        let masked = x.eq(0.0)?.logical_and(&y.le(0.0)?)?;
+        x.mul(&Tensor::where_cond(&masked, 0.0, &y.log()?)?)
     }
     /// `log(p / (1 - p))`, with p clamped to `[eps, 1 - eps]` when `eps` is given.
     pub fn logit(&self, eps: Option<f64>) -> Result<Tensor> {
@@ -129,11 +130,24 @@ impl Tensor {
     }
     /// `relu6(x + 3) / 6`.
     pub fn hardsigmoid(&self) -> Result<Tensor> {
-        self.add(3.0)?.relu6()?.div(6.0)
+        let out = crate::graph::no_grad(|| self.add(3.0)?.relu6()?.div(6.0))?;
+        let x = self.clone();
+        Ok(crate::graph::record(out, "hardsigmoid", &[self], move |g| {
+            // PyTorch's CPU kernel multiplies by the f32-rounded 1/6 for every dtype; match it exactly.
+            const ONE_SIXTH_F32: f64 = (1.0f32 / 6.0f32) as f64;
+            let inside = x.gt(-3.0)?.logical_and(&x.lt(3.0)?)?.to_dtype(g.dtype())?;
+            Ok(vec![Some(g.mul(&inside)?.mul(ONE_SIXTH_F32)?)])
+        }))
     }
     /// `x * hardsigmoid(x)`.
     pub fn hardswish(&self) -> Result<Tensor> {
-        self.mul(&self.hardsigmoid()?)
+        let out = crate::graph::no_grad(|| self.mul(&self.add(3.0)?.relu6()?.div(6.0)?))?;
+        let x = self.clone();
+        Ok(crate::graph::record(out, "hardswish", &[self], move |g| {
+            let mid = x.div(3.0)?.add(0.5)?;
+            let d = Tensor::where_cond(&x.lt(-3.0)?, 0.0, &Tensor::where_cond(&x.le(3.0)?, &mid, 1.0)?)?;
+            Ok(vec![Some(g.mul(&d)?)])
+        }))
     }
     /// `log(1 + exp(beta x)) / beta`, linear above `threshold`.
     pub fn softplus(&self, beta: f64, threshold: f64) -> Result<Tensor> {

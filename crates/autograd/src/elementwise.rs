@@ -65,7 +65,9 @@ impl Tensor {
         if self.shape() == shape {
             return Ok(self.clone());
         }
-        Ok(self.with_layout(self.layout().expand(shape)?))
+        let out = self.with_layout(self.layout().expand(shape)?);
+        let orig = self.shape().to_vec();
+        Ok(crate::graph::record(out, "expand", &[self], move |g| Ok(vec![Some(crate::derivatives::sum_to(g, &orig)?)])))
     }
 
     /// Applies a unary op; float ops on integer inputs compute in the default float dtype.
@@ -79,7 +81,16 @@ impl Tensor {
             return Err(Error::dtype(op.name(), "not defined for bool tensors"));
         }
         let buf = x.backend().unary(op, x.v())?;
-        Ok(x.same_backend(buf, x.shape()))
+        let out = x.same_backend(buf, x.shape());
+        if op.is_predicate() || !out.dtype().is_float() {
+            return Ok(out);
+        }
+        let (xs, ys) = (x.clone(), out.detach());
+        Ok(crate::graph::record_saving(out, op.name(), &[&x], &[&x], move |g| {
+            // with create_graph the output must be part of the graph: recompute it from the input
+            let y = if crate::graph::is_grad_enabled() { xs.unary(op)? } else { ys.clone() };
+            Ok(vec![crate::derivatives::unary(op, &xs, &y, g)?])
+        }))
     }
 
     /// Applies a binary op with broadcasting and type promotion.
@@ -106,7 +117,17 @@ impl Tensor {
         }
         let (x, y) = (self.to_dtype(dt)?.broadcast_to(&shape)?, b.to_dtype(dt)?.broadcast_to(&shape)?);
         let buf = x.backend().binary(op, x.v(), y.v())?;
-        Ok(x.same_backend(buf, &shape))
+        let out = x.same_backend(buf, &shape);
+        if op.is_predicate() || !out.dtype().is_float() {
+            return Ok(out);
+        }
+        let o = out.detach();
+        let (xa, yb) = (x.clone(), y.clone());
+        Ok(crate::graph::record_saving(out, op.name(), &[&x, &y], &[&x, &y], move |g| {
+            let o = if crate::graph::is_grad_enabled() { xa.binary(op, &yb)? } else { o.clone() };
+            let (ga, gb) = crate::derivatives::binary(op, &xa, &yb, &o, g)?;
+            Ok(vec![ga, gb])
+        }))
     }
 
     /// `cond ? self : other` elementwise, broadcasting all three (`torch.where(cond, self, other)`).
@@ -142,7 +163,14 @@ impl Tensor {
             tb.to_dtype(dt)?.broadcast_to(&shape)?,
         );
         let buf = x.backend().where_cond(c.v(), x.v(), y.v())?;
-        Ok(x.same_backend(buf, &shape))
+        let out = x.same_backend(buf, &shape);
+        if !out.dtype().is_float() {
+            return Ok(out);
+        }
+        let cc = c.clone();
+        Ok(crate::graph::record(out, "where", &[&x, &y], move |g| {
+            Ok(vec![Some(Tensor::where_cond(&cc, g, 0.0)?), Some(Tensor::where_cond(&cc, 0.0, g)?)])
+        }))
     }
 
     /// `torch.where(cond, self, other)` as a method on the condition-selected tensor.

@@ -121,7 +121,28 @@ impl Tensor {
             None => None,
         };
         let buf = self.backend().index(op, self.v(), index.v(), src.as_ref().map(|s| s.v()))?;
-        Ok(self.same_backend(buf, out_shape))
+        let out = self.same_backend(buf, out_shape);
+        if !out.dtype().is_float() {
+            return Ok(out);
+        }
+        let (idx, xshape) = (index.clone(), self.shape().to_vec());
+        let inputs: Vec<&Tensor> = match &src {
+            Some(s) => vec![self, s],
+            None => vec![self],
+        };
+        Ok(crate::graph::record(out, "index", &inputs, move |g| {
+            let zeros = || Tensor::zeros_with(&xshape, g.dtype(), g.device());
+            Ok(match op {
+                IndexOp::IndexSelect { dim } => vec![Some(zeros()?.index_add(dim as isize, &idx, g, 1.0)?)],
+                IndexOp::Gather { dim } => vec![Some(zeros()?.scatter_add(dim as isize, &idx, g)?)],
+                IndexOp::Scatter { dim } => {
+                    let z = Tensor::zeros_with(idx.shape(), g.dtype(), g.device())?;
+                    vec![Some(g.scatter(dim as isize, &idx, &z)?), Some(g.gather(dim as isize, &idx)?)]
+                }
+                IndexOp::ScatterAdd { dim } => vec![Some(g.clone()), Some(g.gather(dim as isize, &idx)?)],
+                IndexOp::IndexAdd { dim } => vec![Some(g.clone()), Some(g.index_select(dim as isize, &idx)?)],
+            })
+        }))
     }
 
     /// Rows (along `dim`) picked by a 1-d i64 `index`.
@@ -293,6 +314,16 @@ impl Tensor {
         z.reshape(&[-1, n as isize])?
             .scatter(1, &self.reshape(&[-1, 1])?, &ones)?
             .reshape(&shape.iter().map(|&x| x as isize).collect::<Vec<_>>())
+    }
+
+    /// Embedding lookup where rows at `padding_idx` get no gradient (`F.embedding(padding_idx=...)`).
+    pub fn embedding_padded(&self, indices: &Tensor, padding_idx: Option<i64>) -> Result<Tensor> {
+        let out = self.embedding(indices)?;
+        let Some(p) = padding_idx else { return Ok(out) };
+        let p = if p < 0 { p + self.shape()[0] as i64 } else { p };
+        let pad = indices.eq(p)?.unsqueeze(-1)?;
+        // same values; the padding rows come from a detached copy of the weight
+        Tensor::where_cond(&pad, &self.detach().embedding(indices)?, &out)
     }
 
     /// Embedding lookup: rows of `self` (the weight, `[num, dim]`) at `indices` (any shape, i64).

@@ -7,6 +7,12 @@ use ember_storage::{BinaryOp, Error, Result};
 impl Tensor {
     /// Copies `src` (broadcast to this shape, converted to this dtype, moved to this device) into `self`.
     pub fn copy_(&self, src: &Tensor) -> Result<&Tensor> {
+        if crate::graph::is_grad_enabled() && (self.requires_grad() || src.requires_grad()) {
+            return Err(Error::unsupported(
+                "in-place op",
+                "autograd through in-place ops on tensors that require grad; run the update under no_grad (as optimizers do) or use the out-of-place op",
+            ));
+        }
         let s = src.to(self.device())?.to_dtype(self.dtype())?.broadcast_to(self.shape()).map_err(|_| {
             Error::shape("copy_", format!("source shape {:?} cannot be broadcast to {:?}", src.shape(), self.shape()))
         })?;

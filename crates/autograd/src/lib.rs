@@ -16,11 +16,15 @@
 //! ```
 #![warn(missing_docs)]
 
+mod anomaly;
+mod autograd_api;
 mod composite;
 mod creation;
+mod derivatives;
 mod device;
 mod display;
 mod elementwise;
+mod graph;
 mod host_view;
 mod index;
 mod inplace;
@@ -34,9 +38,12 @@ mod reduce;
 mod shape_ops;
 mod tensor;
 
+pub use anomaly::set_detect_anomaly;
+pub use autograd_api::{grad, gradcheck};
 pub use creation::DEFAULT_FLOAT;
 pub use device::backend;
 pub use elementwise::{result_type, Rhs};
+pub use graph::{enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled, GradModeGuard};
 pub use index::{s, SliceItem, ELLIPSIS, NEW_AXIS};
 pub use nn_ops::{ConvOptions, ConvPadding, PoolOptions};
 pub use nn_sample::InterpMode;

@@ -40,6 +40,10 @@ impl Tensor {
         let mut out = batch;
         out.extend([m, n]);
         let r = a.same_backend(buf, &out);
+        let (sa, sb) = (a.clone(), b.clone());
+        let r = crate::graph::record_saving(r, "matmul", &[&a, &b], &[&a, &b], move |g| {
+            Ok(vec![Some(g.matmul(&sb.mt()?)?), Some(sa.mt()?.matmul(g)?)])
+        });
         match (an, bn) {
             (1, 1) => r.reshape(&[]),
             (1, _) => r.squeeze_dim(-2),
@@ -327,8 +331,16 @@ fn matrices(t: &Tensor, op: &str, square: bool) -> Result<(Vec<Vec<f64>>, usize,
     Ok((v.chunks(r * c).map(|m| m.to_vec()).collect::<Vec<_>>().into_iter().filter(|_| r * c > 0).collect(), r, c))
 }
 
+/// Wraps a host-computed result; its backward is not implemented yet, which backward reports clearly
+/// instead of silently dropping the gradient.
 fn from_batches(t: &Tensor, data: Vec<f64>, shape: &[usize]) -> Result<Tensor> {
-    Tensor::from_host(ember_storage::HostData::from_f64s(t.dtype(), &data), shape, t.device())
+    let out = Tensor::from_host(ember_storage::HostData::from_f64s(t.dtype(), &data), shape, t.device())?;
+    Ok(crate::graph::record(out, "linalg", &[t], |_| {
+        Err(Error::unsupported(
+            "linalg backward",
+            "gradients of inv/det/solve/cholesky/qr/svdvals/eigvalsh are not implemented yet",
+        ))
+    }))
 }
 
 /// LU with partial pivoting in place; returns (permutation sign, pivots) or None when singular.

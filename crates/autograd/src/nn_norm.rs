@@ -154,9 +154,12 @@ impl Tensor {
             let xc = x.sub(&mean)?;
             let var = xc.mul(&xc)?.mean_dim(&dims, true)?;
             if let (Some(rm), Some(rv)) = (running_mean, running_var) {
-                let unbiased = var.mul(count as f64 / (count - 1) as f64)?;
-                rm.copy_(&rm.mul(1.0 - momentum)?.add(&mean.reshape(&[-1])?.mul(momentum)?)?)?;
-                rv.copy_(&rv.mul(1.0 - momentum)?.add(&unbiased.reshape(&[-1])?.mul(momentum)?)?)?;
+                crate::graph::no_grad(|| -> Result<()> {
+                    let unbiased = var.mul(count as f64 / (count - 1) as f64)?;
+                    rm.copy_(&rm.mul(1.0 - momentum)?.add(&mean.reshape(&[-1])?.mul(momentum)?)?)?;
+                    rv.copy_(&rv.mul(1.0 - momentum)?.add(&unbiased.reshape(&[-1])?.mul(momentum)?)?)?;
+                    Ok(())
+                })?;
             }
             (mean, var)
         } else {

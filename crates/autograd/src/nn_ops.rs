@@ -157,7 +157,10 @@ impl Tensor {
         let g = self.geometry("unfold", kernel.len(), kernel, stride, padding, dilation)?;
         let l: usize = g.output().expect("checked").iter().product();
         let buf = self.backend().im2col(self.v(), &g, pad_value)?;
-        Ok(self.same_backend(buf, &[g.batch, g.channels * g.kernel_numel(), l]))
+        let out = self.same_backend(buf, &[g.batch, g.channels * g.kernel_numel(), l]);
+        let (k, st, p, dl, inp) =
+            (kernel.to_vec(), stride.to_vec(), padding.to_vec(), dilation.to_vec(), g.input.clone());
+        Ok(crate::graph::record(out, "im2col", &[self], move |gr| Ok(vec![Some(gr.col2im(&inp, &k, &st, &p, &dl)?)])))
     }
 
     /// The adjoint of [`Tensor::im2col`]: sums `[N, C * prod(kernel), L]` patches into `[N, C, *output_size]`
@@ -196,7 +199,9 @@ impl Tensor {
         let buf = self.backend().col2im(self.v(), &g)?;
         let mut shape = vec![g.batch, g.channels];
         shape.extend_from_slice(output_size);
-        Ok(self.same_backend(buf, &shape))
+        let out = self.same_backend(buf, &shape);
+        let (k, st, p, dl) = (kernel.to_vec(), stride.to_vec(), padding.to_vec(), dilation.to_vec());
+        Ok(crate::graph::record(out, "col2im", &[self], move |gr| Ok(vec![Some(gr.im2col(&k, &st, &p, &dl, 0.0)?)])))
     }
 
     /// N-d convolution (`F.conv1d/2d/3d`): input `[N, C_in, ...]`, weight `[C_out, C_in / groups, ...]`.

@@ -6,6 +6,16 @@ use crate::Tensor;
 use ember_storage::shape::{normalize_dim, normalize_dims};
 use ember_storage::{DType, Error, ReduceOp, Result, ScanOp};
 
+fn reduce_name(op: ReduceOp) -> &'static str {
+    match op {
+        ReduceOp::Sum => "sum",
+        ReduceOp::Prod => "prod",
+        ReduceOp::Max => "amax",
+        ReduceOp::Min => "amin",
+        _ => "reduce",
+    }
+}
+
 impl Tensor {
     /// Normalised dims; an empty list means every dim.
     fn rdims(&self, dims: &[isize], op: &str) -> Result<Vec<usize>> {
@@ -25,6 +35,29 @@ impl Tensor {
         let kept: Vec<usize> =
             self.shape().iter().enumerate().map(|(i, &s)| if dims.contains(&i) { 1 } else { s }).collect();
         let t = self.same_backend(buf, &kept);
+        let t = if matches!(op, ReduceOp::Sum | ReduceOp::Prod | ReduceOp::Max | ReduceOp::Min) && t.dtype().is_float()
+        {
+            let (x, full) = (self.clone(), self.shape().to_vec());
+            let y = t.detach();
+            let dims_u = dims.to_vec();
+            let dims_i: Vec<isize> = dims.iter().map(|&d| d as isize).collect();
+            crate::graph::record_saving(t, reduce_name(op), &[self], &[self], move |g| {
+                let ge = g.broadcast_to(&full)?;
+                let y = if crate::graph::is_grad_enabled() { x.reduce_raw(op, &dims_u, true)? } else { y.clone() };
+                Ok(vec![Some(match op {
+                    ReduceOp::Sum => ge,
+                    ReduceOp::Prod => ge.mul(&y.broadcast_to(&full)?)?.div(&x)?,
+                    _ => {
+                        // ties share the gradient equally
+                        let mask = x.eq(&y.broadcast_to(&full)?)?.to_dtype(g.dtype())?;
+                        let count = mask.sum_dim(&dims_i, true)?;
+                        ge.mul(&mask)?.div(&count.broadcast_to(&full)?)?
+                    }
+                })])
+            })
+        } else {
+            t
+        };
         if keepdim {
             return Ok(t);
         }
@@ -271,7 +304,31 @@ impl Tensor {
         let d = normalize_dim(dim, x.ndim(), "scan")?;
         let (v, i) = x.backend().scan(op, x.v(), d)?;
         let shape = self.shape().to_vec();
-        Ok((x.same_backend(v, &shape), i.map(|i| x.same_backend(i, &shape))))
+        let (v, i) = (x.same_backend(v, x.shape()), i.map(|i| x.same_backend(i, x.shape())));
+        let v = if v.dtype().is_float() {
+            let (xs, ys, is) = (x.clone(), v.detach(), i.clone());
+            let di = d as isize;
+            crate::graph::record_saving(v, "scan", &[&x], &[&x], move |g| {
+                Ok(vec![Some(match op {
+                    ScanOp::Cumsum => g.flip(&[di])?.cumsum(di)?.flip(&[di])?,
+                    ScanOp::Cumprod => {
+                        let y = if crate::graph::is_grad_enabled() { xs.cumprod(di)? } else { ys.clone() };
+                        g.mul(&y)?.flip(&[di])?.cumsum(di)?.flip(&[di])?.div(&xs)?
+                    }
+                    _ => g.zeros_like()?.scatter_add(di, is.as_ref().expect("indices"), g)?,
+                })])
+            })
+        } else {
+            v
+        };
+        let rs: Vec<isize> = shape.iter().map(|&s| s as isize).collect();
+        Ok((
+            v.reshape(&rs)?,
+            match i {
+                Some(i) => Some(i.reshape(&rs)?),
+                None => None,
+            },
+        ))
     }
     /// Running sum along `dim` (integers accumulate in i64).
     pub fn cumsum(&self, dim: isize) -> Result<Tensor> {
@@ -301,7 +358,12 @@ impl Tensor {
         }
         let d = normalize_dim(dim, self.ndim(), "sort")?;
         let (v, i) = self.backend().sort(self.v(), d, descending, true)?;
-        Ok((self.same_backend(v, self.shape()), self.same_backend(i, self.shape())))
+        let (v, i) = (self.same_backend(v, self.shape()), self.same_backend(i, self.shape()));
+        let idx = i.clone();
+        let v = crate::graph::record(v, "sort", &[self], move |g| {
+            Ok(vec![Some(g.zeros_like()?.scatter_add(d as isize, &idx, g)?)])
+        });
+        Ok((v, i))
     }
     /// Indices that sort along `dim`.
     pub fn argsort(&self, dim: isize, descending: bool) -> Result<Tensor> {
@@ -334,7 +396,18 @@ impl Tensor {
         let x = if x.ndim() == 0 { x.reshape(&[1])? } else { x };
         let d = normalize_dim(dim, x.ndim(), if log { "log_softmax" } else { "softmax" })?;
         let buf = x.backend().softmax(x.v(), d, log)?;
-        x.same_backend(buf, x.shape()).reshape(&self.shape().iter().map(|&s| s as isize).collect::<Vec<_>>())
+        let out = x.same_backend(buf, x.shape());
+        let (xs, ys) = (x.clone(), out.detach());
+        let di = d as isize;
+        let out = crate::graph::record(out, if log { "log_softmax" } else { "softmax" }, &[&x], move |g| {
+            let y = if crate::graph::is_grad_enabled() { xs.softmax_impl(di, log)? } else { ys.clone() };
+            Ok(vec![Some(if log {
+                g.sub(&y.exp()?.mul(&g.sum_dim(&[di], true)?)?)?
+            } else {
+                y.mul(&g.sub(&g.mul(&y)?.sum_dim(&[di], true)?)?)?
+            })])
+        });
+        out.reshape(&self.shape().iter().map(|&s| s as isize).collect::<Vec<_>>())
     }
     /// Softmin along `dim`.
     pub fn softmin(&self, dim: isize) -> Result<Tensor> {
@@ -349,8 +422,8 @@ impl Tensor {
         }
     }
 
-    /// The same values without any graph history (kept here until autograd lands: identical to a view).
+    /// The same values without any graph history, as a `Result` for chaining.
     pub fn detach_value(&self) -> Result<Tensor> {
-        Ok(self.clone())
+        Ok(self.detach())
     }
 }

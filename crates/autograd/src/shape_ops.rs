@@ -32,6 +32,37 @@ impl PadMode {
 }
 
 impl Tensor {
+    /// A view of `self` through `layout`, recorded with `backward` (gradient of the view -> of `self`).
+    pub(crate) fn view_op(
+        &self,
+        name: &'static str,
+        layout: ember_storage::Layout,
+        backward: impl Fn(&Tensor) -> Result<Tensor> + Send + Sync + 'static,
+    ) -> Tensor {
+        let out = self.with_layout(layout);
+        crate::graph::record(out, name, &[self], move |g| Ok(vec![Some(backward(g)?)]))
+    }
+
+    /// The gradient of a non-overlapping view: zeros of `shape` with `g` written where `view` points.
+    /// Recorded, so that it is differentiable (its own backward is `view`).
+    pub(crate) fn embed(
+        g: &Tensor,
+        shape: &[usize],
+        view: impl Fn(&Tensor) -> Result<Tensor> + Send + Sync + Clone + 'static,
+    ) -> Result<Tensor> {
+        let z = Tensor::zeros_with(shape, g.dtype(), g.device())?;
+        crate::graph::no_grad(|| -> Result<()> {
+            view(&z)?.copy_(g)?;
+            Ok(())
+        })?;
+        let z = z.detach();
+        Ok(crate::graph::record(z, "embed", &[g], move |gg| Ok(vec![Some(view(gg)?.contiguous()?)])))
+    }
+
+    fn shape_isize(&self) -> Vec<isize> {
+        self.shape().iter().map(|&s| s as isize).collect()
+    }
+
     /// A dim of this tensor; 0-dim tensors have none (PyTorch refuses these ops on scalars too).
     fn d(&self, dim: isize, op: &str) -> Result<usize> {
         if self.ndim() == 0 {
@@ -75,9 +106,13 @@ impl Tensor {
     /// A tensor with a new shape (one dim may be -1): a view when the strides allow, else a copy.
     pub fn reshape(&self, shape: &[isize]) -> Result<Tensor> {
         let shape = self.infer_shape(shape, "reshape")?;
+        let orig = self.shape_isize();
         match self.layout().reshape(&shape) {
-            Some(l) => Ok(self.with_layout(l)),
-            None => Ok(self.contiguous()?.with_layout(ember_storage::Layout::contiguous(&shape))),
+            Some(l) => Ok(self.view_op("reshape", l, move |g| g.reshape(&orig))),
+            None => {
+                let c = self.contiguous()?;
+                Ok(c.view_op("reshape", ember_storage::Layout::contiguous(&shape), move |g| g.reshape(&orig)))
+            }
         }
     }
 
@@ -121,13 +156,22 @@ impl Tensor {
     /// Reorders dims.
     pub fn permute(&self, dims: &[isize]) -> Result<Tensor> {
         let d = normalize_dims(dims, self.ndim(), "permute")?;
-        Ok(self.with_layout(self.layout().permute(&d)?))
+        let mut inv = vec![0isize; d.len()];
+        for (i, &x) in d.iter().enumerate() {
+            inv[x] = i as isize;
+        }
+        Ok(self.view_op("permute", self.layout().permute(&d)?, move |g| g.permute(&inv)))
     }
 
     /// Swaps two dims.
     pub fn transpose(&self, a: isize, b: isize) -> Result<Tensor> {
+        if self.ndim() == 0 {
+            normalize_dim(a, 0, "transpose")?;
+            normalize_dim(b, 0, "transpose")?;
+            return Ok(self.clone());
+        }
         let (a, b) = (self.d(a, "transpose")?, self.d(b, "transpose")?);
-        Ok(self.with_layout(self.layout().transpose(a, b)?))
+        Ok(self.view_op("transpose", self.layout().transpose(a, b)?, move |g| g.transpose(a as isize, b as isize)))
     }
 
     /// Transpose of a matrix (rank <= 2), as `Tensor.t()`.
@@ -161,7 +205,11 @@ impl Tensor {
                 *p = rest.next().expect("counts match");
             }
         }
-        Ok(self.with_layout(self.layout().permute(&perm)?))
+        let mut inv = vec![0isize; n];
+        for (i, &x) in perm.iter().enumerate() {
+            inv[x] = i as isize;
+        }
+        Ok(self.view_op("movedim", self.layout().permute(&perm)?, move |g| g.permute(&inv)))
     }
 
     /// `len` elements from `start` along `dim` (a view).
@@ -172,7 +220,10 @@ impl Tensor {
         if s < 0 || s > size {
             return Err(Error::invalid("narrow", format!("start {start} out of range for dim {dim} of size {size}")));
         }
-        Ok(self.with_layout(self.layout().narrow(d, s as usize, len)?))
+        let shape = self.shape().to_vec();
+        Ok(self.view_op("narrow", self.layout().narrow(d, s as usize, len)?, move |g| {
+            Tensor::embed(g, &shape, move |z| z.narrow(d as isize, s, len))
+        }))
     }
 
     /// Python-style slice `start:end:step` along `dim` (negative and out-of-range bounds as in Python).
@@ -181,7 +232,11 @@ impl Tensor {
         let n = self.shape()[d] as isize;
         let clamp = |v: isize| if v < 0 { (v + n).max(0) } else { v.min(n) } as usize;
         let (s, e) = (start.map(clamp).unwrap_or(0), end.map(clamp).unwrap_or(n as usize));
-        Ok(self.with_layout(self.layout().slice(d, s, e.max(s), step)?))
+        let shape = self.shape().to_vec();
+        let l = self.layout().slice(d, s, e.max(s), step)?;
+        Ok(self.view_op("slice", l, move |g| {
+            Tensor::embed(g, &shape, move |z| z.slice(d as isize, Some(s as isize), Some(e.max(s) as isize), step))
+        }))
     }
 
     /// Removes `dim` by picking `index` (negative counts from the end).
@@ -192,7 +247,10 @@ impl Tensor {
         if i < 0 || i >= n {
             return Err(Error::invalid("select", format!("index {index} out of range for dim {dim} of size {n}")));
         }
-        Ok(self.with_layout(self.layout().select(d, i as usize)?))
+        let shape = self.shape().to_vec();
+        Ok(self.view_op("select", self.layout().select(d, i as usize)?, move |g| {
+            Tensor::embed(g, &shape, move |z| z.select(d as isize, i))
+        }))
     }
 
     /// Broadcasts to `size` (-1 keeps a dim) without copying.
@@ -217,13 +275,19 @@ impl Tensor {
     /// Inserts a size-1 dim.
     pub fn unsqueeze(&self, dim: isize) -> Result<Tensor> {
         let d = normalize_dim(dim, self.ndim() + 1, "unsqueeze")?;
-        Ok(self.with_layout(self.layout().unsqueeze(d)?))
+        let orig = self.shape_isize();
+        Ok(self.view_op("unsqueeze", self.layout().unsqueeze(d)?, move |g| g.reshape(&orig)))
     }
 
     /// Removes `dim` if it has size 1.
     pub fn squeeze_dim(&self, dim: isize) -> Result<Tensor> {
+        if self.ndim() == 0 {
+            normalize_dim(dim, 0, "squeeze")?;
+            return Ok(self.clone());
+        }
         let d = self.d(dim, "squeeze")?;
-        Ok(self.with_layout(self.layout().squeeze(d)?))
+        let orig = self.shape_isize();
+        Ok(self.view_op("squeeze", self.layout().squeeze(d)?, move |g| g.reshape(&orig)))
     }
 
     /// Removes the size-1 dims among `dims`.
@@ -234,7 +298,8 @@ impl Tensor {
         for x in d {
             l = l.squeeze(x)?;
         }
-        Ok(self.with_layout(l))
+        let orig = self.shape_isize();
+        Ok(self.view_op("squeeze", l, move |g| g.reshape(&orig)))
     }
 
     /// Removes every size-1 dim.
@@ -246,13 +311,34 @@ impl Tensor {
     /// The diagonal of dims `d1`, `d2` (a view).
     pub fn diagonal(&self, offset: isize, d1: isize, d2: isize) -> Result<Tensor> {
         let (a, b) = (self.d(d1, "diagonal")?, self.d(d2, "diagonal")?);
-        Ok(self.with_layout(self.layout().diagonal(offset, a, b)?))
+        let shape = self.shape().to_vec();
+        Ok(self.view_op("diagonal", self.layout().diagonal(offset, a, b)?, move |g| {
+            Tensor::embed(g, &shape, move |z| z.diagonal(offset, a as isize, b as isize))
+        }))
     }
 
     /// Sliding windows of `size` every `step` along `dim`, as a new last dim (a view).
     pub fn unfold(&self, dim: isize, size: usize, step: usize) -> Result<Tensor> {
         let d = self.d(dim, "unfold")?;
-        Ok(self.with_layout(self.layout().unfold(d, size, step)?))
+        let shape = self.shape().to_vec();
+        let l = self.layout().unfold(d, size, step)?;
+        let windows = l.shape()[d];
+        Ok(self.view_op("unfold", l, move |g| {
+            // window position k of window w came from element w * step + k: add each k's slice back
+            let mut acc: Option<Tensor> = None;
+            for k in 0..size {
+                let gk = g.select(-1, k as isize)?;
+                let end = k + step * (windows - 1) + 1;
+                let part = Tensor::embed(&gk, &shape, move |z| {
+                    z.slice(d as isize, Some(k as isize), Some(end as isize), step)
+                })?;
+                acc = Some(match acc {
+                    None => part,
+                    Some(a) => a.add(&part)?,
+                });
+            }
+            acc.ok_or_else(|| Error::invalid("unfold", "window size 0"))
+        }))
     }
 
     /// `torch.diag`: a 1-d input becomes a square matrix with it on diagonal `offset`; a 2-d input gives
@@ -261,9 +347,8 @@ impl Tensor {
         match self.ndim() {
             1 => {
                 let n = self.shape()[0] + offset.unsigned_abs();
-                let out = Tensor::zeros_with(&[n, n], self.dtype(), self.device())?;
-                out.diagonal(offset, 0, 1)?.copy_(self)?;
-                Ok(out)
+                let src = self.clone();
+                Tensor::embed(&src, &[n, n], move |z| z.diagonal(offset, 0, 1))
             }
             2 => self.diagonal(offset, 0, 1)?.contiguous(),
             n => Err(Error::shape("diag", format!("expects a 1-d or 2-d tensor, got {n} dims"))),
@@ -292,12 +377,29 @@ impl Tensor {
         }
         let out = Tensor::zeros_with(&shape, dt, reference.device())?;
         let mut at = 0;
-        for t in parts {
-            let n = t.shape()[d];
-            out.narrow(d as isize, at as isize, n)?.copy_(t)?;
-            at += n;
-        }
-        Ok(out)
+        let mut sizes = vec![];
+        crate::graph::no_grad(|| -> Result<()> {
+            for t in &parts {
+                let n = t.shape()[d];
+                out.narrow(d as isize, at as isize, n)?.copy_(t)?;
+                at += n;
+                sizes.push(n);
+            }
+            Ok(())
+        })?;
+        let owned: Vec<Tensor> = parts.iter().map(|t| (*t).clone()).collect();
+        let refs: Vec<&Tensor> = owned.iter().collect();
+        Ok(crate::graph::record(out, "cat", &refs, move |g| {
+            let mut at = 0isize;
+            sizes
+                .iter()
+                .map(|&n| {
+                    let piece = g.narrow(d as isize, at, n);
+                    at += n as isize;
+                    piece.map(Some)
+                })
+                .collect()
+        }))
     }
 
     /// Stacks along a new dim.
@@ -497,9 +599,14 @@ impl Tensor {
             let dst_lo = left.max(0);
             if src_hi > src_lo {
                 let len = (src_hi - src_lo) as usize;
-                out.narrow(d as isize, dst_lo, len)?.copy_(&self.narrow(d as isize, src_lo, len)?)?;
+                crate::graph::no_grad(|| {
+                    out.narrow(d as isize, dst_lo, len)?.copy_(&self.narrow(d as isize, src_lo, len)?).map(|_| ())
+                })?;
             }
-            return Ok(out);
+            // the gradient of a constant pad is the opposite pad (crop where it padded, zeros where it cropped)
+            return Ok(crate::graph::record(out, "constant_pad", &[self], move |g| {
+                Ok(vec![Some(g.pad_dim(d, -left, -right, PadMode::Constant, 0.0)?)])
+            }));
         }
         if left < 0 || right < 0 {
             return Err(Error::invalid("pad", "negative padding is only supported in constant mode"));

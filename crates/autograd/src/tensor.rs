@@ -14,11 +14,29 @@ pub(crate) struct Storage {
     pub(crate) version: AtomicU64,
 }
 
-#[derive(Debug)]
 pub(crate) struct TensorImpl {
     pub(crate) storage: Arc<Storage>,
     pub(crate) layout: Layout,
     pub(crate) dtype: DType,
+    /// Autograd state: the node that made this tensor (non-leaves), its gradient (leaves), flags.
+    pub(crate) grad_fn: Option<Arc<crate::graph::Node>>,
+    pub(crate) requires_grad: std::sync::atomic::AtomicBool,
+    pub(crate) grad: std::sync::Mutex<Option<Tensor>>,
+    pub(crate) hooks: std::sync::Mutex<Vec<crate::graph::Hook>>,
+}
+
+impl TensorImpl {
+    pub(crate) fn new(storage: Arc<Storage>, layout: Layout, dtype: DType) -> TensorImpl {
+        TensorImpl {
+            storage,
+            layout,
+            dtype,
+            grad_fn: None,
+            requires_grad: std::sync::atomic::AtomicBool::new(false),
+            grad: std::sync::Mutex::new(None),
+            hooks: std::sync::Mutex::new(Vec::new()),
+        }
+    }
 }
 
 /// An n-dimensional array on a device, with PyTorch's API.
@@ -36,16 +54,22 @@ pub(crate) struct TensorImpl {
 #[derive(Clone)]
 pub struct Tensor(pub(crate) Arc<TensorImpl>);
 
+impl std::fmt::Debug for TensorImpl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TensorImpl(shape={:?}, dtype={})", self.layout.shape(), self.dtype)
+    }
+}
+
 impl Tensor {
     pub(crate) fn from_buffer(buffer: Buffer, backend: Arc<dyn Backend>, shape: &[usize]) -> Tensor {
         let dtype = buffer.dtype();
         let storage = Arc::new(Storage { buffer, backend, version: AtomicU64::new(0) });
-        Tensor(Arc::new(TensorImpl { storage, layout: Layout::contiguous(shape), dtype }))
+        Tensor(Arc::new(TensorImpl::new(storage, Layout::contiguous(shape), dtype)))
     }
 
     /// A new tensor sharing this one's storage through another layout.
     pub(crate) fn with_layout(&self, layout: Layout) -> Tensor {
-        Tensor(Arc::new(TensorImpl { storage: self.0.storage.clone(), layout, dtype: self.0.dtype }))
+        Tensor(Arc::new(TensorImpl::new(self.0.storage.clone(), layout, self.0.dtype)))
     }
 
     /// A new dense tensor on this tensor's backend.
@@ -182,13 +206,15 @@ impl Tensor {
             return Ok(self.clone());
         }
         let buf = self.backend().cast(self.v(), self.dtype())?;
-        Ok(self.same_backend(buf, self.shape()))
+        let out = self.same_backend(buf, self.shape());
+        Ok(crate::graph::record(out, "contiguous", &[self], |g| Ok(vec![Some(g.clone())])))
     }
 
     /// A dense copy that never shares storage (`clone()` in PyTorch).
     pub fn deep_clone(&self) -> Result<Tensor> {
         let buf = self.backend().cast(self.v(), self.dtype())?;
-        Ok(self.same_backend(buf, self.shape()))
+        let out = self.same_backend(buf, self.shape());
+        Ok(crate::graph::record(out, "clone", &[self], |g| Ok(vec![Some(g.clone())])))
     }
 
     /// Converts the elements to `dtype` (returns `self` when it already has it).
@@ -197,7 +223,12 @@ impl Tensor {
             return Ok(self.clone());
         }
         let buf = self.backend().cast(self.v(), dtype)?;
-        Ok(self.same_backend(buf, self.shape()))
+        let out = self.same_backend(buf, self.shape());
+        if !dtype.is_float() {
+            return Ok(out);
+        }
+        let back = self.dtype();
+        Ok(crate::graph::record(out, "to_dtype", &[self], move |g| Ok(vec![Some(g.to_dtype(back)?)])))
     }
 
     /// Moves to `device` (returns `self` when already there).
@@ -205,7 +236,9 @@ impl Tensor {
         if device == self.device() {
             return Ok(self.clone());
         }
-        Tensor::from_host(self.to_host()?, self.shape(), device)
+        let out = Tensor::from_host(self.to_host()?, self.shape(), device)?;
+        let back = self.device();
+        Ok(crate::graph::record(out, "to", &[self], move |g| Ok(vec![Some(g.to(back)?)])))
     }
 
     pub(crate) fn bump_version(&self) {

@@ -1,0 +1,358 @@
+//! The define-by-run graph: nodes recorded as ops run, grad mode, and the backward engine.
+//!
+//! Every differentiable primitive calls [`record`] with a backward closure written in Tensor ops, so
+//! running backward with `create_graph` records the backward pass itself (higher-order gradients).
+//! The engine walks the graph iteratively in dependency order (each node runs once, after all its
+//! gradients arrived), so graph depth is limited by memory, not by the stack.
+
+use crate::tensor::TensorImpl;
+use crate::Tensor;
+use ember_storage::{Error, Result};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+
+/// A gradient hook: inspects the gradient, or returns a replacement.
+pub(crate) type Hook = Box<dyn Fn(&Tensor) -> Option<Tensor> + Send + Sync>;
+
+/// Where the gradient of one input goes.
+pub(crate) enum Edge {
+    /// Into the node that produced the input.
+    Node(Arc<Node>),
+    /// Into a leaf's `.grad`.
+    Leaf(Arc<TensorImpl>),
+}
+
+/// One recorded op: its backward closure (freed after backward unless the graph is retained), the
+/// edges to its inputs, and the versions of the tensors it saved.
+pub struct Node {
+    name: &'static str,
+    backward: Mutex<Option<BackwardFn>>,
+    edges: Mutex<Vec<Option<Edge>>>,
+    saved: Vec<(Tensor, u64)>,
+    /// Hooks registered on the (non-leaf) tensor this node produced.
+    pub(crate) hooks: Mutex<Vec<Hook>>,
+    /// Tensors that asked to keep their gradient (`retain_grad`).
+    pub(crate) retained: Mutex<Vec<std::sync::Weak<TensorImpl>>>,
+}
+
+impl Node {
+    /// The op's name, e.g. `"mul"`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{}Backward>", self.name)
+    }
+}
+
+impl Drop for Node {
+    /// Drops a long chain of nodes without recursion.
+    fn drop(&mut self) {
+        let mut stack: Vec<Arc<Node>> = Vec::new();
+        let take = |n: &mut Node, stack: &mut Vec<Arc<Node>>| {
+            for e in n.edges.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..).flatten() {
+                if let Edge::Node(child) = e {
+                    stack.push(child);
+                }
+            }
+        };
+        take(self, &mut stack);
+        while let Some(n) = stack.pop() {
+            if let Some(mut inner) = Arc::into_inner(n) {
+                take(&mut inner, &mut stack);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// True when ops record the graph on this thread.
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Restores the previous grad mode when dropped.
+#[derive(Debug)]
+pub struct GradModeGuard(bool);
+
+impl Drop for GradModeGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.0));
+    }
+}
+
+/// Sets grad mode on this thread until the guard drops.
+pub fn set_grad_enabled(enabled: bool) -> GradModeGuard {
+    GradModeGuard(GRAD_ENABLED.with(|g| g.replace(enabled)))
+}
+
+/// Runs `f` without recording (`torch.no_grad()`).
+///
+/// ```
+/// use ember_autograd::{no_grad, Tensor};
+/// let w = Tensor::ones(&[2]).unwrap().requires_grad_(true).unwrap();
+/// let y = no_grad(|| w.mul(2.0)).unwrap();
+/// assert!(!y.requires_grad());
+/// ```
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _g = set_grad_enabled(false);
+    f()
+}
+
+/// Runs `f` with recording on, even inside `no_grad` (`torch.enable_grad()`).
+pub fn enable_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _g = set_grad_enabled(true);
+    f()
+}
+
+/// Runs `f` in inference mode: no recording (as `no_grad`; Ember's tensors carry no extra autograd
+/// cost to remove).
+pub fn inference_mode<R>(f: impl FnOnce() -> R) -> R {
+    no_grad(f)
+}
+
+fn edge_of(t: &Tensor) -> Option<Edge> {
+    if !t.requires_grad() {
+        return None;
+    }
+    match &t.0.grad_fn {
+        Some(n) => Some(Edge::Node(n.clone())),
+        None => Some(Edge::Leaf(t.0.clone())),
+    }
+}
+
+/// Attaches a node to `out` when grad mode is on and some input requires a gradient.
+/// `backward` maps the gradient of `out` to one optional gradient per input, in order.
+pub(crate) fn record(
+    out: Tensor,
+    name: &'static str,
+    inputs: &[&Tensor],
+    backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+) -> Tensor {
+    record_saving(out, name, inputs, &[], backward)
+}
+
+/// Like [`record`], also remembering the versions of `saved` tensors so that backward fails clearly if
+/// one of them was modified in place afterwards.
+pub(crate) fn record_saving(
+    out: Tensor,
+    name: &'static str,
+    inputs: &[&Tensor],
+    saved: &[&Tensor],
+    backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+) -> Tensor {
+    if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
+        return out;
+    }
+    let node = Arc::new(Node {
+        name,
+        backward: Mutex::new(Some(Box::new(backward))),
+        edges: Mutex::new(inputs.iter().map(|t| edge_of(t)).collect()),
+        saved: saved.iter().map(|t| ((*t).clone(), t.version())).collect(),
+        hooks: Mutex::new(Vec::new()),
+        retained: Mutex::new(Vec::new()),
+    });
+    let imp = match Arc::try_unwrap(out.0) {
+        Ok(imp) => imp,
+        Err(shared) => TensorImpl::new(shared.storage.clone(), shared.layout.clone(), shared.dtype),
+    };
+    let mut imp = imp;
+    imp.grad_fn = Some(node);
+    imp.requires_grad.store(true, Ordering::Relaxed);
+    Tensor(Arc::new(imp))
+}
+
+fn key(n: &Arc<Node>) -> usize {
+    Arc::as_ptr(n) as usize
+}
+
+fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
+    *slot = Some(match slot.take() {
+        Some(old) => old.add(&g)?,
+        None => g,
+    });
+    Ok(())
+}
+
+fn run_hooks(hooks: &Mutex<Vec<Hook>>, mut g: Tensor) -> Tensor {
+    for h in hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        if let Some(r) = h(&g) {
+            g = r;
+        }
+    }
+    g
+}
+
+/// What the engine does with gradients that reach leaves or requested inputs.
+pub(crate) enum Sink<'a> {
+    /// Accumulate into every leaf's `.grad` (`backward()`).
+    Leaves,
+    /// Return the gradients of these tensors (`autograd::grad`).
+    Inputs(&'a [Tensor]),
+}
+
+/// Runs backward from `roots` (tensor, gradient) pairs.
+pub(crate) fn run(
+    roots: &[(Tensor, Tensor)],
+    sink: Sink,
+    retain_graph: bool,
+    create_graph: bool,
+) -> Result<Vec<Option<Tensor>>> {
+    let _mode = set_grad_enabled(create_graph);
+    let wanted: Vec<usize> = match &sink {
+        Sink::Inputs(ts) => {
+            ts.iter().map(|t| t.0.grad_fn.as_ref().map(key).unwrap_or(Arc::as_ptr(&t.0) as usize)).collect()
+        }
+        Sink::Leaves => vec![],
+    };
+    let mut captured: Vec<Option<Tensor>> = vec![None; wanted.len()];
+    let capture = |k: usize, g: &Tensor, captured: &mut Vec<Option<Tensor>>| -> Result<()> {
+        for (i, &w) in wanted.iter().enumerate() {
+            if w == k {
+                accumulate(&mut captured[i], g.clone())?;
+            }
+        }
+        Ok(())
+    };
+    let leaf_grad = |leaf: &Arc<TensorImpl>, g: Tensor, captured: &mut Vec<Option<Tensor>>| -> Result<()> {
+        let g = run_hooks(&leaf.hooks, g);
+        match &sink {
+            Sink::Leaves => {
+                let g = if create_graph { g } else { g.detach() };
+                let mut slot = leaf.grad.lock().unwrap_or_else(|e| e.into_inner());
+                accumulate(&mut slot, g)
+            }
+            Sink::Inputs(_) => capture(Arc::as_ptr(leaf) as usize, &g, captured),
+        }
+    };
+    // dependency counts over the reachable graph (iterative DFS)
+    let mut deps: HashMap<usize, usize> = HashMap::new();
+    let mut nodes: HashMap<usize, Arc<Node>> = HashMap::new();
+    let mut stack: Vec<Arc<Node>> = vec![];
+    let mut grads: HashMap<usize, Tensor> = HashMap::new();
+    for (t, g) in roots {
+        if !t.requires_grad() {
+            return Err(Error::autograd("element 0 of tensors does not require grad and does not have a grad_fn"));
+        }
+        if g.shape() != t.shape() {
+            return Err(Error::shape(
+                "backward",
+                format!("gradient shape {:?} does not match output shape {:?}", g.shape(), t.shape()),
+            ));
+        }
+        match &t.0.grad_fn {
+            Some(n) => {
+                let mut slot = grads.remove(&key(n));
+                accumulate(&mut slot, g.clone())?;
+                grads.insert(key(n), slot.expect("just set"));
+                if nodes.insert(key(n), n.clone()).is_none() {
+                    stack.push(n.clone());
+                }
+            }
+            None => leaf_grad(&t.0, g.clone(), &mut captured)?,
+        }
+    }
+    while let Some(n) = stack.pop() {
+        for e in n.edges.lock().unwrap_or_else(|e| e.into_inner()).iter().flatten() {
+            if let Edge::Node(c) = e {
+                *deps.entry(key(c)).or_insert(0) += 1;
+                if nodes.insert(key(c), c.clone()).is_none() {
+                    stack.push(c.clone());
+                }
+            }
+        }
+    }
+    let mut ready: Vec<Arc<Node>> =
+        nodes.values().filter(|n| deps.get(&key(n)).copied().unwrap_or(0) == 0).cloned().collect();
+    while let Some(n) = ready.pop() {
+        let k = key(&n);
+        let grad = grads.remove(&k);
+        let edges: Vec<Option<Edge>> = {
+            let e = n.edges.lock().unwrap_or_else(|e| e.into_inner());
+            e.iter()
+                .map(|x| {
+                    x.as_ref().map(|x| match x {
+                        Edge::Node(c) => Edge::Node(c.clone()),
+                        Edge::Leaf(l) => Edge::Leaf(l.clone()),
+                    })
+                })
+                .collect()
+        };
+        if let Some(g) = grad {
+            let g = run_hooks(&n.hooks, g);
+            for w in n.retained.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                if let Some(t) = w.upgrade() {
+                    let mut slot = t.grad.lock().unwrap_or_else(|e| e.into_inner());
+                    accumulate(&mut slot, if create_graph { g.clone() } else { g.detach() })?;
+                }
+            }
+            capture(k, &g, &mut captured)?;
+            for (t, v) in &n.saved {
+                if t.version() != *v {
+                    return Err(Error::autograd(format!(
+                        "one of the tensors saved by {}Backward was modified by an in-place operation (version {} now, {} when saved)",
+                        n.name,
+                        t.version(),
+                        v
+                    )));
+                }
+            }
+            let input_grads = {
+                let bw = n.backward.lock().unwrap_or_else(|e| e.into_inner());
+                let f = bw.as_ref().ok_or_else(|| {
+                    Error::autograd(format!(
+                        "trying to backward through the graph a second time ({}Backward's saved values were freed); pass retain_graph=true the first time",
+                        n.name
+                    ))
+                })?;
+                f(&g)?
+            };
+            if crate::anomaly::is_enabled() {
+                for ig in input_grads.iter().flatten() {
+                    if ig.isfinite()?.all()?.item()? == 0.0 {
+                        return Err(Error::autograd(format!(
+                            "anomaly: {}Backward produced a non-finite gradient (NaN or inf)",
+                            n.name
+                        )));
+                    }
+                }
+            }
+            if !retain_graph {
+                *n.backward.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+            for (e, ig) in edges.iter().zip(input_grads) {
+                match (e, ig) {
+                    (Some(Edge::Node(c)), Some(ig)) => {
+                        let mut slot = grads.remove(&key(c));
+                        accumulate(&mut slot, ig)?;
+                        grads.insert(key(c), slot.expect("just set"));
+                    }
+                    (Some(Edge::Leaf(l)), Some(ig)) => leaf_grad(l, ig, &mut captured)?,
+                    _ => {}
+                }
+            }
+        } else if !retain_graph {
+            *n.backward.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        for e in edges.iter().flatten() {
+            if let Edge::Node(c) = e {
+                let d = deps.get_mut(&key(c)).expect("counted");
+                *d -= 1;
+                if *d == 0 {
+                    ready.push(c.clone());
+                }
+            }
+        }
+    }
+    Ok(captured)
+}
