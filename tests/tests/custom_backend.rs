@@ -82,10 +82,20 @@ impl Backend for Counting {
     }
 }
 
+/// One counting backend for the whole test binary (the registry is process-wide and tests run in parallel).
+fn shared() -> Arc<Counting> {
+    static ONE: std::sync::OnceLock<Arc<Counting>> = std::sync::OnceLock::new();
+    ONE.get_or_init(|| {
+        let b = Arc::new(Counting::default());
+        register_backend(DEVICE, b.clone());
+        b
+    })
+    .clone()
+}
+
 #[test]
 fn conformance_runs_unchanged_through_a_custom_backend() {
-    let backend = Arc::new(Counting::default());
-    register_backend(DEVICE, backend.clone());
+    let backend = shared();
     let dir = default_dir();
     let on_cpu = run_all(&dir, Device::Cpu, true).expect("cases load");
     let wrapped = run_all(&dir, DEVICE, true).expect("cases load");
@@ -107,7 +117,7 @@ fn conformance_runs_unchanged_through_a_custom_backend() {
 
 #[test]
 fn tensors_remember_their_custom_device() {
-    register_backend(DEVICE, Arc::new(Counting::default()));
+    shared();
     let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap().to(DEVICE).unwrap();
     let y = x.exp().unwrap().sum().unwrap();
     assert_eq!(y.device(), DEVICE);

@@ -156,11 +156,12 @@ impl Tensor {
     /// Reorders dims.
     pub fn permute(&self, dims: &[isize]) -> Result<Tensor> {
         let d = normalize_dims(dims, self.ndim(), "permute")?;
+        let layout = self.layout().permute(&d)?; // validates that `d` is a permutation
         let mut inv = vec![0isize; d.len()];
         for (i, &x) in d.iter().enumerate() {
             inv[x] = i as isize;
         }
-        Ok(self.view_op("permute", self.layout().permute(&d)?, move |g| g.permute(&inv)))
+        Ok(self.view_op("permute", layout, move |g| g.permute(&inv)))
     }
 
     /// Swaps two dims.
@@ -205,11 +206,12 @@ impl Tensor {
                 *p = rest.next().expect("counts match");
             }
         }
+        let layout = self.layout().permute(&perm)?;
         let mut inv = vec![0isize; n];
         for (i, &x) in perm.iter().enumerate() {
             inv[x] = i as isize;
         }
-        Ok(self.view_op("movedim", self.layout().permute(&perm)?, move |g| g.permute(&inv)))
+        Ok(self.view_op("movedim", layout, move |g| g.permute(&inv)))
     }
 
     /// `len` elements from `start` along `dim` (a view).
