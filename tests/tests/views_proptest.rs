@@ -13,7 +13,7 @@ struct Model {
 }
 
 fn strides(shape: &[usize]) -> Vec<usize> {
-    ember::storage::shape::contiguous_strides(shape)
+    ember::storage::shape::contiguous_strides(shape).to_vec()
 }
 
 impl Model {

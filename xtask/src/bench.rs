@@ -114,6 +114,36 @@ pub fn run(only: &[String], threads: usize, reps: usize) {
             );
         }
     }
+    if on("W9") {
+        let n_ops = 1000usize;
+        let a = Tensor::full(&[1], 0.999).and_then(|t| t.requires_grad_(true)).expect("a");
+        let b = Tensor::full(&[1], 0.001).and_then(|t| t.requires_grad_(true)).expect("b");
+        let x0 = Tensor::ones(&[1]).and_then(|t| t.requires_grad_(true)).expect("x0");
+        let forward = || -> Tensor {
+            let mut y = x0.clone();
+            for _ in 0..n_ops / 2 {
+                y = y.mul(&a).and_then(|y| y.add(&b)).expect("op");
+            }
+            y
+        };
+        let t = bench(reps, || {
+            x0.set_grad(None);
+            a.set_grad(None);
+            b.set_grad(None);
+            forward().backward().expect("backward");
+        });
+        let tf = bench(reps, || {
+            forward();
+        });
+        let mut rec = json!({
+            "id": "W9", "lib": "ember", "device": "cpu", "threads": threads,
+            "params": {"ops": n_ops, "shape": [1], "mix": "alternating mul/add, all requires_grad"},
+            "value": t.median_s / n_ops as f64 * 1e6, "unit": "us/op",
+            "median_ms": t.median_s * 1e3, "reps": t.reps, "inner": t.inner,
+        });
+        rec["forward_only_us_per_op"] = json!(tf.median_s / n_ops as f64 * 1e6);
+        println!("{rec}");
+    }
     if on("W4") {
         let x = randn(&[n]);
         let t = bench(reps, || {

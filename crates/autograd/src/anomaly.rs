@@ -1,16 +1,18 @@
 //! Anomaly mode: when on, a NaN or inf produced by a backward formula is reported with the forward op
-//! whose node produced it.
+//! whose node produced it. Per thread (backward runs on the thread that calls it).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
-
-/// Turns anomaly detection on or off (process-wide, as `torch.autograd.set_detect_anomaly`).
-pub fn set_detect_anomaly(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
+thread_local! {
+    static ENABLED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// True when anomaly detection is on.
+/// Turns anomaly detection on or off for this thread (`torch.autograd.set_detect_anomaly`).
+pub fn set_detect_anomaly(on: bool) {
+    ENABLED.with(|e| e.set(on));
+}
+
+/// True when anomaly detection is on for this thread.
 pub fn is_enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    ENABLED.with(|e| e.get())
 }

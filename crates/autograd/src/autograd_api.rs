@@ -159,7 +159,8 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], eps
         .collect::<Result<_>>()?;
     let out = f(&xs)?;
     let w = Tensor::randn(out.shape())?.to_dtype(DType::F64)?;
-    let loss = |xs: &[Tensor]| -> Result<f64> { crate::graph::no_grad(|| f(xs)?.mul(&w)?.sum()?.item()) };
+    // probes run with recording on and leaf inputs, so `f` may itself differentiate (second order)
+    let loss = |xs: &[Tensor]| -> Result<f64> { f(xs)?.mul(&w)?.sum()?.item() };
     let analytic = grad(&[out.mul(&w)?.sum()?], &xs, None, false, false, true)?;
     let mut worst = 0f64;
     for (i, x) in xs.iter().enumerate() {
@@ -173,7 +174,7 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], eps
                 let mut v = base.clone();
                 v[k] += d;
                 let mut ys = xs.clone();
-                ys[i] = Tensor::from_vec(v, x.shape())?;
+                ys[i] = Tensor::from_vec(v, x.shape())?.requires_grad_(true)?;
                 loss(&ys)
             };
             let numeric = (probe(eps)? - probe(-eps)?) / (2.0 * eps);

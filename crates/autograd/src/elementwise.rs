@@ -121,10 +121,18 @@ impl Tensor {
         if op.is_predicate() || !out.dtype().is_float() {
             return Ok(out);
         }
-        let o = out.detach();
+        if !crate::graph::is_grad_enabled() || !(x.requires_grad() || y.requires_grad()) {
+            return Ok(out);
+        }
+        // only pow, copysign and hypot use their output in backward
+        let o = matches!(op, BinaryOp::Pow | BinaryOp::Copysign | BinaryOp::Hypot).then(|| out.detach());
         let (xa, yb) = (x.clone(), y.clone());
         Ok(crate::graph::record_saving(out, op.name(), &[&x, &y], &[&x, &y], move |g| {
-            let o = if crate::graph::is_grad_enabled() { xa.binary(op, &yb)? } else { o.clone() };
+            let o = match &o {
+                Some(o) if !crate::graph::is_grad_enabled() => o.clone(),
+                Some(_) => xa.binary(op, &yb)?,
+                None => g.clone(),
+            };
             let (ga, gb) = crate::derivatives::binary(op, &xa, &yb, &o, g)?;
             Ok(vec![ga, gb])
         }))

@@ -52,23 +52,41 @@ impl std::fmt::Debug for Node {
     }
 }
 
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Number of graph nodes alive in the process (for leak checks: it returns to its old value once the
+/// outputs of a step are dropped).
+pub fn live_nodes() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+thread_local! {
+    static DROPPING: Cell<bool> = const { Cell::new(false) };
+    static PENDING: std::cell::RefCell<Vec<Box<dyn std::any::Any>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Drop for Node {
-    /// Drops a long chain of nodes without recursion.
+    /// Drops any graph, however deep, without recursion: a node dropped while another is being dropped
+    /// parks its contents (edges, backward closure, saved tensors, hooks), and the outermost drop
+    /// releases them one at a time.
     fn drop(&mut self) {
-        let mut stack: Vec<Arc<Node>> = Vec::new();
-        let take = |n: &mut Node, stack: &mut Vec<Arc<Node>>| {
-            for e in n.edges.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..).flatten() {
-                if let Edge::Node(child) = e {
-                    stack.push(child);
-                }
-            }
-        };
-        take(self, &mut stack);
-        while let Some(n) = stack.pop() {
-            if let Some(mut inner) = Arc::into_inner(n) {
-                take(&mut inner, &mut stack);
-            }
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+        let parts: Box<dyn std::any::Any> = Box::new((
+            std::mem::take(self.edges.get_mut().unwrap_or_else(|e| e.into_inner())),
+            self.backward.get_mut().unwrap_or_else(|e| e.into_inner()).take(),
+            std::mem::take(&mut self.saved),
+            std::mem::take(self.hooks.get_mut().unwrap_or_else(|e| e.into_inner())),
+        ));
+        if DROPPING.with(|d| d.get()) {
+            PENDING.with(|p| p.borrow_mut().push(parts));
+            return;
         }
+        DROPPING.with(|d| d.set(true));
+        drop(parts);
+        while let Some(next) = PENDING.with(|p| p.borrow_mut().pop()) {
+            drop(next);
+        }
+        DROPPING.with(|d| d.set(false));
     }
 }
 
@@ -154,6 +172,7 @@ pub(crate) fn record_saving(
     if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
         return out;
     }
+    LIVE.fetch_add(1, Ordering::Relaxed);
     let node = Arc::new(Node {
         name,
         backward: Mutex::new(Some(Box::new(backward))),
@@ -162,15 +181,38 @@ pub(crate) fn record_saving(
         hooks: Mutex::new(Vec::new()),
         retained: Mutex::new(Vec::new()),
     });
-    let imp = match Arc::try_unwrap(out.0) {
-        Ok(imp) => imp,
-        Err(shared) => TensorImpl::new(shared.storage.clone(), shared.layout.clone(), shared.dtype),
-    };
-    let mut imp = imp;
+    let mut out = out;
+    if let Some(imp) = Arc::get_mut(&mut out.0) {
+        imp.grad_fn = Some(node);
+        imp.requires_grad.store(true, Ordering::Relaxed);
+        return out;
+    }
+    let mut imp = TensorImpl::new(out.0.storage.clone(), out.0.layout.clone(), out.0.dtype);
     imp.grad_fn = Some(node);
     imp.requires_grad.store(true, Ordering::Relaxed);
     Tensor(Arc::new(imp))
 }
+
+/// Hashing for pointer keys: they are already well spread, so a multiply is enough (SipHash costs
+/// more than the rest of a tiny op's backward).
+#[derive(Default, Clone, Copy)]
+struct PtrHasher(u64);
+
+impl std::hash::Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    }
+}
+
+type PtrMap<V> = HashMap<usize, V, std::hash::BuildHasherDefault<PtrHasher>>;
 
 fn key(n: &Arc<Node>) -> usize {
     Arc::as_ptr(n) as usize
@@ -236,10 +278,10 @@ pub(crate) fn run(
         }
     };
     // dependency counts over the reachable graph (iterative DFS)
-    let mut deps: HashMap<usize, usize> = HashMap::new();
-    let mut nodes: HashMap<usize, Arc<Node>> = HashMap::new();
+    let mut deps: PtrMap<usize> = PtrMap::default();
+    let mut nodes: PtrMap<Arc<Node>> = PtrMap::default();
     let mut stack: Vec<Arc<Node>> = vec![];
-    let mut grads: HashMap<usize, Tensor> = HashMap::new();
+    let mut grads: PtrMap<Tensor> = PtrMap::default();
     for (t, g) in roots {
         if !t.requires_grad() {
             return Err(Error::autograd("element 0 of tensors does not require grad and does not have a grad_fn"));

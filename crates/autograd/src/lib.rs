@@ -5,8 +5,22 @@
 //! `nn.functional`), in-place ops with version counters, and interop (safetensors, `.npy`).
 //! Every fallible op returns `Result<Tensor, Error>` whose message names the op and the shapes.
 //!
-//! The define-by-run autograd graph is the next layer of this crate (see the project issues); the
-//! forward ops here are written so that their backward formulas can be Tensor ops too.
+//! Autograd is define-by-run: every op records its backward (written in Tensor ops, so gradients of
+//! gradients work) as the program runs, so the graph may differ at every step.
+//!
+//! The seed's example, an RNN cell built from `mm`, add and `tanh`:
+//!
+//! ```
+//! use ember_autograd::Tensor;
+//! let (x, h) = (Tensor::randn(&[1, 10]).unwrap(), Tensor::randn(&[1, 20]).unwrap());
+//! let w_h = Tensor::randn(&[20, 20]).unwrap().requires_grad_(true).unwrap();
+//! let w_x = Tensor::randn(&[20, 10]).unwrap().requires_grad_(true).unwrap();
+//! let i2h = w_x.mm(&x.t().unwrap()).unwrap();
+//! let h2h = w_h.mm(&h.t().unwrap()).unwrap();
+//! let next_h = i2h.add(&h2h).unwrap().tanh().unwrap();
+//! next_h.backward_with(&next_h.ones_like().unwrap()).unwrap();
+//! assert_eq!(w_h.grad().unwrap().shape(), &[20, 20]);
+//! ```
 //!
 //! ```
 //! use ember_autograd::Tensor;
@@ -24,6 +38,7 @@ mod derivatives;
 mod device;
 mod display;
 mod elementwise;
+mod function;
 mod graph;
 mod host_view;
 mod index;
@@ -43,7 +58,8 @@ pub use autograd_api::{grad, gradcheck};
 pub use creation::DEFAULT_FLOAT;
 pub use device::backend;
 pub use elementwise::{result_type, Rhs};
-pub use graph::{enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled, GradModeGuard};
+pub use function::{apply, checkpoint, Context, Function};
+pub use graph::{enable_grad, inference_mode, is_grad_enabled, live_nodes, no_grad, set_grad_enabled, GradModeGuard};
 pub use index::{s, SliceItem, ELLIPSIS, NEW_AXIS};
 pub use nn_ops::{ConvOptions, ConvPadding, PoolOptions};
 pub use nn_sample::InterpMode;

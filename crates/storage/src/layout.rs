@@ -2,6 +2,10 @@
 
 use crate::shape::{contiguous_strides, normalize_dim, numel};
 use crate::{Error, Result};
+use smallvec::SmallVec;
+
+/// Sizes or strides, inline up to 6 dims (most tensors), so a new layout rarely allocates.
+pub type Dims = SmallVec<[usize; 6]>;
 
 /// How a tensor's elements sit in its buffer: element `idx` is at `offset + sum(idx[d] * strides[d])`.
 ///
@@ -17,15 +21,15 @@ use crate::{Error, Result};
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Layout {
-    shape: Vec<usize>,
-    strides: Vec<usize>,
+    shape: Dims,
+    strides: Dims,
     offset: usize,
 }
 
 impl Layout {
     /// A row-major layout starting at element 0.
     pub fn contiguous(shape: &[usize]) -> Self {
-        Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: 0 }
+        Layout { shape: Dims::from_slice(shape), strides: contiguous_strides(shape), offset: 0 }
     }
 
     /// A layout with explicit strides and offset. Use [`Layout::check_fits`] before reading a buffer through it.
@@ -36,7 +40,7 @@ impl Layout {
                 format!("shape {shape:?} and strides {strides:?} have different lengths"),
             ));
         }
-        Ok(Layout { shape: shape.to_vec(), strides: strides.to_vec(), offset })
+        Ok(Layout { shape: Dims::from_slice(shape), strides: Dims::from_slice(strides), offset })
     }
 
     /// The sizes.
@@ -113,7 +117,7 @@ impl Layout {
         }
         if self.is_contiguous() {
             return Some(Layout {
-                shape: new_shape.to_vec(),
+                shape: Dims::from_slice(new_shape),
                 strides: contiguous_strides(new_shape),
                 offset: self.offset,
             });
@@ -124,7 +128,7 @@ impl Layout {
         // Walk old dims from the right, cutting them into chunks that are dense among themselves;
         // each chunk must be covered exactly by a run of new dims.
         let (os, ost) = (&self.shape, &self.strides);
-        let mut new_strides = vec![0usize; new_shape.len()];
+        let mut new_strides: Dims = smallvec::smallvec![0usize; new_shape.len()];
         let mut view_d = new_shape.len() as isize - 1;
         let mut chunk_base = *ost.last()?;
         let (mut tensor_numel, mut view_numel) = (1usize, 1usize);
@@ -150,7 +154,7 @@ impl Layout {
         if view_d != -1 {
             return None;
         }
-        Some(Layout { shape: new_shape.to_vec(), strides: new_strides, offset: self.offset })
+        Some(Layout { shape: Dims::from_slice(new_shape), strides: new_strides, offset: self.offset })
     }
 
     fn with_offset(mut self, offset: usize) -> Layout {
@@ -253,7 +257,7 @@ impl Layout {
             ));
         }
         let lead = n - self.ndim();
-        let mut strides = vec![0; n];
+        let mut strides: Dims = smallvec::smallvec![0; n];
         for i in 0..n {
             if i < lead {
                 continue;
@@ -270,7 +274,7 @@ impl Layout {
                 ));
             }
         }
-        Ok(Layout { shape: shape.to_vec(), strides, offset: self.offset })
+        Ok(Layout { shape: Dims::from_slice(shape), strides, offset: self.offset })
     }
 
     /// Inserts a size-1 dim at `dim` (0..=ndim).
@@ -315,8 +319,8 @@ impl Layout {
             let o = (-offset) as usize;
             (s1.saturating_sub(o).min(s2), o * self.strides[d1])
         };
-        let mut shape = Vec::with_capacity(n - 1);
-        let mut strides = Vec::with_capacity(n - 1);
+        let mut shape = Dims::new();
+        let mut strides = Dims::new();
         for i in 0..n {
             if i != d1 && i != d2 {
                 shape.push(self.shape[i]);

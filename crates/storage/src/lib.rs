@@ -27,5 +27,5 @@ pub use buffer::{Buffer, DeviceBuffer, HostData, HostElement};
 pub use device::{backend_for, register_backend, registered_devices, Device};
 pub use dtype::{DType, DTypeKind, Element};
 pub use error::{Error, Result};
-pub use layout::{for_each_run, Layout};
+pub use layout::{for_each_run, Dims, Layout};
 pub use ops::{BinaryOp, IndexOp, ReduceOp, RngKey, RngOp, ScanOp, UnaryOp, WindowGeometry};

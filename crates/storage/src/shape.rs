@@ -8,8 +8,8 @@ pub fn numel(shape: &[usize]) -> usize {
 }
 
 /// Row-major (C-contiguous) strides for `shape`.
-pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![0; shape.len()];
+pub fn contiguous_strides(shape: &[usize]) -> crate::Dims {
+    let mut strides: crate::Dims = smallvec::smallvec![0; shape.len()];
     let mut acc = 1;
     for i in (0..shape.len()).rev() {
         strides[i] = acc;
@@ -83,8 +83,8 @@ mod tests {
 
     #[test]
     fn strides_of_shapes() {
-        assert_eq!(contiguous_strides(&[2, 3, 4]), vec![12, 4, 1]);
-        assert_eq!(contiguous_strides(&[]), Vec::<usize>::new());
+        assert_eq!(contiguous_strides(&[2, 3, 4]).as_slice(), &[12, 4, 1]);
+        assert!(contiguous_strides(&[]).is_empty());
         assert_eq!(numel(&[]), 1);
         assert_eq!(numel(&[2, 0]), 0);
     }
