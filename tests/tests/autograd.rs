@@ -156,7 +156,8 @@ fn nn_kernels_gradcheck() {
 fn second_order_gradients_match_finite_differences() {
     manual_seed(2);
     // gradcheck of the gradient function itself checks the Hessian-vector structure numerically
-    let fs: Vec<(&str, Box<dyn Fn(&Tensor) -> Result<Tensor>>)> = vec![
+    type ScalarFn = Box<dyn Fn(&Tensor) -> Result<Tensor>>;
+    let fs: Vec<(&str, ScalarFn)> = vec![
         ("tanh", Box::new(|x: &Tensor| x.tanh()?.sum())),
         ("exp*sin", Box::new(|x: &Tensor| x.exp()?.mul(&x.sin()?)?.sum())),
         ("softmax", Box::new(|x: &Tensor| x.softmax(-1)?.mul(x)?.sum())),
@@ -202,7 +203,7 @@ fn graphs_that_depend_on_the_data() {
     }
     fn build(depth: u32, seed: &mut u64) -> Tree {
         *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        if depth == 0 || (*seed >> 33) % 3 == 0 {
+        if depth == 0 || (*seed >> 33).is_multiple_of(3) {
             Tree::Leaf((*seed >> 40) as usize % 4)
         } else {
             Tree::Node(Box::new(build(depth - 1, seed)), Box::new(build(depth - 1, seed)))
