@@ -79,6 +79,18 @@ impl PoolOptions {
     }
 }
 
+/// Adds a per-channel bias `[C]` to `[N, C, ...]`.
+fn add_channel_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(b) => {
+            let mut bs = vec![1isize; y.ndim()];
+            bs[1] = -1;
+            y.add(&b.reshape(&bs)?)
+        }
+        None => Ok(y),
+    }
+}
+
 fn out_size(input: usize, k: usize, s: usize, p: usize, d: usize, ceil: bool) -> Option<usize> {
     let eff = d * (k - 1) + 1;
     let span = (input + 2 * p).checked_sub(eff)?;
@@ -262,14 +274,7 @@ impl Tensor {
         let mut shape: Vec<isize> = vec![n as isize, cout as isize];
         shape.extend(out_sp.iter().map(|&s| s as isize));
         let y = y.reshape(&shape)?;
-        match bias {
-            Some(b) => {
-                let mut bs = vec![1isize; d + 2];
-                bs[1] = cout as isize;
-                y.add(&b.reshape(&bs)?)
-            }
-            None => Ok(y),
-        }
+        add_channel_bias(y, bias)
     }
 
     /// N-d transposed convolution (`F.conv_transpose1d/2d/3d`): weight `[C_in, C_out / groups, ...]`.
@@ -322,14 +327,7 @@ impl Tensor {
         let x = self.reshape(&[n as isize, g as isize, (cin / g) as isize, l as isize])?;
         let cols = w.matmul(&x)?.reshape(&[n as isize, (cout * kn) as isize, l as isize])?;
         let y = cols.col2im(&out_sp, kernel, &opts.stride, padding, &opts.dilation)?;
-        match bias {
-            Some(b) => {
-                let mut bs = vec![1isize; d + 2];
-                bs[1] = cout as isize;
-                y.add(&b.reshape(&bs)?)
-            }
-            None => Ok(y),
-        }
+        add_channel_bias(y, bias)
     }
 
     /// Pads on the right of each spatial dim so a ceil-mode window fits; returns the new tensor.

@@ -37,8 +37,8 @@ pub use threading::{num_threads, set_num_threads, set_par_threshold};
 
 use elementwise::{binary_float, binary_int, binary_predicate, unary_float, unary_int, unary_predicate};
 use ember_storage::{
-    with_host_data, Backend, BinaryOp, Buffer, DType, Device, DeviceBuffer, Element, Error, HostData, IndexOp, Layout,
-    ReduceOp, Result, RngKey, RngOp, Scalar, ScanOp, UnaryOp, View, WindowGeometry,
+    with_host_data, Backend, BinaryOp, Buffer, DType, Device, DeviceBuffer, Element, Error, HostData, HostElement,
+    IndexOp, Layout, ReduceOp, Result, RngKey, RngOp, Scalar, ScanOp, UnaryOp, View, WindowGeometry,
 };
 use half::{bf16, f16};
 use lines::{per_line, total_cmp_nan_max};
@@ -141,7 +141,7 @@ fn add_elem<T: Element>(a: T, b: T) -> T {
     }
 }
 
-fn reduce_typed<T: Element + Sync>(op: ReduceOp, v: &[T], l: &Layout, dims: &[usize]) -> Result<HostData> {
+fn reduce_typed<T: HostElement + Sync>(op: ReduceOp, v: &[T], l: &Layout, dims: &[usize]) -> Result<HostData> {
     let float = T::DTYPE.is_float();
     let fold_f = |f: fn(f64, f64) -> f64, init: f64| Reducer {
         init,
@@ -157,8 +157,8 @@ fn reduce_typed<T: Element + Sync>(op: ReduceOp, v: &[T], l: &Layout, dims: &[us
         },
         merge: f,
     };
-    let from_f = |r: Vec<f64>| HostData::from_vec_of::<T>(r.into_iter().map(T::from_f64).collect());
-    let from_i = |r: Vec<i64>| HostData::from_vec_of::<T>(r.into_iter().map(T::from_i64).collect());
+    let from_f = |r: Vec<f64>| HostData::from_vec::<T>(r.into_iter().map(T::from_f64).collect());
+    let from_i = |r: Vec<i64>| HostData::from_vec::<T>(r.into_iter().map(T::from_i64).collect());
     fn nan_max(a: f64, b: f64) -> f64 {
         if a.is_nan() || b.is_nan() {
             f64::NAN
@@ -227,50 +227,7 @@ fn reduce_typed<T: Element + Sync>(op: ReduceOp, v: &[T], l: &Layout, dims: &[us
     })
 }
 
-trait FromVecOf {
-    fn from_vec_of<T: Element>(v: Vec<T>) -> HostData;
-}
-impl FromVecOf for HostData {
-    fn from_vec_of<T: Element>(v: Vec<T>) -> HostData {
-        // T is always one of the eight element types; go through f64/i64 only when the type is unknown.
-        use std::any::Any;
-        let any: Box<dyn Any> = Box::new(v);
-        let any = match any.downcast::<Vec<f32>>() {
-            Ok(v) => return HostData::F32(*v),
-            Err(a) => a,
-        };
-        let any = match any.downcast::<Vec<f64>>() {
-            Ok(v) => return HostData::F64(*v),
-            Err(a) => a,
-        };
-        let any = match any.downcast::<Vec<f16>>() {
-            Ok(v) => return HostData::F16(*v),
-            Err(a) => a,
-        };
-        let any = match any.downcast::<Vec<bf16>>() {
-            Ok(v) => return HostData::BF16(*v),
-            Err(a) => a,
-        };
-        let any = match any.downcast::<Vec<i64>>() {
-            Ok(v) => return HostData::I64(*v),
-            Err(a) => a,
-        };
-        let any = match any.downcast::<Vec<i32>>() {
-            Ok(v) => return HostData::I32(*v),
-            Err(a) => a,
-        };
-        let any = match any.downcast::<Vec<u8>>() {
-            Ok(v) => return HostData::U8(*v),
-            Err(a) => a,
-        };
-        match any.downcast::<Vec<bool>>() {
-            Ok(v) => HostData::Bool(*v),
-            Err(_) => unreachable!("every Element type has a HostData variant"),
-        }
-    }
-}
-
-fn scan_typed<T: Element + Sync>(op: ScanOp, v: &[T], l: &Layout, dim: usize) -> (HostData, Option<HostData>) {
+fn scan_typed<T: HostElement + Sync>(op: ScanOp, v: &[T], l: &Layout, dim: usize) -> (HostData, Option<HostData>) {
     let n = l.shape().get(dim).copied().unwrap_or(1);
     let float = T::DTYPE.is_float();
     match op {
@@ -293,7 +250,7 @@ fn scan_typed<T: Element + Sync>(op: ScanOp, v: &[T], l: &Layout, dim: usize) ->
                     }
                 }
             });
-            (HostData::from_vec_of(out), None)
+            (HostData::from_vec(out), None)
         }
         ScanOp::Cummax | ScanOp::Cummin => {
             let max = op == ScanOp::Cummax;
@@ -322,12 +279,12 @@ fn scan_typed<T: Element + Sync>(op: ScanOp, v: &[T], l: &Layout, dim: usize) ->
                     *o = v[s + best * st];
                 }
             });
-            (HostData::from_vec_of(vals), Some(HostData::I64(idx)))
+            (HostData::from_vec(vals), Some(HostData::I64(idx)))
         }
     }
 }
 
-fn sort_typed<T: Element + Sync>(v: &[T], l: &Layout, dim: usize, descending: bool) -> (HostData, HostData) {
+fn sort_typed<T: HostElement + Sync>(v: &[T], l: &Layout, dim: usize, descending: bool) -> (HostData, HostData) {
     let n = l.shape().get(dim).copied().unwrap_or(1);
     let idx = per_line(l, dim, n, |s, st, o: &mut [i64]| {
         let mut order: Vec<usize> = (0..n).collect();
@@ -357,7 +314,7 @@ fn sort_typed<T: Element + Sync>(v: &[T], l: &Layout, dim: usize, descending: bo
             *o = v[s + i * st];
         }
     });
-    (HostData::from_vec_of(vals), HostData::I64(idx))
+    (HostData::from_vec(vals), HostData::I64(idx))
 }
 
 impl Backend for CpuBackend {
@@ -375,7 +332,7 @@ impl Backend for CpuBackend {
         if x.1.contiguous_range() == Some((0, g.len())) {
             return Ok(g.clone());
         }
-        Ok(with_host_data!(&*g, v => HostData::from_vec_of(gather(v, x.1, |a| a))))
+        Ok(with_host_data!(&*g, v => HostData::from_vec(gather(v, x.1, |a| a))))
     }
 
     fn full(&self, value: Scalar, dtype: DType, numel: usize) -> Result<Buffer> {
@@ -665,7 +622,7 @@ impl Backend for CpuBackend {
         let g = b.read();
         Ok(buf(with_host_data!(&*g, v => {
             let dense_x = gather(v, x.1, |a| a);
-            HostData::from_vec_of(window::im2col(&dense_x, geom, &out_sp, Element::from_f64(pad_value)))
+            HostData::from_vec(window::im2col(&dense_x, geom, &out_sp, Element::from_f64(pad_value)))
         })))
     }
 
