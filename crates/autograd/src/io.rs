@@ -1,4 +1,5 @@
-//! Interop with files: safetensors (memory-mapped read, atomic write) and NumPy `.npy`/`.npz`.
+//! Interop with files: safetensors (memory-mapped read, atomic write) and NumPy `.npy`/`.npz` (through
+//! the `zip` crate).
 //! Corrupt or truncated files are rejected with the reason; writes go to a temporary file that is
 //! renamed into place, so a crash never leaves a half-written file where the old one was.
 
@@ -200,6 +201,41 @@ pub fn load_npy(path: impl AsRef<Path>) -> Result<Tensor> {
     from_npy_bytes(&bytes, &p.display().to_string())
 }
 
+/// Writes named tensors as an `.npz` archive (uncompressed, like `numpy.savez`), atomically.
+pub fn save_npz(path: impl AsRef<Path>, tensors: &[(&str, &Tensor)]) -> Result<()> {
+    let path = path.as_ref();
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    {
+        let mut zw = zip::ZipWriter::new(&mut cursor);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        for (name, t) in tensors {
+            zw.start_file(format!("{name}.npy"), opts).map_err(|e| Error::format("npz", e.to_string()))?;
+            zw.write_all(&to_npy_bytes(t)?).map_err(|e| Error::io(path, e))?;
+        }
+        zw.finish().map_err(|e| Error::format("npz", e.to_string()))?;
+    }
+    write_atomic(path, &cursor.into_inner())
+}
+
+/// Reads every array of an `.npz` archive (stored or deflated entries), in archive order, named
+/// without the `.npy` suffix.
+pub fn load_npz(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
+    let p = path.as_ref();
+    let what = p.display().to_string();
+    let file = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+    let mut za = zip::ZipArchive::new(file).map_err(|e| Error::format(&what, e.to_string()))?;
+    let mut out = Vec::with_capacity(za.len());
+    for i in 0..za.len() {
+        let mut entry = za.by_index(i).map_err(|e| Error::format(&what, e.to_string()))?;
+        let name = entry.name().trim_end_matches(".npy").to_string();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes)
+            .map_err(|e| Error::format(&what, format!("entry {name:?}: {e}")))?;
+        out.push((name.clone(), from_npy_bytes(&bytes, &format!("{what}: {name}"))?));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +259,24 @@ mod tests {
         assert!(e.contains("invalid file"), "{e}");
         std::fs::write(&p, b"garbage").unwrap();
         assert!(load_safetensors(&p).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn npz_round_trip_and_corruption() {
+        let dir = std::env::temp_dir().join(format!("ember-npz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.npz");
+        let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+        let b = Tensor::from_vec(vec![7i64, 8, 9], &[3]).unwrap();
+        save_npz(&p, &[("weights", &a.t().unwrap()), ("ids", &b)]).unwrap();
+        let back = load_npz(&p).unwrap();
+        assert_eq!(back[0].0, "weights");
+        assert_eq!(back[0].1.to_vec::<f32>().unwrap(), vec![1.0, 3.0, 2.0, 4.0]);
+        assert_eq!(back[1].1.to_vec::<i64>().unwrap(), vec![7, 8, 9]);
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(load_npz(&p).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
