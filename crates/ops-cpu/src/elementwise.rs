@@ -23,6 +23,11 @@ pub(crate) trait Real: Float + Element + Send + Sync + Default + 'static {
     fn fast_tanh(self) -> Self {
         self.tanh()
     }
+    /// `o[i] = exp(x[i] - m)`, returning the sum of `o` (one pass where the type allows).
+    fn exp_shift_sum(o: &mut [Self], x: &[Self], m: Self) -> f64 {
+        crate::simd::map_slice(o, x, |v| (v - m).fast_exp());
+        Self::sum_slice(o)
+    }
     /// Sum of a contiguous slice in f64, vectorised where the type allows.
     fn sum_slice(x: &[Self]) -> f64 {
         let mut lanes = [0f64; 8];
@@ -78,6 +83,9 @@ impl Real for f32 {
     }
     fn sum_slice(x: &[Self]) -> f64 {
         crate::simd::sum_f32(x)
+    }
+    fn exp_shift_sum(o: &mut [Self], x: &[Self], m: Self) -> f64 {
+        crate::simd::exp_shift_sum_f32(o, x, m)
     }
     fn fast_tanh(self) -> Self {
         crate::simd::tanh_f32(self)

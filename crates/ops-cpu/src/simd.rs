@@ -51,6 +51,16 @@ pub fn tanh_f32(x: f32) -> f32 {
     }
 }
 
+/// True when the CPU has AVX-512F/VL as well as AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+}
+
 /// `o[i] = f(a[i])` over slices, vectorised for the best instruction set the CPU has.
 #[inline(always)]
 pub(crate) fn map_slice<T: Copy, U>(o: &mut [U], a: &[T], f: impl Fn(T) -> U) {
@@ -62,9 +72,18 @@ pub(crate) fn map_slice<T: Copy, U>(o: &mut [U], a: &[T], f: impl Fn(T) -> U) {
     }
     #[cfg(target_arch = "x86_64")]
     {
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        fn avx512<T: Copy, U>(o: &mut [U], a: &[T], f: impl Fn(T) -> U) {
+            plain(o, a, f)
+        }
         #[target_feature(enable = "avx2,fma")]
         fn avx2<T: Copy, U>(o: &mut [U], a: &[T], f: impl Fn(T) -> U) {
             plain(o, a, f)
+        }
+        if has_avx512() {
+            // SAFETY: the CPU supports AVX-512F/VL, AVX2 and FMA (checked by has_avx512).
+            unsafe { avx512(o, a, f) };
+            return;
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
@@ -134,6 +153,54 @@ pub(crate) fn max_slice<T: num_traits::Float>(x: &[T]) -> T {
         }
     }
     plain(x)
+}
+
+/// `o[i] = exp(x[i] - m)` and the sum of the `o[i]` (in f64 per 1024-element block), in one pass.
+#[inline(always)]
+pub(crate) fn exp_shift_sum_f32(o: &mut [f32], x: &[f32], m: f32) -> f64 {
+    #[inline(always)]
+    fn plain(o: &mut [f32], x: &[f32], m: f32) -> f64 {
+        let mut total = 0f64;
+        for (ob, xb) in o.chunks_mut(1024).zip(x.chunks(1024)) {
+            let mut lanes = [0f32; 16];
+            let mut oc = ob.chunks_exact_mut(16);
+            let mut xc = xb.chunks_exact(16);
+            for (o16, x16) in (&mut oc).zip(&mut xc) {
+                for k in 0..16 {
+                    let e = exp_f32(x16[k] - m);
+                    o16[k] = e;
+                    lanes[k] += e;
+                }
+            }
+            let mut tail = 0f64;
+            for (o1, &x1) in oc.into_remainder().iter_mut().zip(xc.remainder()) {
+                *o1 = exp_f32(x1 - m);
+                tail += *o1 as f64;
+            }
+            total += lanes.iter().map(|&v| v as f64).sum::<f64>() + tail;
+        }
+        total
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        fn avx512(o: &mut [f32], x: &[f32], m: f32) -> f64 {
+            plain(o, x, m)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(o: &mut [f32], x: &[f32], m: f32) -> f64 {
+            plain(o, x, m)
+        }
+        if has_avx512() {
+            // SAFETY: the CPU supports AVX-512F/VL, AVX2 and FMA (checked by has_avx512).
+            return unsafe { avx512(o, x, m) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { avx2(o, x, m) };
+        }
+    }
+    plain(o, x, m)
 }
 
 /// `o[i] *= k`, vectorised.

@@ -2,7 +2,6 @@
 //! temporaries); contiguous lines take vectorised paths.
 
 use crate::elementwise::Real;
-use crate::simd::map_slice;
 
 /// Writes softmax (or log-softmax) of the `o.len()` elements `x[s], x[s + st], ...` into `o`.
 pub(crate) fn line<T: Real>(x: &[T], s: usize, st: usize, o: &mut [T], log: bool) {
@@ -26,14 +25,14 @@ pub(crate) fn line<T: Real>(x: &[T], s: usize, st: usize, o: &mut [T], log: bool
         }
         m
     };
-    if st == 1 {
-        map_slice(o, &x[s..s + n], |v| (v - m).fast_exp());
+    let sum = if st == 1 {
+        T::exp_shift_sum(o, &x[s..s + n], m)
     } else {
         for (i, o) in o.iter_mut().enumerate() {
             *o = (x[s + i * st] - m).fast_exp();
         }
-    }
-    let sum = T::sum_slice(o);
+        T::sum_slice(o)
+    };
     if log {
         let shift = m + T::c(sum.ln());
         for (i, o) in o.iter_mut().enumerate() {
