@@ -300,20 +300,9 @@ fn sort_typed<T: HostElement + Sync>(v: &[T], l: &Layout, dim: usize, descending
             *o = i as i64;
         }
     });
-    let vals = per_line(l, dim, n, |s, st, o: &mut [T]| {
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&i, &j| {
-            let c = total_cmp_nan_max(v[s + i * st].to_f64(), v[s + j * st].to_f64());
-            if descending {
-                c.reverse()
-            } else {
-                c
-            }
-        });
-        for (o, i) in o.iter_mut().zip(order) {
-            *o = v[s + i * st];
-        }
-    });
+    // values are the input gathered through the sorted order (one sort per line, not two)
+    let vals = index::index_op(IndexOp::Gather { dim }, v, l, &idx, &Layout::contiguous(l.shape()), None, add_elem)
+        .expect("sort indices are in range by construction");
     (HostData::from_vec(vals), HostData::I64(idx))
 }
 
