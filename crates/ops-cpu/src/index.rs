@@ -95,64 +95,54 @@ pub(crate) fn index_op<T: Element + Sync>(
         }
         IndexOp::Gather { dim } => {
             let mut out = Vec::with_capacity(li.numel());
-            let mut err = None;
-            let mut m2 = vec![0; xs.len()];
-            for_each_index(li.shape(), |m| {
-                if err.is_some() {
-                    return;
-                }
-                match check_index(name, idx[at(li, m)], xs[dim]) {
-                    Ok(j) => {
-                        m2.copy_from_slice(m);
-                        m2[dim] = j;
-                        out.push(x[at(lx, &m2)]);
-                    }
-                    Err(e) => err = Some(e),
-                }
-            });
-            err.map_or(Ok(out), Err)
+            redirect(name, li.shape(), dim, xs[dim], |m| idx[at(li, m)], |_, m2| out.push(x[at(lx, m2)]))?;
+            Ok(out)
         }
         IndexOp::Scatter { dim } | IndexOp::ScatterAdd { dim } | IndexOp::IndexAdd { dim } => {
             let (sv, ls) = src.ok_or_else(|| Error::invalid(name, "needs a src tensor"))?;
             let mut out = crate::strided::gather(x, lx, |v| v);
             let lo = Layout::contiguous(xs);
-            let mut m2 = vec![0; xs.len()];
-            let mut err = None;
-            let accumulate = !matches!(op, IndexOp::Scatter { .. });
+            let mut write = |m: &[usize], m2: &[usize]| {
+                let (p, v) = (at(&lo, m2), sv[at(ls, m)]);
+                out[p] = if matches!(op, IndexOp::Scatter { .. }) { v } else { add(out[p], v) };
+            };
             if let IndexOp::IndexAdd { .. } = op {
+                // a 1-d index picks the destination row for each row of src
                 let ix = indices(idx, li);
-                for_each_index(ls.shape(), |m| {
-                    if err.is_some() {
-                        return;
-                    }
-                    match check_index(name, ix[m[dim]], xs[dim]) {
-                        Ok(j) => {
-                            m2.copy_from_slice(m);
-                            m2[dim] = j;
-                            let p = at(&lo, &m2);
-                            out[p] = add(out[p], sv[at(ls, m)]);
-                        }
-                        Err(e) => err = Some(e),
-                    }
-                });
+                redirect(name, ls.shape(), dim, xs[dim], |m| ix[m[dim]], &mut write)?;
             } else {
-                for_each_index(li.shape(), |m| {
-                    if err.is_some() {
-                        return;
-                    }
-                    match check_index(name, idx[at(li, m)], xs[dim]) {
-                        Ok(j) => {
-                            m2.copy_from_slice(m);
-                            m2[dim] = j;
-                            let p = at(&lo, &m2);
-                            let v = sv[at(ls, m)];
-                            out[p] = if accumulate { add(out[p], v) } else { v };
-                        }
-                        Err(e) => err = Some(e),
-                    }
-                });
+                redirect(name, li.shape(), dim, xs[dim], |m| idx[at(li, m)], &mut write)?;
             }
-            err.map_or(Ok(out), Err)
+            Ok(out)
         }
     }
+}
+
+/// For every multi-index `m` of `shape` (row-major), looks up the position `target(m)` along `dim`,
+/// checks it against `size`, and calls `f(m, m with that coordinate replaced)`. Stops at the first
+/// out-of-range index.
+fn redirect(
+    name: &str,
+    shape: &[usize],
+    dim: usize,
+    size: usize,
+    target: impl Fn(&[usize]) -> i64,
+    mut f: impl FnMut(&[usize], &[usize]),
+) -> Result<()> {
+    let mut m2 = vec![0; shape.len()];
+    let mut err = None;
+    for_each_index(shape, |m| {
+        if err.is_some() {
+            return;
+        }
+        match check_index(name, target(m), size) {
+            Ok(j) => {
+                m2.copy_from_slice(m);
+                m2[dim] = j;
+                f(m, &m2);
+            }
+            Err(e) => err = Some(e),
+        }
+    });
+    err.map_or(Ok(()), Err)
 }
