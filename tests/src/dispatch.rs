@@ -444,7 +444,9 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
             let s = r.diagonal(0, -2, -1)?.ge(0.0)?.to_dtype(r.dtype())?.mul(2.0)?.sub(1.0)?;
             Ok(vec![q.mul(&s.unsqueeze(-2)?)?, r.mul(&s.unsqueeze(-1)?)?])
         }
-        _ => crate::dispatch_nn::call_nn(op, &a_map(case), &pos).unwrap_or_else(|| Err(unsupported(op))),
+        _ => crate::dispatch_nn::call_nn(op, &a_map(case), &pos)
+            .or_else(|| crate::dispatch_train::call_train(op, &case.args, inputs))
+            .unwrap_or_else(|| Err(unsupported(op))),
     }
 }
 

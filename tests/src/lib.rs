@@ -6,3 +6,4 @@
 pub mod conformance;
 mod dispatch;
 mod dispatch_nn;
+mod dispatch_train;

@@ -28,6 +28,40 @@ impl Tensor {
         })?;
         Ok(f(&all[start..end]))
     }
+
+    /// Calls `f` with the elements as a mutable slice (dense CPU tensors of dtype `T`), writing
+    /// through to every view and bumping the version counter, like an in-place op. The storage is
+    /// write-locked for the duration of `f`: do not touch this tensor's storage from inside `f`.
+    /// Refused on a tensor that requires grad while grad mode is on (use `no_grad`).
+    ///
+    /// ```
+    /// let t = ember_autograd::Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap();
+    /// t.with_slice_mut(|s: &mut [f32]| s[0] = 5.0).unwrap();
+    /// assert_eq!(t.to_vec::<f32>().unwrap(), [5.0, 2.0]);
+    /// ```
+    pub fn with_slice_mut<T: HostElement, R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        if self.requires_grad() && crate::is_grad_enabled() {
+            return Err(Error::autograd(
+                "with_slice_mut: a leaf tensor that requires grad is being written in place; wrap the write in no_grad",
+            ));
+        }
+        let buf = CpuBuffer::of(&self.0.storage.buffer, "with_slice_mut")?;
+        let (start, end) = self.layout().contiguous_range().ok_or_else(|| {
+            Error::invalid(
+                "with_slice_mut",
+                format!("tensor with strides {:?} is not contiguous; call contiguous() first", self.strides()),
+            )
+        })?;
+        let mut guard = buf.write();
+        let dtype = self.dtype();
+        let all = T::slice_mut(&mut guard).ok_or_else(|| {
+            Error::dtype("with_slice_mut", format!("tensor has dtype {dtype}, asked for {}", T::DTYPE))
+        })?;
+        let r = f(&mut all[start..end]);
+        drop(guard);
+        self.bump_version();
+        Ok(r)
+    }
 }
 
 #[cfg(feature = "ndarray")]

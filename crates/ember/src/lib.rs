@@ -13,7 +13,10 @@
 #![warn(missing_docs)]
 
 pub use ember_autograd::*;
+pub use ember_data as data;
+pub use ember_nn as nn;
 pub use ember_ops_cpu as cpu;
+pub use ember_optim as optim;
 pub use ember_storage as storage;
 pub use ember_storage::{Backend, Layout};
 
@@ -23,4 +26,6 @@ pub mod prelude {
         idx, manual_seed, s, ConvOptions, ConvPadding, DType, Device, Error, PadMode, PoolOptions, Result, SliceItem,
         Tensor, ELLIPSIS, NEW_AXIS,
     };
+    pub use ember_nn::{functional as F, layers as nn_layers, Module, ModuleExt, Sequential};
+    pub use ember_optim::{lr_scheduler, Optimizer};
 }

@@ -194,6 +194,8 @@ pub trait HostElement: Element {
     fn unwrap(d: HostData) -> Option<Vec<Self>>;
     /// Borrows the vector if the variant matches.
     fn slice(d: &HostData) -> Option<&[Self]>;
+    /// Borrows the vector mutably if the variant matches.
+    fn slice_mut(d: &mut HostData) -> Option<&mut [Self]>;
 }
 
 macro_rules! impl_host_element {
@@ -209,6 +211,12 @@ macro_rules! impl_host_element {
                 }
             }
             fn slice(d: &HostData) -> Option<&[Self]> {
+                match d {
+                    HostData::$v(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn slice_mut(d: &mut HostData) -> Option<&mut [Self]> {
                 match d {
                     HostData::$v(v) => Some(v),
                     _ => None,

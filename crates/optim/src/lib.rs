@@ -1,0 +1,31 @@
+//! # ember-optim
+//!
+//! PyTorch's `torch.optim` for Ember: the [`Optimizer`] trait, SGD, Adam, AdamW, RMSprop, Adagrad,
+//! Adadelta, Adamax, NAdam, RAdam, Rprop (updates follow PyTorch's formulas step by step; SGD and
+//! Adam/AdamW have fused single-pass loops for f32 CPU parameters), [`lr_scheduler`]s and
+//! gradient clipping.
+//!
+//! ```
+//! use ember_autograd::Tensor;
+//! use ember_optim::{AdamOptions, AdamW, Optimizer};
+//! let w = Tensor::from_vec(vec![1.0f32, -2.0], &[2])?.requires_grad_(true)?;
+//! let mut opt = AdamW::adamw(vec![w.clone()], AdamOptions::adamw(0.1))?;
+//! for _ in 0..100 {
+//!     opt.zero_grad(true)?;
+//!     w.mul(&w)?.sum()?.backward()?;   // minimise |w|²
+//!     opt.step()?;
+//! }
+//! assert!(w.abs()?.amax(&[], false)?.item()? < 0.1);
+//! # Ok::<(), ember_autograd::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+mod algorithms;
+mod clip;
+mod fused;
+pub mod lr_scheduler;
+mod optimizer;
+
+pub use algorithms::*;
+pub use clip::{clip_grad_norm_, clip_grad_value_, clip_grads_by_norm};
+pub use optimizer::{Algorithm, GroupOptions, Optim, Optimizer, ParamGroup, ParamState};

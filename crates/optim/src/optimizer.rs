@@ -1,0 +1,307 @@
+//! The [`Optimizer`] trait and the generic machinery behind every algorithm: parameter groups with
+//! per-group options, per-parameter state, `state_dict` / `load_state_dict`.
+
+use ember_autograd::{no_grad, DType, Device, Error, Result, Tensor};
+
+/// What every optimizer offers (PyTorch's `torch.optim.Optimizer`).
+pub trait Optimizer {
+    /// One update of every parameter that has a gradient. Runs without recording a graph.
+    fn step(&mut self) -> Result<()>;
+    /// Clears the gradients: drops them (`set_to_none`, PyTorch's default) or fills them with 0.
+    fn zero_grad(&mut self, set_to_none: bool) -> Result<()>;
+    /// Number of parameter groups.
+    fn num_groups(&self) -> usize;
+    /// The learning rate of group `g`.
+    fn lr(&self, g: usize) -> f64;
+    /// Sets the learning rate of group `g` (what LR schedulers call).
+    fn set_lr(&mut self, g: usize, lr: f64);
+    /// The momentum-like coefficient of group `g` (`momentum`, or `beta1` of the Adam family), for
+    /// schedulers that cycle it; `None` when the algorithm has none.
+    fn momentum(&self, g: usize) -> Option<f64>;
+    /// Sets the momentum-like coefficient (no-op when there is none).
+    fn set_momentum(&mut self, g: usize, m: f64);
+    /// Per-parameter state and group learning rates as named tensors (`state.3.exp_avg`,
+    /// `state.3.step`, `param_groups.0.lr`), ready for a safetensors checkpoint.
+    fn state_dict(&self) -> Vec<(String, Tensor)>;
+    /// Restores what [`Optimizer::state_dict`] returned, so training resumes exactly.
+    fn load_state_dict(&mut self, state: &[(String, Tensor)]) -> Result<()>;
+}
+
+/// Parameters that share options.
+#[derive(Clone)]
+pub struct ParamGroup<O> {
+    /// The parameters (leaf tensors with `requires_grad`).
+    pub params: Vec<Tensor>,
+    /// The group's options.
+    pub options: O,
+}
+
+/// Per-parameter state: the step count, scalars (such as NAdam's `mu_product`) and buffers.
+#[derive(Clone, Debug, Default)]
+pub struct ParamState {
+    /// Number of updates applied.
+    pub step: u64,
+    /// Named scalars.
+    pub scalars: Vec<(&'static str, f64)>,
+    /// Named buffers (same shape as the parameter).
+    pub buffers: Vec<(&'static str, Tensor)>,
+}
+
+impl ParamState {
+    /// The buffer `name`.
+    pub fn buffer(&self, name: &str) -> Option<&Tensor> {
+        self.buffers.iter().find(|(k, _)| *k == name).map(|(_, t)| t)
+    }
+    /// The buffer `name`, created with `init` on first use.
+    pub fn buffer_or(&mut self, name: &'static str, init: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
+        if let Some(t) = self.buffer(name) {
+            return Ok(t.clone());
+        }
+        let t = init()?;
+        self.buffers.push((name, t.clone()));
+        Ok(t)
+    }
+    /// Replaces (or adds) the buffer `name`.
+    pub fn set_buffer(&mut self, name: &'static str, t: Tensor) {
+        match self.buffers.iter_mut().find(|(k, _)| *k == name) {
+            Some(e) => e.1 = t,
+            None => self.buffers.push((name, t)),
+        }
+    }
+    /// The scalar `name`, or `default`.
+    pub fn scalar(&self, name: &str, default: f64) -> f64 {
+        self.scalars.iter().find(|(k, _)| *k == name).map_or(default, |(_, v)| *v)
+    }
+    /// Sets the scalar `name`.
+    pub fn set_scalar(&mut self, name: &'static str, v: f64) {
+        match self.scalars.iter_mut().find(|(k, _)| *k == name) {
+            Some(e) => e.1 = v,
+            None => self.scalars.push((name, v)),
+        }
+    }
+}
+
+/// The options every algorithm's group has.
+pub trait GroupOptions: Clone + Send {
+    /// Learning rate.
+    fn lr(&self) -> f64;
+    /// Sets the learning rate.
+    fn set_lr(&mut self, lr: f64);
+    /// Momentum-like coefficient, if any.
+    fn momentum(&self) -> Option<f64> {
+        None
+    }
+    /// Sets the momentum-like coefficient.
+    fn set_momentum(&mut self, _m: f64) {}
+}
+
+/// An update rule: how one parameter moves given its gradient, options and state.
+pub trait Algorithm: Send {
+    /// Per-group options.
+    type Options: GroupOptions;
+    /// The algorithm's name, for errors.
+    const NAME: &'static str;
+    /// Returns the parameter's new value (state buffers are updated in `st`). Called without grad
+    /// recording; `grad` has the parameter's dtype and device.
+    fn update(&self, o: &Self::Options, p: &Tensor, grad: &Tensor, st: &mut ParamState) -> Result<Tensor>;
+    /// Optionally updates the parameter in place, faster (e.g. a fused host loop); returns false
+    /// when it does not apply, and the generic [`Algorithm::update`] runs instead.
+    fn update_fused(&self, _o: &Self::Options, _p: &Tensor, _grad: &Tensor, _st: &mut ParamState) -> Result<bool> {
+        Ok(false)
+    }
+}
+
+/// An optimizer built from an [`Algorithm`]: the type behind `Sgd`, `Adam`, `AdamW`, ...
+pub struct Optim<A: Algorithm> {
+    algo: A,
+    groups: Vec<ParamGroup<A::Options>>,
+    state: Vec<Vec<ParamState>>,
+}
+
+impl<A: Algorithm> Optim<A> {
+    /// One group of `params` with `options`.
+    pub fn new(algo: A, params: Vec<Tensor>, options: A::Options) -> Result<Self> {
+        let mut o = Optim { algo, groups: vec![], state: vec![] };
+        o.add_param_group(ParamGroup { params, options })?;
+        Ok(o)
+    }
+
+    /// Adds a group (PyTorch's `add_param_group`); a parameter may belong to one group only.
+    pub fn add_param_group(&mut self, g: ParamGroup<A::Options>) -> Result<()> {
+        for p in &g.params {
+            if !p.is_leaf() || !p.dtype().is_float() {
+                return Err(Error::invalid(A::NAME, "can only optimize floating leaf tensors"));
+            }
+            if self.groups.iter().flat_map(|g| &g.params).any(|q| q.shares_storage(p) && q.layout() == p.layout()) {
+                return Err(Error::invalid(A::NAME, "some parameters appear in more than one parameter group"));
+            }
+        }
+        self.state.push(vec![ParamState::default(); g.params.len()]);
+        self.groups.push(g);
+        Ok(())
+    }
+
+    /// The parameter groups.
+    pub fn param_groups(&self) -> &[ParamGroup<A::Options>] {
+        &self.groups
+    }
+
+    /// Mutable access to the groups' options.
+    pub fn options_mut(&mut self, g: usize) -> &mut A::Options {
+        &mut self.groups[g].options
+    }
+
+    /// The state of parameter `i` of group `g`.
+    pub fn param_state(&self, g: usize, i: usize) -> &ParamState {
+        &self.state[g][i]
+    }
+}
+
+impl<A: Algorithm> Optimizer for Optim<A> {
+    fn step(&mut self) -> Result<()> {
+        no_grad(|| {
+            for (group, states) in self.groups.iter().zip(self.state.iter_mut()) {
+                for (p, st) in group.params.iter().zip(states.iter_mut()) {
+                    let Some(g) = p.grad() else { continue };
+                    if g.shape() != p.shape() {
+                        return Err(Error::shape(
+                            A::NAME,
+                            format!("gradient {:?} does not match parameter {:?}", g.shape(), p.shape()),
+                        ));
+                    }
+                    let g = if g.dtype() != p.dtype() { g.to_dtype(p.dtype())? } else { g };
+                    if !self.algo.update_fused(&group.options, p, &g, st)? {
+                        let new = self.algo.update(&group.options, p, &g, st)?;
+                        p.copy_(&new)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn zero_grad(&mut self, set_to_none: bool) -> Result<()> {
+        for p in self.groups.iter().flat_map(|g| &g.params) {
+            if set_to_none {
+                p.set_grad(None);
+            } else if let Some(g) = p.grad() {
+                no_grad(|| g.zero_().map(|_| ()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn num_groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    fn lr(&self, g: usize) -> f64 {
+        self.groups[g].options.lr()
+    }
+
+    fn set_lr(&mut self, g: usize, lr: f64) {
+        self.groups[g].options.set_lr(lr)
+    }
+
+    fn momentum(&self, g: usize) -> Option<f64> {
+        self.groups[g].options.momentum()
+    }
+
+    fn set_momentum(&mut self, g: usize, m: f64) {
+        self.groups[g].options.set_momentum(m)
+    }
+
+    fn state_dict(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![];
+        let mut idx = 0;
+        for (gi, (group, states)) in self.groups.iter().zip(&self.state).enumerate() {
+            out.push((format!("param_groups.{gi}.lr"), Tensor::scalar(group.options.lr())));
+            if let Some(m) = group.options.momentum() {
+                out.push((format!("param_groups.{gi}.momentum"), Tensor::scalar(m)));
+            }
+            for st in states {
+                if st.step > 0 || !st.buffers.is_empty() {
+                    out.push((format!("state.{idx}.step"), Tensor::scalar(st.step as f64)));
+                    for (k, v) in &st.scalars {
+                        out.push((format!("state.{idx}.{k}"), Tensor::scalar(*v)));
+                    }
+                    for (k, t) in &st.buffers {
+                        out.push((format!("state.{idx}.{k}"), t.detach()));
+                    }
+                }
+                idx += 1;
+            }
+        }
+        out
+    }
+
+    fn load_state_dict(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        let total: usize = self.groups.iter().map(|g| g.params.len()).sum();
+        let mut fresh: Vec<ParamState> = vec![ParamState::default(); total];
+        let mut lrs = vec![None; self.groups.len()];
+        let mut moms = vec![None; self.groups.len()];
+        for (k, t) in state {
+            let parts: Vec<&str> = k.splitn(3, '.').collect();
+            let bad = || Error::invalid("load_state_dict", format!("unexpected optimizer state key {k:?}"));
+            if parts.len() != 3 {
+                return Err(bad());
+            }
+            let i: usize = parts[1].parse().map_err(|_| bad())?;
+            match parts[0] {
+                "param_groups" => {
+                    let v = t.item()?;
+                    match (parts[2], i < lrs.len()) {
+                        ("lr", true) => lrs[i] = Some(v),
+                        ("momentum", true) => moms[i] = Some(v),
+                        _ => return Err(bad()),
+                    }
+                }
+                "state" => {
+                    let st = fresh.get_mut(i).ok_or_else(bad)?;
+                    let name: &'static str = Box::leak(parts[2].to_string().into_boxed_str());
+                    if name == "step" {
+                        st.step = t.item()? as u64;
+                    } else if t.ndim() == 0 && t.dtype() == DType::F64 && is_scalar_state(name) {
+                        st.set_scalar(name, t.item()?);
+                    } else {
+                        st.set_buffer(name, t.clone());
+                    }
+                }
+                _ => return Err(bad()),
+            }
+        }
+        // move buffers to each parameter's device and dtype
+        let mut idx = 0;
+        for (gi, group) in self.groups.iter_mut().enumerate() {
+            if let Some(lr) = lrs[gi] {
+                group.options.set_lr(lr);
+            }
+            if let Some(m) = moms[gi] {
+                group.options.set_momentum(m);
+            }
+            for (pi, p) in group.params.iter().enumerate() {
+                let st = &mut fresh[idx];
+                for (_, b) in st.buffers.iter_mut() {
+                    if b.shape() != p.shape() {
+                        return Err(Error::shape(
+                            "load_state_dict",
+                            format!("state buffer {:?} does not match parameter {idx} {:?}", b.shape(), p.shape()),
+                        ));
+                    }
+                    *b = b.to(device_of(p))?.to_dtype(p.dtype())?;
+                }
+                self.state[gi][pi] = st.clone();
+                idx += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_scalar_state(name: &str) -> bool {
+    matches!(name, "mu_product")
+}
+
+fn device_of(t: &Tensor) -> Device {
+    t.device()
+}
