@@ -64,7 +64,7 @@ impl Module for BatchNorm {
         let use_batch = self.training || self.running_mean.is_none();
         if self.training {
             if let Some(n) = &self.num_batches_tracked {
-                no_grad(|| n.add_(1.0).map(|_| ()))?;
+                no_grad(|| n.add_(&Tensor::scalar(1i64)).map(|_| ()))?;
             }
         }
         x.batch_norm(

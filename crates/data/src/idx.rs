@@ -1,0 +1,127 @@
+//! MNIST's IDX format (raw or gzip-compressed): `u8` images and labels, validated.
+
+use ember_autograd::{DType, Error, Result, Tensor};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Reads a whole file, gunzipping it when it starts with the gzip magic bytes.
+fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = vec![];
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| Error::format(&path.display().to_string(), format!("corrupt gzip stream: {e}")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Parses an IDX file of unsigned bytes: returns its dims and data. Checks the magic number
+/// (`0x0000_08_<ndim>`), that sizes match the payload, and `expect_ndim`.
+pub fn parse_idx_u8(bytes: &[u8], what: &str, expect_ndim: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+    if bytes.len() < 4 {
+        return Err(Error::format(what, format!("file of {} bytes is too short for an IDX header", bytes.len())));
+    }
+    if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
+        return Err(Error::format(
+            what,
+            format!(
+                "bad magic number {:02x}{:02x}{:02x}{:02x}: not an IDX file of unsigned bytes",
+                bytes[0], bytes[1], bytes[2], bytes[3]
+            ),
+        ));
+    }
+    let nd = bytes[3] as usize;
+    if nd != expect_ndim {
+        return Err(Error::format(what, format!("expected {expect_ndim} dims, the header says {nd}")));
+    }
+    let header = 4 + 4 * nd;
+    if bytes.len() < header {
+        return Err(Error::format(what, "truncated header"));
+    }
+    let dims: Vec<usize> = (0..nd)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
+        .collect();
+    let n =
+        dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| Error::format(what, "sizes overflow"))?;
+    let payload = &bytes[header..];
+    if payload.len() != n {
+        return Err(Error::format(
+            what,
+            format!("header promises {dims:?} = {n} bytes, the file holds {} (truncated or padded)", payload.len()),
+        ));
+    }
+    Ok((dims, payload.to_vec()))
+}
+
+/// An MNIST-format split: images `[N, H, W]` u8 and labels `[N]` i64.
+#[derive(Clone)]
+pub struct Mnist {
+    /// `[N, 28, 28]`, dtype u8.
+    pub images: Tensor,
+    /// `[N]`, dtype i64.
+    pub labels: Tensor,
+}
+
+impl Mnist {
+    /// Loads `train-*` (train) or `t10k-*` (test) from `dir`, each `.gz` or raw.
+    pub fn load(dir: impl AsRef<Path>, train: bool) -> Result<Mnist> {
+        let dir = dir.as_ref();
+        let prefix = if train { "train" } else { "t10k" };
+        let find = |stem: &str| -> Result<PathBuf> {
+            for name in [format!("{prefix}-{stem}.gz"), format!("{prefix}-{stem}")] {
+                let p = dir.join(&name);
+                if p.exists() {
+                    return Ok(p);
+                }
+            }
+            Err(Error::io(dir.join(format!("{prefix}-{stem}[.gz]")), std::io::ErrorKind::NotFound.into()))
+        };
+        let ip = find("images-idx3-ubyte")?;
+        let lp = find("labels-idx1-ubyte")?;
+        let (idims, ibytes) = parse_idx_u8(&read_maybe_gzip(&ip)?, &ip.display().to_string(), 3)?;
+        let (ldims, lbytes) = parse_idx_u8(&read_maybe_gzip(&lp)?, &lp.display().to_string(), 1)?;
+        if idims[0] != ldims[0] {
+            return Err(Error::format(
+                &dir.display().to_string(),
+                format!("{} images but {} labels", idims[0], ldims[0]),
+            ));
+        }
+        if let Some(bad) = lbytes.iter().find(|&&l| l > 9) {
+            return Err(Error::format(&lp.display().to_string(), format!("label {bad} is not a digit")));
+        }
+        let images = Tensor::from_vec(ibytes, &idims)?;
+        let labels = Tensor::from_vec(lbytes, &ldims)?.to_dtype(DType::I64)?;
+        Ok(Mnist { images, labels })
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.images.shape()[0]
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Images as f32 `[N, 1, H, W]` scaled to [0, 1] (ToTensor), then normalised with `mean`/`std`.
+    pub fn normalized_images(&self, mean: f64, std: f64) -> Result<Tensor> {
+        self.images.to_dtype(DType::F32)?.div(255.0)?.sub(mean)?.div(std)?.unsqueeze(1)
+    }
+}
+
+impl crate::Dataset for Mnist {
+    fn len(&self) -> usize {
+        self.images.shape()[0]
+    }
+    /// `[image u8 [H, W], label i64 []]`.
+    fn get(&self, index: usize) -> Result<Vec<Tensor>> {
+        if index >= self.len() {
+            return Err(Error::invalid("Mnist", format!("index {index} out of range for {} images", self.len())));
+        }
+        Ok(vec![self.images.select(0, index as isize)?, self.labels.select(0, index as isize)?])
+    }
+}
