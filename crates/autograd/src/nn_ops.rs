@@ -366,6 +366,55 @@ impl Tensor {
             .ok_or_else(|| Error::shape(op, format!("window {:?} does not fit input {:?}", o.kernel, self.shape())))
     }
 
+    /// Max pooling whose windows tile the input exactly (kernel = stride, no padding or dilation,
+    /// sizes divisible): a reshape/permute into `[..., windows, K]` and one reduction over the
+    /// contiguous last dim, instead of im2col.
+    fn max_pool_tiled(&self, o: &PoolOptions, out: &[usize]) -> Result<Option<(Tensor, Tensor)>> {
+        let d = o.kernel.len();
+        let insz = &self.shape()[2..];
+        let tiled = o.kernel == o.stride
+            && o.padding.iter().all(|&p| p == 0)
+            && o.dilation.iter().all(|&x| x == 1)
+            && (0..d).all(|i| out[i] * o.kernel[i] == insz[i])
+            && self.dtype().is_float();
+        if !tiled || d == 0 {
+            return Ok(None);
+        }
+        let (n, c) = (self.shape()[0] as isize, self.shape()[1] as isize);
+        // [N, C, o0, k0, o1, k1, ...] -> [N, C, o0, o1, ..., k0, k1, ...]
+        let mut split = vec![n, c];
+        for (&oi, &ki) in out.iter().zip(&o.kernel) {
+            split.push(oi as isize);
+            split.push(ki as isize);
+        }
+        let mut perm: Vec<isize> = vec![0, 1];
+        perm.extend((0..d).map(|i| (2 + 2 * i) as isize));
+        perm.extend((0..d).map(|i| (3 + 2 * i) as isize));
+        let k: usize = o.kernel.iter().product();
+        let mut grouped = vec![n, c];
+        grouped.extend(out.iter().map(|&x| x as isize));
+        grouped.push(k as isize);
+        let windows = self.reshape(&split)?.permute(&perm)?.reshape(&grouped)?;
+        let (vals, arg) = windows.max_dim(-1, false)?;
+        // flat input index: sum_i (o_i * k_i + a_i) * stride_of_dim_i, with a = (a_0, a_1, ...)
+        let mut flat = Tensor::zeros_with(arg.shape(), ember_storage::DType::I64, self.device())?;
+        let mut rest = arg.clone();
+        let mut plane_stride = 1i64;
+        for i in (0..d).rev() {
+            let ki = o.kernel[i] as i64;
+            let ai = rest.remainder(ki)?;
+            rest = rest.floor_divide(ki)?;
+            let mut ishape = vec![1isize; arg.ndim()];
+            ishape[2 + i] = out[i] as isize;
+            let oi = Tensor::arange_with(0.0, out[i] as f64, 1.0, ember_storage::DType::I64, self.device())?
+                .reshape(&ishape)?;
+            let coord = oi.mul(ki)?.add(&ai)?;
+            flat = flat.add(&coord.mul(plane_stride)?)?;
+            plane_stride *= insz[i] as i64;
+        }
+        Ok(Some((vals, flat)))
+    }
+
     /// Max pooling with the flat index (within each input plane) of every maximum.
     pub fn max_pool(&self, o: &PoolOptions) -> Result<(Tensor, Tensor)> {
         if self.ndim() == o.kernel.len() + 1 {
@@ -373,6 +422,9 @@ impl Tensor {
             return Ok((v.squeeze_dim(0)?, i.squeeze_dim(0)?));
         }
         let out = self.pool_out("max_pool", o)?;
+        if let Some(r) = self.max_pool_tiled(o, &out)? {
+            return Ok(r);
+        }
         let x = self.ceil_pad(o, &out, f64::NEG_INFINITY)?;
         let cols = x.im2col(&o.kernel, &o.stride, &o.padding, &o.dilation, f64::NEG_INFINITY)?;
         let (n, c) = (self.shape()[0], self.shape()[1]);

@@ -93,6 +93,36 @@ pub(crate) fn index_op<T: Element + Sync>(
                 }
             }))
         }
+        IndexOp::Gather { dim } if last_dim_rows(dim, xs, li, Some(lx)).is_some() => {
+            let (rows, k, kx, x0, i0) = last_dim_rows(dim, xs, li, Some(lx)).expect("checked");
+            let (xv, iv) = (&x[x0..], &idx[i0..]);
+            let mut out = Vec::with_capacity(rows * k);
+            for r in 0..rows {
+                for &i in &iv[r * k..(r + 1) * k] {
+                    out.push(xv[r * kx + check_index(name, i, kx)?]);
+                }
+            }
+            Ok(out)
+        }
+        IndexOp::Scatter { dim } | IndexOp::ScatterAdd { dim }
+            if src.is_some_and(|(_, ls)| ls.shape() == li.shape() && ls.contiguous_range().is_some())
+                && last_dim_rows(dim, xs, li, None).is_some() =>
+        {
+            let (rows, k, kx, _, i0) = last_dim_rows(dim, xs, li, None).expect("checked");
+            let (sv, ls) = src.expect("checked");
+            let s0 = ls.contiguous_range().expect("checked").0;
+            let (sv, iv) = (&sv[s0..], &idx[i0..]);
+            let mut out = crate::strided::gather(x, lx, |v| v);
+            let plain = matches!(op, IndexOp::Scatter { .. });
+            for r in 0..rows {
+                for j in 0..k {
+                    let p = r * kx + check_index(name, iv[r * k + j], kx)?;
+                    let v = sv[r * k + j];
+                    out[p] = if plain { v } else { add(out[p], v) };
+                }
+            }
+            Ok(out)
+        }
         IndexOp::Gather { dim } => {
             let mut out = Vec::with_capacity(li.numel());
             redirect(name, li.shape(), dim, xs[dim], |m| idx[at(li, m)], |_, m2| out.push(x[at(lx, m2)]))?;
@@ -116,6 +146,28 @@ pub(crate) fn index_op<T: Element + Sync>(
             Ok(out)
         }
     }
+}
+
+/// The fast path of gather/scatter along the last dim: when the index is contiguous, agrees with
+/// the input in every other dim, and (for gather) the input is contiguous, returns
+/// `(rows, index row length, input row length, input start, index start)`.
+fn last_dim_rows(
+    dim: usize,
+    xs: &[usize],
+    li: &Layout,
+    lx: Option<&Layout>,
+) -> Option<(usize, usize, usize, usize, usize)> {
+    if dim + 1 != xs.len() || li.shape()[..dim] != xs[..dim] {
+        return None;
+    }
+    let (i0, _) = li.contiguous_range()?;
+    let x0 = match lx {
+        Some(l) => l.contiguous_range()?.0,
+        None => 0,
+    };
+    let k = li.shape()[dim];
+    let rows = li.numel().checked_div(k).unwrap_or(0);
+    Some((rows, k, xs[dim], x0, i0))
 }
 
 /// For every multi-index `m` of `shape` (row-major), looks up the position `target(m)` along `dim`,

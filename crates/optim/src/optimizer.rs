@@ -21,7 +21,8 @@ pub trait Optimizer {
     /// Sets the momentum-like coefficient (no-op when there is none).
     fn set_momentum(&mut self, g: usize, m: f64);
     /// Per-parameter state and group learning rates as named tensors (`state.3.exp_avg`,
-    /// `state.3.step`, `param_groups.0.lr`), ready for a safetensors checkpoint.
+    /// `state.3.step`, `param_groups.0.lr`), ready for a safetensors checkpoint. The tensors are
+    /// snapshots, unaffected by later steps.
     fn state_dict(&self) -> Vec<(String, Tensor)>;
     /// Restores what [`Optimizer::state_dict`] returned, so training resumes exactly.
     fn load_state_dict(&mut self, state: &[(String, Tensor)]) -> Result<()>;
@@ -226,7 +227,9 @@ impl<A: Algorithm> Optimizer for Optim<A> {
                         out.push((format!("state.{idx}.{k}"), Tensor::scalar(*v)));
                     }
                     for (k, t) in &st.buffers {
-                        out.push((format!("state.{idx}.{k}"), t.detach()));
+                        // a snapshot: the fused updates write the live buffers in place
+                        let snap = t.detach().deep_clone().unwrap_or_else(|_| t.detach());
+                        out.push((format!("state.{idx}.{k}"), snap));
                     }
                 }
                 idx += 1;
