@@ -493,6 +493,9 @@ fn run_training(model: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -> R<Ve
         other => return Err(Error::unsupported(&format!("train.{other}"), "unknown model")),
     };
     net.to_dtype(DType::F64)?;
+    if let Some(x) = inputs.iter().find(|(k, _)| k == "x.1").and_then(|(_, t)| t.as_ref()) {
+        net.to_device(x.device())?;
+    }
     let state: Vec<(String, Tensor)> = inputs
         .iter()
         .filter(|(k, _)| !k.starts_with("x.") && !k.starts_with("y."))

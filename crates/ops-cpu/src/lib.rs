@@ -26,6 +26,7 @@ mod matmul;
 pub mod pool;
 mod reduce;
 pub mod rng;
+mod rows;
 pub mod simd;
 mod softmax;
 pub mod special;

@@ -2,6 +2,7 @@
 //! paths and rayon parallelism above a size threshold.
 
 use crate::pool::take;
+use crate::rows::Rows;
 use crate::simd::{map_slice, zip_slice};
 use crate::threading::{par_threshold, pool};
 use ember_storage::Layout;
@@ -20,15 +21,6 @@ pub(crate) fn row_start(layout: &Layout, row: usize) -> usize {
         rem /= n;
     }
     off
-}
-
-/// (row length, stride of the last dim) of a layout; a scalar is one row of one element.
-#[inline]
-fn inner(layout: &Layout) -> (usize, usize) {
-    match layout.shape().last() {
-        Some(&n) => (n, layout.strides()[layout.ndim() - 1]),
-        None => (1, 1),
-    }
 }
 
 fn all_zero_strides(l: &Layout) -> bool {
@@ -67,17 +59,27 @@ pub(crate) fn map1<T: Copy + Sync, U: Copy + Send + Default + 'static>(
         }
         return out;
     }
-    let (len, st) = inner(lx);
-    let body = |(r, o): (usize, &mut [U])| {
-        let base = row_start(lx, r);
-        for (j, o) in o.iter_mut().enumerate() {
-            *o = f(x[base + j * st]);
-        }
+    let rows = Rows::new([lx]);
+    let (len, st) = (rows.len, rows.inner[0]);
+    let per = rows.rows_per_task();
+    let body = |(t, o): (usize, &mut [U])| {
+        let count = o.len() / len;
+        let mut chunks = o.chunks_mut(len);
+        rows.for_rows(t * per, count, |[b]| {
+            let o = chunks.next().expect("one chunk per row");
+            if st == 1 {
+                map_slice(o, &x[b..b + len], &f);
+            } else {
+                for (j, o) in o.iter_mut().enumerate() {
+                    *o = f(x[b + j * st]);
+                }
+            }
+        });
     };
-    if n >= par_threshold() && len > 0 {
-        pool().install(|| out.par_chunks_mut(len).enumerate().for_each(body));
-    } else if len > 0 {
-        out.chunks_mut(len).enumerate().for_each(body);
+    if n >= par_threshold() {
+        pool().install(|| out.par_chunks_mut(len * per).enumerate().for_each(body));
+    } else {
+        body((0, &mut out));
     }
     out
 }
@@ -132,18 +134,36 @@ pub(crate) fn map2<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default + 's
         }
         _ => {}
     }
-    let (len, sta) = inner(la);
-    let (_, stb) = inner(lb);
-    let body = |(r, o): (usize, &mut [U])| {
-        let (ba, bb) = (row_start(la, r), row_start(lb, r));
-        for (j, o) in o.iter_mut().enumerate() {
-            *o = f(a[ba + j * sta], b[bb + j * stb]);
-        }
+    let rows = Rows::new([la, lb]);
+    let (len, [sta, stb]) = (rows.len, rows.inner);
+    let per = rows.rows_per_task();
+    let body = |(t, o): (usize, &mut [U])| {
+        let count = o.len() / len;
+        let mut chunks = o.chunks_mut(len);
+        rows.for_rows(t * per, count, |[ba, bb]| {
+            let o = chunks.next().expect("one chunk per row");
+            match (sta, stb) {
+                (1, 1) => zip_slice(o, &a[ba..ba + len], &b[bb..bb + len], &f),
+                (1, 0) => {
+                    let bv = b[bb];
+                    map_slice(o, &a[ba..ba + len], |x| f(x, bv))
+                }
+                (0, 1) => {
+                    let av = a[ba];
+                    map_slice(o, &b[bb..bb + len], |y| f(av, y))
+                }
+                _ => {
+                    for (j, o) in o.iter_mut().enumerate() {
+                        *o = f(a[ba + j * sta], b[bb + j * stb]);
+                    }
+                }
+            }
+        });
     };
-    if par && len > 0 {
-        pool().install(|| out.par_chunks_mut(len).enumerate().for_each(body));
-    } else if len > 0 {
-        out.chunks_mut(len).enumerate().for_each(body);
+    if par {
+        pool().install(|| out.par_chunks_mut(len * per).enumerate().for_each(body));
+    } else {
+        body((0, &mut out));
     }
     out
 }
@@ -160,22 +180,26 @@ pub(crate) fn map3<A: Copy + Sync, B: Copy + Sync, C: Copy + Sync, U: Copy + Sen
 ) -> Vec<U> {
     let n = la.numel();
     let mut out: Vec<U> = take(n);
-    let (len, sta) = inner(la);
-    let (_, stb) = inner(lb);
-    let (_, stc) = inner(lc);
-    if n == 0 || len == 0 {
+    if n == 0 {
         return out;
     }
-    let body = |(r, o): (usize, &mut [U])| {
-        let (ba, bb, bc) = (row_start(la, r), row_start(lb, r), row_start(lc, r));
-        for (j, o) in o.iter_mut().enumerate() {
-            *o = f(a[ba + j * sta], b[bb + j * stb], c[bc + j * stc]);
-        }
+    let rows = Rows::new([la, lb, lc]);
+    let (len, [sta, stb, stc]) = (rows.len, rows.inner);
+    let per = rows.rows_per_task();
+    let body = |(t, o): (usize, &mut [U])| {
+        let count = o.len() / len;
+        let mut chunks = o.chunks_mut(len);
+        rows.for_rows(t * per, count, |[ba, bb, bc]| {
+            let o = chunks.next().expect("one chunk per row");
+            for (j, o) in o.iter_mut().enumerate() {
+                *o = f(a[ba + j * sta], b[bb + j * stb], c[bc + j * stc]);
+            }
+        });
     };
     if n >= par_threshold() {
-        pool().install(|| out.par_chunks_mut(len).enumerate().for_each(body));
+        pool().install(|| out.par_chunks_mut(len * per).enumerate().for_each(body));
     } else {
-        out.chunks_mut(len).enumerate().for_each(body);
+        body((0, &mut out));
     }
     out
 }
@@ -186,17 +210,20 @@ pub(crate) fn assign<T: Copy>(dst: &mut [T], ld: &Layout, src: &[T], ls: &Layout
         dst[sd..ed].copy_from_slice(&src[ss..es]);
         return;
     }
-    let (len, std) = inner(ld);
-    let (_, sts) = inner(ls);
-    if len == 0 {
+    if ld.numel() == 0 {
         return;
     }
-    for r in 0..ld.numel() / len {
-        let (bd, bs) = (row_start(ld, r), row_start(ls, r));
-        for j in 0..len {
-            dst[bd + j * std] = src[bs + j * sts];
+    let rows = Rows::new([ld, ls]);
+    let (len, [std, sts]) = (rows.len, rows.inner);
+    rows.for_rows(0, ld.numel() / len, |[bd, bs]| {
+        if std == 1 && sts == 1 {
+            dst[bd..bd + len].copy_from_slice(&src[bs..bs + len]);
+        } else {
+            for j in 0..len {
+                dst[bd + j * std] = src[bs + j * sts];
+            }
         }
-    }
+    });
 }
 
 /// Buffer offsets of the start of every line along `dim` (the layout with `dim` removed, row-major).
