@@ -47,8 +47,10 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
     let nd = la.ndim();
     let (m, k, n) = (la.shape()[nd - 2], la.shape()[nd - 1], lb.shape()[nd - 1]);
     let batches = ba.numel();
-    let mut out = vec![T::default(); batches * m * n];
+    // pooled: gemm overwrites every element (read_dst is false) unless k == 0
+    let mut out: Vec<T> = crate::pool::take(batches * m * n);
     if m == 0 || n == 0 || k == 0 {
+        out.fill(T::default());
         return out;
     }
     let threads = pool().current_num_threads();

@@ -105,15 +105,21 @@ fn col2im_plane_2d<T: Copy + std::ops::Add<Output = T>>(cp: &[T], o: &mut [T], g
 }
 
 /// `x` is dense `[N, C, *input]`; returns dense `[N, C * K, L]`.
-pub(crate) fn im2col<T: Copy + Send + Sync + Default>(x: &[T], g: &WindowGeometry, out_sp: &[usize], pad: T) -> Vec<T> {
+pub(crate) fn im2col<T: Copy + Send + Sync + Default + 'static>(
+    x: &[T],
+    g: &WindowGeometry,
+    out_sp: &[usize],
+    pad: T,
+) -> Vec<T> {
     let plane: usize = g.input.iter().product();
     let l: usize = out_sp.iter().product();
     let k = g.kernel_numel();
-    let mut out = vec![T::default(); g.batch * g.channels * k * l];
+    let mut out: Vec<T> = crate::pool::take(g.batch * g.channels * k * l);
     if out.is_empty() {
         return out;
     }
     if g.input.len() == 2 {
+        // every element is written below (copied or padded), so a pooled buffer needs no clearing
         let r = Rows2d::new(g, out_sp);
         pool().install(|| {
             out.par_chunks_mut(k * l).enumerate().for_each(|(nc, o)| {
@@ -144,7 +150,7 @@ pub(crate) fn im2col<T: Copy + Send + Sync + Default>(x: &[T], g: &WindowGeometr
 }
 
 /// The adjoint of [`im2col`]: sums dense `[N, C * K, L]` columns into dense `[N, C, *input]`.
-pub(crate) fn col2im<T: Copy + Send + Sync + Default + std::ops::Add<Output = T>>(
+pub(crate) fn col2im<T: Copy + Send + Sync + Default + 'static + std::ops::Add<Output = T>>(
     cols: &[T],
     g: &WindowGeometry,
     out_sp: &[usize],
@@ -152,7 +158,8 @@ pub(crate) fn col2im<T: Copy + Send + Sync + Default + std::ops::Add<Output = T>
     let plane: usize = g.input.iter().product();
     let l: usize = out_sp.iter().product();
     let k = g.kernel_numel();
-    let mut out = vec![T::default(); g.batch * g.channels * plane];
+    let mut out: Vec<T> = crate::pool::take(g.batch * g.channels * plane);
+    out.fill(T::default());
     if out.is_empty() || l == 0 {
         return out;
     }
