@@ -370,6 +370,42 @@ impl Tensor {
     /// sizes divisible): a reshape/permute into `[..., windows, K]` and one reduction over the
     /// contiguous last dim, instead of im2col.
     fn max_pool_tiled(&self, o: &PoolOptions, out: &[usize]) -> Result<Option<(Tensor, Tensor)>> {
+        let Some((vals, arg)) = self.max_pool_tiled_raw(o, out)? else { return Ok(None) };
+        let d = o.kernel.len();
+        let insz = &self.shape()[2..];
+        // flat input index: sum_i (o_i * k_i + a_i) * stride_of_dim_i, with a = (a_0, a_1, ...)
+        let mut flat = Tensor::zeros_with(arg.shape(), ember_storage::DType::I64, self.device())?;
+        let mut rest = arg.clone();
+        let mut plane_stride = 1i64;
+        for i in (0..d).rev() {
+            let ki = o.kernel[i] as i64;
+            let ai = rest.remainder(ki)?;
+            rest = rest.floor_divide(ki)?;
+            let mut ishape = vec![1isize; arg.ndim()];
+            ishape[2 + i] = out[i] as isize;
+            let oi = Tensor::arange_with(0.0, out[i] as f64, 1.0, ember_storage::DType::I64, self.device())?
+                .reshape(&ishape)?;
+            let coord = oi.mul(ki)?.add(&ai)?;
+            flat = flat.add(&coord.mul(plane_stride)?)?;
+            plane_stride *= insz[i] as i64;
+        }
+        Ok(Some((vals, flat)))
+    }
+
+    /// Max pooling values only (what `nn.MaxPool2d` returns), skipping the index computation
+    /// when the windows tile the input.
+    pub fn max_pool_values(&self, o: &PoolOptions) -> Result<Tensor> {
+        if self.ndim() == o.kernel.len() + 2 && self.dtype().is_float() {
+            let out = self.pool_out("max_pool", o)?;
+            if let Some((v, _)) = self.max_pool_tiled_raw(o, &out)? {
+                return Ok(v);
+            }
+        }
+        Ok(self.max_pool(o)?.0)
+    }
+
+    /// Values and within-window argmax of a max pool whose windows tile the input.
+    fn max_pool_tiled_raw(&self, o: &PoolOptions, out: &[usize]) -> Result<Option<(Tensor, Tensor)>> {
         let d = o.kernel.len();
         let insz = &self.shape()[2..];
         let tiled = o.kernel == o.stride
@@ -395,24 +431,7 @@ impl Tensor {
         grouped.extend(out.iter().map(|&x| x as isize));
         grouped.push(k as isize);
         let windows = self.reshape(&split)?.permute(&perm)?.reshape(&grouped)?;
-        let (vals, arg) = windows.max_dim(-1, false)?;
-        // flat input index: sum_i (o_i * k_i + a_i) * stride_of_dim_i, with a = (a_0, a_1, ...)
-        let mut flat = Tensor::zeros_with(arg.shape(), ember_storage::DType::I64, self.device())?;
-        let mut rest = arg.clone();
-        let mut plane_stride = 1i64;
-        for i in (0..d).rev() {
-            let ki = o.kernel[i] as i64;
-            let ai = rest.remainder(ki)?;
-            rest = rest.floor_divide(ki)?;
-            let mut ishape = vec![1isize; arg.ndim()];
-            ishape[2 + i] = out[i] as isize;
-            let oi = Tensor::arange_with(0.0, out[i] as f64, 1.0, ember_storage::DType::I64, self.device())?
-                .reshape(&ishape)?;
-            let coord = oi.mul(ki)?.add(&ai)?;
-            flat = flat.add(&coord.mul(plane_stride)?)?;
-            plane_stride *= insz[i] as i64;
-        }
-        Ok(Some((vals, flat)))
+        Ok(Some(windows.max_dim(-1, false)?))
     }
 
     /// Max pooling with the flat index (within each input plane) of every maximum.

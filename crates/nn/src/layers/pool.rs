@@ -26,7 +26,7 @@ impl MaxPool {
 
 impl Module for MaxPool {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.max_pool(&self.options)?.0)
+        x.max_pool_values(&self.options)
     }
 }
 
