@@ -5,15 +5,15 @@ use ember::Tensor;
 use serde_json::json;
 use std::time::Instant;
 
-struct Timing {
-    median_s: f64,
+pub(crate) struct Timing {
+    pub(crate) median_s: f64,
     min_s: f64,
     max_s: f64,
     reps: usize,
     inner: usize,
 }
 
-fn bench(reps: usize, mut f: impl FnMut()) -> Timing {
+pub(crate) fn bench(reps: usize, mut f: impl FnMut()) -> Timing {
     for _ in 0..3 {
         f();
     }
@@ -34,7 +34,15 @@ fn bench(reps: usize, mut f: impl FnMut()) -> Timing {
     Timing { median_s: times[times.len() / 2], min_s: times[0], max_s: times[times.len() - 1], reps, inner }
 }
 
-fn emit(id: &str, threads: usize, params: serde_json::Value, value: f64, unit: &str, t: &Timing, note: Option<&str>) {
+pub(crate) fn emit(
+    id: &str,
+    threads: usize,
+    params: serde_json::Value,
+    value: f64,
+    unit: &str,
+    t: &Timing,
+    note: Option<&str>,
+) {
     let mut rec = json!({
         "id": id, "lib": "ember", "device": "cpu", "threads": threads, "params": params,
         "value": (value * 1e4).round() / 1e4, "unit": unit,
@@ -173,4 +181,6 @@ pub fn run(only: &[String], threads: usize, reps: usize) {
             Some("8 bytes/element counted (1 read + 1 write)"),
         );
     }
+    let explicit = |id: &str| only.iter().any(|o| o == id);
+    crate::bench_nn::run(&on, &explicit, threads, reps);
 }

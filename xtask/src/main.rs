@@ -6,6 +6,7 @@
 //!   format of `../shared/perf/torch_ref.py`, so the two outputs pair up by `id` + `params`.
 
 mod bench;
+mod bench_nn;
 
 use std::process::ExitCode;
 

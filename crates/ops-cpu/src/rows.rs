@@ -20,20 +20,20 @@ impl<const K: usize> Rows<K> {
     pub(crate) fn new(ls: [&Layout; K]) -> Self {
         let shape = ls[0].shape();
         let mut dims: Vec<(usize, [usize; K])> = vec![];
-        for d in 0..shape.len() {
-            if shape[d] == 1 {
+        for (d, &size) in shape.iter().enumerate() {
+            if size == 1 {
                 continue;
             }
             let st: [usize; K] = std::array::from_fn(|k| ls[k].strides()[d]);
             if let Some((n, prev)) = dims.last_mut() {
                 // merge the previous (outer) dim into this one when it steps exactly over it
-                if (0..K).all(|k| prev[k] == st[k] * shape[d]) {
-                    *n *= shape[d];
+                if (0..K).all(|k| prev[k] == st[k] * size) {
+                    *n *= size;
                     *prev = st;
                     continue;
                 }
             }
-            dims.push((shape[d], st));
+            dims.push((size, st));
         }
         let offsets = std::array::from_fn(|k| ls[k].offset());
         match dims.pop() {
