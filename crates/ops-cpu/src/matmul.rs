@@ -56,7 +56,7 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
     let threads = pool().current_num_threads();
     let big = m * n * k >= 48 * 48 * 48;
     let par = if big && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    pool().install(|| {
+    let run = |out: &mut [T]| {
         for i in 0..batches {
             let (oa, ob) = (batch_offset(&ba, i), batch_offset(&bb, i));
             let dst = &mut out[i * m * n..(i + 1) * m * n];
@@ -88,7 +88,13 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
                 );
             }
         }
-    });
+    };
+    // small products run on the caller's thread: handing them to the pool costs two context switches
+    if big && threads > 1 {
+        pool().install(|| run(&mut out));
+    } else {
+        run(&mut out);
+    }
     out
 }
 
