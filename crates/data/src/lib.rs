@@ -15,6 +15,6 @@ pub mod transforms;
 
 pub use dataset::{random_split, ConcatDataset, Dataset, IterableDataset, Subset, TensorDataset};
 pub use idx::{parse_idx_u8, Mnist};
-pub use loader::{default_collate, BatchIter, CollateFn, DataLoader, LoaderOptions};
+pub use loader::{default_collate, iterable_batches, BatchIter, CollateFn, DataLoader, LoaderOptions};
 pub use sampler::{BatchSampler, DistributedSampler, RandomSampler, Sampler, SequentialSampler, WeightedRandomSampler};
 pub use tabular::{csv_dataset, npy_dataset, read_csv};

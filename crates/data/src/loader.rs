@@ -243,3 +243,42 @@ impl Drop for BatchIter {
         }
     }
 }
+
+/// Batches of an [`crate::IterableDataset`], collated by stacking, in stream order (loaded in the
+/// consumer's thread: a stream has no random access to split among workers). A sample error is
+/// returned as that batch's `Err`, and the stream continues after it.
+///
+/// ```
+/// use ember_autograd::{Result, Tensor};
+/// use ember_data::{iterable_batches, IterableDataset};
+/// struct Count(i64);
+/// impl IterableDataset for Count {
+///     fn iter(&self) -> Box<dyn Iterator<Item = Result<Vec<Tensor>>> + Send + '_> {
+///         Box::new((0..self.0).map(|i| Ok(vec![Tensor::scalar(i)])))
+///     }
+/// }
+/// let sizes: Vec<usize> = iterable_batches(&Count(5), 2, false).map(|b| b.unwrap()[0].shape()[0]).collect();
+/// assert_eq!(sizes, [2, 2, 1]);
+/// ```
+pub fn iterable_batches<'a>(
+    dataset: &'a dyn crate::IterableDataset,
+    batch_size: usize,
+    drop_last: bool,
+) -> impl Iterator<Item = Result<Vec<Tensor>>> + 'a {
+    let mut samples = dataset.iter();
+    let bs = batch_size.max(1);
+    std::iter::from_fn(move || {
+        let mut batch = Vec::with_capacity(bs);
+        while batch.len() < bs {
+            match samples.next() {
+                Some(Ok(s)) => batch.push(s),
+                Some(Err(e)) => return Some(Err(e)),
+                None => break,
+            }
+        }
+        if batch.is_empty() || (drop_last && batch.len() < bs) {
+            return None;
+        }
+        Some(default_collate(batch))
+    })
+}

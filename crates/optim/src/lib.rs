@@ -23,9 +23,11 @@
 mod algorithms;
 mod clip;
 mod fused;
+mod lbfgs;
 pub mod lr_scheduler;
 mod optimizer;
 
 pub use algorithms::*;
 pub use clip::{clip_grad_norm_, clip_grad_value_, clip_grads_by_norm};
+pub use lbfgs::{Lbfgs, LbfgsOptions};
 pub use optimizer::{Algorithm, GroupOptions, Optim, Optimizer, ParamGroup, ParamState};

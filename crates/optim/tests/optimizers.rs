@@ -167,3 +167,25 @@ fn one_cycle_cycles_adam_beta1() {
     assert!((opt.lr(0) - 0.01).abs() < 1e-9, "peak at step 2: {}", opt.lr(0));
     assert!((opt.momentum(0).unwrap() - 0.85).abs() < 1e-9);
 }
+
+#[test]
+fn lbfgs_minimises_rosenbrock_and_plain_step_is_an_error() {
+    let w = Tensor::from_vec(vec![-1.2f64, 1.0], &[2]).unwrap().requires_grad_(true).unwrap();
+    let mut opt = Lbfgs::new(vec![w.clone()], LbfgsOptions { lr: 0.5, ..Default::default() }).unwrap();
+    let mut closure = || {
+        w.set_grad(None);
+        let (x, y) = (w.select(0, 0)?, w.select(0, 1)?);
+        let a = x.neg()?.add(1.0)?;
+        let b = y.sub(&x.mul(&x)?)?;
+        let loss = a.mul(&a)?.add(&b.mul(&b)?.mul(100.0)?)?;
+        loss.backward()?;
+        loss.item()
+    };
+    let first = opt.step_with(&mut closure).unwrap();
+    let mut last = first;
+    for _ in 0..30 {
+        last = opt.step_with(&mut closure).unwrap();
+    }
+    assert!(last < 1e-3 * first.max(1.0), "rosenbrock {first} -> {last}");
+    assert!(opt.step().is_err());
+}
