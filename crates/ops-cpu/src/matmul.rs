@@ -55,11 +55,14 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
     }
     let threads = pool().current_num_threads();
     let big = m * n * k >= 48 * 48 * 48;
-    let par = if big && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    let run = |out: &mut [T]| {
-        for i in 0..batches {
+    // Many batches: one single-threaded product per batch, batches spread over the threads.
+    // Few large batches: gemm's own threading inside each product.
+    let over_batches = big && threads > 1 && batches >= 2 * threads;
+    let par =
+        if big && threads > 1 && !over_batches { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let one = |i: usize, dst: &mut [T]| {
+        {
             let (oa, ob) = (batch_offset(&ba, i), batch_offset(&bb, i));
-            let dst = &mut out[i * m * n..(i + 1) * m * n];
             // SAFETY: the caller checked that `la`/`lb` fit inside `a`/`b` (Layout::check_fits), so every
             // element (oa + r*a_rs + c*a_cs for r < m, c < k) is in bounds, likewise for b; `dst` is an
             // exclusive dense m x n slice with row stride n and col stride 1; gemm does not read dst when
@@ -89,11 +92,14 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
             }
         }
     };
-    // small products run on the caller's thread: handing them to the pool costs two context switches
-    if big && threads > 1 {
-        pool().install(|| run(&mut out));
+    if over_batches {
+        use rayon::prelude::*;
+        pool().install(|| out.par_chunks_mut(m * n).enumerate().for_each(|(i, dst)| one(i, dst)));
+    } else if big && threads > 1 {
+        pool().install(|| out.chunks_mut(m * n).enumerate().for_each(|(i, dst)| one(i, dst)));
     } else {
-        run(&mut out);
+        // small products run on the caller's thread: handing them to the pool costs two context switches
+        out.chunks_mut(m * n).enumerate().for_each(|(i, dst)| one(i, dst));
     }
     out
 }
