@@ -35,6 +35,22 @@ macro_rules! lr_options {
             }
         }
     };
+    ($t:ty, momentum) => {
+        impl GroupOptions for $t {
+            fn lr(&self) -> f64 {
+                self.lr
+            }
+            fn set_lr(&mut self, lr: f64) {
+                self.lr = lr
+            }
+            fn momentum(&self) -> Option<f64> {
+                Some(self.momentum)
+            }
+            fn set_momentum(&mut self, m: f64) {
+                self.momentum = m
+            }
+        }
+    };
     ($t:ty, betas) => {
         impl GroupOptions for $t {
             fn lr(&self) -> f64 {
@@ -84,20 +100,7 @@ impl SgdOptions {
     }
 }
 
-impl GroupOptions for SgdOptions {
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr
-    }
-    fn momentum(&self) -> Option<f64> {
-        Some(self.momentum)
-    }
-    fn set_momentum(&mut self, m: f64) {
-        self.momentum = m
-    }
-}
+lr_options!(SgdOptions, momentum);
 
 /// Stochastic gradient descent with momentum, dampening, Nesterov, weight decay.
 pub struct SgdAlgo;
@@ -261,20 +264,7 @@ impl Default for RmsPropOptions {
     }
 }
 
-impl GroupOptions for RmsPropOptions {
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr
-    }
-    fn momentum(&self) -> Option<f64> {
-        Some(self.momentum)
-    }
-    fn set_momentum(&mut self, m: f64) {
-        self.momentum = m
-    }
-}
+lr_options!(RmsPropOptions, momentum);
 
 /// RMSprop.
 pub struct RmsPropAlgo;

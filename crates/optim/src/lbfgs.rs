@@ -214,14 +214,7 @@ impl Optimizer for Lbfgs {
         Err(Error::invalid("LBFGS", "LBFGS needs a closure that re-evaluates the loss: call step_with(closure)"))
     }
     fn zero_grad(&mut self, set_to_none: bool) -> Result<()> {
-        for p in &self.params {
-            if set_to_none {
-                p.set_grad(None);
-            } else if let Some(g) = p.grad() {
-                no_grad(|| g.zero_().map(|_| ()))?;
-            }
-        }
-        Ok(())
+        crate::optimizer::zero_grads(&self.params, set_to_none)
     }
     fn num_groups(&self) -> usize {
         1

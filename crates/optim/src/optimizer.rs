@@ -28,6 +28,18 @@ pub trait Optimizer {
     fn load_state_dict(&mut self, state: &[(String, Tensor)]) -> Result<()>;
 }
 
+/// Clears the gradients of `params`: drops them, or fills them with zeros.
+pub(crate) fn zero_grads<'a>(params: impl IntoIterator<Item = &'a Tensor>, set_to_none: bool) -> Result<()> {
+    for p in params {
+        if set_to_none {
+            p.set_grad(None);
+        } else if let Some(g) = p.grad() {
+            no_grad(|| g.zero_().map(|_| ()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Parameters that share options.
 #[derive(Clone)]
 pub struct ParamGroup<O> {
@@ -182,14 +194,7 @@ impl<A: Algorithm> Optimizer for Optim<A> {
     }
 
     fn zero_grad(&mut self, set_to_none: bool) -> Result<()> {
-        for p in self.groups.iter().flat_map(|g| &g.params) {
-            if set_to_none {
-                p.set_grad(None);
-            } else if let Some(g) = p.grad() {
-                no_grad(|| g.zero_().map(|_| ()))?;
-            }
-        }
-        Ok(())
+        zero_grads(self.groups.iter().flat_map(|g| &g.params), set_to_none)
     }
 
     fn num_groups(&self) -> usize {

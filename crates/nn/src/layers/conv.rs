@@ -4,6 +4,18 @@ use super::linear::uniform_param;
 use crate::Module;
 use ember_autograd::{ConvOptions, ConvPadding, Error, Result, Tensor};
 
+/// The group count, checked to divide both channel counts.
+fn check_groups(op: &str, options: &ConvOptions, in_channels: usize, out_channels: usize) -> Result<usize> {
+    let g = options.groups;
+    if g == 0 || !in_channels.is_multiple_of(g) || !out_channels.is_multiple_of(g) {
+        return Err(Error::invalid(
+            op,
+            format!("groups={g} must divide in_channels={in_channels} and out_channels={out_channels}"),
+        ));
+    }
+    Ok(g)
+}
+
 /// An N-d convolution (`nn.Conv1d`/`Conv2d`/`Conv3d` by the kernel's length), weight
 /// `[out, in / groups, k...]`, default init U(±1/√fan_in).
 #[derive(crate::Module)]
@@ -33,13 +45,7 @@ impl Conv {
         options: ConvOptions,
         bias: bool,
     ) -> Result<Self> {
-        let g = options.groups;
-        if g == 0 || !in_channels.is_multiple_of(g) || !out_channels.is_multiple_of(g) {
-            return Err(Error::invalid(
-                "Conv",
-                format!("groups={g} must divide in_channels={in_channels} and out_channels={out_channels}"),
-            ));
-        }
+        let g = check_groups("Conv", &options, in_channels, out_channels)?;
         let mut shape = vec![out_channels, in_channels / g];
         shape.extend(kernel);
         let fan_in = (in_channels / g) * kernel.iter().product::<usize>();
@@ -94,13 +100,7 @@ impl ConvTranspose {
         options: ConvOptions,
         bias: bool,
     ) -> Result<Self> {
-        let g = options.groups;
-        if g == 0 || !in_channels.is_multiple_of(g) || !out_channels.is_multiple_of(g) {
-            return Err(Error::invalid(
-                "ConvTranspose",
-                format!("groups={g} must divide in_channels={in_channels} and out_channels={out_channels}"),
-            ));
-        }
+        let g = check_groups("ConvTranspose", &options, in_channels, out_channels)?;
         let mut shape = vec![in_channels, out_channels / g];
         shape.extend(kernel);
         // PyTorch computes fan_in from weight dim 1 for transposed convs.
