@@ -7,7 +7,7 @@ use serde_json::Value;
 type R<T> = Result<T, Error>;
 
 /// Keyword arguments with PyTorch's conventions ("inf" strings, ints or lists for dims, null = None).
-struct Args<'a>(&'a serde_json::Map<String, Value>);
+pub(crate) struct Args<'a>(pub(crate) &'a serde_json::Map<String, Value>);
 
 fn num(v: &Value) -> Option<f64> {
     match v {
@@ -23,37 +23,37 @@ fn num(v: &Value) -> Option<f64> {
     }
 }
 
-impl Args<'_> {
-    fn has(&self, k: &str) -> bool {
+impl<'a> Args<'a> {
+    pub(crate) fn has(&self, k: &str) -> bool {
         self.0.get(k).is_some_and(|v| !v.is_null())
     }
-    fn f(&self, k: &str, d: f64) -> f64 {
+    pub(crate) fn f(&self, k: &str, d: f64) -> f64 {
         self.0.get(k).and_then(num).unwrap_or(d)
     }
-    fn of(&self, k: &str) -> Option<f64> {
+    pub(crate) fn of(&self, k: &str) -> Option<f64> {
         self.0.get(k).and_then(num)
     }
-    fn i(&self, k: &str, d: i64) -> i64 {
+    pub(crate) fn i(&self, k: &str, d: i64) -> i64 {
         self.0.get(k).and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64))).unwrap_or(d)
     }
-    fn b(&self, k: &str, d: bool) -> bool {
+    pub(crate) fn b(&self, k: &str, d: bool) -> bool {
         self.0.get(k).and_then(|v| v.as_bool()).unwrap_or(d)
     }
-    fn s(&self, k: &str) -> Option<&str> {
+    pub(crate) fn s(&self, k: &str) -> Option<&'a str> {
         self.0.get(k).and_then(|v| v.as_str())
     }
     /// An int or a list of ints.
-    fn ints(&self, k: &str) -> Option<Vec<i64>> {
+    pub(crate) fn ints(&self, k: &str) -> Option<Vec<i64>> {
         match self.0.get(k)? {
             Value::Number(n) => Some(vec![n.as_i64()?]),
             Value::Array(a) => a.iter().map(|x| x.as_i64()).collect(),
             _ => None,
         }
     }
-    fn dims(&self, k: &str) -> Vec<isize> {
+    pub(crate) fn dims(&self, k: &str) -> Vec<isize> {
         self.ints(k).unwrap_or_default().into_iter().map(|x| x as isize).collect()
     }
-    fn dtype(&self, d: DType) -> DType {
+    pub(crate) fn dtype(&self, d: DType) -> DType {
         self.s("dtype").and_then(DType::from_name).unwrap_or(d)
     }
 }

@@ -1,6 +1,7 @@
 //! Conformance dispatch for the nn/optim issue: losses, attention, recurrent and transformer
 //! modules, optimizers, clipping, LR schedulers and short training runs.
 
+use crate::dispatch::Args;
 use ember::nn::functional::{self as F, ClassLossOptions, Reduction};
 use ember::nn::layers::{
     Conv, Flatten, Linear, Mask, MaxPool, MultiheadAttention, ReLU, Rnn, RnnCell, RnnMode, RnnOptions, Tanh,
@@ -15,21 +16,16 @@ type R<T> = Result<T, Error>;
 type Inputs<'a> = &'a [(String, Option<Tensor>)];
 
 fn f(a: &Map<String, Value>, k: &str, d: f64) -> f64 {
-    match a.get(k) {
-        Some(Value::Number(n)) => n.as_f64().unwrap_or(d),
-        Some(Value::String(s)) if s == "inf" => f64::INFINITY,
-        Some(Value::String(s)) if s == "-inf" => f64::NEG_INFINITY,
-        _ => d,
-    }
+    Args(a).f(k, d)
 }
 fn b(a: &Map<String, Value>, k: &str, d: bool) -> bool {
-    a.get(k).and_then(|v| v.as_bool()).unwrap_or(d)
+    Args(a).b(k, d)
 }
 fn i(a: &Map<String, Value>, k: &str, d: i64) -> i64 {
-    a.get(k).and_then(|v| v.as_i64()).unwrap_or(d)
+    Args(a).i(k, d)
 }
 fn s<'a>(a: &'a Map<String, Value>, k: &str, d: &'a str) -> &'a str {
-    a.get(k).and_then(|v| v.as_str()).unwrap_or(d)
+    Args(a).s(k).unwrap_or(d)
 }
 fn pair(a: &Map<String, Value>, k: &str, d: (f64, f64)) -> (f64, f64) {
     match a.get(k).and_then(|v| v.as_array()) {

@@ -123,9 +123,7 @@ fn save_checkpoint(path: &Path, net: &Sequential, opt: &AdamW, epoch: usize, ste
     entries.push(("meta.epoch".into(), Tensor::scalar(epoch as f64)));
     entries.push(("meta.step".into(), Tensor::scalar(step as f64)));
     entries.push(("meta.history".into(), hist.to_tensor()?));
-    let contiguous: Vec<(String, Tensor)> =
-        entries.into_iter().map(|(k, t)| t.contiguous().map(|t| (k, t))).collect::<Result<_>>()?;
-    let refs: Vec<(&str, &Tensor)> = contiguous.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    let refs: Vec<(&str, &Tensor)> = entries.iter().map(|(k, t)| (k.as_str(), t)).collect();
     io::save_safetensors(path, &refs) // temp file + fsync + rename: a crash keeps the old checkpoint
 }
 

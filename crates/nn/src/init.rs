@@ -101,16 +101,11 @@ pub fn kaiming_normal_(t: &Tensor, a: f64, mode: FanMode, nonlinearity: &str) ->
 
 /// Truncated normal: N(mean, std²) redrawn outside [a, b] (inverse-CDF method, as PyTorch).
 pub fn trunc_normal_(t: &Tensor, mean: f64, std: f64, a: f64, b: f64) -> Result<()> {
-    let cdf = |x: f64| (1.0 + libm_erf(x / 2f64.sqrt())) / 2.0;
+    let cdf = |x: f64| (1.0 + libm::erf(x / 2f64.sqrt())) / 2.0;
     let (l, u) = (cdf((a - mean) / std), cdf((b - mean) / std));
     let v = Tensor::rand(t.shape())?.to_dtype(ember_autograd::DType::F64)?.mul(u - l)?.add(l)?;
     let x = v.mul(2.0)?.sub(1.0)?.erfinv()?.mul(std * 2f64.sqrt())?.add(mean)?.clamp(Some(a), Some(b))?;
     fill_from(t, x)
-}
-
-fn libm_erf(x: f64) -> f64 {
-    // Abramowitz–Stegun 7.1.26 is too coarse for bounds; use the series through the tensor op.
-    Tensor::scalar(x).erf().and_then(|e| e.item()).unwrap_or(0.0)
 }
 
 /// (Semi-)orthogonal matrix from the QR decomposition of a Gaussian matrix, scaled by `gain`.

@@ -39,5 +39,5 @@ mod state_dict;
 
 pub use ember_nn_derive::Module;
 pub use layers::Sequential;
-pub use module::{walk_module, walk_module_mut, Module, ModuleExt, Slot, SlotMut, Traverse};
+pub use module::{state_dict_of, walk_module, walk_module_mut, Module, ModuleExt, Slot, SlotMut, Traverse};
 pub use state_dict::{load, load_state_dict, save, LoadReport};

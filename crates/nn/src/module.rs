@@ -170,12 +170,7 @@ pub trait ModuleExt: Traverse {
     /// Parameters and buffers under PyTorch's state_dict keys, in PyTorch's order (per module:
     /// its own parameters, then its buffers, then its children). Tensors are detached aliases.
     fn state_dict(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![];
-        walk(self.as_traverse(), "", &mut |p, s| match s {
-            Slot::Param(n, t) | Slot::Buffer(n, t) => out.push((join(p, n), t.detach())),
-            _ => {}
-        });
-        out
+        state_dict_of(self.as_traverse())
     }
 
     /// Number of trainable scalars.
@@ -256,6 +251,16 @@ impl<T: Traverse + Sized> ModuleExt for T {
     fn as_traverse_mut(&mut self) -> &mut dyn Traverse {
         self
     }
+}
+
+/// Parameters and buffers of `m` under their state_dict keys (detached aliases), in PyTorch's order.
+pub fn state_dict_of(m: &dyn Traverse) -> Vec<(String, Tensor)> {
+    let mut out = vec![];
+    walk(m, "", &mut |p, s| match s {
+        Slot::Param(n, t) | Slot::Buffer(n, t) => out.push((join(p, n), t.detach())),
+        _ => {}
+    });
+    out
 }
 
 /// Visits every slot of `m` (depth first) with its dotted prefix: the building block for custom

@@ -1,7 +1,7 @@
 //! Loading state_dicts into modules (strict or not, every problem reported at once) and
 //! safetensors checkpoints of a module (atomic writes).
 
-use crate::module::{walk_module, Slot, Traverse};
+use crate::module::{state_dict_of, Traverse};
 use ember_autograd::{io, no_grad, Error, Result, Tensor};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -22,14 +22,7 @@ pub struct LoadReport {
 /// all problems are listed in one message. Without `strict`, they are returned in the report.
 pub fn load_state_dict(module: &dyn Traverse, state: &[(String, Tensor)], strict: bool) -> Result<LoadReport> {
     let given: HashMap<&str, &Tensor> = state.iter().map(|(k, t)| (k.as_str(), t)).collect();
-    let mut own: Vec<(String, Tensor)> = vec![];
-    walk_module(module, &mut |prefix, slot| match slot {
-        Slot::Param(n, t) | Slot::Buffer(n, t) => {
-            let key = if prefix.is_empty() { n.to_string() } else { format!("{prefix}.{n}") };
-            own.push((key, t.clone()))
-        }
-        _ => {}
-    });
+    let own = state_dict_of(module);
     let own_keys: BTreeSet<&str> = own.iter().map(|(k, _)| k.as_str()).collect();
     let mut report = LoadReport::default();
     let mut mismatched = vec![];
@@ -73,10 +66,8 @@ pub fn load_state_dict(module: &dyn Traverse, state: &[(String, Tensor)], strict
 /// never leaves a half-written checkpoint in place of the previous one). PyTorch's
 /// `safetensors.torch.load_file` reads it back under the same keys.
 pub fn save(module: &dyn Traverse, path: impl AsRef<Path>) -> Result<()> {
-    let sd = crate::module::ModuleExt::state_dict(&ModuleRef(module));
-    let contiguous: Vec<(String, Tensor)> =
-        sd.into_iter().map(|(k, t)| t.contiguous().map(|t| (k, t))).collect::<Result<_>>()?;
-    let refs: Vec<(&str, &Tensor)> = contiguous.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    let sd = state_dict_of(module);
+    let refs: Vec<(&str, &Tensor)> = sd.iter().map(|(k, t)| (k.as_str(), t)).collect();
     io::save_safetensors(path, &refs)
 }
 
@@ -85,14 +76,4 @@ pub fn save(module: &dyn Traverse, path: impl AsRef<Path>) -> Result<()> {
 pub fn load(module: &dyn Traverse, path: impl AsRef<Path>, strict: bool) -> Result<LoadReport> {
     let state = io::load_safetensors(path)?;
     load_state_dict(module, &state, strict)
-}
-
-/// Borrows a `&dyn Traverse` as a sized module (to reach `ModuleExt`).
-struct ModuleRef<'m>(&'m dyn Traverse);
-
-impl Traverse for ModuleRef<'_> {
-    fn visit<'a>(&'a self, v: &mut dyn FnMut(Slot<'a>)) {
-        self.0.visit(v)
-    }
-    fn visit_mut(&mut self, _v: &mut dyn FnMut(crate::module::SlotMut<'_>)) {}
 }

@@ -8,6 +8,17 @@ fn zeros(p: &Tensor) -> impl FnOnce() -> Result<Tensor> + '_ {
     move || p.detach().zeros_like()
 }
 
+/// Adam's moment updates, stored in `st`: `exp_avg ← lerp(exp_avg, g, 1 − β1)` and
+/// `exp_avg_sq ← β2·exp_avg_sq + (1 − β2)·g²`; returns both.
+fn adam_moments(st: &mut ParamState, p: &Tensor, g: &Tensor, b1: f64, b2: f64) -> Result<(Tensor, Tensor)> {
+    let m = st.buffer_or("exp_avg", zeros(p))?;
+    let m = m.add(&g.sub(&m)?.mul(1.0 - b1)?)?;
+    let v = st.buffer_or("exp_avg_sq", zeros(p))?.mul(b2)?.add(&g.mul(g)?.mul(1.0 - b2)?)?;
+    st.set_buffer("exp_avg", m.clone());
+    st.set_buffer("exp_avg_sq", v.clone());
+    Ok((m, v))
+}
+
 fn signed(g: &Tensor, maximize: bool) -> Result<Tensor> {
     if maximize {
         g.neg()
@@ -189,12 +200,7 @@ impl Algorithm for AdamAlgo {
             }
         }
         st.step += 1;
-        let m = st.buffer_or("exp_avg", zeros(&p))?;
-        let v = st.buffer_or("exp_avg_sq", zeros(&p))?;
-        let m = m.add(&g.sub(&m)?.mul(1.0 - b1)?)?;
-        let v = v.mul(b2)?.add(&g.mul(&g)?.mul(1.0 - b2)?)?;
-        st.set_buffer("exp_avg", m.clone());
-        st.set_buffer("exp_avg_sq", v.clone());
+        let (m, v) = adam_moments(st, &p, &g, b1, b2)?;
         let t = st.step as i32;
         let bc1 = 1.0 - b1.powi(t);
         let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
@@ -516,11 +522,7 @@ impl Algorithm for NAdamAlgo {
         let mu_next = b1 * (1.0 - 0.5 * 0.96f64.powf((t + 1.0) * o.momentum_decay));
         let mu_product = st.scalar("mu_product", 1.0) * mu;
         st.set_scalar("mu_product", mu_product);
-        let m = st.buffer_or("exp_avg", zeros(&p))?;
-        let m = m.add(&g.sub(&m)?.mul(1.0 - b1)?)?;
-        let v = st.buffer_or("exp_avg_sq", zeros(&p))?.mul(b2)?.add(&g.mul(&g)?.mul(1.0 - b2)?)?;
-        st.set_buffer("exp_avg", m.clone());
-        st.set_buffer("exp_avg_sq", v.clone());
+        let (m, v) = adam_moments(st, &p, &g, b1, b2)?;
         let denom = v.div(bc2)?.sqrt()?.add(o.eps)?;
         let mu_product_next = mu_product * mu_next;
         let p = p.add(&g.div(&denom)?.mul(-o.lr * (1.0 - mu) / (1.0 - mu_product))?)?;
@@ -542,11 +544,7 @@ impl Algorithm for RAdamAlgo {
         let (b1, b2) = o.betas;
         st.step += 1;
         let t = st.step as f64;
-        let m = st.buffer_or("exp_avg", zeros(&p))?;
-        let m = m.add(&g.sub(&m)?.mul(1.0 - b1)?)?;
-        let v = st.buffer_or("exp_avg_sq", zeros(&p))?.mul(b2)?.add(&g.mul(&g)?.mul(1.0 - b2)?)?;
-        st.set_buffer("exp_avg", m.clone());
-        st.set_buffer("exp_avg_sq", v.clone());
+        let (m, v) = adam_moments(st, &p, &g, b1, b2)?;
         let bc1 = 1.0 - b1.powf(t);
         let bc2 = 1.0 - b2.powf(t);
         let corrected = m.div(bc1)?;

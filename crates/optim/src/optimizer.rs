@@ -1,7 +1,7 @@
 //! The [`Optimizer`] trait and the generic machinery behind every algorithm: parameter groups with
 //! per-group options, per-parameter state, `state_dict` / `load_state_dict`.
 
-use ember_autograd::{no_grad, DType, Device, Error, Result, Tensor};
+use ember_autograd::{no_grad, DType, Error, Result, Tensor};
 
 /// What every optimizer offers (PyTorch's `torch.optim.Optimizer`).
 pub trait Optimizer {
@@ -296,7 +296,7 @@ impl<A: Algorithm> Optimizer for Optim<A> {
                             format!("state buffer {:?} does not match parameter {idx} {:?}", b.shape(), p.shape()),
                         ));
                     }
-                    *b = b.to(device_of(p))?.to_dtype(p.dtype())?;
+                    *b = b.to(p.device())?.to_dtype(p.dtype())?;
                 }
                 self.state[gi][pi] = st.clone();
                 idx += 1;
@@ -308,8 +308,4 @@ impl<A: Algorithm> Optimizer for Optim<A> {
 
 fn is_scalar_state(name: &str) -> bool {
     matches!(name, "mu_product")
-}
-
-fn device_of(t: &Tensor) -> Device {
-    t.device()
 }

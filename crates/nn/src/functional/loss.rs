@@ -1,7 +1,7 @@
 //! The losses of `torch.nn.functional`, as compositions of differentiable tensor ops (so their
 //! gradients, and gradients of gradients, come from autograd).
 
-use ember_autograd::{DType, Error, Result, Tensor};
+use ember_autograd::{Error, Result, Tensor};
 
 /// How a loss reduces its per-element values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -436,13 +436,4 @@ pub fn triplet_margin_loss(
         d_an = d_an.minimum(&d_pn)?;
     }
     reduce("triplet_margin_loss", d_ap.sub(&d_an)?.add(margin)?.clamp(Some(0.0), None)?, r)
-}
-
-/// Makes sure a tensor is floating (for targets given as ints to float losses).
-pub fn as_float(t: &Tensor, like: &Tensor) -> Result<Tensor> {
-    if t.dtype().is_float() {
-        Ok(t.clone())
-    } else {
-        t.to_dtype(if like.dtype().is_float() { like.dtype() } else { DType::F32 })
-    }
 }

@@ -383,6 +383,18 @@ impl TransformerDecoderLayer {
     }
 }
 
+/// The optional LayerNorm after a stack of layers.
+fn final_layer_norm(o: &TransformerOptions, on: bool) -> Result<Option<LayerNorm>> {
+    on.then(|| LayerNorm::with_options(&[o.d_model], o.layer_norm_eps, true)).transpose()
+}
+
+fn apply_norm(norm: Option<&LayerNorm>, x: Tensor) -> Result<Tensor> {
+    match norm {
+        Some(n) => n.forward(&x),
+        None => Ok(x),
+    }
+}
+
 /// A stack of encoder layers with an optional final norm (`nn.TransformerEncoder`).
 #[derive(crate::Module)]
 pub struct TransformerEncoder {
@@ -397,7 +409,7 @@ impl TransformerEncoder {
     pub fn new(o: &TransformerOptions, num_layers: usize, final_norm: bool) -> Result<Self> {
         Ok(TransformerEncoder {
             layers: (0..num_layers).map(|_| TransformerEncoderLayer::new(o)).collect::<Result<_>>()?,
-            norm: if final_norm { Some(LayerNorm::with_options(&[o.d_model], o.layer_norm_eps, true)?) } else { None },
+            norm: final_layer_norm(o, final_norm)?,
         })
     }
 
@@ -412,10 +424,7 @@ impl TransformerEncoder {
         for l in &self.layers {
             x = l.forward_masked(&x, mask, key_padding)?;
         }
-        match &self.norm {
-            Some(n) => n.forward(&x),
-            None => Ok(x),
-        }
+        apply_norm(self.norm.as_ref(), x)
     }
 }
 
@@ -439,7 +448,7 @@ impl TransformerDecoder {
     pub fn new(o: &TransformerOptions, num_layers: usize, final_norm: bool) -> Result<Self> {
         Ok(TransformerDecoder {
             layers: (0..num_layers).map(|_| TransformerDecoderLayer::new(o)).collect::<Result<_>>()?,
-            norm: if final_norm { Some(LayerNorm::with_options(&[o.d_model], o.layer_norm_eps, true)?) } else { None },
+            norm: final_layer_norm(o, final_norm)?,
         })
     }
 
@@ -455,10 +464,7 @@ impl TransformerDecoder {
         for l in &self.layers {
             x = l.forward_decode(&x, memory, tgt_mask, memory_mask)?;
         }
-        match &self.norm {
-            Some(n) => n.forward(&x),
-            None => Ok(x),
-        }
+        apply_norm(self.norm.as_ref(), x)
     }
 }
 

@@ -16,6 +16,22 @@ fn check_groups(op: &str, options: &ConvOptions, in_channels: usize, out_channel
     Ok(g)
 }
 
+/// Weight `[lead..., kernel...]` and bias `[out_channels]` drawn from U(±1/√fan_in), where
+/// fan_in is weight dim 1 times the kernel size (PyTorch's rule, transposed convs included).
+fn conv_params(
+    lead: [usize; 2],
+    kernel: &[usize],
+    out_channels: usize,
+    bias: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let mut shape = lead.to_vec();
+    shape.extend(kernel);
+    let fan_in = lead[1] * kernel.iter().product::<usize>();
+    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+    let b = if bias { Some(uniform_param(&[out_channels], bound)?) } else { None };
+    Ok((uniform_param(&shape, bound)?, b))
+}
+
 /// An N-d convolution (`nn.Conv1d`/`Conv2d`/`Conv3d` by the kernel's length), weight
 /// `[out, in / groups, k...]`, default init U(±1/√fan_in).
 #[derive(crate::Module)]
@@ -46,15 +62,8 @@ impl Conv {
         bias: bool,
     ) -> Result<Self> {
         let g = check_groups("Conv", &options, in_channels, out_channels)?;
-        let mut shape = vec![out_channels, in_channels / g];
-        shape.extend(kernel);
-        let fan_in = (in_channels / g) * kernel.iter().product::<usize>();
-        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-        Ok(Conv {
-            weight: uniform_param(&shape, bound)?,
-            bias: if bias { Some(uniform_param(&[out_channels], bound)?) } else { None },
-            options,
-        })
+        let (weight, bias) = conv_params([out_channels, in_channels / g], kernel, out_channels, bias)?;
+        Ok(Conv { weight, bias, options })
     }
 
     /// `nn.Conv2d(in, out, k, stride, padding)` with a square kernel.
@@ -101,16 +110,8 @@ impl ConvTranspose {
         bias: bool,
     ) -> Result<Self> {
         let g = check_groups("ConvTranspose", &options, in_channels, out_channels)?;
-        let mut shape = vec![in_channels, out_channels / g];
-        shape.extend(kernel);
-        // PyTorch computes fan_in from weight dim 1 for transposed convs.
-        let fan_in = (out_channels / g) * kernel.iter().product::<usize>();
-        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-        Ok(ConvTranspose {
-            weight: uniform_param(&shape, bound)?,
-            bias: if bias { Some(uniform_param(&[out_channels], bound)?) } else { None },
-            options,
-        })
+        let (weight, bias) = conv_params([in_channels, out_channels / g], kernel, out_channels, bias)?;
+        Ok(ConvTranspose { weight, bias, options })
     }
 }
 
