@@ -119,6 +119,34 @@ proptest! {
         let ids = Tensor::from_vec(vec![4i64, 0, 4], &[3]).unwrap();
         check(|x| x[0].embedding(&ids), &[w]);
     }
+
+    #[test]
+    fn linalg_and_special_functions(n in 1..4usize, m in 1..5usize, batch in 1..3usize, seed in any::<u64>()) {
+        manual_seed(seed);
+        // well-conditioned square matrices: a random matrix plus n on the diagonal
+        let eye = Tensor::eye(n).unwrap().to_dtype(DType::F64).unwrap().mul(n as f64 + 1.0).unwrap();
+        let well = move |x: &Tensor| x.add(&eye);
+        let sq = rand64(&[batch, n, n]);
+        let (w1, w2, w3, w4) = (well.clone(), well.clone(), well.clone(), well.clone());
+        check(move |x| w1(&x[0])?.linalg_inv(), std::slice::from_ref(&sq));
+        check(move |x| w2(&x[0])?.linalg_det(), std::slice::from_ref(&sq));
+        check(move |x| w3(&x[0])?.linalg_solve(&x[1]), &[sq.clone(), rand64(&[batch, n, m])]);
+        check(move |x| w4(&x[0])?.linalg_solve(&x[1]), &[sq.clone(), rand64(&[batch, n])]);
+        // symmetric positive-definite inputs built from x, so finite differences see PyTorch's convention
+        let spd = |x: &Tensor| -> Result<Tensor> {
+            let n = x.shape()[x.ndim() - 1];
+            x.matmul(&x.mt()?)?.add(&Tensor::eye(n)?.to_dtype(DType::F64)?)
+        };
+        check(move |x| spd(&x[0])?.linalg_cholesky(), std::slice::from_ref(&sq));
+        check(move |x| spd(&x[0])?.linalg_eigvalsh(), std::slice::from_ref(&sq));
+        let rect = rand64(&[batch, n, m]);
+        check(|x| x[0].linalg_svdvals(), std::slice::from_ref(&rect));
+        check(|x| {
+            let (q, r) = x[0].linalg_qr()?;
+            Tensor::cat(&[q.reshape(&[-1])?, r.reshape(&[-1])?], 0)
+        }, std::slice::from_ref(&rect));
+        check(|x| x[0].abs()?.add(0.3)?.digamma(), std::slice::from_ref(&rect));
+    }
 }
 
 #[test]
@@ -152,6 +180,22 @@ fn nn_kernels_gradcheck() {
     check(|t| t[0].pixel_shuffle(1)?.flatten(1, -1)?.softmax(-1), std::slice::from_ref(&x));
 }
 
+/// The first 3 columns of a 3x4 `x`, made well-conditioned.
+fn square(x: &Tensor) -> Result<Tensor> {
+    x.narrow(-1, 0, 3)?.add(&Tensor::eye(3)?.to_dtype(DType::F64)?.mul(4.0)?)
+}
+
+#[test]
+fn second_order_through_singular_vectors_is_a_clear_error() {
+    let x = rand64(&[3, 3]).requires_grad_(true).unwrap();
+    let g = grad(&[x.linalg_svdvals().unwrap().sum().unwrap()], std::slice::from_ref(&x), None, true, true, false)
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    let e = g.pow(2.0).unwrap().sum().unwrap().backward().unwrap_err().to_string();
+    assert!(e.contains("second-order"), "{e}");
+}
+
 #[test]
 fn second_order_gradients_match_finite_differences() {
     manual_seed(2);
@@ -164,6 +208,16 @@ fn second_order_gradients_match_finite_differences() {
         ("matmul", Box::new(|x: &Tensor| x.matmul(&x.mt()?)?.pow(2.0)?.sum())),
         ("pow", Box::new(|x: &Tensor| x.abs()?.add(0.5)?.pow(x)?.sum())),
         ("logsumexp", Box::new(|x: &Tensor| x.logsumexp(&[-1], false)?.sum())),
+        ("linalg_inv", Box::new(|x: &Tensor| square(x)?.linalg_inv()?.pow(2.0)?.sum())),
+        ("linalg_det", Box::new(|x: &Tensor| square(x)?.linalg_det())),
+        ("linalg_solve", Box::new(|x: &Tensor| square(x)?.linalg_solve(&x.narrow(-1, 3, 1)?)?.pow(2.0)?.sum())),
+        (
+            "linalg_cholesky",
+            Box::new(|x: &Tensor| {
+                let s = x.matmul(&x.mt()?)?.add(&Tensor::eye(3)?.to_dtype(DType::F64)?)?;
+                s.linalg_cholesky()?.pow(2.0)?.sum()
+            }),
+        ),
     ];
     for (name, f) in fs {
         let x = rand64(&[3, 4]);

@@ -77,7 +77,8 @@ pub(crate) fn unary(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<O
         Erfc => g.mul(&x.mul(x)?.neg()?.exp()?.mul(-2.0 / PI.sqrt())?)?,
         Erfinv => g.mul(&y.mul(y)?.exp()?.mul(PI.sqrt() / 2.0)?)?,
         Lgamma => g.mul(&x.digamma()?)?,
-        Digamma => return Err(Error::unsupported("digamma backward", "polygamma(1, x) is not implemented yet")),
+        Digamma => g.mul(&x.trigamma()?)?,
+        Trigamma => return Err(Error::unsupported("trigamma backward", "polygamma(2, x) is not implemented yet")),
         IsNan | IsInf | IsFinite | LogicalNot => return Ok(None),
     }))
 }

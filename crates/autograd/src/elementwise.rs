@@ -54,6 +54,15 @@ pub fn result_type(a: &Tensor, b: &Tensor) -> DType {
 }
 
 impl Tensor {
+    /// `polygamma(n, x)`: digamma for n = 0, trigamma for n = 1; higher orders are not implemented yet.
+    pub fn polygamma(&self, n: u32) -> Result<Tensor> {
+        match n {
+            0 => self.digamma(),
+            1 => self.trigamma(),
+            _ => Err(Error::unsupported("polygamma", format!("order {n} (only 0 and 1 are implemented)"))),
+        }
+    }
+
     /// A zero-dim tensor holding `s`, of `dtype`, on this tensor's device.
     pub(crate) fn scalar_like(&self, s: Scalar, dtype: DType) -> Result<Tensor> {
         let buf = self.backend().full(s, dtype, 1)?;
@@ -206,7 +215,7 @@ unary_methods!(
     sin => Sin, cos => Cos, tan => Tan, asin => Asin, acos => Acos, atan => Atan,
     sinh => Sinh, cosh => Cosh, tanh => Tanh, asinh => Asinh, acosh => Acosh, atanh => Atanh,
     sigmoid => Sigmoid, relu => Relu, silu => Silu,
-    erf => Erf, erfc => Erfc, erfinv => Erfinv, lgamma => Lgamma, digamma => Digamma,
+    erf => Erf, erfc => Erfc, erfinv => Erfinv, lgamma => Lgamma, digamma => Digamma, trigamma => Trigamma,
     floor => Floor, ceil => Ceil, round => Round, trunc => Trunc, frac => Frac,
     isnan => IsNan, isinf => IsInf, isfinite => IsFinite, logical_not => LogicalNot,
 );

@@ -45,6 +45,7 @@ mod index;
 mod inplace;
 pub mod io;
 mod linalg;
+mod linalg_decomp;
 mod nn_norm;
 mod nn_ops;
 mod nn_sample;

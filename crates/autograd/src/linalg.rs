@@ -1,6 +1,7 @@
 //! Linear algebra: matmul (PyTorch's 1-d and batched broadcasting rules), mm, bmm, addmm, baddbmm, dot,
 //! outer, einsum, tensordot, trace, kron, cross, cdist, and `linalg` inv/det/solve/cholesky/qr/svdvals/eigvalsh.
 
+use crate::linalg_decomp as decomp;
 use crate::Tensor;
 use ember_storage::shape::{broadcast_shapes, normalize_dim};
 use ember_storage::{Error, Result};
@@ -331,289 +332,216 @@ fn matrices(t: &Tensor, op: &str, square: bool) -> Result<(Vec<Vec<f64>>, usize,
     Ok((v.chunks(r * c).map(|m| m.to_vec()).collect::<Vec<_>>().into_iter().filter(|_| r * c > 0).collect(), r, c))
 }
 
-/// Wraps a host-computed result; its backward is not implemented yet, which backward reports clearly
-/// instead of silently dropping the gradient.
-fn from_batches(t: &Tensor, data: Vec<f64>, shape: &[usize]) -> Result<Tensor> {
-    let out = Tensor::from_host(ember_storage::HostData::from_f64s(t.dtype(), &data), shape, t.device())?;
-    Ok(crate::graph::record(out, "linalg", &[t], |_| {
+/// A host-computed f64 result as a tensor of `t`'s dtype and device (not recorded).
+fn host_tensor(t: &Tensor, data: Vec<f64>, shape: &[usize]) -> Result<Tensor> {
+    Tensor::from_host(ember_storage::HostData::from_f64s(t.dtype(), &data), shape, t.device())
+}
+
+/// Shape of a batch of matrices: `t`'s batch dims followed by `rows x cols`.
+fn batch_shape(t: &Tensor, tail: &[usize]) -> Vec<usize> {
+    let mut s = t.shape()[..t.ndim() - 2].to_vec();
+    s.extend_from_slice(tail);
+    s
+}
+
+/// Constant factors (singular/eigen vectors) that a first-order backward uses. When the backward is
+/// itself recorded (`create_graph`), they are marked so that differentiating through them again is a
+/// clear error instead of a silently missing term.
+fn vectors_for_backward(a: &Tensor, data: Vec<f64>, shape: &[usize], op: &'static str) -> Result<Tensor> {
+    let out = host_tensor(a, data, shape)?;
+    Ok(crate::graph::record(out, op, &[a], move |_| {
         Err(Error::unsupported(
-            "linalg backward",
-            "gradients of inv/det/solve/cholesky/qr/svdvals/eigvalsh are not implemented yet",
+            op,
+            "second-order gradients (through the singular/eigen vectors) are not implemented yet",
         ))
     }))
 }
 
-/// LU with partial pivoting in place; returns (permutation sign, pivots) or None when singular.
-fn lu(a: &mut [f64], n: usize) -> Option<(f64, Vec<usize>)> {
-    let mut piv: Vec<usize> = (0..n).collect();
-    let mut sign = 1.0;
-    for k in 0..n {
-        let p = (k..n).max_by(|&i, &j| a[i * n + k].abs().total_cmp(&a[j * n + k].abs()))?;
-        if a[p * n + k] == 0.0 {
-            return None;
-        }
-        if p != k {
-            for j in 0..n {
-                a.swap(k * n + j, p * n + j);
-            }
-            piv.swap(k, p);
-            sign = -sign;
-        }
-        for i in k + 1..n {
-            let f = a[i * n + k] / a[k * n + k];
-            a[i * n + k] = f;
-            for j in k + 1..n {
-                a[i * n + j] -= f * a[k * n + j];
-            }
-        }
-    }
-    Some((sign, piv))
+/// `triu(n) + triu(n, 1)^T`: the symmetric matrix built from the upper triangle of `n`.
+fn sym_from_upper(n: &Tensor) -> Result<Tensor> {
+    n.triu(0)?.add(&n.triu(1)?.mt()?)
 }
 
-fn lu_solve(lu: &[f64], piv: &[usize], n: usize, b: &[f64], m: usize) -> Vec<f64> {
-    // b is n x m; solve for each column
-    let mut x = vec![0.0; n * m];
-    for c in 0..m {
-        let mut y: Vec<f64> = (0..n).map(|i| b[piv[i] * m + c]).collect();
-        for i in 0..n {
-            for j in 0..i {
-                y[i] -= lu[i * n + j] * y[j];
-            }
-        }
-        for i in (0..n).rev() {
-            for j in i + 1..n {
-                y[i] -= lu[i * n + j] * y[j];
-            }
-            y[i] /= lu[i * n + i];
-        }
-        for i in 0..n {
-            x[i * m + c] = y[i];
-        }
+/// Gradient of A = QR (square R, m >= n) for the cotangents (gQ, gR).
+/// Gradient of the reduced QR of `a` for the cotangents of Q and/or R (a missing one is zero).
+fn qr_backward(a: &Tensor, gq: Option<&Tensor>, gr: Option<&Tensor>) -> Result<Tensor> {
+    let (q, r) = a.linalg_qr()?;
+    let gq = match gq {
+        Some(g) => g.clone(),
+        None => q.zeros_like()?,
+    };
+    let gr = match gr {
+        Some(g) => g.clone(),
+        None => r.zeros_like()?,
+    };
+    let (m, n) = (a.shape()[a.ndim() - 2], a.shape()[a.ndim() - 1]);
+    if m >= n {
+        return qr_backward_square(&q, &r, &gq, &gr);
     }
-    x
+    // wide: A = Q [R1 | R2] with R1 square; R2 = Q^T A2 adds A2 gR2^T to Q's cotangent
+    let (r1, gr1, gr2) = (r.narrow(-1, 0, m)?, gr.narrow(-1, 0, m)?, gr.narrow(-1, m as isize, n - m)?);
+    let a2 = a.narrow(-1, m as isize, n - m)?;
+    let ga1 = qr_backward_square(&q, &r1, &gq.add(&a2.matmul(&gr2.mt()?)?)?, &gr1)?;
+    Tensor::cat(&[ga1, q.matmul(&gr2)?], -1)
 }
 
-/// Eigenvalues of a symmetric matrix by cyclic Jacobi rotations, ascending.
-fn jacobi_eigvals(a: &mut [f64], n: usize) -> Vec<f64> {
-    for _sweep in 0..100 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j].powi(2))
-            .sum();
-        if off < 1e-30 {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                if apq.abs() < 1e-300 {
-                    continue;
-                }
-                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
-                }
-            }
-        }
-    }
-    let mut ev: Vec<f64> = (0..n).map(|i| a[i * n + i]).collect();
-    ev.sort_by(|a, b| a.total_cmp(b));
-    ev
+/// The symmetric matrix whose lower triangle is `a`'s.
+fn lower_symmetric(a: &[f64], n: usize) -> Vec<f64> {
+    (0..n * n).map(|k| if k / n >= k % n { a[k] } else { a[(k % n) * n + k / n] }).collect()
 }
 
-/// Singular values by one-sided Jacobi on the columns, descending.
-fn jacobi_svdvals(a: &[f64], r: usize, c: usize) -> Vec<f64> {
-    // work on the matrix with more rows than columns
-    let (rows, cols, mut m) =
-        if r >= c { (r, c, a.to_vec()) } else { (c, r, (0..c * r).map(|k| a[(k % r) * c + k / r]).collect()) };
-    for _ in 0..100 {
-        let mut rotated = false;
-        for p in 0..cols {
-            for q in p + 1..cols {
-                let (mut alpha, mut beta, mut gamma) = (0.0, 0.0, 0.0);
-                for i in 0..rows {
-                    let (x, y) = (m[i * cols + p], m[i * cols + q]);
-                    alpha += x * x;
-                    beta += y * y;
-                    gamma += x * y;
-                }
-                if gamma.abs() <= 1e-15 * (alpha * beta).sqrt() || gamma == 0.0 {
-                    continue;
-                }
-                rotated = true;
-                let zeta = (beta - alpha) / (2.0 * gamma);
-                let t = zeta.signum() / (zeta.abs() + (1.0 + zeta * zeta).sqrt());
-                let t = if zeta == 0.0 { 1.0 } else { t };
-                let cs = 1.0 / (1.0 + t * t).sqrt();
-                let sn = cs * t;
-                for i in 0..rows {
-                    let (x, y) = (m[i * cols + p], m[i * cols + q]);
-                    m[i * cols + p] = cs * x - sn * y;
-                    m[i * cols + q] = sn * x + cs * y;
-                }
-            }
-        }
-        if !rotated {
-            break;
-        }
-    }
-    let mut sv: Vec<f64> = (0..cols).map(|j| (0..rows).map(|i| m[i * cols + j].powi(2)).sum::<f64>().sqrt()).collect();
-    sv.sort_by(|a, b| b.total_cmp(a));
-    sv
+fn qr_backward_square(q: &Tensor, r: &Tensor, gq: &Tensor, gr: &Tensor) -> Result<Tensor> {
+    let n = gr.matmul(&r.mt()?)?.sub(&q.mt()?.matmul(gq)?)?;
+    let k = sym_from_upper(&n)?;
+    gq.add(&q.matmul(&k)?)?.matmul(&r.linalg_inv()?.mt()?)
 }
 
 impl Tensor {
     /// Inverse of (a batch of) square matrices; an error names a singular matrix.
+    /// Backward: `-A^-T g A^-T`.
     pub fn linalg_inv(&self) -> Result<Tensor> {
         let (mats, n, _) = matrices(self, "linalg.inv", true)?;
         let eye: Vec<f64> = (0..n * n).map(|k| if k / n == k % n { 1.0 } else { 0.0 }).collect();
         let mut out = vec![];
         for mut m in mats {
-            let (_, piv) = lu(&mut m, n).ok_or_else(|| Error::invalid("linalg.inv", "the matrix is singular"))?;
-            out.extend(lu_solve(&m, &piv, n, &eye, n));
+            let (_, piv) =
+                decomp::lu(&mut m, n).ok_or_else(|| Error::invalid("linalg.inv", "the matrix is singular"))?;
+            out.extend(decomp::lu_solve(&m, &piv, n, &eye, n));
         }
-        from_batches(self, out, self.shape())
+        let r = host_tensor(self, out, self.shape())?;
+        let a = self.clone();
+        Ok(crate::graph::record_saving(r, "linalg_inv", &[self], &[self], move |g| {
+            let ait = a.linalg_inv()?.mt()?;
+            Ok(vec![Some(ait.matmul(g)?.matmul(&ait)?.neg()?)])
+        }))
     }
-    /// Determinant of (a batch of) square matrices.
+    /// Determinant of (a batch of) square matrices. Backward: `g det(A) A^-T` (invertible A).
     pub fn linalg_det(&self) -> Result<Tensor> {
         let (mats, n, _) = matrices(self, "linalg.det", true)?;
         let out: Vec<f64> = mats
             .into_iter()
-            .map(|mut m| match lu(&mut m, n) {
+            .map(|mut m| match decomp::lu(&mut m, n) {
                 Some((s, _)) => s * (0..n).map(|i| m[i * n + i]).product::<f64>(),
                 None => 0.0,
             })
             .collect();
-        from_batches(self, out, &self.shape()[..self.ndim() - 2])
+        let r = host_tensor(self, out, &self.shape()[..self.ndim() - 2])?;
+        let a = self.clone();
+        Ok(crate::graph::record_saving(r, "linalg_det", &[self], &[self], move |g| {
+            let scale = g.mul(&a.linalg_det()?)?.unsqueeze(-1)?.unsqueeze(-1)?;
+            Ok(vec![Some(a.linalg_inv()?.mt()?.mul(&scale)?)])
+        }))
     }
-    /// Solves `self @ X = b` (b a matrix or a batch of matrices with the same batch dims).
+    /// Solves `self @ X = b` (b a matrix or a batch of matrices with the same batch dims, or a vector
+    /// per matrix). Backward: `gB = A^-T g`, `gA = -gB X^T`.
     pub fn linalg_solve(&self, b: &Tensor) -> Result<Tensor> {
         let (mats, n, _) = matrices(self, "linalg.solve", true)?;
         let vector = b.ndim() == self.ndim() - 1;
         let bm = if vector { b.unsqueeze(-1)? } else { b.clone() };
-        if bm.ndim() != self.ndim() || bm.shape()[bm.ndim() - 2] != n {
+        if bm.ndim() != self.ndim()
+            || bm.shape()[bm.ndim() - 2] != n
+            || bm.shape()[..bm.ndim() - 2] != self.shape()[..self.ndim() - 2]
+        {
             return Err(Error::shape("linalg.solve", format!("A {:?} and B {:?} do not fit", self.shape(), b.shape())));
         }
         let m = bm.shape()[bm.ndim() - 1];
         let bv = bm.to_dtype(self.dtype())?.to_vec_f64()?;
         let mut out = vec![];
         for (k, mut a) in mats.into_iter().enumerate() {
-            let (_, piv) = lu(&mut a, n).ok_or_else(|| Error::invalid("linalg.solve", "the matrix is singular"))?;
-            out.extend(lu_solve(&a, &piv, n, &bv[k * n * m..(k + 1) * n * m], m));
+            let (_, piv) =
+                decomp::lu(&mut a, n).ok_or_else(|| Error::invalid("linalg.solve", "the matrix is singular"))?;
+            out.extend(decomp::lu_solve(&a, &piv, n, &bv[k * n * m..(k + 1) * n * m], m));
         }
-        from_batches(self, out, b.shape())
+        let r = host_tensor(self, out, b.shape())?;
+        let (a, bb) = (self.clone(), b.clone());
+        Ok(crate::graph::record_saving(r, "linalg_solve", &[self, b], &[self, b], move |g| {
+            let gb = a.mt()?.linalg_solve(g)?;
+            let x = a.linalg_solve(&bb)?;
+            let (gbm, xm) = if vector { (gb.unsqueeze(-1)?, x.unsqueeze(-1)?) } else { (gb.clone(), x) };
+            Ok(vec![Some(gbm.matmul(&xm.mt()?)?.neg()?), Some(gb.to_dtype(bb.dtype())?)])
+        }))
     }
-    /// Lower Cholesky factor of (a batch of) symmetric positive-definite matrices.
+    /// Lower Cholesky factor of (a batch of) symmetric positive-definite matrices (the lower triangle
+    /// is read). Backward: the symmetric `L^-T Φ(L^T gL) L^-1`, Φ taking the lower triangle with a
+    /// halved diagonal, symmetrised (PyTorch's convention).
     pub fn linalg_cholesky(&self) -> Result<Tensor> {
         let (mats, n, _) = matrices(self, "linalg.cholesky", true)?;
         let mut out = vec![];
         for a in mats {
-            let mut l = vec![0.0; n * n];
-            for j in 0..n {
-                let d = a[j * n + j] - (0..j).map(|k| l[j * n + k] * l[j * n + k]).sum::<f64>();
-                if d <= 0.0 || d.is_nan() {
-                    return Err(Error::invalid(
-                        "linalg.cholesky",
-                        format!("the matrix is not positive-definite (leading minor {})", j + 1),
-                    ));
-                }
-                l[j * n + j] = d.sqrt();
-                for i in j + 1..n {
-                    l[i * n + j] =
-                        (a[i * n + j] - (0..j).map(|k| l[i * n + k] * l[j * n + k]).sum::<f64>()) / l[j * n + j];
-                }
-            }
-            out.extend(l);
+            out.extend(decomp::cholesky(&a, n).map_err(|minor| {
+                Error::invalid(
+                    "linalg.cholesky",
+                    format!("the matrix is not positive-definite (leading minor {minor})"),
+                )
+            })?);
         }
-        from_batches(self, out, self.shape())
+        let r = host_tensor(self, out, self.shape())?;
+        let a = self.clone();
+        Ok(crate::graph::record_saving(r, "linalg_cholesky", &[self], &[self], move |g| {
+            let l = a.linalg_cholesky()?;
+            let p = l.mt()?.matmul(g)?.tril(0)?;
+            let s = p.add(&p.tril(-1)?.mt()?)?.mul(0.5)?;
+            let linv = l.linalg_inv()?;
+            Ok(vec![Some(linv.mt()?.matmul(&s)?.matmul(&linv)?)])
+        }))
     }
     /// Reduced QR by Householder reflections: (Q `[.., m, k]`, R `[.., k, n]`), k = min(m, n).
+    /// Backward needs R's leading k x k block to be invertible.
     pub fn linalg_qr(&self) -> Result<(Tensor, Tensor)> {
         let (mats, m, n) = matrices(self, "linalg.qr", false)?;
         let k = m.min(n);
         let (mut qs, mut rs) = (vec![], vec![]);
         for a in mats {
-            let mut r = a.clone();
-            let mut q: Vec<f64> = (0..m * m).map(|i| if i / m == i % m { 1.0 } else { 0.0 }).collect();
-            for j in 0..k {
-                let norm = (j..m).map(|i| r[i * n + j].powi(2)).sum::<f64>().sqrt();
-                if norm == 0.0 {
-                    continue;
-                }
-                let alpha = if r[j * n + j] > 0.0 { -norm } else { norm };
-                let mut v: Vec<f64> = (0..m).map(|i| if i < j { 0.0 } else { r[i * n + j] }).collect();
-                v[j] -= alpha;
-                let vn: f64 = v.iter().map(|x| x * x).sum();
-                if vn == 0.0 {
-                    continue;
-                }
-                for c in 0..n {
-                    let d: f64 = (j..m).map(|i| v[i] * r[i * n + c]).sum::<f64>() * 2.0 / vn;
-                    for i in j..m {
-                        r[i * n + c] -= d * v[i];
-                    }
-                }
-                for row in 0..m {
-                    let d: f64 = (j..m).map(|i| q[row * m + i] * v[i]).sum::<f64>() * 2.0 / vn;
-                    for i in j..m {
-                        q[row * m + i] -= d * v[i];
-                    }
-                }
-            }
-            for i in 0..m {
-                qs.extend_from_slice(&q[i * m..i * m + k]);
-            }
-            for i in 0..k {
-                rs.extend((0..n).map(|c| if c < i { 0.0 } else { r[i * n + c] }));
-            }
+            let (q, r) = decomp::householder_qr(&a, m, n);
+            qs.extend(q);
+            rs.extend(r);
         }
-        let batch = &self.shape()[..self.ndim() - 2];
-        let (mut sq, mut sr) = (batch.to_vec(), batch.to_vec());
-        sq.extend([m, k]);
-        sr.extend([k, n]);
-        Ok((from_batches(self, qs, &sq)?, from_batches(self, rs, &sr)?))
+        let q = host_tensor(self, qs, &batch_shape(self, &[m, k]))?;
+        let r = host_tensor(self, rs, &batch_shape(self, &[k, n]))?;
+        // The gradient is linear in (gQ, gR): each output's node contributes its half.
+        let a = self.clone();
+        let q = crate::graph::record_saving(q, "linalg_qr", &[self], &[self], move |gq| {
+            Ok(vec![Some(qr_backward(&a, Some(gq), None)?)])
+        });
+        let a = self.clone();
+        let r = crate::graph::record_saving(r, "linalg_qr", &[self], &[self], move |gr| {
+            Ok(vec![Some(qr_backward(&a, None, Some(gr))?)])
+        });
+        Ok((q, r))
     }
-    /// Singular values, descending.
+    /// Singular values, descending. Backward: `U diag(g) V^T`.
     pub fn linalg_svdvals(&self) -> Result<Tensor> {
         let (mats, r, c) = matrices(self, "linalg.svdvals", false)?;
-        let out: Vec<f64> = mats.iter().flat_map(|a| jacobi_svdvals(a, r, c)).collect();
-        let mut shape = self.shape()[..self.ndim() - 2].to_vec();
-        shape.push(r.min(c));
-        from_batches(self, out, &shape)
+        let out: Vec<f64> = mats.iter().flat_map(|a| decomp::jacobi_svd(a, r, c).0).collect();
+        let s = host_tensor(self, out, &batch_shape(self, &[r.min(c)]))?;
+        let a = self.clone();
+        Ok(crate::graph::record_saving(s, "linalg_svdvals", &[self], &[self], move |g| {
+            let (mats, r, c) = matrices(&a, "linalg.svdvals", false)?;
+            let k = r.min(c);
+            let (mut us, mut vs) = (vec![], vec![]);
+            for m in &mats {
+                let (_, u, v) = decomp::jacobi_svd(m, r, c);
+                us.extend(u);
+                vs.extend(v);
+            }
+            let u = vectors_for_backward(&a, us, &batch_shape(&a, &[r, k]), "svd_vectors")?;
+            let v = vectors_for_backward(&a, vs, &batch_shape(&a, &[c, k]), "svd_vectors")?;
+            Ok(vec![Some(u.mul(&g.unsqueeze(-2)?)?.matmul(&v.mt()?)?)])
+        }))
     }
     /// Eigenvalues of symmetric matrices (the lower triangle is used), ascending.
+    /// Backward: `V diag(g) V^T` (symmetric, as PyTorch's).
     pub fn linalg_eigvalsh(&self) -> Result<Tensor> {
         let (mats, n, _) = matrices(self, "linalg.eigvalsh", true)?;
-        let out: Vec<f64> = mats
-            .into_iter()
-            .flat_map(|a| {
-                let mut s: Vec<f64> = (0..n * n)
-                    .map(|k| {
-                        let (i, j) = (k / n, k % n);
-                        if i >= j {
-                            a[k]
-                        } else {
-                            a[j * n + i]
-                        }
-                    })
-                    .collect();
-                jacobi_eigvals(&mut s, n)
-            })
-            .collect();
-        let mut shape = self.shape()[..self.ndim() - 2].to_vec();
-        shape.push(n);
-        from_batches(self, out, &shape)
+        let out: Vec<f64> = mats.iter().flat_map(|a| decomp::jacobi_eigh(&lower_symmetric(a, n), n).0).collect();
+        let w = host_tensor(self, out, &batch_shape(self, &[n]))?;
+        let a = self.clone();
+        Ok(crate::graph::record_saving(w, "linalg_eigvalsh", &[self], &[self], move |g| {
+            let (mats, n, _) = matrices(&a, "linalg.eigvalsh", true)?;
+            let vs: Vec<f64> = mats.iter().flat_map(|m| decomp::jacobi_eigh(&lower_symmetric(m, n), n).1).collect();
+            let v = vectors_for_backward(&a, vs, a.shape(), "eigh_vectors")?;
+            Ok(vec![Some(v.mul(&g.unsqueeze(-2)?)?.matmul(&v.mt()?)?)])
+        }))
     }
     /// Matrix or vector norm helper: Frobenius norm of the last two dims.
     pub fn frobenius_norm(&self) -> Result<Tensor> {

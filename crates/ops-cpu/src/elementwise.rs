@@ -15,6 +15,7 @@ pub(crate) trait Real: Float + Element + Send + Sync + Default + 'static {
     fn erfinv(self) -> Self;
     fn lgamma(self) -> Self;
     fn digamma(self) -> Self;
+    fn trigamma(self) -> Self;
     /// exp, vectorisable where the type allows.
     fn fast_exp(self) -> Self {
         self.exp()
@@ -60,6 +61,9 @@ impl Real for f64 {
     fn digamma(self) -> Self {
         special::digamma(self)
     }
+    fn trigamma(self) -> Self {
+        special::trigamma(self)
+    }
 }
 
 impl Real for f32 {
@@ -77,6 +81,9 @@ impl Real for f32 {
     }
     fn digamma(self) -> Self {
         special::digamma(self as f64) as f32
+    }
+    fn trigamma(self) -> Self {
+        special::trigamma(self as f64) as f32
     }
     fn fast_exp(self) -> Self {
         crate::simd::exp_f32(self)
@@ -160,6 +167,7 @@ pub(crate) fn unary_float<T: Real>(op: UnaryOp, x: &[T], l: &Layout) -> Vec<T> {
         Erfinv => map1(x, l, |a| a.erfinv()),
         Lgamma => map1(x, l, |a| a.lgamma()),
         Digamma => map1(x, l, |a| a.digamma()),
+        Trigamma => map1(x, l, |a| a.trigamma()),
         Floor => map1(x, l, |a| a.floor()),
         Ceil => map1(x, l, |a| a.ceil()),
         Round => map1(x, l, |a| T::c(Element::to_f64(a).round_ties_even())),

@@ -82,6 +82,39 @@ pub fn digamma(mut x: f64) -> f64 {
     result + x.ln() - 0.5 * inv - series
 }
 
+/// Trigamma ψ₁(x) = d/dx ψ(x): reflection for x < 0.5, recurrence up to 10, then the asymptotic series.
+/// Poles (0, -1, -2, ...) give +inf, as PyTorch's `polygamma(1, x)`.
+pub fn trigamma(mut x: f64) -> f64 {
+    if x.is_nan() || x == f64::NEG_INFINITY {
+        return f64::NAN;
+    }
+    if x <= 0.0 && x == x.floor() {
+        return f64::INFINITY;
+    }
+    let mut result = 0.0;
+    let mut sign = 1.0;
+    if x < 0.5 {
+        // ψ₁(1-x) + ψ₁(x) = π² / sin²(πx)
+        let s = (std::f64::consts::PI * x).sin();
+        result = std::f64::consts::PI * std::f64::consts::PI / (s * s);
+        sign = -1.0;
+        x = 1.0 - x;
+    }
+    let mut acc = 0.0;
+    while x < 10.0 {
+        acc += 1.0 / (x * x);
+        x += 1.0;
+    }
+    let inv = 1.0 / x;
+    let inv2 = inv * inv;
+    let series = inv
+        + inv2 / 2.0
+        + inv
+            * inv2
+            * (1.0 / 6.0 - inv2 * (1.0 / 30.0 - inv2 * (1.0 / 42.0 - inv2 * (1.0 / 30.0 - inv2 * (5.0 / 66.0)))));
+    result + sign * (acc + series)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +134,18 @@ mod tests {
         assert!((digamma(0.5) + euler + 2.0 * 2f64.ln()).abs() < 1e-12);
         assert!((digamma(-0.5) - (digamma(0.5) + 2.0)).abs() < 1e-10);
         assert!(digamma(-2.0).is_nan());
+    }
+
+    #[test]
+    fn trigamma_known_values_and_derivative_of_digamma() {
+        let pi2 = std::f64::consts::PI.powi(2);
+        assert!((trigamma(1.0) - pi2 / 6.0).abs() < 1e-13);
+        assert!((trigamma(0.5) - pi2 / 2.0).abs() < 1e-12);
+        assert!(trigamma(0.0).is_infinite() && trigamma(-3.0).is_infinite());
+        for &x in &[-2.7, -0.3, 0.1, 0.7, 3.3, 25.0] {
+            let h = 1e-5;
+            let fd = (digamma(x + h) - digamma(x - h)) / (2.0 * h);
+            assert!((trigamma(x) - fd).abs() < 1e-5 * fd.abs().max(1.0), "{x}: {} vs {fd}", trigamma(x));
+        }
     }
 }

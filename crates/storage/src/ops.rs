@@ -41,6 +41,8 @@ pub enum UnaryOp {
     Erfinv,
     Lgamma,
     Digamma,
+    /// ψ₁(x), the derivative of digamma (`polygamma(1, x)`).
+    Trigamma,
     Floor,
     Ceil,
     Round,
@@ -94,6 +96,7 @@ impl UnaryOp {
             Erfinv => "erfinv",
             Lgamma => "lgamma",
             Digamma => "digamma",
+            Trigamma => "trigamma",
             Floor => "floor",
             Ceil => "ceil",
             Round => "round",
