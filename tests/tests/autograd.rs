@@ -381,3 +381,105 @@ fn custom_functions_checkpoint_and_anomaly() {
     set_detect_anomaly(false);
     assert!(e.contains("sqrtBackward") && e.contains("non-finite"), "{e}");
 }
+
+/// A function that writes into views of an intermediate in place, for gradchecks.
+fn inplace_on_views(x: &Tensor) -> Result<Tensor> {
+    let y = x.mul(1.5)?;
+    let rows = y.shape()[0];
+    // y[0] *= x[-1]; y[1:] += sin(x[:-1]) (through a transposed view); y[-1].clamp_(-0.5, 0.5)
+    y.narrow(0, 0, 1)?.mul_(&x.narrow(0, rows as isize - 1, 1)?)?;
+    if rows > 1 {
+        y.t()?.narrow(1, 1, rows - 1)?.add_(&x.narrow(0, 0, rows - 1)?.sin()?.t()?)?;
+    }
+    y.select(0, -1)?.clamp_(Some(-0.5), Some(0.5))?;
+    y.exp()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn inplace_ops_on_intermediates_and_views(rows in 1..4usize, cols in 1..4usize, seed in any::<u64>()) {
+        manual_seed(seed);
+        let x = rand64(&[rows, cols]);
+        check(|xs| inplace_on_views(&xs[0]), std::slice::from_ref(&x));
+        // the whole tensor in place: y = 2x; y *= x; y -= x (so y = 2x² - x)
+        check(|xs| {
+            let y = xs[0].mul(2.0)?;
+            y.mul_(&xs[0])?.sub_(&xs[0])?;
+            Ok(y)
+        }, std::slice::from_ref(&x));
+        // second order through the rewritten history
+        gradcheck(|xs| {
+            let y = inplace_on_views(&xs[0])?.sum()?;
+            Ok(grad(&[y], &xs[..1], None, true, true, false)?.remove(0).expect("used"))
+        }, std::slice::from_ref(&x), 1e-6, 1e-5).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn views_taken_before_an_inplace_write_see_it() {
+    let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], &[3]).unwrap().requires_grad_(true).unwrap();
+    let a = x.mul(1.0).unwrap();
+    let later = a.narrow(0, 1, 2).unwrap(); // a[1:], taken before the write
+    a.narrow(0, 0, 2).unwrap().mul_(10.0).unwrap(); // a[:2] *= 10
+    assert_eq!(later.to_vec::<f64>().unwrap(), vec![20.0, 3.0]);
+    later.sum().unwrap().backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec::<f64>().unwrap(), vec![0.0, 10.0, 1.0]);
+    assert_eq!(a.grad_fn_name(), Some("copy_slices"));
+}
+
+#[test]
+fn a_buffer_filled_in_place_carries_gradients() {
+    // h = zeros(3, 2); h[t] = x[t] * (t + 1): the pattern of RNN loops writing into preallocated output
+    let x = Tensor::randn(&[3, 2]).unwrap().to_dtype(DType::F64).unwrap().requires_grad_(true).unwrap();
+    let h = Tensor::zeros_with(&[3, 2], DType::F64, ember::Device::Cpu).unwrap();
+    for t in 0..3 {
+        h.select(0, t).unwrap().copy_(&x.select(0, t).unwrap().mul((t + 1) as f64).unwrap()).unwrap();
+    }
+    assert!(h.requires_grad() && !h.is_leaf());
+    h.pow(2.0).unwrap().sum().unwrap().backward().unwrap();
+    let xv = x.to_vec::<f64>().unwrap();
+    let want: Vec<f64> = xv.iter().enumerate().map(|(i, v)| 2.0 * v * ((i / 2 + 1) as f64).powi(2)).collect();
+    let got = x.grad().unwrap().to_vec::<f64>().unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
+    }
+}
+
+#[test]
+fn inplace_misuse_is_refused_clearly() {
+    let w = Tensor::ones(&[2, 2]).unwrap().requires_grad_(true).unwrap();
+    let e = w.narrow(0, 0, 1).unwrap().mul_(2.0).unwrap_err().to_string();
+    assert!(e.contains("view of a leaf"), "{e}");
+    let e = w.mul_(2.0).unwrap_err().to_string();
+    assert!(e.contains("leaf tensor that requires grad") && e.contains("mul_"), "{e}");
+    // writing into memory that several elements share
+    let y = w.mul(1.0).unwrap().narrow(0, 0, 1).unwrap().expand(&[3, 2]).unwrap();
+    let e = y.add_(1.0).unwrap_err().to_string();
+    assert!(e.contains("same memory location"), "{e}");
+    // a value saved for backward, changed in place afterwards
+    let a = w.exp().unwrap();
+    let b = a.mul(&a).unwrap().sum().unwrap();
+    a.add_(1.0).unwrap();
+    let e = b.backward().unwrap_err().to_string();
+    assert!(e.contains("mulBackward") && e.contains("in-place"), "{e}");
+    // nothing was written on refusal
+    assert_eq!(w.to_vec::<f32>().unwrap(), vec![1.0; 4]);
+}
+
+#[test]
+fn post_accumulate_hooks_see_the_accumulated_gradient() {
+    use std::sync::{Arc, Mutex};
+    let w = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).unwrap().requires_grad_(true).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    w.register_post_accumulate_grad_hook(move |p| s.lock().unwrap().push(p.grad().unwrap().to_vec::<f64>().unwrap()))
+        .unwrap();
+    w.mul(&w).unwrap().sum().unwrap().backward().unwrap();
+    w.mul(3.0).unwrap().sum().unwrap().backward().unwrap();
+    // once per backward, after accumulation; not by grad()
+    let _ = grad(&[w.sum().unwrap()], std::slice::from_ref(&w), None, false, false, false).unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![vec![2.0, 4.0], vec![5.0, 7.0]]);
+    assert!(w.mul(2.0).unwrap().register_post_accumulate_grad_hook(|_| {}).is_err());
+}

@@ -9,6 +9,7 @@ use std::sync::Arc;
 impl Tensor {
     /// True when gradients flow to this tensor.
     pub fn requires_grad(&self) -> bool {
+        self.refresh_view_history();
         self.0.requires_grad.load(Ordering::Relaxed)
     }
 
@@ -21,7 +22,7 @@ impl Tensor {
     /// assert_eq!(x.grad().unwrap().to_vec::<f64>().unwrap(), vec![2.0, 4.0, 6.0]);
     /// ```
     pub fn requires_grad_(&self, on: bool) -> Result<Tensor> {
-        if self.0.grad_fn.is_some() {
+        if self.grad_fn().is_some() {
             return Err(Error::autograd("requires_grad_ can only change leaf tensors; use detach() for a new leaf"));
         }
         if on && !self.dtype().is_float() {
@@ -43,12 +44,12 @@ impl Tensor {
 
     /// True for tensors not produced by a recorded op.
     pub fn is_leaf(&self) -> bool {
-        self.0.grad_fn.is_none()
+        self.grad_fn().is_none()
     }
 
     /// The name of the op that produced this tensor (`"mul"`, `"matmul"`, ...), for debugging.
     pub fn grad_fn_name(&self) -> Option<&'static str> {
-        self.0.grad_fn.as_ref().map(|n| n.name())
+        self.grad_fn().map(|n| n.name())
     }
 
     /// The same values, sharing storage, cut from the graph.
@@ -58,7 +59,7 @@ impl Tensor {
 
     /// Keeps the gradient of a non-leaf in `.grad()` after backward.
     pub fn retain_grad(&self) -> Result<()> {
-        match &self.0.grad_fn {
+        match &self.grad_fn() {
             Some(n) => {
                 n.retained.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&self.0));
                 Ok(())
@@ -73,10 +74,36 @@ impl Tensor {
         if !self.requires_grad() {
             return Err(Error::autograd("cannot register a hook on a tensor that does not require grad"));
         }
-        match &self.0.grad_fn {
+        match &self.grad_fn() {
             Some(n) => n.hooks.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(hook)),
             None => self.0.hooks.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(hook)),
         }
+        Ok(())
+    }
+
+    /// Registers a hook on a leaf that runs after each `backward()` has accumulated into its
+    /// `.grad()`; the hook gets the leaf (read `.grad()` there). This is where optimizers that step
+    /// during backward, or gradient compression, plug in. Not run by [`grad`](crate::grad), which
+    /// accumulates nothing.
+    ///
+    /// ```
+    /// use ember_autograd::Tensor;
+    /// use std::sync::{Arc, Mutex};
+    /// let w = Tensor::ones(&[2]).unwrap().requires_grad_(true).unwrap();
+    /// let seen = Arc::new(Mutex::new(vec![]));
+    /// let s = seen.clone();
+    /// w.register_post_accumulate_grad_hook(move |p| s.lock().unwrap().push(p.grad().unwrap().sum().unwrap().item().unwrap()))
+    ///     .unwrap();
+    /// w.mul(3.0).unwrap().sum().unwrap().backward().unwrap();
+    /// assert_eq!(*seen.lock().unwrap(), vec![6.0]);
+    /// ```
+    pub fn register_post_accumulate_grad_hook(&self, hook: impl Fn(&Tensor) + Send + Sync + 'static) -> Result<()> {
+        if !self.requires_grad() || !self.is_leaf() {
+            return Err(Error::autograd(
+                "post-accumulate-grad hooks can only be registered on leaves that require grad",
+            ));
+        }
+        self.0.post_accumulate_hooks.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(hook));
         Ok(())
     }
 

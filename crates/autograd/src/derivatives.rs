@@ -21,6 +21,13 @@ pub(crate) fn sum_to(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
     r.reshape(&shape.iter().map(|&s| s as isize).collect::<Vec<_>>())
 }
 
+/// True when the backward of `op` reads its output (so modifying the output in place must make
+/// backward fail rather than silently use the new values).
+pub(crate) fn uses_output(op: UnaryOp) -> bool {
+    use UnaryOp::*;
+    matches!(op, Exp | Exp2 | Expm1 | Sqrt | Rsqrt | Reciprocal | Tan | Tanh | Sigmoid | Erfinv)
+}
+
 /// d(op(x))/dx * g, given the input `x` and the output `y`.
 pub(crate) fn unary(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
     use UnaryOp::*;

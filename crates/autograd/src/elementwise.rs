@@ -74,9 +74,11 @@ impl Tensor {
         if self.shape() == shape {
             return Ok(self.clone());
         }
-        let out = self.with_layout(self.layout().expand(shape)?);
+        let out = self.view_with_layout(self.layout().expand(shape)?);
         let orig = self.shape().to_vec();
-        Ok(crate::graph::record(out, "expand", &[self], move |g| Ok(vec![Some(crate::derivatives::sum_to(g, &orig)?)])))
+        Ok(crate::graph::record_free(out, "expand", &[self], move |g| {
+            Ok(vec![Some(crate::derivatives::sum_to(g, &orig)?)])
+        }))
     }
 
     /// Applies a unary op; float ops on integer inputs compute in the default float dtype.
@@ -95,7 +97,9 @@ impl Tensor {
             return Ok(out);
         }
         let (xs, ys) = (x.clone(), out.detach());
-        Ok(crate::graph::record_saving(out, op.name(), &[&x], &[&x], move |g| {
+        let y_saved = ys.clone();
+        let saved: &[&Tensor] = if crate::derivatives::uses_output(op) { &[&x, &y_saved] } else { &[&x] };
+        Ok(crate::graph::record_saving(out, op.name(), &[&x], saved, move |g| {
             // with create_graph the output must be part of the graph: recompute it from the input
             let y = if crate::graph::is_grad_enabled() { xs.unary(op)? } else { ys.clone() };
             Ok(vec![crate::derivatives::unary(op, &xs, &y, g)?])
@@ -136,7 +140,13 @@ impl Tensor {
         // only pow, copysign and hypot use their output in backward
         let o = matches!(op, BinaryOp::Pow | BinaryOp::Copysign | BinaryOp::Hypot).then(|| out.detach());
         let (xa, yb) = (x.clone(), y.clone());
-        Ok(crate::graph::record_saving(out, op.name(), &[&x, &y], &[&x, &y], move |g| {
+        let o_saved = o.clone();
+        let saved: Vec<&Tensor> = match (op, &o_saved) {
+            (BinaryOp::Add | BinaryOp::Sub, _) => vec![],
+            (_, Some(o)) => vec![&x, &y, o],
+            _ => vec![&x, &y],
+        };
+        Ok(crate::graph::record_saving(out, op.name(), &[&x, &y], &saved, move |g| {
             let o = match &o {
                 Some(o) if !crate::graph::is_grad_enabled() => o.clone(),
                 Some(_) => xa.binary(op, &yb)?,
@@ -185,7 +195,7 @@ impl Tensor {
             return Ok(out);
         }
         let cc = c.clone();
-        Ok(crate::graph::record(out, "where", &[&x, &y], move |g| {
+        Ok(crate::graph::record_saving(out, "where", &[&x, &y], &[&c], move |g| {
             Ok(vec![Some(Tensor::where_cond(&cc, g, 0.0)?), Some(Tensor::where_cond(&cc, 0.0, g)?)])
         }))
     }

@@ -18,6 +18,9 @@ type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sy
 /// A gradient hook: inspects the gradient, or returns a replacement.
 pub(crate) type Hook = Box<dyn Fn(&Tensor) -> Option<Tensor> + Send + Sync>;
 
+/// A hook run on a leaf after backward accumulated into its `.grad` (it gets the leaf itself).
+pub(crate) type PostAccumulateHook = Box<dyn Fn(&Tensor) + Send + Sync>;
+
 /// Where the gradient of one input goes.
 pub(crate) enum Edge {
     /// Into the node that produced the input.
@@ -32,7 +35,9 @@ pub struct Node {
     name: &'static str,
     backward: Mutex<Option<BackwardFn>>,
     edges: Mutex<Vec<Option<Edge>>>,
-    saved: Vec<(Tensor, u64)>,
+    /// The storages whose values backward reads, with their versions when recorded (weak: a storage
+    /// nobody holds any more cannot change).
+    saved: Vec<(std::sync::Weak<crate::tensor::Storage>, u64)>,
     /// Hooks registered on the (non-leaf) tensor this node produced.
     pub(crate) hooks: Mutex<Vec<Hook>>,
     /// Tensors that asked to keep their gradient (`retain_grad`).
@@ -139,19 +144,50 @@ pub fn inference_mode<R>(f: impl FnOnce() -> R) -> R {
     no_grad(f)
 }
 
-fn edge_of(t: &Tensor) -> Option<Edge> {
+/// Where a gradient for `t` goes: its node, its `.grad` (leaves), or nowhere.
+pub(crate) fn edge_of(t: &Tensor) -> Option<Edge> {
     if !t.requires_grad() {
         return None;
     }
-    match &t.0.grad_fn {
-        Some(n) => Some(Edge::Node(n.clone())),
+    match t.grad_fn() {
+        Some(n) => Some(Edge::Node(n)),
         None => Some(Edge::Leaf(t.0.clone())),
     }
 }
 
+/// A node with explicit edges (for history that is not one op's inputs, e.g. in-place rewrites).
+pub(crate) fn new_node(
+    name: &'static str,
+    edges: Vec<Option<Edge>>,
+    backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+) -> Arc<Node> {
+    LIVE.fetch_add(1, Ordering::Relaxed);
+    Arc::new(Node {
+        name,
+        backward: Mutex::new(Some(Box::new(backward))),
+        edges: Mutex::new(edges),
+        saved: Vec::new(),
+        hooks: Mutex::new(Vec::new()),
+        retained: Mutex::new(Vec::new()),
+    })
+}
+
 /// Attaches a node to `out` when grad mode is on and some input requires a gradient.
-/// `backward` maps the gradient of `out` to one optional gradient per input, in order.
+/// `backward` maps the gradient of `out` to one optional gradient per input, in order. Backward
+/// fails clearly if an input was modified in place in between (see [`record_free`] for ops whose
+/// backward reads no input values).
 pub(crate) fn record(
+    out: Tensor,
+    name: &'static str,
+    inputs: &[&Tensor],
+    backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+) -> Tensor {
+    record_saving(out, name, inputs, inputs, backward)
+}
+
+/// Like [`record`] for ops whose backward reads no input values (views, copies, casts, sums, ...),
+/// so that modifying an input in place afterwards is fine.
+pub(crate) fn record_free(
     out: Tensor,
     name: &'static str,
     inputs: &[&Tensor],
@@ -177,18 +213,19 @@ pub(crate) fn record_saving(
         name,
         backward: Mutex::new(Some(Box::new(backward))),
         edges: Mutex::new(inputs.iter().map(|t| edge_of(t)).collect()),
-        saved: saved.iter().map(|t| ((*t).clone(), t.version())).collect(),
+        saved: saved.iter().map(|t| (Arc::downgrade(&t.0.storage), t.version())).collect(),
         hooks: Mutex::new(Vec::new()),
         retained: Mutex::new(Vec::new()),
     });
     let mut out = out;
     if let Some(imp) = Arc::get_mut(&mut out.0) {
-        imp.grad_fn = Some(node);
+        *imp.grad_fn.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(node);
         imp.requires_grad.store(true, Ordering::Relaxed);
         return out;
     }
     let mut imp = TensorImpl::new(out.0.storage.clone(), out.0.layout.clone(), out.0.dtype);
-    imp.grad_fn = Some(node);
+    imp.view = out.0.view.as_ref().map(|v| crate::tensor::ViewInfo::of(&v.base));
+    *imp.grad_fn.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(node);
     imp.requires_grad.store(true, Ordering::Relaxed);
     Tensor(Arc::new(imp))
 }
@@ -253,7 +290,7 @@ pub(crate) fn run(
     let _mode = set_grad_enabled(create_graph);
     let wanted: Vec<usize> = match &sink {
         Sink::Inputs(ts) => {
-            ts.iter().map(|t| t.0.grad_fn.as_ref().map(key).unwrap_or(Arc::as_ptr(&t.0) as usize)).collect()
+            ts.iter().map(|t| t.grad_fn().as_ref().map(key).unwrap_or(Arc::as_ptr(&t.0) as usize)).collect()
         }
         Sink::Leaves => vec![],
     };
@@ -266,16 +303,19 @@ pub(crate) fn run(
         }
         Ok(())
     };
-    let leaf_grad = |leaf: &Arc<TensorImpl>, g: Tensor, captured: &mut Vec<Option<Tensor>>| -> Result<()> {
-        let g = run_hooks(&leaf.hooks, g);
-        match &sink {
-            Sink::Leaves => {
-                let g = if create_graph { g } else { g.detach() };
-                let mut slot = leaf.grad.lock().unwrap_or_else(|e| e.into_inner());
-                accumulate(&mut slot, g)
-            }
-            Sink::Inputs(_) => capture(Arc::as_ptr(leaf) as usize, &g, captured),
+    // Gradients reaching leaves are summed per leaf over the whole pass, then delivered once each
+    // (hooks see the total, as PyTorch's AccumulateGrad does).
+    let mut leaf_order: Vec<Arc<TensorImpl>> = vec![];
+    let mut leaf_sums: PtrMap<Tensor> = PtrMap::default();
+    let mut leaf_grad = |leaf: &Arc<TensorImpl>, g: Tensor| -> Result<()> {
+        let k = Arc::as_ptr(leaf) as usize;
+        let mut slot = leaf_sums.remove(&k);
+        if slot.is_none() {
+            leaf_order.push(leaf.clone());
         }
+        accumulate(&mut slot, g)?;
+        leaf_sums.insert(k, slot.expect("just set"));
+        Ok(())
     };
     // dependency counts over the reachable graph (iterative DFS)
     let mut deps: PtrMap<usize> = PtrMap::default();
@@ -292,7 +332,7 @@ pub(crate) fn run(
                 format!("gradient shape {:?} does not match output shape {:?}", g.shape(), t.shape()),
             ));
         }
-        match &t.0.grad_fn {
+        match &t.grad_fn() {
             Some(n) => {
                 let mut slot = grads.remove(&key(n));
                 accumulate(&mut slot, g.clone())?;
@@ -301,7 +341,7 @@ pub(crate) fn run(
                     stack.push(n.clone());
                 }
             }
-            None => leaf_grad(&t.0, g.clone(), &mut captured)?,
+            None => leaf_grad(&t.0, g.clone())?,
         }
     }
     while let Some(n) = stack.pop() {
@@ -339,13 +379,12 @@ pub(crate) fn run(
                 }
             }
             capture(k, &g, &mut captured)?;
-            for (t, v) in &n.saved {
-                if t.version() != *v {
+            for (storage, v) in &n.saved {
+                let now = storage.upgrade().map(|s| s.version.load(Ordering::Acquire)).unwrap_or(*v);
+                if now != *v {
                     return Err(Error::autograd(format!(
-                        "one of the tensors saved by {}Backward was modified by an in-place operation (version {} now, {} when saved)",
-                        n.name,
-                        t.version(),
-                        v
+                        "one of the tensors saved by {}Backward was modified by an in-place operation (version {now} now, {v} when saved)",
+                        n.name
                     )));
                 }
             }
@@ -379,7 +418,7 @@ pub(crate) fn run(
                         accumulate(&mut slot, ig)?;
                         grads.insert(key(c), slot.expect("just set"));
                     }
-                    (Some(Edge::Leaf(l)), Some(ig)) => leaf_grad(l, ig, &mut captured)?,
+                    (Some(Edge::Leaf(l)), Some(ig)) => leaf_grad(l, ig)?,
                     _ => {}
                 }
             }
@@ -394,6 +433,24 @@ pub(crate) fn run(
                     ready.push(c.clone());
                 }
             }
+        }
+    }
+    for leaf in leaf_order {
+        let g = leaf_sums.remove(&(Arc::as_ptr(&leaf) as usize)).expect("summed");
+        let g = run_hooks(&leaf.hooks, g);
+        match &sink {
+            Sink::Leaves => {
+                let g = if create_graph { g } else { g.detach() };
+                accumulate(&mut leaf.grad.lock().unwrap_or_else(|e| e.into_inner()), g)?;
+                let hooks = leaf.post_accumulate_hooks.lock().unwrap_or_else(|e| e.into_inner());
+                if !hooks.is_empty() {
+                    let t = Tensor(leaf.clone());
+                    for h in hooks.iter() {
+                        h(&t);
+                    }
+                }
+            }
+            Sink::Inputs(_) => capture(Arc::as_ptr(&leaf) as usize, &g, &mut captured)?,
         }
     }
     Ok(captured)

@@ -50,6 +50,7 @@ mod nn_norm;
 mod nn_ops;
 mod nn_sample;
 mod random;
+mod rebase;
 mod reduce;
 mod shape_ops;
 mod tensor;

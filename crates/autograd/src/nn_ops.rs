@@ -172,7 +172,9 @@ impl Tensor {
         let out = self.same_backend(buf, &[g.batch, g.channels * g.kernel_numel(), l]);
         let (k, st, p, dl, inp) =
             (kernel.to_vec(), stride.to_vec(), padding.to_vec(), dilation.to_vec(), g.input.clone());
-        Ok(crate::graph::record(out, "im2col", &[self], move |gr| Ok(vec![Some(gr.col2im(&inp, &k, &st, &p, &dl)?)])))
+        Ok(crate::graph::record_free(out, "im2col", &[self], move |gr| {
+            Ok(vec![Some(gr.col2im(&inp, &k, &st, &p, &dl)?)])
+        }))
     }
 
     /// The adjoint of [`Tensor::im2col`]: sums `[N, C * prod(kernel), L]` patches into `[N, C, *output_size]`
@@ -213,7 +215,9 @@ impl Tensor {
         shape.extend_from_slice(output_size);
         let out = self.same_backend(buf, &shape);
         let (k, st, p, dl) = (kernel.to_vec(), stride.to_vec(), padding.to_vec(), dilation.to_vec());
-        Ok(crate::graph::record(out, "col2im", &[self], move |gr| Ok(vec![Some(gr.im2col(&k, &st, &p, &dl, 0.0)?)])))
+        Ok(crate::graph::record_free(out, "col2im", &[self], move |gr| {
+            Ok(vec![Some(gr.im2col(&k, &st, &p, &dl, 0.0)?)])
+        }))
     }
 
     /// N-d convolution (`F.conv1d/2d/3d`): input `[N, C_in, ...]`, weight `[C_out, C_in / groups, ...]`.

@@ -41,7 +41,9 @@ impl Tensor {
             let y = t.detach();
             let dims_u = dims.to_vec();
             let dims_i: Vec<isize> = dims.iter().map(|&d| d as isize).collect();
-            crate::graph::record_saving(t, reduce_name(op), &[self], &[self], move |g| {
+            let y_saved = y.clone();
+            let saved: &[&Tensor] = if op == ReduceOp::Sum { &[] } else { &[self, &y_saved] };
+            crate::graph::record_saving(t, reduce_name(op), &[self], saved, move |g| {
                 let ge = g.broadcast_to(&full)?;
                 let y = if crate::graph::is_grad_enabled() { x.reduce_raw(op, &dims_u, true)? } else { y.clone() };
                 Ok(vec![Some(match op {
@@ -308,7 +310,9 @@ impl Tensor {
         let v = if v.dtype().is_float() {
             let (xs, ys, is) = (x.clone(), v.detach(), i.clone());
             let di = d as isize;
-            crate::graph::record_saving(v, "scan", &[&x], &[&x], move |g| {
+            let y_saved = ys.clone();
+            let saved: &[&Tensor] = if op == ScanOp::Cumsum { &[] } else { &[&x, &y_saved] };
+            crate::graph::record_saving(v, "scan", &[&x], saved, move |g| {
                 Ok(vec![Some(match op {
                     ScanOp::Cumsum => g.flip(&[di])?.cumsum(di)?.flip(&[di])?,
                     ScanOp::Cumprod => {
@@ -399,14 +403,17 @@ impl Tensor {
         let out = x.same_backend(buf, x.shape());
         let (xs, ys) = (x.clone(), out.detach());
         let di = d as isize;
-        let out = crate::graph::record(out, if log { "log_softmax" } else { "softmax" }, &[&x], move |g| {
-            let y = if crate::graph::is_grad_enabled() { xs.softmax_impl(di, log)? } else { ys.clone() };
-            Ok(vec![Some(if log {
-                g.sub(&y.exp()?.mul(&g.sum_dim(&[di], true)?)?)?
-            } else {
-                y.mul(&g.sub(&g.mul(&y)?.sum_dim(&[di], true)?)?)?
-            })])
-        });
+        let y_saved = ys.clone();
+        let saved = [&x, &y_saved];
+        let out =
+            crate::graph::record_saving(out, if log { "log_softmax" } else { "softmax" }, &[&x], &saved, move |g| {
+                let y = if crate::graph::is_grad_enabled() { xs.softmax_impl(di, log)? } else { ys.clone() };
+                Ok(vec![Some(if log {
+                    g.sub(&y.exp()?.mul(&g.sum_dim(&[di], true)?)?)?
+                } else {
+                    y.mul(&g.sub(&g.mul(&y)?.sum_dim(&[di], true)?)?)?
+                })])
+            });
         out.reshape(&self.shape().iter().map(|&s| s as isize).collect::<Vec<_>>())
     }
     /// Softmin along `dim`.

@@ -39,8 +39,39 @@ impl Tensor {
         layout: ember_storage::Layout,
         backward: impl Fn(&Tensor) -> Result<Tensor> + Send + Sync + 'static,
     ) -> Tensor {
-        let out = self.with_layout(layout);
-        crate::graph::record(out, name, &[self], move |g| Ok(vec![Some(backward(g)?)]))
+        let out = self.view_with_layout(layout);
+        crate::graph::record_free(out, name, &[self], move |g| Ok(vec![Some(backward(g)?)]))
+    }
+
+    /// A view with explicit sizes, strides and storage offset, in elements of the underlying storage
+    /// (`torch.as_strided`). Gradients flow when `self` is dense row-major and the view's elements
+    /// neither overlap nor leave `self`; otherwise a tensor that requires grad gives a clear error.
+    ///
+    /// ```
+    /// use ember_autograd::Tensor;
+    /// let x = Tensor::arange(6).unwrap();
+    /// let diag = x.as_strided(&[2], &[4], 0).unwrap();
+    /// assert_eq!(diag.to_vec::<i64>().unwrap(), vec![0, 4]);
+    /// ```
+    pub fn as_strided(&self, shape: &[usize], strides: &[usize], storage_offset: usize) -> Result<Tensor> {
+        let layout = ember_storage::Layout::strided(shape, strides, storage_offset)?;
+        layout.check_fits(self.0.storage.buffer.len(), "as_strided")?;
+        if !(crate::graph::is_grad_enabled() && self.requires_grad()) {
+            return Ok(self.view_with_layout(layout));
+        }
+        let rel = crate::rebase::relative_layout(self.layout(), &layout)
+            .filter(crate::rebase::non_overlapping)
+            .ok_or_else(|| {
+                Error::unsupported(
+                    "as_strided",
+                    "gradients through a view of a non-contiguous tensor, or one whose elements overlap or lie outside the tensor",
+                )
+            })?;
+        let shape0 = self.shape().to_vec();
+        Ok(self.view_op("as_strided", layout, move |g| {
+            let rel = rel.clone();
+            Tensor::embed(g, &shape0, move |z| z.contiguous()?.as_strided(rel.shape(), rel.strides(), rel.offset()))
+        }))
     }
 
     /// The gradient of a non-overlapping view: zeros of `shape` with `g` written where `view` points.
@@ -56,7 +87,7 @@ impl Tensor {
             Ok(())
         })?;
         let z = z.detach();
-        Ok(crate::graph::record(z, "embed", &[g], move |gg| Ok(vec![Some(view(gg)?.contiguous()?)])))
+        Ok(crate::graph::record_free(z, "embed", &[g], move |gg| Ok(vec![Some(view(gg)?.contiguous()?)])))
     }
 
     fn shape_isize(&self) -> Vec<isize> {
@@ -125,7 +156,8 @@ impl Tensor {
                 format!("size {shape:?} is not compatible with strides {:?}; use reshape", self.strides()),
             )
         })?;
-        Ok(self.with_layout(l))
+        let orig = self.shape_isize();
+        Ok(self.view_op("view", l, move |g| g.reshape(&orig)))
     }
 
     /// Flattens dims `start..=end` into one.
@@ -391,7 +423,7 @@ impl Tensor {
         })?;
         let owned: Vec<Tensor> = parts.iter().map(|t| (*t).clone()).collect();
         let refs: Vec<&Tensor> = owned.iter().collect();
-        Ok(crate::graph::record(out, "cat", &refs, move |g| {
+        Ok(crate::graph::record_free(out, "cat", &refs, move |g| {
             let mut at = 0isize;
             sizes
                 .iter()
@@ -606,7 +638,7 @@ impl Tensor {
                 })?;
             }
             // the gradient of a constant pad is the opposite pad (crop where it padded, zeros where it cropped)
-            return Ok(crate::graph::record(out, "constant_pad", &[self], move |g| {
+            return Ok(crate::graph::record_free(out, "constant_pad", &[self], move |g| {
                 Ok(vec![Some(g.pad_dim(d, -left, -right, PadMode::Constant, 0.0)?)])
             }));
         }

@@ -1,9 +1,10 @@
 //! `Tensor`: a cheap, shareable handle to a strided view of backend storage.
 
 use crate::device::backend;
+use crate::graph::Node;
 use ember_storage::{Backend, Buffer, DType, Device, Error, HostData, HostElement, Layout, Result, View};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The memory behind one or more tensors (a base tensor and all its views).
 #[derive(Debug)]
@@ -18,11 +19,43 @@ pub(crate) struct TensorImpl {
     pub(crate) storage: Arc<Storage>,
     pub(crate) layout: Layout,
     pub(crate) dtype: DType,
-    /// Autograd state: the node that made this tensor (non-leaves), its gradient (leaves), flags.
-    pub(crate) grad_fn: Option<Arc<crate::graph::Node>>,
+    /// Autograd state: the node that made this tensor (non-leaves; replaced when an in-place op
+    /// rewrites the tensor's history), its gradient (leaves), flags.
+    pub(crate) grad_fn: Mutex<Option<Arc<Node>>>,
     pub(crate) requires_grad: std::sync::atomic::AtomicBool,
-    pub(crate) grad: std::sync::Mutex<Option<Tensor>>,
-    pub(crate) hooks: std::sync::Mutex<Vec<crate::graph::Hook>>,
+    pub(crate) grad: Mutex<Option<Tensor>>,
+    pub(crate) hooks: Mutex<Vec<crate::graph::Hook>>,
+    /// Hooks run after a backward pass accumulated into this leaf's `.grad`.
+    pub(crate) post_accumulate_hooks: Mutex<Vec<crate::graph::PostAccumulateHook>>,
+    /// Set for differentiable views: the base tensor whose memory this one views.
+    pub(crate) view: Option<ViewInfo>,
+}
+
+/// What a view remembers of its base, so that its history follows the base's when an in-place op
+/// (through this view, another view, or the base itself) rewrites it.
+pub(crate) struct ViewInfo {
+    /// The base: a tensor that is not itself a view.
+    pub(crate) base: Arc<TensorImpl>,
+    /// The storage version when this view's history was last brought up to date.
+    pub(crate) version_seen: AtomicU64,
+    /// The base's `grad_fn` at that time.
+    pub(crate) base_fn_seen: Mutex<Option<Arc<Node>>>,
+}
+
+impl ViewInfo {
+    /// View information for a new view of `base` (a tensor that is not a view).
+    pub(crate) fn of(base: &Arc<TensorImpl>) -> ViewInfo {
+        ViewInfo {
+            base: base.clone(),
+            version_seen: AtomicU64::new(base.storage.version.load(Ordering::Acquire)),
+            base_fn_seen: Mutex::new(lock(&base.grad_fn).clone()),
+        }
+    }
+}
+
+/// Locks a mutex, ignoring poisoning (a panicking hook must not make the tensor unusable).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl TensorImpl {
@@ -31,10 +64,12 @@ impl TensorImpl {
             storage,
             layout,
             dtype,
-            grad_fn: None,
+            grad_fn: Mutex::new(None),
             requires_grad: std::sync::atomic::AtomicBool::new(false),
-            grad: std::sync::Mutex::new(None),
-            hooks: std::sync::Mutex::new(Vec::new()),
+            grad: Mutex::new(None),
+            hooks: Mutex::new(Vec::new()),
+            post_accumulate_hooks: Mutex::new(Vec::new()),
+            view: None,
         }
     }
 }
@@ -67,9 +102,19 @@ impl Tensor {
         Tensor(Arc::new(TensorImpl::new(storage, Layout::contiguous(shape), dtype)))
     }
 
-    /// A new tensor sharing this one's storage through another layout.
+    /// A new tensor sharing this one's storage through another layout, with no link to this one's
+    /// history (`detach`, internal reinterpretations).
     pub(crate) fn with_layout(&self, layout: Layout) -> Tensor {
         Tensor(Arc::new(TensorImpl::new(self.0.storage.clone(), layout, self.0.dtype)))
+    }
+
+    /// A differentiable view of this tensor's memory through `layout`: it remembers its base, so that
+    /// in-place ops on it (or on the base) keep gradients right. The caller records the view's node.
+    pub(crate) fn view_with_layout(&self, layout: Layout) -> Tensor {
+        let mut imp = TensorImpl::new(self.0.storage.clone(), layout, self.0.dtype);
+        let base = self.0.view.as_ref().map(|v| &v.base).unwrap_or(&self.0);
+        imp.view = Some(ViewInfo::of(base));
+        Tensor(Arc::new(imp))
     }
 
     /// A new dense tensor on this tensor's backend.
@@ -207,14 +252,14 @@ impl Tensor {
         }
         let buf = self.backend().cast(self.v(), self.dtype())?;
         let out = self.same_backend(buf, self.shape());
-        Ok(crate::graph::record(out, "contiguous", &[self], |g| Ok(vec![Some(g.clone())])))
+        Ok(crate::graph::record_free(out, "contiguous", &[self], |g| Ok(vec![Some(g.clone())])))
     }
 
     /// A dense copy that never shares storage (`clone()` in PyTorch).
     pub fn deep_clone(&self) -> Result<Tensor> {
         let buf = self.backend().cast(self.v(), self.dtype())?;
         let out = self.same_backend(buf, self.shape());
-        Ok(crate::graph::record(out, "clone", &[self], |g| Ok(vec![Some(g.clone())])))
+        Ok(crate::graph::record_free(out, "clone", &[self], |g| Ok(vec![Some(g.clone())])))
     }
 
     /// Converts the elements to `dtype` (returns `self` when it already has it).
@@ -228,7 +273,7 @@ impl Tensor {
             return Ok(out);
         }
         let back = self.dtype();
-        Ok(crate::graph::record(out, "to_dtype", &[self], move |g| Ok(vec![Some(g.to_dtype(back)?)])))
+        Ok(crate::graph::record_free(out, "to_dtype", &[self], move |g| Ok(vec![Some(g.to_dtype(back)?)])))
     }
 
     /// Moves to `device` (returns `self` when already there).
@@ -238,7 +283,7 @@ impl Tensor {
         }
         let out = Tensor::from_host(self.to_host()?, self.shape(), device)?;
         let back = self.device();
-        Ok(crate::graph::record(out, "to", &[self], move |g| Ok(vec![Some(g.to(back)?)])))
+        Ok(crate::graph::record_free(out, "to", &[self], move |g| Ok(vec![Some(g.to(back)?)])))
     }
 
     pub(crate) fn bump_version(&self) {
