@@ -8,6 +8,7 @@
 use crate::tensor::TensorImpl;
 use crate::Tensor;
 use ember_storage::{Error, Result};
+use smallvec::SmallVec;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -34,10 +35,10 @@ pub(crate) enum Edge {
 pub struct Node {
     name: &'static str,
     backward: Mutex<Option<BackwardFn>>,
-    edges: Mutex<Vec<Option<Edge>>>,
+    edges: SmallVec<[Option<Edge>; 2]>,
     /// The storages whose values backward reads, with their versions when recorded (weak: a storage
     /// nobody holds any more cannot change).
-    saved: Vec<(std::sync::Weak<crate::tensor::Storage>, u64)>,
+    saved: SmallVec<[(std::sync::Weak<crate::tensor::Storage>, u64); 2]>,
     /// Hooks registered on the (non-leaf) tensor this node produced.
     pub(crate) hooks: Mutex<Vec<Hook>>,
     /// Tensors that asked to keep their gradient (`retain_grad`).
@@ -77,7 +78,7 @@ impl Drop for Node {
     fn drop(&mut self) {
         LIVE.fetch_sub(1, Ordering::Relaxed);
         let parts: Box<dyn std::any::Any> = Box::new((
-            std::mem::take(self.edges.get_mut().unwrap_or_else(|e| e.into_inner())),
+            std::mem::take(&mut self.edges),
             self.backward.get_mut().unwrap_or_else(|e| e.into_inner()).take(),
             std::mem::take(&mut self.saved),
             std::mem::take(self.hooks.get_mut().unwrap_or_else(|e| e.into_inner())),
@@ -165,8 +166,8 @@ pub(crate) fn new_node(
     Arc::new(Node {
         name,
         backward: Mutex::new(Some(Box::new(backward))),
-        edges: Mutex::new(edges),
-        saved: Vec::new(),
+        edges: edges.into(),
+        saved: SmallVec::new(),
         hooks: Mutex::new(Vec::new()),
         retained: Mutex::new(Vec::new()),
     })
@@ -212,7 +213,7 @@ pub(crate) fn record_saving(
     let node = Arc::new(Node {
         name,
         backward: Mutex::new(Some(Box::new(backward))),
-        edges: Mutex::new(inputs.iter().map(|t| edge_of(t)).collect()),
+        edges: inputs.iter().map(|t| edge_of(t)).collect(),
         saved: saved.iter().map(|t| (Arc::downgrade(&t.0.storage), t.version())).collect(),
         hooks: Mutex::new(Vec::new()),
         retained: Mutex::new(Vec::new()),
@@ -263,6 +264,20 @@ fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Adds `g` to the gradient stored under `k`.
+fn add_into(map: &mut PtrMap<Tensor>, k: usize, g: Tensor) -> Result<()> {
+    match map.entry(k) {
+        std::collections::hash_map::Entry::Occupied(mut e) => {
+            let sum = e.get().add(&g)?;
+            e.insert(sum);
+        }
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(g);
+        }
+    }
+    Ok(())
+}
+
 fn run_hooks(hooks: &Mutex<Vec<Hook>>, mut g: Tensor) -> Tensor {
     for h in hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         if let Some(r) = h(&g) {
@@ -309,13 +324,10 @@ pub(crate) fn run(
     let mut leaf_sums: PtrMap<Tensor> = PtrMap::default();
     let mut leaf_grad = |leaf: &Arc<TensorImpl>, g: Tensor| -> Result<()> {
         let k = Arc::as_ptr(leaf) as usize;
-        let mut slot = leaf_sums.remove(&k);
-        if slot.is_none() {
+        if !leaf_sums.contains_key(&k) {
             leaf_order.push(leaf.clone());
         }
-        accumulate(&mut slot, g)?;
-        leaf_sums.insert(k, slot.expect("just set"));
-        Ok(())
+        add_into(&mut leaf_sums, k, g)
     };
     // dependency counts over the reachable graph (iterative DFS)
     let mut deps: PtrMap<usize> = PtrMap::default();
@@ -334,9 +346,7 @@ pub(crate) fn run(
         }
         match &t.grad_fn() {
             Some(n) => {
-                let mut slot = grads.remove(&key(n));
-                accumulate(&mut slot, g.clone())?;
-                grads.insert(key(n), slot.expect("just set"));
+                add_into(&mut grads, key(n), g.clone())?;
                 if nodes.insert(key(n), n.clone()).is_none() {
                     stack.push(n.clone());
                 }
@@ -345,7 +355,7 @@ pub(crate) fn run(
         }
     }
     while let Some(n) = stack.pop() {
-        for e in n.edges.lock().unwrap_or_else(|e| e.into_inner()).iter().flatten() {
+        for e in n.edges.iter().flatten() {
             if let Edge::Node(c) = e {
                 *deps.entry(key(c)).or_insert(0) += 1;
                 if nodes.insert(key(c), c.clone()).is_none() {
@@ -354,22 +364,14 @@ pub(crate) fn run(
             }
         }
     }
+    deps.reserve(nodes.len().saturating_sub(deps.len()));
+    grads.reserve(nodes.len().saturating_sub(grads.len()));
     let mut ready: Vec<Arc<Node>> =
         nodes.values().filter(|n| deps.get(&key(n)).copied().unwrap_or(0) == 0).cloned().collect();
     while let Some(n) = ready.pop() {
         let k = key(&n);
         let grad = grads.remove(&k);
-        let edges: Vec<Option<Edge>> = {
-            let e = n.edges.lock().unwrap_or_else(|e| e.into_inner());
-            e.iter()
-                .map(|x| {
-                    x.as_ref().map(|x| match x {
-                        Edge::Node(c) => Edge::Node(c.clone()),
-                        Edge::Leaf(l) => Edge::Leaf(l.clone()),
-                    })
-                })
-                .collect()
-        };
+        let edges = &n.edges;
         if let Some(g) = grad {
             let g = run_hooks(&n.hooks, g);
             for w in n.retained.lock().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -413,11 +415,7 @@ pub(crate) fn run(
             }
             for (e, ig) in edges.iter().zip(input_grads) {
                 match (e, ig) {
-                    (Some(Edge::Node(c)), Some(ig)) => {
-                        let mut slot = grads.remove(&key(c));
-                        accumulate(&mut slot, ig)?;
-                        grads.insert(key(c), slot.expect("just set"));
-                    }
+                    (Some(Edge::Node(c)), Some(ig)) => add_into(&mut grads, key(c), ig)?,
                     (Some(Edge::Leaf(l)), Some(ig)) => leaf_grad(l, ig)?,
                     _ => {}
                 }
