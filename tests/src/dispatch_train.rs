@@ -65,6 +65,14 @@ pub(crate) fn call_train(op: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -
     let one = |t: R<Tensor>| t.map(|t| vec![t]);
     let r = match op {
         "mse_loss" => one(red(a).and_then(|r| F::mse_loss(pos(0)?, pos(1)?, r))),
+        "ctc_loss" => one(red(a).and_then(|reduction| {
+            let o = F::CtcOptions {
+                blank: i(a, "blank", 0) as usize,
+                reduction,
+                zero_infinity: b(a, "zero_infinity", false),
+            };
+            F::ctc_loss(pos(0)?, pos(1)?, pos(2)?, pos(3)?, o)
+        })),
         "l1_loss" => one(red(a).and_then(|r| F::l1_loss(pos(0)?, pos(1)?, r))),
         "smooth_l1_loss" => one(red(a).and_then(|r| F::smooth_l1_loss(pos(0)?, pos(1)?, r, f(a, "beta", 1.0)))),
         "huber_loss" => one(red(a).and_then(|r| F::huber_loss(pos(0)?, pos(1)?, r, f(a, "delta", 1.0)))),

@@ -59,3 +59,62 @@ proptest! {
         check(|t| F::multilabel_soft_margin_loss(&t[0], &yl, None, Reduction::Mean), &[a]);
     }
 }
+
+/// CTC's negative log-likelihood by enumerating every path of `t` steps over `c` classes.
+fn ctc_brute_force(lp: &[f64], t: usize, c: usize, target: &[usize]) -> f64 {
+    let mut total = 0.0;
+    for code in 0..c.pow(t as u32) {
+        let path: Vec<usize> = (0..t).map(|i| code / c.pow(i as u32) % c).collect();
+        let mut collapsed = vec![];
+        for (i, &k) in path.iter().enumerate() {
+            if k != 0 && (i == 0 || path[i - 1] != k) {
+                collapsed.push(k);
+            }
+        }
+        if collapsed == target {
+            total += path.iter().enumerate().map(|(i, &k)| lp[i * c + k]).sum::<f64>().exp();
+        }
+    }
+    -total.ln()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn ctc_loss_matches_path_enumeration_and_finite_differences(
+        t in 1usize..5, c in 2usize..4, len in 0usize..3, seed in any::<u64>()
+    ) {
+        ember_autograd::manual_seed(seed);
+        let target: Vec<usize> = (0..len).map(|i| 1 + (seed as usize >> (2 * i)) % (c - 1)).collect();
+        let logits = randn(&[t, 1, c]);
+        let lp = logits.log_softmax(-1).unwrap();
+        let targets = Tensor::from_vec(target.iter().map(|&k| k as i64).collect(), &[1, len]).unwrap();
+        let il = Tensor::from_vec(vec![t as i64], &[1]).unwrap();
+        let tl = Tensor::from_vec(vec![len as i64], &[1]).unwrap();
+        let o = F::CtcOptions { reduction: Reduction::Sum, ..Default::default() };
+        let got = F::ctc_loss(&lp, &targets, &il, &tl, o).unwrap().item().unwrap();
+        let want = ctc_brute_force(&lp.to_vec::<f64>().unwrap(), t, c, &target);
+        prop_assert!((got - want).abs() < 1e-9 * want.abs().max(1.0) || (got.is_infinite() && want.is_infinite()), "{got} vs {want}");
+        if want.is_finite() {
+            // PyTorch's gradient is the one w.r.t. the logits of a log_softmax: check it that way
+            check(|x| F::ctc_loss(&x[0].log_softmax(-1)?, &targets, &il, &tl, o), &[logits]);
+        }
+    }
+}
+
+#[test]
+fn ctc_loss_rejects_bad_input() {
+    let lp = randn(&[4, 2, 3]).log_softmax(-1).unwrap();
+    let il = Tensor::from_vec(vec![4i64, 4], &[2]).unwrap();
+    let tl = Tensor::from_vec(vec![1i64, 1], &[2]).unwrap();
+    let o = F::CtcOptions::default();
+    let with_blank = Tensor::from_vec(vec![0i64, 1], &[2, 1]).unwrap();
+    assert!(F::ctc_loss(&lp, &with_blank, &il, &tl, o).unwrap_err().to_string().contains("blank"));
+    let too_long = Tensor::from_vec(vec![5i64, 4], &[2]).unwrap();
+    let ok = Tensor::from_vec(vec![1i64, 2], &[2, 1]).unwrap();
+    assert!(F::ctc_loss(&lp, &ok, &too_long, &tl, o).unwrap_err().to_string().contains("exceeds"));
+    let concat_wrong = Tensor::from_vec(vec![1i64, 2, 2], &[3]).unwrap();
+    assert!(F::ctc_loss(&lp, &concat_wrong, &il, &tl, o).is_err());
+    assert!(F::ctc_loss(&lp.select(1, 0).unwrap(), &ok, &il, &tl, o).is_err());
+}

@@ -2,9 +2,11 @@
 //! norms, activations, ...) are methods of `Tensor` in `ember-autograd`.
 
 mod attention;
+mod ctc;
 mod loss;
 
 pub use attention::{scaled_dot_product_attention, AttnMask};
+pub use ctc::{ctc_loss, CtcOptions};
 pub use loss::*;
 
 use ember_autograd::{Error, Result, Tensor};
