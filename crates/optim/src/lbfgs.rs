@@ -1,6 +1,6 @@
-//! L-BFGS (`torch.optim.LBFGS` without line search): a quasi-Newton method that re-evaluates
-//! the loss through a closure several times per step. The two-loop recursion runs on the host in
-//! f64 over the flattened parameters, following PyTorch's algorithm step by step.
+//! L-BFGS (`torch.optim.LBFGS`): a quasi-Newton method that re-evaluates the loss through a closure
+//! several times per step, with fixed steps or a strong-Wolfe line search. The two-loop recursion
+//! runs on the host in f64 over the flattened parameters, following PyTorch's algorithm step by step.
 
 use crate::Optimizer;
 use ember_autograd::{no_grad, Error, Result, Tensor};
@@ -20,6 +20,17 @@ pub struct LbfgsOptions {
     pub tolerance_change: f64,
     /// Curvature pairs kept (100).
     pub history_size: usize,
+    /// `None` takes steps of `lr` (PyTorch's default); `Some(StrongWolfe)` searches along each
+    /// direction for a step that satisfies the strong Wolfe conditions.
+    pub line_search: Option<LineSearch>,
+}
+
+/// Line searches of [`Lbfgs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineSearch {
+    /// Bracketing then cubic-interpolation zoom until sufficient decrease (c1 = 1e-4) and the
+    /// strong curvature condition (c2 = 0.9) hold, at most 25 evaluations (PyTorch's "strong_wolfe").
+    StrongWolfe,
 }
 
 impl Default for LbfgsOptions {
@@ -31,6 +42,7 @@ impl Default for LbfgsOptions {
             tolerance_grad: 1e-7,
             tolerance_change: 1e-9,
             history_size: 100,
+            line_search: None,
         }
     }
 }
@@ -106,6 +118,28 @@ impl Lbfgs {
             }
         }
         Ok(out)
+    }
+
+    fn flat_params(&self) -> Result<Vec<f64>> {
+        let mut out = vec![];
+        for p in &self.params {
+            out.extend(p.to_vec_f64()?);
+        }
+        Ok(out)
+    }
+
+    /// `params = x + t · d`.
+    fn set_params(&self, x: &[f64], t: f64, d: &[f64]) -> Result<()> {
+        no_grad(|| {
+            let mut off = 0;
+            for p in &self.params {
+                let n = p.numel();
+                let v: Vec<f64> = x[off..off + n].iter().zip(&d[off..off + n]).map(|(x, d)| x + t * d).collect();
+                p.copy_(&Tensor::from_vec(v, p.shape())?)?;
+                off += n;
+            }
+            Ok(())
+        })
     }
 
     /// `params += t · d`.
@@ -189,13 +223,29 @@ impl Lbfgs {
                 break;
             }
             let d = self.d.clone();
-            self.add_step(self.t, &d)?;
             let mut opt_cond = false;
-            if n_iter != o.max_iter {
-                loss = closure()?;
-                flat_grad = self.flat_grad()?;
+            if o.line_search == Some(LineSearch::StrongWolfe) {
+                let x = self.flat_params()?;
+                let mut eval = |t: f64| -> Result<(f64, Vec<f64>)> {
+                    self.set_params(&x, t, &d)?;
+                    let f = closure()?;
+                    Ok((f, self.flat_grad()?))
+                };
+                let found = strong_wolfe(&mut eval, self.t, &d, loss, &flat_grad, gtd, o.tolerance_change)?;
+                self.t = found.t;
+                self.set_params(&x, found.t, &d)?;
+                loss = found.f;
+                flat_grad = found.g;
                 opt_cond = max_abs(&flat_grad) <= o.tolerance_grad;
-                current_evals += 1;
+                current_evals += found.evals;
+            } else {
+                self.add_step(self.t, &d)?;
+                if n_iter != o.max_iter {
+                    loss = closure()?;
+                    flat_grad = self.flat_grad()?;
+                    opt_cond = max_abs(&flat_grad) <= o.tolerance_grad;
+                    current_evals += 1;
+                }
             }
             if n_iter == o.max_iter || current_evals >= max_eval || opt_cond {
                 break;
@@ -206,6 +256,135 @@ impl Lbfgs {
         }
         Ok(orig_loss)
     }
+}
+
+/// The minimiser of the cubic through (x1, f1) and (x2, f2) with slopes g1, g2, clamped to `bounds`
+/// (default: between x1 and x2); the middle of the bounds when the cubic has no minimum.
+fn cubic_minimum(x1: f64, f1: f64, g1: f64, x2: f64, f2: f64, g2: f64, bounds: Option<(f64, f64)>) -> f64 {
+    let (lo, hi) = bounds.unwrap_or((x1.min(x2), x1.max(x2)));
+    let d1 = g1 + g2 - 3.0 * (f1 - f2) / (x1 - x2);
+    let d2_sq = d1 * d1 - g1 * g2;
+    if d2_sq < 0.0 || !d2_sq.is_finite() {
+        return (lo + hi) / 2.0;
+    }
+    let d2 = d2_sq.sqrt();
+    let x = if x1 <= x2 {
+        x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2.0 * d2))
+    } else {
+        x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2.0 * d2))
+    };
+    if x.is_nan() {
+        return (lo + hi) / 2.0;
+    }
+    x.max(lo).min(hi)
+}
+
+/// A point of the line search: step, loss, gradient and directional derivative.
+#[derive(Clone)]
+struct Probe {
+    t: f64,
+    f: f64,
+    g: Vec<f64>,
+    gtd: f64,
+}
+
+/// What the line search settled on.
+struct Found {
+    t: f64,
+    f: f64,
+    g: Vec<f64>,
+    evals: usize,
+}
+
+/// Strong-Wolfe line search along `d` from the current point (loss `f`, gradient `g`, slope
+/// `gtd` < 0), starting at step `t`: bracket a step that satisfies both conditions, then zoom in
+/// with safeguarded cubic interpolation (Nocedal & Wright, algorithms 3.5 and 3.6).
+fn strong_wolfe(
+    eval: &mut dyn FnMut(f64) -> Result<(f64, Vec<f64>)>,
+    t: f64,
+    d: &[f64],
+    f: f64,
+    g: &[f64],
+    gtd: f64,
+    tolerance_change: f64,
+) -> Result<Found> {
+    const C1: f64 = 1e-4;
+    const C2: f64 = 0.9;
+    const MAX_LS: usize = 25;
+    let d_norm = max_abs(d);
+    let mut probe = |t: f64| -> Result<Probe> {
+        let (f, g) = eval(t)?;
+        let gtd = dot(&g, d);
+        Ok(Probe { t, f, g, gtd })
+    };
+    let start = Probe { t: 0.0, f, g: g.to_vec(), gtd };
+    let mut new = probe(t)?;
+    let mut evals = 1;
+    let mut prev = start.clone();
+    let mut iter = 0;
+    let mut done = false;
+    // bracketing: [low, high] once found; a single point when it already satisfies both conditions
+    let mut bracket: Vec<Probe> = loop {
+        if iter == MAX_LS {
+            break vec![start.clone(), new.clone()];
+        }
+        if new.f > f + C1 * new.t * gtd || (iter > 1 && new.f >= prev.f) {
+            break vec![prev.clone(), new.clone()];
+        }
+        if new.gtd.abs() <= -C2 * gtd {
+            done = true;
+            break vec![new.clone()];
+        }
+        if new.gtd >= 0.0 {
+            break vec![prev.clone(), new.clone()];
+        }
+        // extrapolate beyond the current step
+        let (min_step, max_step) = (new.t + 0.01 * (new.t - prev.t), new.t * 10.0);
+        let next = cubic_minimum(prev.t, prev.f, prev.gtd, new.t, new.f, new.gtd, Some((min_step, max_step)));
+        prev = new;
+        new = probe(next)?;
+        evals += 1;
+        iter += 1;
+    };
+    let order = |b: &[Probe]| if b.len() == 1 || b[0].f <= b[1].f { (0, b.len() - 1) } else { (1, 0) };
+    let (mut low, mut high) = order(&bracket);
+    let mut insufficient_progress = false;
+    while !done && iter < MAX_LS {
+        let (a, b) = (bracket[0].t, bracket[1].t);
+        if (b - a).abs() * d_norm < tolerance_change {
+            break;
+        }
+        let mut t = cubic_minimum(a, bracket[0].f, bracket[0].gtd, b, bracket[1].f, bracket[1].gtd, None);
+        // keep away from the ends unless that made no progress last time
+        let (lo, hi) = (a.min(b), a.max(b));
+        let eps = 0.1 * (hi - lo);
+        if (hi - t).min(t - lo) < eps {
+            if insufficient_progress || t >= hi || t <= lo {
+                t = if (t - hi).abs() < (t - lo).abs() { hi - eps } else { lo + eps };
+                insufficient_progress = false;
+            } else {
+                insufficient_progress = true;
+            }
+        } else {
+            insufficient_progress = false;
+        }
+        let p = probe(t)?;
+        evals += 1;
+        iter += 1;
+        if p.f > f + C1 * p.t * gtd || p.f >= bracket[low].f {
+            bracket[high] = p;
+            (low, high) = order(&bracket);
+        } else {
+            if p.gtd.abs() <= -C2 * gtd {
+                done = true;
+            } else if p.gtd * (bracket[high].t - bracket[low].t) >= 0.0 {
+                bracket[high] = bracket[low].clone();
+            }
+            bracket[low] = p;
+        }
+    }
+    let best = bracket.swap_remove(low);
+    Ok(Found { t: best.t, f: best.f, g: best.g, evals })
 }
 
 impl Optimizer for Lbfgs {

@@ -29,5 +29,5 @@ mod optimizer;
 
 pub use algorithms::*;
 pub use clip::{clip_grad_norm_, clip_grad_value_, clip_grads_by_norm};
-pub use lbfgs::{Lbfgs, LbfgsOptions};
+pub use lbfgs::{Lbfgs, LbfgsOptions, LineSearch};
 pub use optimizer::{Algorithm, GroupOptions, Optim, Optimizer, ParamGroup, ParamState};

@@ -189,3 +189,32 @@ fn lbfgs_minimises_rosenbrock_and_plain_step_is_an_error() {
     assert!(last < 1e-3 * first.max(1.0), "rosenbrock {first} -> {last}");
     assert!(opt.step().is_err());
 }
+
+#[test]
+fn lbfgs_with_strong_wolfe_reaches_the_rosenbrock_minimum() {
+    let w = Tensor::from_vec(vec![-1.2f64, 1.0], &[2]).unwrap().requires_grad_(true).unwrap();
+    let options = LbfgsOptions { line_search: Some(ember_optim::LineSearch::StrongWolfe), ..Default::default() };
+    let mut opt = Lbfgs::new(vec![w.clone()], options).unwrap();
+    let evals = std::cell::Cell::new(0);
+    let mut closure = || {
+        evals.set(evals.get() + 1);
+        w.set_grad(None);
+        let (x, y) = (w.select(0, 0)?, w.select(0, 1)?);
+        let a = x.neg()?.add(1.0)?;
+        let b = y.sub(&x.mul(&x)?)?;
+        let loss = a.mul(&a)?.add(&b.mul(&b)?.mul(100.0)?)?;
+        loss.backward()?;
+        loss.item()
+    };
+    let mut losses = vec![];
+    for _ in 0..4 {
+        losses.push(opt.step_with(&mut closure).unwrap());
+    }
+    let end = w.to_vec::<f64>().unwrap();
+    assert!((end[0] - 1.0).abs() < 1e-4 && (end[1] - 1.0).abs() < 1e-4, "{end:?} after losses {losses:?}");
+    assert!(losses[3] < 1e-9, "{losses:?}");
+    // a line search never accepts a step that increases the loss
+    assert!(losses.windows(2).all(|p| p[1] <= p[0]), "{losses:?}");
+    // max_eval (25) bounds each step
+    assert!(evals.get() <= 4 * 26, "{} evaluations", evals.get());
+}
