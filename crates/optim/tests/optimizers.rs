@@ -168,19 +168,22 @@ fn one_cycle_cycles_adam_beta1() {
     assert!((opt.momentum(0).unwrap() - 0.85).abs() < 1e-9);
 }
 
+/// Rosenbrock's function of `w = (x, y)`, with its gradient put in `w.grad()`.
+fn rosenbrock(w: &Tensor) -> ember_autograd::Result<f64> {
+    w.set_grad(None);
+    let (x, y) = (w.select(0, 0)?, w.select(0, 1)?);
+    let a = x.neg()?.add(1.0)?;
+    let b = y.sub(&x.mul(&x)?)?;
+    let loss = a.mul(&a)?.add(&b.mul(&b)?.mul(100.0)?)?;
+    loss.backward()?;
+    loss.item()
+}
+
 #[test]
 fn lbfgs_minimises_rosenbrock_and_plain_step_is_an_error() {
     let w = Tensor::from_vec(vec![-1.2f64, 1.0], &[2]).unwrap().requires_grad_(true).unwrap();
     let mut opt = Lbfgs::new(vec![w.clone()], LbfgsOptions { lr: 0.5, ..Default::default() }).unwrap();
-    let mut closure = || {
-        w.set_grad(None);
-        let (x, y) = (w.select(0, 0)?, w.select(0, 1)?);
-        let a = x.neg()?.add(1.0)?;
-        let b = y.sub(&x.mul(&x)?)?;
-        let loss = a.mul(&a)?.add(&b.mul(&b)?.mul(100.0)?)?;
-        loss.backward()?;
-        loss.item()
-    };
+    let mut closure = || rosenbrock(&w);
     let first = opt.step_with(&mut closure).unwrap();
     let mut last = first;
     for _ in 0..30 {
@@ -198,13 +201,7 @@ fn lbfgs_with_strong_wolfe_reaches_the_rosenbrock_minimum() {
     let evals = std::cell::Cell::new(0);
     let mut closure = || {
         evals.set(evals.get() + 1);
-        w.set_grad(None);
-        let (x, y) = (w.select(0, 0)?, w.select(0, 1)?);
-        let a = x.neg()?.add(1.0)?;
-        let b = y.sub(&x.mul(&x)?)?;
-        let loss = a.mul(&a)?.add(&b.mul(&b)?.mul(100.0)?)?;
-        loss.backward()?;
-        loss.item()
+        rosenbrock(&w)
     };
     let mut losses = vec![];
     for _ in 0..4 {
