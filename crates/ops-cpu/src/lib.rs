@@ -43,9 +43,9 @@ use ember_storage::{
 };
 use half::{bf16, f16};
 use lines::{per_line, total_cmp_nan_max};
-use reduce::{sum_run_f32, sum_run_f64, Reducer};
+use reduce::{convert_pooled, sum_run_f32, sum_run_f64, Reducer};
 use std::sync::{Arc, OnceLock};
-use strided::{gather, map1, map3};
+use strided::{gather, map1, map3, with_dense};
 
 /// The CPU backend. Stateless: its thread pool is process-wide.
 #[derive(Debug, Default, Clone, Copy)]
@@ -158,8 +158,8 @@ fn reduce_typed<T: HostElement + Sync>(op: ReduceOp, v: &[T], l: &Layout, dims: 
         },
         merge: f,
     };
-    let from_f = |r: Vec<f64>| HostData::from_vec::<T>(r.into_iter().map(T::from_f64).collect());
-    let from_i = |r: Vec<i64>| HostData::from_vec::<T>(r.into_iter().map(T::from_i64).collect());
+    let from_f = |r: Vec<f64>| HostData::from_vec::<T>(convert_pooled(r, T::from_f64));
+    let from_i = |r: Vec<i64>| HostData::from_vec::<T>(convert_pooled(r, T::from_i64));
     fn nan_max(a: f64, b: f64) -> f64 {
         if a.is_nan() || b.is_nan() {
             f64::NAN
@@ -483,7 +483,7 @@ impl Backend for CpuBackend {
             match &*g {
                 HostData::F32(v) => {
                     let r = Reducer { init: 0f64, fold: sum_run_f32, merge: |a: f64, b: f64| a + b };
-                    return Ok(buf(HostData::F32(r.run(v, l, dims).into_iter().map(|s| s as f32).collect())));
+                    return Ok(buf(HostData::F32(convert_pooled(r.run(v, l, dims), |s| s as f32))));
                 }
                 HostData::F64(v) => {
                     let r = Reducer { init: 0f64, fold: sum_run_f64, merge: |a: f64, b: f64| a + b };
@@ -611,8 +611,7 @@ impl Backend for CpuBackend {
         let out_sp = geom.output().ok_or_else(|| Error::invalid("im2col", format!("window {geom:?} does not fit")))?;
         let g = b.read();
         Ok(buf(with_host_data!(&*g, v => {
-            let dense_x = gather(v, x.1, |a| a);
-            HostData::from_vec(window::im2col(&dense_x, geom, &out_sp, Element::from_f64(pad_value)))
+            HostData::from_vec(with_dense(v, x.1, |d| window::im2col(d, geom, &out_sp, Element::from_f64(pad_value))))
         })))
     }
 
@@ -622,15 +621,15 @@ impl Backend for CpuBackend {
         let g = b.read();
         let l = cols.1;
         Ok(buf(match &*g {
-            HostData::F32(v) => HostData::F32(window::col2im(&gather(v, l, |a| a), geom, &out_sp)),
-            HostData::F64(v) => HostData::F64(window::col2im(&gather(v, l, |a| a), geom, &out_sp)),
+            HostData::F32(v) => HostData::F32(with_dense(v, l, |d| window::col2im(d, geom, &out_sp))),
+            HostData::F64(v) => HostData::F64(with_dense(v, l, |d| window::col2im(d, geom, &out_sp))),
             HostData::F16(v) => {
                 HostData::F16(window::col2im(&to_f32(v, l), geom, &out_sp).into_iter().map(f16::from_f32).collect())
             }
             HostData::BF16(v) => {
                 HostData::BF16(window::col2im(&to_f32(v, l), geom, &out_sp).into_iter().map(bf16::from_f32).collect())
             }
-            HostData::I64(v) => HostData::I64(window::col2im(&gather(v, l, |a| a), geom, &out_sp)),
+            HostData::I64(v) => HostData::I64(with_dense(v, l, |d| window::col2im(d, geom, &out_sp))),
             other => return Err(Error::dtype("col2im", format!("not defined for {}", other.dtype()))),
         }))
     }

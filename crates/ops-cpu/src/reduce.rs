@@ -43,9 +43,22 @@ pub(crate) struct Reducer<A, F, M> {
     pub merge: M,
 }
 
+/// `f` of every element of `v`, in a pooled vector; `v` goes back to the pool.
+pub(crate) fn convert_pooled<A: Copy + Send + 'static, U: Copy + Default + Send + 'static>(
+    v: Vec<A>,
+    f: impl Fn(A) -> U,
+) -> Vec<U> {
+    let mut out: Vec<U> = crate::pool::take(v.len());
+    for (o, &a) in out.iter_mut().zip(&v) {
+        *o = f(a);
+    }
+    crate::pool::give(v);
+    out
+}
+
 impl<A, F, M> Reducer<A, F, M>
 where
-    A: Copy + Send + Sync,
+    A: Copy + Default + Send + Sync + 'static,
     M: Fn(A, A) -> A + Sync,
 {
     /// Reduces `x` viewed through `l` over `dims`; one accumulator per kept element, row-major.
@@ -85,11 +98,14 @@ where
             });
             return vec![blocks.into_iter().fold(self.init, |a, b| (self.merge)(a, b))];
         }
+        // pooled: reductions feed training steps with the same shapes every step
+        let mut out: Vec<A> = crate::pool::take(n_out);
         if n_out * n_red.max(1) >= par_threshold() && n_out > 1 {
-            pool().install(|| (0..n_out).into_par_iter().map(per_output).collect())
+            pool().install(|| out.par_iter_mut().enumerate().for_each(|(o, slot)| *slot = per_output(o)));
         } else {
-            (0..n_out).map(per_output).collect()
+            out.iter_mut().enumerate().for_each(|(o, slot)| *slot = per_output(o));
         }
+        out
     }
 }
 

@@ -36,6 +36,23 @@ pub(crate) fn gather<T: Copy + Sync, U: Copy + Send + Default + 'static>(
     map1(src, l, f)
 }
 
+/// Runs `f` on the elements of a view as one dense row-major slice: the view's own memory when it is
+/// contiguous, else a pooled copy that goes back to the pool afterwards (a temporary dropped as a
+/// plain `Vec` would leave the pool short, and the next op would page-fault in fresh memory).
+pub(crate) fn with_dense<T: Copy + Send + Sync + Default + 'static, R>(
+    src: &[T],
+    l: &Layout,
+    f: impl FnOnce(&[T]) -> R,
+) -> R {
+    if let Some((s, e)) = l.contiguous_range() {
+        return f(&src[s..e]);
+    }
+    let tmp = map1(src, l, |a| a);
+    let r = f(&tmp);
+    crate::pool::give(tmp);
+    r
+}
+
 /// `out[i] = f(x[i])` over a view.
 pub(crate) fn map1<T: Copy + Sync, U: Copy + Send + Default + 'static>(
     x: &[T],
