@@ -483,3 +483,65 @@ fn post_accumulate_hooks_see_the_accumulated_gradient() {
     assert_eq!(*seen.lock().unwrap(), vec![vec![2.0, 4.0], vec![5.0, 7.0]]);
     assert!(w.mul(2.0).unwrap().register_post_accumulate_grad_hook(|_| {}).is_err());
 }
+
+/// Max pooling by definition: every window position, -inf padding, a NaN or a larger value takes over.
+fn max_pool_reference(x: &[f64], (n, c, h, w): (usize, usize, usize, usize), p: &PoolOptions) -> (Vec<f64>, Vec<i64>) {
+    let out = |i: usize, len: usize| (len + 2 * p.padding[i] - p.dilation[i] * (p.kernel[i] - 1) - 1) / p.stride[i] + 1;
+    let (oh, ow) = (out(0, h), out(1, w));
+    let (mut vals, mut idx) = (vec![], vec![]);
+    for plane in 0..n * c {
+        for r in 0..oh {
+            for q in 0..ow {
+                let (mut best, mut at) = (f64::NEG_INFINITY, -1i64);
+                for kh in 0..p.kernel[0] {
+                    for kw in 0..p.kernel[1] {
+                        let hi = (r * p.stride[0] + kh * p.dilation[0]) as isize - p.padding[0] as isize;
+                        let wi = (q * p.stride[1] + kw * p.dilation[1]) as isize - p.padding[1] as isize;
+                        if hi < 0 || wi < 0 || hi >= h as isize || wi >= w as isize {
+                            continue;
+                        }
+                        let v = x[plane * h * w + hi as usize * w + wi as usize];
+                        if at < 0 || v > best || v.is_nan() {
+                            (best, at) = (v, hi as i64 * w as i64 + wi as i64);
+                        }
+                    }
+                }
+                vals.push(best);
+                idx.push(at);
+            }
+        }
+    }
+    (vals, idx)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn max_pool2d_matches_its_definition(
+        n in 1..3usize, c in 1..3usize, h in 3..7usize, w in 3..7usize,
+        k in 1..4usize, s in 1..3usize, d in 1..3usize, pad in 0..2usize, nan in any::<bool>(), seed in any::<u64>()
+    ) {
+        manual_seed(seed);
+        let mut p = PoolOptions::new(&[k, k.min(2)]);
+        p.stride = vec![s, s];
+        p.dilation = vec![d, 1];
+        p.padding = vec![pad.min(k / 2), pad.min(k.min(2) / 2)];
+        prop_assume!(h + 2 * p.padding[0] > d * (k - 1));
+        let mut xv = rand64(&[n, c, h, w]).to_vec::<f64>().unwrap();
+        if nan {
+            let at = seed as usize % xv.len();
+            xv[at] = f64::NAN;
+        }
+        let x = Tensor::from_vec(xv.clone(), &[n, c, h, w]).unwrap();
+        let (vals, idx) = x.max_pool(&p).unwrap();
+        let (want_v, want_i) = max_pool_reference(&xv, (n, c, h, w), &p);
+        let got_v = vals.to_vec::<f64>().unwrap();
+        prop_assert_eq!(idx.to_vec::<i64>().unwrap(), want_i);
+        prop_assert!(got_v.iter().zip(&want_v).all(|(a, b)| a == b || (a.is_nan() && b.is_nan())));
+        if !nan {
+            let p2 = p.clone();
+            check(move |t| t[0].max_pool(&p2).map(|r| r.0), std::slice::from_ref(&x));
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! Convolution is im2col + one batched matmul (groups broadcast as a batch dim).
 
 use crate::Tensor;
-use ember_storage::{Error, Result, WindowGeometry};
+use ember_storage::{DType, Error, Result, WindowGeometry};
 
 /// Padding of a convolution.
 #[derive(Clone, Debug, PartialEq)]
@@ -396,11 +396,52 @@ impl Tensor {
         Ok(Some((vals, flat)))
     }
 
+    /// 2-d max pooling through the backend's fused kernel, when it has one and no window reaches
+    /// past the padding (ceil mode adding a window): one pass for values and indices; backward
+    /// scatters the gradient to the indices.
+    fn max_pool2d_fused(&self, o: &PoolOptions, out: &[usize]) -> Result<Option<(Tensor, Tensor)>> {
+        if o.kernel.len() != 2 || self.ndim() != 4 || !matches!(self.dtype(), DType::F32 | DType::F64) {
+            return Ok(None);
+        }
+        let (n, c) = (self.shape()[0], self.shape()[1]);
+        let g = WindowGeometry {
+            batch: n,
+            channels: c,
+            input: self.shape()[2..].to_vec(),
+            kernel: o.kernel.clone(),
+            stride: o.stride.clone(),
+            padding: o.padding.clone(),
+            dilation: o.dilation.clone(),
+        };
+        if g.output().as_deref() != Some(out) {
+            return Ok(None);
+        }
+        let (vals, idx) = match self.backend().max_pool2d(self.v(), &g) {
+            Ok(r) => r,
+            Err(Error::Unsupported { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let shape = [n, c, out[0], out[1]];
+        let vals = self.same_backend(vals, &shape);
+        let idx = self.same_backend(idx, &shape);
+        let (ix, in_shape) = (idx.clone(), self.shape().to_vec());
+        let vals = crate::graph::record_saving(vals, "max_pool2d", &[self], &[&idx], move |gr| {
+            let flat = [n as isize, c as isize, -1];
+            let zeros = Tensor::zeros_with(&[n, c, in_shape[2] * in_shape[3]], gr.dtype(), gr.device())?;
+            let gi = zeros.scatter_add(-1, &ix.reshape(&flat)?, &gr.reshape(&flat)?)?;
+            Ok(vec![Some(gi.reshape(&in_shape.iter().map(|&s| s as isize).collect::<Vec<_>>())?)])
+        });
+        Ok(Some((vals, idx)))
+    }
+
     /// Max pooling values only (what `nn.MaxPool2d` returns), skipping the index computation
     /// when the windows tile the input.
     pub fn max_pool_values(&self, o: &PoolOptions) -> Result<Tensor> {
         if self.ndim() == o.kernel.len() + 2 && self.dtype().is_float() {
             let out = self.pool_out("max_pool", o)?;
+            if let Some((v, _)) = self.max_pool2d_fused(o, &out)? {
+                return Ok(v);
+            }
             if let Some((v, _)) = self.max_pool_tiled_raw(o, &out)? {
                 return Ok(v);
             }
@@ -445,6 +486,9 @@ impl Tensor {
             return Ok((v.squeeze_dim(0)?, i.squeeze_dim(0)?));
         }
         let out = self.pool_out("max_pool", o)?;
+        if let Some(r) = self.max_pool2d_fused(o, &out)? {
+            return Ok(r);
+        }
         if let Some(r) = self.max_pool_tiled(o, &out)? {
             return Ok(r);
         }

@@ -634,6 +634,31 @@ impl Backend for CpuBackend {
         }))
     }
 
+    fn max_pool2d(&self, x: View, geom: &WindowGeometry) -> Result<(Buffer, Buffer)> {
+        let b = checked(x, "max_pool2d")?;
+        if geom.input.len() != 2 || x.1.ndim() != 4 {
+            return Err(Error::shape(
+                "max_pool2d",
+                format!("needs a 4-d input and a 2-d window, got {:?}", x.1.shape()),
+            ));
+        }
+        let out_sp =
+            geom.output().ok_or_else(|| Error::invalid("max_pool2d", format!("window {geom:?} does not fit")))?;
+        let g = b.read();
+        let (vals, idx) = match &*g {
+            HostData::F32(v) => {
+                let (a, i) = with_dense(v, x.1, |d| window::max_pool2d(d, geom, &out_sp, |t: f32| t.is_nan()));
+                (HostData::F32(a), i)
+            }
+            HostData::F64(v) => {
+                let (a, i) = with_dense(v, x.1, |d| window::max_pool2d(d, geom, &out_sp, |t: f64| t.is_nan()));
+                (HostData::F64(a), i)
+            }
+            other => return Err(Error::unsupported("max_pool2d", format!("fused kernel for {}", other.dtype()))),
+        };
+        Ok((buf(vals), buf(HostData::I64(idx))))
+    }
+
     fn random(&self, op: RngOp, dtype: DType, numel: usize, key: RngKey) -> Result<Buffer> {
         if !dtype.is_float() {
             return Err(Error::dtype("random", format!("needs a floating dtype, got {dtype}")));

@@ -191,3 +191,86 @@ pub(crate) fn col2im<T: Copy + Send + Sync + Default + 'static + std::ops::Add<O
     });
     out
 }
+
+/// 2-d max pooling of a dense `[N, C, H, W]` input: values and flat in-plane argmax (first maximum
+/// in window order; NaN wins, as in PyTorch). One pass, planes in parallel.
+pub(crate) fn max_pool2d<T: Copy + Send + Sync + Default + PartialOrd + 'static>(
+    x: &[T],
+    g: &WindowGeometry,
+    out_sp: &[usize],
+    is_nan: impl Fn(T) -> bool + Sync,
+) -> (Vec<T>, Vec<i64>) {
+    let (h, w) = (g.input[0], g.input[1]);
+    let (oh, ow) = (out_sp[0], out_sp[1]);
+    let planes = g.batch * g.channels;
+    let mut vals: Vec<T> = crate::pool::take(planes * oh * ow);
+    let mut idx: Vec<i64> = crate::pool::take(planes * oh * ow);
+    if vals.is_empty() {
+        return (vals, idx);
+    }
+    let (k0, k1) = (g.kernel[0], g.kernel[1]);
+    let (s0, s1, p0, p1, d0, d1) = (g.stride[0], g.stride[1], g.padding[0], g.padding[1], g.dilation[0], g.dilation[1]);
+    // the window taps (kh or kw) that land inside the input for output position o along one dim
+    let taps = |o: usize, s: usize, p: usize, d: usize, k: usize, n: usize| {
+        let start = (o * s) as isize - p as isize;
+        let lo = if start < 0 { ((-start) as usize).div_ceil(d) } else { 0 };
+        let hi = if start + ((k - 1) * d) as isize >= n as isize {
+            ((n as isize - 1 - start).max(-1) / d as isize + 1).max(0) as usize
+        } else {
+            k
+        };
+        (start, lo, hi.min(k))
+    };
+    let tiled = k0 == s0 && k1 == s1 && p0 == 0 && p1 == 0 && d0 == 1 && d1 == 1;
+    let per_plane = |p: usize, vo: &mut [T], io: &mut [i64]| {
+        let xp = &x[p * h * w..(p + 1) * h * w];
+        if tiled {
+            // windows side by side, all inside the input: no bounds to check
+            for r in 0..oh {
+                for c in 0..ow {
+                    let corner = r * k0 * w + c * k1;
+                    let (mut best, mut best_at) = (xp[corner], corner);
+                    for kh in 0..k0 {
+                        let row = corner + kh * w;
+                        for (kw, &v) in xp[row..row + k1].iter().enumerate() {
+                            if v > best || is_nan(v) {
+                                (best, best_at) = (v, row + kw);
+                            }
+                        }
+                    }
+                    vo[r * ow + c] = best;
+                    io[r * ow + c] = best_at as i64;
+                }
+            }
+            return;
+        }
+        for r in 0..oh {
+            let (hs, khl, khh) = taps(r, s0, p0, d0, k0, h);
+            for c in 0..ow {
+                let (ws, kwl, kwh) = taps(c, s1, p1, d1, k1, w);
+                let (mut best, mut best_at, mut found) = (T::default(), 0usize, false);
+                for kh in khl..khh {
+                    let row = (hs + (kh * d0) as isize) as usize * w;
+                    for kw in kwl..kwh {
+                        let at = row + (ws + (kw * d1) as isize) as usize;
+                        let v = xp[at];
+                        // PyTorch's rule: a larger value or a NaN takes over
+                        if !found || v > best || is_nan(v) {
+                            (best, best_at, found) = (v, at, true);
+                        }
+                    }
+                }
+                vo[r * ow + c] = best;
+                io[r * ow + c] = best_at as i64;
+            }
+        }
+    };
+    let plane_out = oh * ow;
+    pool().install(|| {
+        vals.par_chunks_mut(plane_out)
+            .zip(idx.par_chunks_mut(plane_out))
+            .enumerate()
+            .for_each(|(p, (vo, io))| per_plane(p, vo, io))
+    });
+    (vals, idx)
+}

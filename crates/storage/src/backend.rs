@@ -80,6 +80,14 @@ pub trait Backend: Send + Sync + Debug {
     fn im2col(&self, x: View, geom: &WindowGeometry, pad_value: f64) -> Result<Buffer>;
     /// col2im, the adjoint of `im2col`: sums `[N, C * prod(kernel), prod(output)]` back into `[N, C, *input]`.
     fn col2im(&self, cols: View, geom: &WindowGeometry) -> Result<Buffer>;
+    /// Fused 2-d max pooling of a floating `[N, C, H, W]` view over `geom` (padding counts as -inf,
+    /// NaN wins): the values `[N, C, oh, ow]` and, as i64, the flat index `h * W + w` of each
+    /// maximum within its input plane (PyTorch's `max_pool2d_with_indices`). Optional: the default
+    /// says it is not supported, and callers then compose max pooling from `im2col` and reductions.
+    fn max_pool2d(&self, x: View, geom: &WindowGeometry) -> Result<(Buffer, Buffer)> {
+        let _ = (x, geom);
+        Err(crate::Error::unsupported("max_pool2d", "this backend has no fused max-pool kernel"))
+    }
 
     /// `numel` random values of a floating `dtype`.
     fn random(&self, op: RngOp, dtype: DType, numel: usize, key: RngKey) -> Result<Buffer>;
