@@ -141,12 +141,13 @@ impl Tensor {
         let o = matches!(op, BinaryOp::Pow | BinaryOp::Copysign | BinaryOp::Hypot).then(|| out.detach());
         let (xa, yb) = (x.clone(), y.clone());
         let o_saved = o.clone();
-        let saved: Vec<&Tensor> = match (op, &o_saved) {
-            (BinaryOp::Add | BinaryOp::Sub, _) => vec![],
-            (_, Some(o)) => vec![&x, &y, o],
-            _ => vec![&x, &y],
+        let all = [&x, &y, o_saved.as_ref().unwrap_or(&x)];
+        let saved = match (op, &o_saved) {
+            (BinaryOp::Add | BinaryOp::Sub, _) => &all[..0],
+            (_, Some(_)) => &all[..],
+            _ => &all[..2],
         };
-        Ok(crate::graph::record_saving(out, op.name(), &[&x, &y], &saved, move |g| {
+        Ok(crate::graph::record_saving(out, op.name(), &[&x, &y], saved, move |g| {
             let o = match &o {
                 Some(o) if !crate::graph::is_grad_enabled() => o.clone(),
                 Some(_) => xa.binary(op, &yb)?,
