@@ -404,15 +404,7 @@ impl Tensor {
             return Ok(None);
         }
         let (n, c) = (self.shape()[0], self.shape()[1]);
-        let g = WindowGeometry {
-            batch: n,
-            channels: c,
-            input: self.shape()[2..].to_vec(),
-            kernel: o.kernel.clone(),
-            stride: o.stride.clone(),
-            padding: o.padding.clone(),
-            dilation: o.dilation.clone(),
-        };
+        let g = self.geometry("max_pool2d", 2, &o.kernel, &o.stride, &o.padding, &o.dilation)?;
         if g.output().as_deref() != Some(out) {
             return Ok(None);
         }

@@ -35,6 +35,8 @@ fn with_decay(g: Tensor, p: &Tensor, wd: f64) -> Result<Tensor> {
     }
 }
 
+/// `GroupOptions` for an options struct with an `lr` field and, optionally, the field that
+/// schedulers cycle as "momentum" (`momentum`, or `betas.0` for the Adam family).
 macro_rules! lr_options {
     ($t:ty) => {
         impl GroupOptions for $t {
@@ -46,7 +48,7 @@ macro_rules! lr_options {
             }
         }
     };
-    ($t:ty, momentum) => {
+    ($t:ty, momentum: $($field:tt)+) => {
         impl GroupOptions for $t {
             fn lr(&self) -> f64 {
                 self.lr
@@ -55,26 +57,10 @@ macro_rules! lr_options {
                 self.lr = lr
             }
             fn momentum(&self) -> Option<f64> {
-                Some(self.momentum)
+                Some(self.$($field)+)
             }
             fn set_momentum(&mut self, m: f64) {
-                self.momentum = m
-            }
-        }
-    };
-    ($t:ty, betas) => {
-        impl GroupOptions for $t {
-            fn lr(&self) -> f64 {
-                self.lr
-            }
-            fn set_lr(&mut self, lr: f64) {
-                self.lr = lr
-            }
-            fn momentum(&self) -> Option<f64> {
-                Some(self.betas.0)
-            }
-            fn set_momentum(&mut self, m: f64) {
-                self.betas.0 = m
+                self.$($field)+ = m
             }
         }
     };
@@ -111,7 +97,7 @@ impl SgdOptions {
     }
 }
 
-lr_options!(SgdOptions, momentum);
+lr_options!(SgdOptions, momentum: momentum);
 
 /// Stochastic gradient descent with momentum, dampening, Nesterov, weight decay.
 pub struct SgdAlgo;
@@ -177,7 +163,7 @@ impl AdamOptions {
     }
 }
 
-lr_options!(AdamOptions, betas);
+lr_options!(AdamOptions, momentum: betas.0);
 
 /// Adam; with `decoupled` the weight decay is AdamW's (`p ← p·(1 − lr·wd)` before the update).
 pub struct AdamAlgo {
@@ -270,7 +256,7 @@ impl Default for RmsPropOptions {
     }
 }
 
-lr_options!(RmsPropOptions, momentum);
+lr_options!(RmsPropOptions, momentum: momentum);
 
 /// RMSprop.
 pub struct RmsPropAlgo;
@@ -429,7 +415,7 @@ impl Default for AdamaxOptions {
     }
 }
 
-lr_options!(AdamaxOptions, betas);
+lr_options!(AdamaxOptions, momentum: betas.0);
 
 /// Adamax (Adam with the infinity norm).
 pub struct AdamaxAlgo;
@@ -493,7 +479,7 @@ impl NAdamOptions {
     }
 }
 
-lr_options!(NAdamOptions, betas);
+lr_options!(NAdamOptions, momentum: betas.0);
 
 fn decay_nadam(o: &NAdamOptions, p: &Tensor, g: Tensor) -> Result<(Tensor, Tensor)> {
     if o.weight_decay == 0.0 {
