@@ -136,7 +136,7 @@ impl Tensor {
             // PyTorch's CPU kernel multiplies by the f32-rounded 1/6 for every dtype; match it exactly.
             const ONE_SIXTH_F32: f64 = (1.0f32 / 6.0f32) as f64;
             let inside = x.gt(-3.0)?.logical_and(&x.lt(3.0)?)?.to_dtype(g.dtype())?;
-            Ok(vec![Some(g.mul(&inside)?.mul(ONE_SIXTH_F32)?)])
+            Ok(smallvec::smallvec![Some(g.mul(&inside)?.mul(ONE_SIXTH_F32)?)])
         }))
     }
     /// `x * hardsigmoid(x)`.
@@ -146,7 +146,7 @@ impl Tensor {
         Ok(crate::graph::record(out, "hardswish", &[self], move |g| {
             let mid = x.div(3.0)?.add(0.5)?;
             let d = Tensor::where_cond(&x.lt(-3.0)?, 0.0, &Tensor::where_cond(&x.le(3.0)?, &mid, 1.0)?)?;
-            Ok(vec![Some(g.mul(&d)?)])
+            Ok(smallvec::smallvec![Some(g.mul(&d)?)])
         }))
     }
     /// `log(1 + exp(beta x)) / beta`, linear above `threshold`.

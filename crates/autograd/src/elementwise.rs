@@ -77,7 +77,7 @@ impl Tensor {
         let out = self.view_with_layout(self.layout().expand(shape)?);
         let orig = self.shape().to_vec();
         Ok(crate::graph::record_free(out, "expand", &[self], move |g| {
-            Ok(vec![Some(crate::derivatives::sum_to(g, &orig)?)])
+            Ok(smallvec::smallvec![Some(crate::derivatives::sum_to(g, &orig)?)])
         }))
     }
 
@@ -102,7 +102,7 @@ impl Tensor {
         Ok(crate::graph::record_saving(out, op.name(), &[&x], saved, move |g| {
             // with create_graph the output must be part of the graph: recompute it from the input
             let y = if crate::graph::is_grad_enabled() { xs.unary(op)? } else { ys.clone() };
-            Ok(vec![crate::derivatives::unary(op, &xs, &y, g)?])
+            Ok(smallvec::smallvec![crate::derivatives::unary(op, &xs, &y, g)?])
         }))
     }
 
@@ -154,7 +154,7 @@ impl Tensor {
                 None => g.clone(),
             };
             let (ga, gb) = crate::derivatives::binary(op, &xa, &yb, &o, g)?;
-            Ok(vec![ga, gb])
+            Ok(smallvec::smallvec![ga, gb])
         }))
     }
 
@@ -197,7 +197,7 @@ impl Tensor {
         }
         let cc = c.clone();
         Ok(crate::graph::record_saving(out, "where", &[&x, &y], &[&c], move |g| {
-            Ok(vec![Some(Tensor::where_cond(&cc, g, 0.0)?), Some(Tensor::where_cond(&cc, 0.0, g)?)])
+            Ok(smallvec::smallvec![Some(Tensor::where_cond(&cc, g, 0.0)?), Some(Tensor::where_cond(&cc, 0.0, g)?)])
         }))
     }
 

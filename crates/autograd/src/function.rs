@@ -62,7 +62,7 @@ pub fn apply<F: Function>(f: F, inputs: &[Tensor]) -> Result<Tensor> {
     let saved_refs: Vec<&Tensor> = saved.iter().collect();
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let name = f.name();
-    Ok(record_saving(out, name, &refs, &saved_refs, move |g| f.backward(&ctx, g)))
+    Ok(record_saving(out, name, &refs, &saved_refs, move |g| f.backward(&ctx, g).map(crate::graph::Grads::from_vec)))
 }
 
 /// Activation checkpointing: runs `f` without keeping its intermediate tensors, and recomputes them

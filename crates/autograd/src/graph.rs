@@ -14,7 +14,11 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+/// The gradients a node's backward returns, one per input (`None`: no gradient flows there). Inline
+/// for the usual one or two inputs, so a backward step allocates no vector.
+pub(crate) type Grads = SmallVec<[Option<Tensor>; 2]>;
+
+type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Grads> + Send + Sync>;
 
 /// A gradient hook: inspects the gradient, or returns a replacement.
 pub(crate) type Hook = Box<dyn Fn(&Tensor) -> Option<Tensor> + Send + Sync>;
@@ -160,7 +164,7 @@ pub(crate) fn edge_of(t: &Tensor) -> Option<Edge> {
 pub(crate) fn new_node(
     name: &'static str,
     edges: Vec<Option<Edge>>,
-    backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    backward: impl Fn(&Tensor) -> Result<Grads> + Send + Sync + 'static,
 ) -> Arc<Node> {
     LIVE.fetch_add(1, Ordering::Relaxed);
     Arc::new(Node {
@@ -181,7 +185,7 @@ pub(crate) fn record(
     out: Tensor,
     name: &'static str,
     inputs: &[&Tensor],
-    backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    backward: impl Fn(&Tensor) -> Result<Grads> + Send + Sync + 'static,
 ) -> Tensor {
     record_saving(out, name, inputs, inputs, backward)
 }
@@ -192,7 +196,7 @@ pub(crate) fn record_free(
     out: Tensor,
     name: &'static str,
     inputs: &[&Tensor],
-    backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    backward: impl Fn(&Tensor) -> Result<Grads> + Send + Sync + 'static,
 ) -> Tensor {
     record_saving(out, name, inputs, &[], backward)
 }
@@ -204,7 +208,7 @@ pub(crate) fn record_saving(
     name: &'static str,
     inputs: &[&Tensor],
     saved: &[&Tensor],
-    backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    backward: impl Fn(&Tensor) -> Result<Grads> + Send + Sync + 'static,
 ) -> Tensor {
     if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
         return out;
@@ -251,6 +255,21 @@ impl std::hash::Hasher for PtrHasher {
 }
 
 type PtrMap<V> = HashMap<usize, V, std::hash::BuildHasherDefault<PtrHasher>>;
+
+/// The engine's state for one reachable node.
+struct Slot {
+    node: Arc<Node>,
+    /// Consumers of this node's output whose backward has not run yet.
+    pending: usize,
+    /// The gradient of this node's output, summed over the consumers that ran.
+    grad: Option<Tensor>,
+}
+
+thread_local! {
+    /// The number of nodes the last backward pass on this thread reached (training loops repeat
+    /// one graph shape, so the next pass reserves that much up front).
+    static GRAPH_SIZE_HINT: Cell<usize> = const { Cell::new(0) };
+}
 
 fn key(n: &Arc<Node>) -> usize {
     Arc::as_ptr(n) as usize
@@ -329,11 +348,11 @@ pub(crate) fn run(
         }
         add_into(&mut leaf_sums, k, g)
     };
-    // dependency counts over the reachable graph (iterative DFS)
-    let mut deps: PtrMap<usize> = PtrMap::default();
-    let mut nodes: PtrMap<Arc<Node>> = PtrMap::default();
+    // One slot per reachable node: the node, how many of its consumers have yet to run, and the
+    // gradient summed so far (one hash lookup per edge in each phase).
+    let mut slots: PtrMap<Slot> = PtrMap::default();
+    slots.reserve(GRAPH_SIZE_HINT.with(|h| h.get()));
     let mut stack: Vec<Arc<Node>> = vec![];
-    let mut grads: PtrMap<Tensor> = PtrMap::default();
     for (t, g) in roots {
         if !t.requires_grad() {
             return Err(Error::autograd("element 0 of tensors does not require grad and does not have a grad_fn"));
@@ -346,32 +365,36 @@ pub(crate) fn run(
         }
         match &t.grad_fn() {
             Some(n) => {
-                add_into(&mut grads, key(n), g.clone())?;
-                if nodes.insert(key(n), n.clone()).is_none() {
+                let slot = slots.entry(key(n)).or_insert_with(|| {
                     stack.push(n.clone());
-                }
+                    Slot { node: n.clone(), pending: 0, grad: None }
+                });
+                accumulate(&mut slot.grad, g.clone())?;
             }
             None => leaf_grad(&t.0, g.clone())?,
         }
     }
+    // dependency counts over the reachable graph (iterative DFS)
     while let Some(n) = stack.pop() {
         for e in n.edges.iter().flatten() {
             if let Edge::Node(c) = e {
-                *deps.entry(key(c)).or_insert(0) += 1;
-                if nodes.insert(key(c), c.clone()).is_none() {
-                    stack.push(c.clone());
-                }
+                slots
+                    .entry(key(c))
+                    .or_insert_with(|| {
+                        stack.push(c.clone());
+                        Slot { node: c.clone(), pending: 0, grad: None }
+                    })
+                    .pending += 1;
             }
         }
     }
-    deps.reserve(nodes.len().saturating_sub(deps.len()));
-    grads.reserve(nodes.len().saturating_sub(grads.len()));
-    let mut ready: Vec<Arc<Node>> =
-        nodes.values().filter(|n| deps.get(&key(n)).copied().unwrap_or(0) == 0).cloned().collect();
+    GRAPH_SIZE_HINT.with(|h| h.set(slots.len()));
+    let mut ready: Vec<Arc<Node>> = slots.values().filter(|s| s.pending == 0).map(|s| s.node.clone()).collect();
     while let Some(n) = ready.pop() {
         let k = key(&n);
-        let grad = grads.remove(&k);
+        let grad = slots.get_mut(&k).and_then(|s| s.grad.take());
         let edges = &n.edges;
+        let mut input_grads = Grads::new();
         if let Some(g) = grad {
             let g = run_hooks(&n.hooks, g);
             for w in n.retained.lock().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -390,7 +413,7 @@ pub(crate) fn run(
                     )));
                 }
             }
-            let input_grads = {
+            input_grads = {
                 let bw = n.backward.lock().unwrap_or_else(|e| e.into_inner());
                 let f = bw.as_ref().ok_or_else(|| {
                     Error::autograd(format!(
@@ -410,26 +433,30 @@ pub(crate) fn run(
                     }
                 }
             }
-            if !retain_graph {
-                *n.backward.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            }
-            for (e, ig) in edges.iter().zip(input_grads) {
-                match (e, ig) {
-                    (Some(Edge::Node(c)), Some(ig)) => add_into(&mut grads, key(c), ig)?,
-                    (Some(Edge::Leaf(l)), Some(ig)) => leaf_grad(l, ig)?,
-                    _ => {}
-                }
-            }
-        } else if !retain_graph {
+        }
+        if !retain_graph {
             *n.backward.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
-        for e in edges.iter().flatten() {
-            if let Edge::Node(c) = e {
-                let d = deps.get_mut(&key(c)).expect("counted");
-                *d -= 1;
-                if *d == 0 {
-                    ready.push(c.clone());
+        let mut input_grads = input_grads.into_iter();
+        for e in edges.iter() {
+            let ig = input_grads.next().flatten();
+            match e {
+                Some(Edge::Node(c)) => {
+                    let slot = slots.get_mut(&key(c)).expect("reachable nodes have slots");
+                    if let Some(ig) = ig {
+                        accumulate(&mut slot.grad, ig)?;
+                    }
+                    slot.pending -= 1;
+                    if slot.pending == 0 {
+                        ready.push(c.clone());
+                    }
                 }
+                Some(Edge::Leaf(l)) => {
+                    if let Some(ig) = ig {
+                        leaf_grad(l, ig)?;
+                    }
+                }
+                None => {}
             }
         }
     }

@@ -133,14 +133,20 @@ impl Tensor {
         Ok(crate::graph::record(out, "index", &inputs, move |g| {
             let zeros = || Tensor::zeros_with(&xshape, g.dtype(), g.device());
             Ok(match op {
-                IndexOp::IndexSelect { dim } => vec![Some(zeros()?.index_add(dim as isize, &idx, g, 1.0)?)],
-                IndexOp::Gather { dim } => vec![Some(zeros()?.scatter_add(dim as isize, &idx, g)?)],
+                IndexOp::IndexSelect { dim } => {
+                    smallvec::smallvec![Some(zeros()?.index_add(dim as isize, &idx, g, 1.0)?)]
+                }
+                IndexOp::Gather { dim } => smallvec::smallvec![Some(zeros()?.scatter_add(dim as isize, &idx, g)?)],
                 IndexOp::Scatter { dim } => {
                     let z = Tensor::zeros_with(idx.shape(), g.dtype(), g.device())?;
-                    vec![Some(g.scatter(dim as isize, &idx, &z)?), Some(g.gather(dim as isize, &idx)?)]
+                    smallvec::smallvec![Some(g.scatter(dim as isize, &idx, &z)?), Some(g.gather(dim as isize, &idx)?)]
                 }
-                IndexOp::ScatterAdd { dim } => vec![Some(g.clone()), Some(g.gather(dim as isize, &idx)?)],
-                IndexOp::IndexAdd { dim } => vec![Some(g.clone()), Some(g.index_select(dim as isize, &idx)?)],
+                IndexOp::ScatterAdd { dim } => {
+                    smallvec::smallvec![Some(g.clone()), Some(g.gather(dim as isize, &idx)?)]
+                }
+                IndexOp::IndexAdd { dim } => {
+                    smallvec::smallvec![Some(g.clone()), Some(g.index_select(dim as isize, &idx)?)]
+                }
             })
         }))
     }

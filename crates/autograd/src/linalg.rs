@@ -43,7 +43,7 @@ impl Tensor {
         let r = a.same_backend(buf, &out);
         let (sa, sb) = (a.clone(), b.clone());
         let r = crate::graph::record_saving(r, "matmul", &[&a, &b], &[&a, &b], move |g| {
-            Ok(vec![Some(g.matmul(&sb.mt()?)?), Some(sa.mt()?.matmul(g)?)])
+            Ok(smallvec::smallvec![Some(g.matmul(&sb.mt()?)?), Some(sa.mt()?.matmul(g)?)])
         });
         match (an, bn) {
             (1, 1) => r.reshape(&[]),
@@ -412,7 +412,7 @@ impl Tensor {
         let a = self.clone();
         Ok(crate::graph::record_saving(r, "linalg_inv", &[self], &[self], move |g| {
             let ait = a.linalg_inv()?.mt()?;
-            Ok(vec![Some(ait.matmul(g)?.matmul(&ait)?.neg()?)])
+            Ok(smallvec::smallvec![Some(ait.matmul(g)?.matmul(&ait)?.neg()?)])
         }))
     }
     /// Determinant of (a batch of) square matrices. Backward: `g det(A) A^-T` (invertible A).
@@ -429,7 +429,7 @@ impl Tensor {
         let a = self.clone();
         Ok(crate::graph::record_saving(r, "linalg_det", &[self], &[self], move |g| {
             let scale = g.mul(&a.linalg_det()?)?.unsqueeze(-1)?.unsqueeze(-1)?;
-            Ok(vec![Some(a.linalg_inv()?.mt()?.mul(&scale)?)])
+            Ok(smallvec::smallvec![Some(a.linalg_inv()?.mt()?.mul(&scale)?)])
         }))
     }
     /// Solves `self @ X = b` (b a matrix or a batch of matrices with the same batch dims, or a vector
@@ -458,7 +458,7 @@ impl Tensor {
             let gb = a.mt()?.linalg_solve(g)?;
             let x = a.linalg_solve(&bb)?;
             let (gbm, xm) = if vector { (gb.unsqueeze(-1)?, x.unsqueeze(-1)?) } else { (gb.clone(), x) };
-            Ok(vec![Some(gbm.matmul(&xm.mt()?)?.neg()?), Some(gb.to_dtype(bb.dtype())?)])
+            Ok(smallvec::smallvec![Some(gbm.matmul(&xm.mt()?)?.neg()?), Some(gb.to_dtype(bb.dtype())?)])
         }))
     }
     /// Lower Cholesky factor of (a batch of) symmetric positive-definite matrices (the lower triangle
@@ -482,7 +482,7 @@ impl Tensor {
             let p = l.mt()?.matmul(g)?.tril(0)?;
             let s = p.add(&p.tril(-1)?.mt()?)?.mul(0.5)?;
             let linv = l.linalg_inv()?;
-            Ok(vec![Some(linv.mt()?.matmul(&s)?.matmul(&linv)?)])
+            Ok(smallvec::smallvec![Some(linv.mt()?.matmul(&s)?.matmul(&linv)?)])
         }))
     }
     /// Reduced QR by Householder reflections: (Q `[.., m, k]`, R `[.., k, n]`), k = min(m, n).
@@ -501,11 +501,11 @@ impl Tensor {
         // The gradient is linear in (gQ, gR): each output's node contributes its half.
         let a = self.clone();
         let q = crate::graph::record_saving(q, "linalg_qr", &[self], &[self], move |gq| {
-            Ok(vec![Some(qr_backward(&a, Some(gq), None)?)])
+            Ok(smallvec::smallvec![Some(qr_backward(&a, Some(gq), None)?)])
         });
         let a = self.clone();
         let r = crate::graph::record_saving(r, "linalg_qr", &[self], &[self], move |gr| {
-            Ok(vec![Some(qr_backward(&a, None, Some(gr))?)])
+            Ok(smallvec::smallvec![Some(qr_backward(&a, None, Some(gr))?)])
         });
         Ok((q, r))
     }
@@ -526,7 +526,7 @@ impl Tensor {
             }
             let u = vectors_for_backward(&a, us, &batch_shape(&a, &[r, k]), "svd_vectors")?;
             let v = vectors_for_backward(&a, vs, &batch_shape(&a, &[c, k]), "svd_vectors")?;
-            Ok(vec![Some(u.mul(&g.unsqueeze(-2)?)?.matmul(&v.mt()?)?)])
+            Ok(smallvec::smallvec![Some(u.mul(&g.unsqueeze(-2)?)?.matmul(&v.mt()?)?)])
         }))
     }
     /// Eigenvalues of symmetric matrices (the lower triangle is used), ascending.
@@ -540,7 +540,7 @@ impl Tensor {
             let (mats, n, _) = matrices(&a, "linalg.eigvalsh", true)?;
             let vs: Vec<f64> = mats.iter().flat_map(|m| decomp::jacobi_eigh(&lower_symmetric(m, n), n).1).collect();
             let v = vectors_for_backward(&a, vs, a.shape(), "eigh_vectors")?;
-            Ok(vec![Some(v.mul(&g.unsqueeze(-2)?)?.matmul(&v.mt()?)?)])
+            Ok(smallvec::smallvec![Some(v.mul(&g.unsqueeze(-2)?)?.matmul(&v.mt()?)?)])
         }))
     }
     /// Matrix or vector norm helper: Frobenius norm of the last two dims.

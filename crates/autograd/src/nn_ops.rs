@@ -173,7 +173,7 @@ impl Tensor {
         let (k, st, p, dl, inp) =
             (kernel.to_vec(), stride.to_vec(), padding.to_vec(), dilation.to_vec(), g.input.clone());
         Ok(crate::graph::record_free(out, "im2col", &[self], move |gr| {
-            Ok(vec![Some(gr.col2im(&inp, &k, &st, &p, &dl)?)])
+            Ok(smallvec::smallvec![Some(gr.col2im(&inp, &k, &st, &p, &dl)?)])
         }))
     }
 
@@ -216,7 +216,7 @@ impl Tensor {
         let out = self.same_backend(buf, &shape);
         let (k, st, p, dl) = (kernel.to_vec(), stride.to_vec(), padding.to_vec(), dilation.to_vec());
         Ok(crate::graph::record_free(out, "col2im", &[self], move |gr| {
-            Ok(vec![Some(gr.im2col(&k, &st, &p, &dl, 0.0)?)])
+            Ok(smallvec::smallvec![Some(gr.im2col(&k, &st, &p, &dl, 0.0)?)])
         }))
     }
 
@@ -421,7 +421,7 @@ impl Tensor {
             let flat = [n as isize, c as isize, -1];
             let zeros = Tensor::zeros_with(&[n, c, in_shape[2] * in_shape[3]], gr.dtype(), gr.device())?;
             let gi = zeros.scatter_add(-1, &ix.reshape(&flat)?, &gr.reshape(&flat)?)?;
-            Ok(vec![Some(gi.reshape(&in_shape.iter().map(|&s| s as isize).collect::<Vec<_>>())?)])
+            Ok(smallvec::smallvec![Some(gi.reshape(&in_shape.iter().map(|&s| s as isize).collect::<Vec<_>>())?)])
         });
         Ok(Some((vals, idx)))
     }

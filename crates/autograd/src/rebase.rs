@@ -89,7 +89,7 @@ fn view_node(base: &Arc<TensorImpl>, view: &Layout, base_fn: Arc<Node>) -> Arc<N
     let rel = relative_layout(&base.layout, view);
     new_node("as_strided", vec![Some(Edge::Node(base_fn))], move |g| {
         let rel = rel.clone().ok_or_else(|| non_contiguous_base("as_strided"))?;
-        Ok(vec![Some(Tensor::embed(g, &base_shape, move |z| region(z, &rel))?)])
+        Ok(smallvec::smallvec![Some(Tensor::embed(g, &base_shape, move |z| region(z, &rel))?)])
     })
 }
 
@@ -140,7 +140,7 @@ pub(crate) fn check_writable(t: &Tensor, op: &str) -> Result<()> {
 pub(crate) fn rebase(t: &Tensor, value: &Tensor, op: &'static str) -> Result<()> {
     match &t.0.view {
         None => {
-            let node = new_node(op, vec![edge_of(value)], |g| Ok(vec![Some(g.clone())]));
+            let node = new_node(op, vec![edge_of(value)], |g| Ok(smallvec::smallvec![Some(g.clone())]));
             *lock(&t.0.grad_fn) = Some(node);
             t.0.requires_grad.store(true, Ordering::Relaxed);
         }
@@ -154,7 +154,7 @@ pub(crate) fn rebase(t: &Tensor, value: &Tensor, op: &'static str) -> Result<()>
                 Ok(m)
             })?;
             let node = new_node("copy_slices", vec![edge_of(&base), edge_of(value)], move |g| {
-                Ok(vec![Some(g.mul(&outside)?), Some(region(g, &rel)?.contiguous()?)])
+                Ok(smallvec::smallvec![Some(g.mul(&outside)?), Some(region(g, &rel)?.contiguous()?)])
             });
             *lock(&v.base.grad_fn) = Some(node);
             v.base.requires_grad.store(true, Ordering::Relaxed);

@@ -46,7 +46,7 @@ impl Tensor {
             crate::graph::record_saving(t, reduce_name(op), &[self], saved, move |g| {
                 let ge = g.broadcast_to(&full)?;
                 let y = if crate::graph::is_grad_enabled() { x.reduce_raw(op, &dims_u, true)? } else { y.clone() };
-                Ok(vec![Some(match op {
+                Ok(smallvec::smallvec![Some(match op {
                     ReduceOp::Sum => ge,
                     ReduceOp::Prod => ge.mul(&y.broadcast_to(&full)?)?.div(&x)?,
                     _ => {
@@ -313,7 +313,7 @@ impl Tensor {
             let y_saved = ys.clone();
             let saved: &[&Tensor] = if op == ScanOp::Cumsum { &[] } else { &[&x, &y_saved] };
             crate::graph::record_saving(v, "scan", &[&x], saved, move |g| {
-                Ok(vec![Some(match op {
+                Ok(smallvec::smallvec![Some(match op {
                     ScanOp::Cumsum => g.flip(&[di])?.cumsum(di)?.flip(&[di])?,
                     ScanOp::Cumprod => {
                         let y = if crate::graph::is_grad_enabled() { xs.cumprod(di)? } else { ys.clone() };
@@ -365,7 +365,7 @@ impl Tensor {
         let (v, i) = (self.same_backend(v, self.shape()), self.same_backend(i, self.shape()));
         let idx = i.clone();
         let v = crate::graph::record(v, "sort", &[self], move |g| {
-            Ok(vec![Some(g.zeros_like()?.scatter_add(d as isize, &idx, g)?)])
+            Ok(smallvec::smallvec![Some(g.zeros_like()?.scatter_add(d as isize, &idx, g)?)])
         });
         Ok((v, i))
     }
@@ -408,7 +408,7 @@ impl Tensor {
         let out =
             crate::graph::record_saving(out, if log { "log_softmax" } else { "softmax" }, &[&x], &saved, move |g| {
                 let y = if crate::graph::is_grad_enabled() { xs.softmax_impl(di, log)? } else { ys.clone() };
-                Ok(vec![Some(if log {
+                Ok(smallvec::smallvec![Some(if log {
                     g.sub(&y.exp()?.mul(&g.sum_dim(&[di], true)?)?)?
                 } else {
                     y.mul(&g.sub(&g.mul(&y)?.sum_dim(&[di], true)?)?)?

@@ -40,7 +40,7 @@ impl Tensor {
         backward: impl Fn(&Tensor) -> Result<Tensor> + Send + Sync + 'static,
     ) -> Tensor {
         let out = self.view_with_layout(layout);
-        crate::graph::record_free(out, name, &[self], move |g| Ok(vec![Some(backward(g)?)]))
+        crate::graph::record_free(out, name, &[self], move |g| Ok(smallvec::smallvec![Some(backward(g)?)]))
     }
 
     /// A view with explicit sizes, strides and storage offset, in elements of the underlying storage
@@ -87,7 +87,9 @@ impl Tensor {
             Ok(())
         })?;
         let z = z.detach();
-        Ok(crate::graph::record_free(z, "embed", &[g], move |gg| Ok(vec![Some(view(gg)?.contiguous()?)])))
+        Ok(crate::graph::record_free(z, "embed", &[g], move |gg| {
+            Ok(smallvec::smallvec![Some(view(gg)?.contiguous()?)])
+        }))
     }
 
     fn shape_isize(&self) -> Vec<isize> {
@@ -639,7 +641,7 @@ impl Tensor {
             }
             // the gradient of a constant pad is the opposite pad (crop where it padded, zeros where it cropped)
             return Ok(crate::graph::record_free(out, "constant_pad", &[self], move |g| {
-                Ok(vec![Some(g.pad_dim(d, -left, -right, PadMode::Constant, 0.0)?)])
+                Ok(smallvec::smallvec![Some(g.pad_dim(d, -left, -right, PadMode::Constant, 0.0)?)])
             }));
         }
         if left < 0 || right < 0 {

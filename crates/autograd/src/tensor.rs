@@ -252,14 +252,14 @@ impl Tensor {
         }
         let buf = self.backend().cast(self.v(), self.dtype())?;
         let out = self.same_backend(buf, self.shape());
-        Ok(crate::graph::record_free(out, "contiguous", &[self], |g| Ok(vec![Some(g.clone())])))
+        Ok(crate::graph::record_free(out, "contiguous", &[self], |g| Ok(smallvec::smallvec![Some(g.clone())])))
     }
 
     /// A dense copy that never shares storage (`clone()` in PyTorch).
     pub fn deep_clone(&self) -> Result<Tensor> {
         let buf = self.backend().cast(self.v(), self.dtype())?;
         let out = self.same_backend(buf, self.shape());
-        Ok(crate::graph::record_free(out, "clone", &[self], |g| Ok(vec![Some(g.clone())])))
+        Ok(crate::graph::record_free(out, "clone", &[self], |g| Ok(smallvec::smallvec![Some(g.clone())])))
     }
 
     /// Converts the elements to `dtype` (returns `self` when it already has it).
@@ -273,7 +273,9 @@ impl Tensor {
             return Ok(out);
         }
         let back = self.dtype();
-        Ok(crate::graph::record_free(out, "to_dtype", &[self], move |g| Ok(vec![Some(g.to_dtype(back)?)])))
+        Ok(crate::graph::record_free(out, "to_dtype", &[self], move |g| {
+            Ok(smallvec::smallvec![Some(g.to_dtype(back)?)])
+        }))
     }
 
     /// Moves to `device` (returns `self` when already there).
@@ -283,7 +285,7 @@ impl Tensor {
         }
         let out = Tensor::from_host(self.to_host()?, self.shape(), device)?;
         let back = self.device();
-        Ok(crate::graph::record_free(out, "to", &[self], move |g| Ok(vec![Some(g.to(back)?)])))
+        Ok(crate::graph::record_free(out, "to", &[self], move |g| Ok(smallvec::smallvec![Some(g.to(back)?)])))
     }
 
     pub(crate) fn bump_version(&self) {
@@ -294,6 +296,10 @@ impl Tensor {
 /// Checks that every tensor is on `a`'s device, naming the op.
 pub(crate) fn same_device(op: &str, tensors: &[&Tensor]) -> Result<()> {
     if let Some(first) = tensors.first() {
+        // one backend object serves one device, so a shared backend settles it without asking
+        if tensors.iter().all(|t| Arc::ptr_eq(t.backend(), first.backend())) {
+            return Ok(());
+        }
         let d = first.device();
         if let Some(t) = tensors.iter().find(|t| t.device() != d) {
             return Err(Error::device(op, format!("expected all tensors on one device, got {d} and {}", t.device())));

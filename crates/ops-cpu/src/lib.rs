@@ -421,18 +421,17 @@ impl Backend for CpuBackend {
                     _ => return Err(mismatch(op.name(), da, db)),
                 })));
             }
-            let (dl, dlb) = (dense(la), dense(lb));
             Ok(buf(match (da, db) {
                 (HostData::F32(x), HostData::F32(y)) => HostData::F32(binary_float(op, x, la, y, lb)),
                 (HostData::F64(x), HostData::F64(y)) => HostData::F64(binary_float(op, x, la, y, lb)),
                 (HostData::F16(x), HostData::F16(y)) => HostData::F16(
-                    binary_float(op, &to_f32(x, la), &dl, &to_f32(y, lb), &dlb)
+                    binary_float(op, &to_f32(x, la), &dense(la), &to_f32(y, lb), &dense(lb))
                         .into_iter()
                         .map(f16::from_f32)
                         .collect(),
                 ),
                 (HostData::BF16(x), HostData::BF16(y)) => HostData::BF16(
-                    binary_float(op, &to_f32(x, la), &dl, &to_f32(y, lb), &dlb)
+                    binary_float(op, &to_f32(x, la), &dense(la), &to_f32(y, lb), &dense(lb))
                         .into_iter()
                         .map(bf16::from_f32)
                         .collect(),

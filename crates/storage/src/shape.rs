@@ -54,12 +54,15 @@ pub fn normalize_dims(dims: &[isize], ndim: usize, op: &str) -> Result<Vec<usize
 ///
 /// ```
 /// use ember_storage::shape::broadcast_shapes;
-/// assert_eq!(broadcast_shapes(&[3, 1, 5], &[4, 1], "add").unwrap(), vec![3, 4, 5]);
+/// assert_eq!(broadcast_shapes(&[3, 1, 5], &[4, 1], "add").unwrap().as_slice(), &[3, 4, 5]);
 /// assert!(broadcast_shapes(&[3], &[4], "add").is_err());
 /// ```
-pub fn broadcast_shapes(a: &[usize], b: &[usize], op: &str) -> Result<Vec<usize>> {
+pub fn broadcast_shapes(a: &[usize], b: &[usize], op: &str) -> Result<crate::Dims> {
+    if a == b {
+        return Ok(crate::Dims::from_slice(a));
+    }
     let n = a.len().max(b.len());
-    let mut out = vec![0; n];
+    let mut out: crate::Dims = smallvec::smallvec![0; n];
     for i in 0..n {
         let da = if i < n - a.len() { 1 } else { a[i - (n - a.len())] };
         let db = if i < n - b.len() { 1 } else { b[i - (n - b.len())] };
@@ -91,8 +94,8 @@ mod tests {
 
     #[test]
     fn broadcasting() {
-        assert_eq!(broadcast_shapes(&[], &[2, 3], "x").unwrap(), vec![2, 3]);
-        assert_eq!(broadcast_shapes(&[0, 1], &[1, 3], "x").unwrap(), vec![0, 3]);
+        assert_eq!(broadcast_shapes(&[], &[2, 3], "x").unwrap().as_slice(), &[2, 3]);
+        assert_eq!(broadcast_shapes(&[0, 1], &[1, 3], "x").unwrap().as_slice(), &[0, 3]);
         let e = broadcast_shapes(&[2, 3], &[4, 3], "mul").unwrap_err();
         assert!(e.to_string().contains("mul") && e.to_string().contains("[2, 3]"));
     }
