@@ -173,6 +173,13 @@ fn nn_kernels_gradcheck() {
     check(|t| t[0].layer_norm(&[5], Some(&t[1]), None, 1e-5), &[x.clone(), rand64(&[5])]);
     check(|t| t[0].group_norm(2, None, None, 1e-5), std::slice::from_ref(&x));
     check(|t| t[0].batch_norm(None, None, None, None, true, 0.1, 1e-5), std::slice::from_ref(&x));
+    // the fused kernels: with weight and bias, through a permuted (non-contiguous) view, on [N, C]
+    let bn = |x: &Tensor, w: Option<&Tensor>, b: Option<&Tensor>| x.batch_norm(None, None, w, b, true, 0.1, 1e-5);
+    let fused = bn(&x.detach().requires_grad_(true).unwrap(), None, None).unwrap();
+    assert_eq!(fused.grad_fn_name(), Some("batch_norm"));
+    check(|t| bn(&t[0], Some(&t[1]), Some(&t[2])), &[x.clone(), rand64(&[2]), rand64(&[2])]);
+    check(|t| bn(&t[0].permute(&[0, 3, 2, 1])?, Some(&t[1]), None), &[x.clone(), rand64(&[5])]);
+    check(|t| bn(&t[0], None, Some(&t[1])), &[rand64(&[6, 3]), rand64(&[3])]);
     check(|t| t[0].interpolate(Some(&[7, 3]), None, ember::InterpMode::Linear, false), std::slice::from_ref(&x));
     check(|t| t[0].interpolate(None, Some(&[2.0]), ember::InterpMode::Nearest, false), std::slice::from_ref(&x));
     let grid = rand64(&[2, 3, 4, 2]).mul(0.9).unwrap().detach();
@@ -208,6 +215,13 @@ fn second_order_gradients_match_finite_differences() {
         ("matmul", Box::new(|x: &Tensor| x.matmul(&x.mt()?)?.pow(2.0)?.sum())),
         ("pow", Box::new(|x: &Tensor| x.abs()?.add(0.5)?.pow(x)?.sum())),
         ("logsumexp", Box::new(|x: &Tensor| x.logsumexp(&[-1], false)?.sum())),
+        (
+            "batch_norm",
+            Box::new(|x: &Tensor| {
+                let w = Tensor::from_vec(vec![0.5f64, -1.0, 2.0, 1.5], &[4])?;
+                x.batch_norm(None, None, Some(&w), None, true, 0.1, 1e-5)?.pow(3.0)?.sum()
+            }),
+        ),
         ("linalg_inv", Box::new(|x: &Tensor| square(x)?.linalg_inv()?.pow(2.0)?.sum())),
         ("linalg_det", Box::new(|x: &Tensor| square(x)?.linalg_det())),
         ("linalg_solve", Box::new(|x: &Tensor| square(x)?.linalg_solve(&x.narrow(-1, 3, 1)?)?.pow(2.0)?.sum())),

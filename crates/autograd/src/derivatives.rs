@@ -61,7 +61,7 @@ pub(crate) fn unary(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<O
         Acosh => g.div(&x.mul(x)?.sub(1.0)?.sqrt()?)?,
         Atanh => g.div(&x.mul(x)?.neg()?.add(1.0)?)?,
         Sigmoid => g.mul(&y.mul(&y.neg()?.add(1.0)?)?)?,
-        Relu => g.mul(&x.gt(0.0)?.to_dtype(g.dtype())?)?,
+        Relu => g.binary(BinaryOp::ThresholdBackward, x)?,
         Silu => {
             let s = x.sigmoid()?;
             g.mul(&s.mul(&x.mul(&s.neg()?.add(1.0)?)?.add(1.0)?)?)?
@@ -131,6 +131,7 @@ pub(crate) fn binary(
         }
         Hypot => (Some(g.mul(a)?.div(out)?), Some(g.mul(b)?.div(out)?)),
         FloorDivide => (Some(g.zeros_like()?), Some(g.zeros_like()?)),
+        ThresholdBackward => (Some(g.binary(ThresholdBackward, b)?), Some(g.zeros_like()?)),
         Eq | Ne | Lt | Le | Gt | Ge | LogicalAnd | LogicalOr | LogicalXor => (None, None),
     })
 }

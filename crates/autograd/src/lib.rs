@@ -47,6 +47,7 @@ pub mod io;
 mod linalg;
 mod linalg_decomp;
 mod nn_norm;
+mod nn_norm_fused;
 mod nn_ops;
 mod nn_sample;
 mod random;
@@ -69,4 +70,4 @@ pub use random::{initial_seed, manual_seed};
 pub use shape_ops::PadMode;
 pub use tensor::Tensor;
 
-pub use ember_storage::{DType, Device, Error, Result};
+pub use ember_storage::{DType, Device, Error, Result, RngOp};

@@ -139,6 +139,9 @@ impl Tensor {
         if self.ndim() < 2 {
             return Err(Error::shape("batch_norm", format!("expects [N, C, ...], got {:?}", self.shape())));
         }
+        if let Some(y) = self.batch_norm_fused(running_mean, running_var, weight, bias, training, momentum, eps)? {
+            return Ok(y);
+        }
         let nd = self.ndim();
         let dims: Vec<isize> = (0..nd as isize).filter(|&d| d != 1).collect();
         let (x, back) = self.upcast_low_precision()?;

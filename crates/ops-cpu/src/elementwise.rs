@@ -231,6 +231,7 @@ pub(crate) fn binary_float<T: Real>(op: BinaryOp, a: &[T], la: &Layout, b: &[T],
         Copysign => map2(a, la, b, lb, |x, y| x.abs() * if y.is_sign_negative() { -T::one() } else { T::one() }),
         Hypot => map2(a, la, b, lb, |x, y| x.hypot(y)),
         FloorDivide => map2(a, la, b, lb, |x, y| (x / y).floor()),
+        ThresholdBackward => map2(a, la, b, lb, |x, y| if y <= T::zero() { T::zero() } else { x }),
         _ => unreachable!("predicates go through binary_predicate"),
     }
 }
@@ -295,6 +296,7 @@ pub(crate) fn binary_int<T: Element + Sync>(
             }
         }),
         Maximum | Fmax => f(|x, y| x.max(y)),
+        ThresholdBackward => f(|x, y| if y <= 0 { 0 } else { x }),
         Minimum | Fmin => f(|x, y| x.min(y)),
         Remainder => f(|x, y| x.rem_euclid(y) + if y < 0 && x.rem_euclid(y) != 0 { y } else { 0 }),
         Fmod => f(|x, y| x.wrapping_rem(y)),

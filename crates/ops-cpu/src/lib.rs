@@ -23,6 +23,7 @@ mod elementwise;
 mod index;
 mod lines;
 mod matmul;
+mod norm;
 pub mod pool;
 mod reduce;
 pub mod rng;
@@ -326,14 +327,24 @@ impl Backend for CpuBackend {
     }
 
     fn full(&self, value: Scalar, dtype: DType, numel: usize) -> Result<Buffer> {
-        Ok(buf(match value {
-            Scalar::I(i) if !dtype.is_float() => match dtype {
-                DType::I64 => HostData::I64(vec![i; numel]),
-                DType::I32 => HostData::I32(vec![i as i32; numel]),
-                DType::U8 => HostData::U8(vec![i as u8; numel]),
-                _ => HostData::Bool(vec![i != 0; numel]),
-            },
-            s => HostData::filled(dtype, numel, s.as_f64()),
+        // pooled: a fresh large buffer would be page-faulted in (zeros for scatter_add targets,
+        // gradients of broadcasts, ... are made every training step)
+        fn filled<T: Copy + Default + Send + 'static>(n: usize, v: T) -> Vec<T> {
+            let mut out = pool::take(n);
+            out.fill(v);
+            out
+        }
+        let f = value.as_f64();
+        Ok(buf(match (value, dtype) {
+            (Scalar::I(i), DType::I64) => HostData::I64(filled(numel, i)),
+            (Scalar::I(i), DType::I32) => HostData::I32(filled(numel, i as i32)),
+            (Scalar::I(i), DType::U8) => HostData::U8(filled(numel, i as u8)),
+            (Scalar::I(i), DType::Bool) => HostData::Bool(filled(numel, i != 0)),
+            (_, DType::F32) => HostData::F32(filled(numel, f as f32)),
+            (_, DType::F64) => HostData::F64(filled(numel, f)),
+            (_, DType::F16) => HostData::F16(filled(numel, f16::from_f64(f))),
+            (_, DType::BF16) => HostData::BF16(filled(numel, bf16::from_f64(f))),
+            _ => HostData::filled(dtype, numel, f),
         }))
     }
 
@@ -658,11 +669,28 @@ impl Backend for CpuBackend {
         Ok((buf(vals), buf(HostData::I64(idx))))
     }
 
+    fn batch_norm_stats(&self, x: View) -> Result<(Buffer, Buffer)> {
+        norm::entry::batch_norm_stats(x)
+    }
+
+    fn batch_norm_backward_reduce(&self, g: View, x: View, mean: View) -> Result<(Buffer, Buffer)> {
+        norm::entry::batch_norm_backward_reduce(g, x, mean)
+    }
+
+    fn channel_affine(&self, x: View, a: View, y: Option<(View, View)>, k: View) -> Result<Buffer> {
+        norm::entry::channel_affine(x, a, y, k)
+    }
+
     fn random(&self, op: RngOp, dtype: DType, numel: usize, key: RngKey) -> Result<Buffer> {
         if !dtype.is_float() {
             return Err(Error::dtype("random", format!("needs a floating dtype, got {dtype}")));
         }
-        Ok(buf(HostData::from_f64s(dtype, &rng::sample(op, numel, key))))
+        Ok(buf(match dtype {
+            DType::F32 => HostData::F32(rng::sample_as(op, numel, key, |v| v as f32)),
+            DType::F64 => HostData::F64(rng::sample_as(op, numel, key, |v| v)),
+            DType::F16 => HostData::F16(rng::sample_as(op, numel, key, f16::from_f64)),
+            _ => HostData::BF16(rng::sample_as(op, numel, key, bf16::from_f64)),
+        }))
     }
 }
 

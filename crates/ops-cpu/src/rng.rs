@@ -29,19 +29,32 @@ fn unit(hi: u32, lo: u32) -> f64 {
     (((hi as u64) << 21) ^ (lo as u64 >> 11)) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
-/// `n` values of the distribution as f64 (the caller rounds to the dtype).
-pub(crate) fn sample(op: RngOp, n: usize, key: RngKey) -> Vec<f64> {
-    let mut out = vec![0f64; n];
-    let f = |(i, o): (usize, &mut f64)| {
+/// `n` values of the distribution, each computed in f64 and converted by `to` into a pooled vector
+/// (no f64 intermediate the size of the output).
+pub(crate) fn sample_as<T: Copy + Default + Send + 'static>(
+    op: RngOp,
+    n: usize,
+    key: RngKey,
+    to: impl Fn(f64) -> T + Sync,
+) -> Vec<T> {
+    let mut out: Vec<T> = crate::pool::take(n);
+    let f = |(i, o): (usize, &mut T)| {
         let w = philox(key.seed, key.offset.wrapping_add(i as u64));
-        *o = match op {
+        *o = to(match op {
             RngOp::Uniform { low, high } => low + (high - low) * unit(w[0], w[1]),
             RngOp::Normal { mean, std } => {
                 let u1 = 1.0 - unit(w[0], w[1]); // (0, 1]
                 let u2 = unit(w[2], w[3]);
                 mean + std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
             }
-        };
+            RngOp::Bernoulli { p, value } => {
+                if unit(w[0], w[1]) < p {
+                    value
+                } else {
+                    0.0
+                }
+            }
+        });
     };
     if n >= 1 << 14 {
         pool().install(|| out.par_iter_mut().enumerate().for_each(f));
@@ -54,6 +67,10 @@ pub(crate) fn sample(op: RngOp, n: usize, key: RngKey) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(op: RngOp, n: usize, key: RngKey) -> Vec<f64> {
+        sample_as(op, n, key, |v| v)
+    }
 
     #[test]
     fn philox_known_answer() {
@@ -71,5 +88,16 @@ mod tests {
         let m = z.iter().sum::<f64>() / z.len() as f64;
         let v = z.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / z.len() as f64;
         assert!(m.abs() < 0.02 && (v - 1.0).abs() < 0.02, "{m} {v}");
+    }
+
+    /// Bernoulli draws are `value` exactly where the uniform draws of the same key fall below `p`.
+    #[test]
+    fn bernoulli_follows_the_uniform_draws() {
+        let key = RngKey { seed: 11, offset: 5 };
+        let u = sample(RngOp::Uniform { low: 0.0, high: 1.0 }, 50_000, key);
+        let b = sample(RngOp::Bernoulli { p: 0.7, value: 2.5 }, 50_000, key);
+        assert!(u.iter().zip(&b).all(|(&u, &b)| b == if u < 0.7 { 2.5 } else { 0.0 }));
+        let kept = b.iter().filter(|&&v| v != 0.0).count() as f64 / b.len() as f64;
+        assert!((kept - 0.7).abs() < 0.01, "{kept}");
     }
 }

@@ -89,6 +89,29 @@ pub trait Backend: Send + Sync + Debug {
         Err(crate::Error::unsupported("max_pool2d", "this backend has no fused max-pool kernel"))
     }
 
+    /// Batch norm's statistics of a floating `[N, C, *]` view: per channel (dim 1), the mean and the
+    /// biased variance, each `[C]` in the view's dtype. Optional, like the other fused kernels: the
+    /// default says it is not supported, and callers then compose batch norm from reductions.
+    fn batch_norm_stats(&self, x: View) -> Result<(Buffer, Buffer)> {
+        let _ = x;
+        Err(crate::Error::unsupported("batch_norm_stats", "this backend has no fused batch-norm kernels"))
+    }
+
+    /// Batch norm backward's reductions over `[N, C, *]` views `g` and `x` of one floating dtype:
+    /// per channel, `sum(g)` and `sum(g * (x - mean[c]))`, with `mean` a `[C]` view. Optional.
+    fn batch_norm_backward_reduce(&self, g: View, x: View, mean: View) -> Result<(Buffer, Buffer)> {
+        let _ = (g, x, mean);
+        Err(crate::Error::unsupported("batch_norm_backward_reduce", "this backend has no fused batch-norm kernels"))
+    }
+
+    /// A per-channel affine combination of `[N, C, *]` views: `x * a[c] + y * b[c] + k[c]`, or
+    /// `x * a[c] + k[c]` without `(y, b)`; `a`, `b` and `k` are `[C]` views, all of one floating
+    /// dtype. Batch norm's forward and backward both end with one. Optional.
+    fn channel_affine(&self, x: View, a: View, y: Option<(View, View)>, k: View) -> Result<Buffer> {
+        let _ = (x, a, y, k);
+        Err(crate::Error::unsupported("channel_affine", "this backend has no fused batch-norm kernels"))
+    }
+
     /// `numel` random values of a floating `dtype`.
     fn random(&self, op: RngOp, dtype: DType, numel: usize, key: RngKey) -> Result<Buffer>;
 }

@@ -140,6 +140,9 @@ pub enum BinaryOp {
     Copysign,
     Hypot,
     FloorDivide,
+    /// `a` where `b > 0`, else 0 (zero also where `b <= 0`; a NaN `b` passes `a`): PyTorch's
+    /// `threshold_backward(a, b, 0)`, relu's gradient in one pass.
+    ThresholdBackward,
     /// Comparisons and logical ops: output dtype is bool.
     Eq,
     Ne,
@@ -172,6 +175,7 @@ impl BinaryOp {
             Copysign => "copysign",
             Hypot => "hypot",
             FloorDivide => "floor_divide",
+            ThresholdBackward => "threshold_backward",
             Eq => "eq",
             Ne => "ne",
             Lt => "lt",
@@ -276,6 +280,15 @@ pub enum RngOp {
         mean: f64,
         /// Standard deviation.
         std: f64,
+    },
+    /// `value` with probability `p`, else 0 (element `i` is `value` when the uniform draw
+    /// `Uniform { low: 0, high: 1 }` would give for it is below `p`): dropout's scaled keep-mask in
+    /// one pass.
+    Bernoulli {
+        /// Probability of `value`.
+        p: f64,
+        /// The value drawn with probability `p`.
+        value: f64,
     },
 }
 

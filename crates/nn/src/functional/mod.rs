@@ -9,7 +9,7 @@ pub use attention::{scaled_dot_product_attention, AttnMask};
 pub use ctc::{ctc_loss, CtcOptions};
 pub use loss::*;
 
-use ember_autograd::{Error, Result, Tensor};
+use ember_autograd::{Error, Result, RngOp, Tensor};
 
 /// Zeroes elements with probability `p` and scales the rest by `1/(1-p)` when `training`.
 pub fn dropout(x: &Tensor, p: f64, training: bool) -> Result<Tensor> {
@@ -21,6 +21,12 @@ pub fn dropout(x: &Tensor, p: f64, training: bool) -> Result<Tensor> {
     }
     if p == 1.0 {
         return x.mul(0.0);
+    }
+    if x.dtype().is_float() {
+        // the scaled keep-mask in one pass (the same draws as `bernoulli` of a `1 - p` tensor)
+        let keep = 1.0 - p;
+        let op = RngOp::Bernoulli { p: keep, value: 1.0 / keep };
+        return x.mul(&Tensor::random_with(x.shape(), op, x.dtype(), x.device())?);
     }
     let keep = x.detach().full_like(1.0 - p)?.bernoulli()?;
     x.mul(&keep.mul(1.0 / (1.0 - p))?)

@@ -1,0 +1,187 @@
+//! Batch norm through the backend's fused kernels (statistics, backward reductions, per-channel
+//! affine): two passes over the input forward and two backward, instead of the nine or so a
+//! composition of broadcasting ops takes. Used for f32/f64 when the backend has the kernels;
+//! otherwise [`Tensor::batch_norm`] composes the same maths from reductions and broadcasts.
+
+use crate::graph::{is_grad_enabled, no_grad, Grads};
+use crate::Tensor;
+use ember_storage::{DType, Error, Result};
+
+/// Turns a backend's "not supported" into `None` (the caller composes instead).
+fn supported<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::Unsupported { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The per-channel operands `(scale, shift)` with `y = x * scale + shift`.
+fn scale_shift(
+    mean: &Tensor,
+    invstd: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    let scale = match weight {
+        Some(w) => w.mul(invstd)?,
+        None => invstd.clone(),
+    };
+    let shift = mean.mul(&scale)?.neg()?;
+    let shift = match bias {
+        Some(b) => shift.add(b)?,
+        None => shift,
+    };
+    Ok((scale, shift))
+}
+
+impl Tensor {
+    /// `x * a[c] + k[c]` or `x * a[c] + y * b[c] + k[c]` over dim 1, by the backend's kernel.
+    fn channel_affine(&self, a: &Tensor, y: Option<(&Tensor, &Tensor)>, k: &Tensor) -> Result<Option<Tensor>> {
+        let yv = y.map(|(y, b)| (y.v(), b.v()));
+        Ok(supported(self.backend().channel_affine(self.v(), a.v(), yv, k.v()))?
+            .map(|buf| self.same_backend(buf, self.shape())))
+    }
+
+    /// Batch norm by fused kernels, or `None` when this input or backend needs the composed path
+    /// (other dtypes, a backend without the kernels, eval mode under autograd, arguments the
+    /// composed path reports errors for).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn batch_norm_fused(
+        &self,
+        running_mean: Option<&Tensor>,
+        running_var: Option<&Tensor>,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        training: bool,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<Option<Tensor>> {
+        let dt = self.dtype();
+        if !matches!(dt, DType::F32 | DType::F64) || self.ndim() < 2 {
+            return Ok(None);
+        }
+        let c = self.shape()[1];
+        let count = self.numel() / c.max(1);
+        let params_fit = [weight, bias, running_mean, running_var]
+            .into_iter()
+            .flatten()
+            .all(|p| p.shape() == [c] && p.device() == self.device());
+        let affine_fit = [weight, bias].into_iter().flatten().all(|p| p.dtype() == dt);
+        if !params_fit || !affine_fit || (training && count <= 1) {
+            return Ok(None);
+        }
+        let needs_grad = is_grad_enabled()
+            && (self.requires_grad() || [weight, bias].into_iter().flatten().any(|p| p.requires_grad()));
+        if !training && needs_grad {
+            return Ok(None);
+        }
+        let stats = if training {
+            let Some((m, v)) = supported(self.backend().batch_norm_stats(self.v()))? else { return Ok(None) };
+            (self.same_backend(m, &[c]), self.same_backend(v, &[c]))
+        } else {
+            match (running_mean, running_var) {
+                (Some(rm), Some(rv)) => (rm.detach().to_dtype(dt)?, rv.detach().to_dtype(dt)?),
+                _ => return Ok(None),
+            }
+        };
+        let (mean, var) = stats;
+        let (y, invstd) = no_grad(|| -> Result<Option<(Tensor, Tensor)>> {
+            let invstd = var.add(eps)?.rsqrt()?;
+            let (scale, shift) = scale_shift(&mean, &invstd, weight, bias)?;
+            Ok(self.channel_affine(&scale, None, &shift)?.map(|y| (y, invstd)))
+        })?
+        .map_or((None, None), |(y, i)| (Some(y), Some(i)));
+        let (Some(y), Some(invstd)) = (y, invstd) else { return Ok(None) };
+        if training {
+            if let (Some(rm), Some(rv)) = (running_mean, running_var) {
+                no_grad(|| -> Result<()> {
+                    let unbiased = var.mul(count as f64 / (count - 1) as f64)?;
+                    rm.copy_(&rm.mul(1.0 - momentum)?.add(&mean.mul(momentum)?.to_dtype(rm.dtype())?)?)?;
+                    rv.copy_(&rv.mul(1.0 - momentum)?.add(&unbiased.mul(momentum)?.to_dtype(rv.dtype())?)?)?;
+                    Ok(())
+                })?;
+            }
+        }
+        if !needs_grad {
+            return Ok(Some(y));
+        }
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        let mut saved = vec![self];
+        saved.extend(weight);
+        let (x, w, has_bias) = (self.clone(), weight.cloned(), bias.is_some());
+        Ok(Some(crate::graph::record_saving(y, "batch_norm", &inputs, &saved, move |g| {
+            let (dx, dw, db) = if is_grad_enabled() {
+                batch_norm_backward_composed(&x, w.as_ref(), g, eps)?
+            } else {
+                batch_norm_backward_fused(&x, w.as_ref(), g, &mean, &invstd, count)?
+            };
+            let mut grads = Grads::new();
+            grads.push(Some(dx));
+            if w.is_some() {
+                grads.push(Some(dw));
+            }
+            if has_bias {
+                grads.push(Some(db));
+            }
+            Ok(grads)
+        })))
+    }
+}
+
+/// `(dx, dweight, dbias)` by the backend's kernels: one reduction pass and one affine pass.
+fn batch_norm_backward_fused(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    g: &Tensor,
+    mean: &Tensor,
+    invstd: &Tensor,
+    count: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let c = mean.shape()[0];
+    let (sg, sgx) = x.backend().batch_norm_backward_reduce(g.v(), x.v(), mean.v())?;
+    let (sum_g, sum_gx) = (x.same_backend(sg, &[c]), x.same_backend(sgx, &[c]));
+    let m = count as f64;
+    // dx = k * (g - sum_g / m - xhat * sum(g * xhat) / m), k = weight * invstd, xhat = (x - mean) * invstd,
+    // regrouped as g * k + x * b + d with per-channel b and d
+    let k = match weight {
+        Some(w) => w.detach().mul(invstd)?,
+        None => invstd.clone(),
+    };
+    let b = k.mul(&invstd.mul(invstd)?)?.mul(&sum_gx)?.mul(-1.0 / m)?;
+    let d = k.mul(&sum_g)?.mul(-1.0 / m)?.sub(&mean.mul(&b)?)?;
+    let dx = g
+        .channel_affine(&k, Some((x, &b)), &d)?
+        .ok_or_else(|| Error::unsupported("batch_norm", "the backend lost its channel_affine kernel"))?;
+    Ok((dx, sum_gx.mul(invstd)?, sum_g))
+}
+
+/// `(dx, dweight, dbias)` from differentiable ops, for backward passes that are themselves
+/// recorded (`create_graph`): the statistics are recomputed from `x`, so second derivatives see
+/// their dependence on it.
+fn batch_norm_backward_composed(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    g: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let nd = x.ndim();
+    let dims: Vec<isize> = (0..nd as isize).filter(|&d| d != 1).collect();
+    let m = (x.numel() / x.shape()[1]) as f64;
+    let mean = x.mean_dim(&dims, true)?;
+    let xc = x.sub(&mean)?;
+    let invstd = xc.mul(&xc)?.mean_dim(&dims, true)?.add(eps)?.rsqrt()?;
+    let xhat = xc.mul(&invstd)?;
+    let sum_g = g.sum_dim(&dims, true)?;
+    let sum_gxhat = g.mul(&xhat)?.sum_dim(&dims, true)?;
+    let mut bshape = vec![1isize; nd];
+    bshape[1] = -1;
+    let k = match weight {
+        Some(w) => w.reshape(&bshape)?.mul(&invstd)?,
+        None => invstd,
+    };
+    let inner = g.sub(&sum_g.mul(1.0 / m)?)?.sub(&xhat.mul(&sum_gxhat.mul(1.0 / m)?)?)?;
+    Ok((k.mul(&inner)?, sum_gxhat.reshape(&[-1])?, sum_g.reshape(&[-1])?))
+}
