@@ -528,6 +528,39 @@ fn max_pool_reference(x: &[f64], (n, c, h, w): (usize, usize, usize, usize), p: 
     (vals, idx)
 }
 
+/// The 2x2 window (the common case, with its own kernel): ties keep the first maximum in window
+/// order, NaN wins, odd sizes drop the last row and column.
+#[test]
+fn max_pool_2x2_matches_its_definition() {
+    manual_seed(9);
+    for (h, w) in [(4, 6), (5, 7), (2, 2)] {
+        let shape = (2, 3, h, w);
+        // coarse values make ties common
+        let mut xv: Vec<f64> =
+            rand64(&[2, 3, h, w]).to_vec::<f64>().unwrap().iter().map(|v| (v * 3.0).round()).collect();
+        xv[5] = f64::NAN;
+        let p = PoolOptions::new(&[2, 2]);
+        let (want_v, want_i) = max_pool_reference(&xv, shape, &p);
+        let x = Tensor::from_vec(xv, &[2, 3, h, w]).unwrap();
+        for x in [x.clone(), x.to_dtype(DType::F32).unwrap()] {
+            let (vals, idx) = x.max_pool(&p).unwrap();
+            assert_eq!(idx.to_vec::<i64>().unwrap(), want_i);
+            let got = vals.to_dtype(DType::F64).unwrap().to_vec::<f64>().unwrap();
+            assert!(got.iter().zip(&want_v).all(|(a, b)| a == b || (a.is_nan() && b.is_nan())), "{got:?}");
+            assert!(x
+                .max_pool_values(&p)
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_vec::<f64>()
+                .unwrap()
+                .iter()
+                .zip(&want_v)
+                .all(|(a, b)| a == b || (a.is_nan() && b.is_nan())));
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 

@@ -492,10 +492,16 @@ impl Backend for CpuBackend {
         if op == ReduceOp::Sum {
             match &*g {
                 HostData::F32(v) => {
+                    if let Some(s) = reduce::leading_sum(v, l, dims, |x| x as f64) {
+                        return Ok(buf(HostData::F32(convert_pooled(s, |s| s as f32))));
+                    }
                     let r = Reducer { init: 0f64, fold: sum_run_f32, merge: |a: f64, b: f64| a + b };
                     return Ok(buf(HostData::F32(convert_pooled(r.run(v, l, dims), |s| s as f32))));
                 }
                 HostData::F64(v) => {
+                    if let Some(s) = reduce::leading_sum(v, l, dims, |x| x) {
+                        return Ok(buf(HostData::F64(s)));
+                    }
                     let r = Reducer { init: 0f64, fold: sum_run_f64, merge: |a: f64, b: f64| a + b };
                     return Ok(buf(HostData::F64(r.run(v, l, dims))));
                 }

@@ -109,6 +109,45 @@ where
     }
 }
 
+/// Sums over the leading `dims` of a contiguous view (`dims` = `0..k`): the view as `rows x cols`
+/// with `cols` the kept elements, summed row by row into f64 accumulators, column blocks in
+/// parallel. The layout of weight and bias gradients of batched products (`[N, ...] -> [...]`),
+/// which the general path would walk one strided column at a time. `None` when `l`/`dims` have
+/// another shape.
+pub(crate) fn leading_sum<T: Copy + Sync>(
+    x: &[T],
+    l: &Layout,
+    dims: &[usize],
+    to: impl Fn(T) -> f64 + Sync,
+) -> Option<Vec<f64>> {
+    let k = dims.len();
+    if k == 0 || k >= l.ndim() || dims.iter().enumerate().any(|(i, &d)| d != i) {
+        return None;
+    }
+    let (s, e) = l.contiguous_range()?;
+    let cols: usize = l.shape()[k..].iter().product();
+    let rows: usize = l.shape()[..k].iter().product();
+    let x = &x[s..e];
+    let mut out: Vec<f64> = crate::pool::take(cols);
+    out.fill(0.0);
+    const COLS: usize = 4096;
+    let block = |(b, o): (usize, &mut [f64])| {
+        let c0 = b * COLS;
+        for r in 0..rows {
+            let row = &x[r * cols + c0..r * cols + c0 + o.len()];
+            for (acc, &v) in o.iter_mut().zip(row) {
+                *acc += to(v);
+            }
+        }
+    };
+    if rows * cols >= par_threshold() && cols > COLS {
+        pool().install(|| out.par_chunks_mut(COLS).enumerate().for_each(block));
+    } else {
+        out.chunks_mut(COLS).enumerate().for_each(block);
+    }
+    Some(out)
+}
+
 /// Sum of a strided run of floats in f64, with 8 independent f32 lanes on contiguous runs so it vectorises.
 #[inline]
 pub(crate) fn sum_run_f32(acc: f64, x: &[f32], s: usize, st: usize, n: usize) -> f64 {
@@ -132,4 +171,30 @@ pub(crate) fn sum_run_f64(acc: f64, x: &[f64], s: usize, st: usize, n: usize) ->
         }
     }
     acc + lanes.iter().sum::<f64>() + it.remainder().iter().sum::<f64>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The leading-dims fast path agrees with the general reducer, in parallel and not, and declines
+    /// views and dim sets it does not handle.
+    #[test]
+    fn leading_sums_match_the_general_path() {
+        let shape = [3, 5, 4099];
+        let x: Vec<f64> = (0..shape.iter().product::<usize>()).map(|i| ((i * 7919) % 1000) as f64 / 7.0).collect();
+        let l = Layout::contiguous(&shape);
+        let general = Reducer { init: 0f64, fold: sum_run_f64, merge: |a: f64, b: f64| a + b };
+        for dims in [&[0usize][..], &[0, 1]] {
+            let want = general.run(&x, &l, dims);
+            for threshold in [1, usize::MAX] {
+                crate::threading::set_par_threshold(threshold);
+                let got = leading_sum(&x, &l, dims, |v| v).expect("leading dims");
+                assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-9 * b.abs().max(1.0)));
+            }
+        }
+        crate::threading::set_par_threshold(32 * 1024);
+        assert!(leading_sum(&x, &l, &[1], |v| v).is_none());
+        assert!(leading_sum(&x, &l.transpose(0, 2).unwrap(), &[0], |v| v).is_none());
+    }
 }

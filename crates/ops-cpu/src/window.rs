@@ -224,6 +224,30 @@ pub(crate) fn max_pool2d<T: Copy + Send + Sync + Default + PartialOrd + 'static>
     let tiled = k0 == s0 && k1 == s1 && p0 == 0 && p1 == 0 && d0 == 1 && d1 == 1;
     let per_plane = |p: usize, vo: &mut [T], io: &mut [i64]| {
         let xp = &x[p * h * w..(p + 1) * h * w];
+        if tiled && k0 == 2 && k1 == 2 {
+            // the common 2x2 window: two input rows per output row, selects instead of branches
+            // (which of four values wins is data-dependent, so branches mispredict half the time)
+            for r in 0..oh {
+                let (top, bottom) =
+                    (&xp[2 * r * w..2 * r * w + 2 * ow], &xp[(2 * r + 1) * w..(2 * r + 1) * w + 2 * ow]);
+                let (vrow, irow) = (&mut vo[r * ow..(r + 1) * ow], &mut io[r * ow..(r + 1) * ow]);
+                let base = 2 * r * w;
+                for c in 0..ow {
+                    let cands = [top[2 * c], top[2 * c + 1], bottom[2 * c], bottom[2 * c + 1]];
+                    let offs = [0, 1, w, w + 1];
+                    let (mut best, mut at) = (cands[0], offs[0]);
+                    for k in 1..4 {
+                        let v = cands[k];
+                        let take = (v > best) | is_nan(v);
+                        best = if take { v } else { best };
+                        at = if take { offs[k] } else { at };
+                    }
+                    vrow[c] = best;
+                    irow[c] = (base + 2 * c + at) as i64;
+                }
+            }
+            return;
+        }
         if tiled {
             // windows side by side, all inside the input: no bounds to check
             for r in 0..oh {
