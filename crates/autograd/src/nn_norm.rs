@@ -1,6 +1,7 @@
 //! Normalisation kernels of `nn.functional`: layer, group, instance, batch, RMS and local response norm,
 //! `normalize`, cosine similarity and pairwise distance. f16/bf16 compute in f32.
 
+use crate::nn_norm_fused::BatchNormArgs;
 use crate::Tensor;
 use ember_storage::{DType, Error, Result};
 
@@ -139,7 +140,8 @@ impl Tensor {
         if self.ndim() < 2 {
             return Err(Error::shape("batch_norm", format!("expects [N, C, ...], got {:?}", self.shape())));
         }
-        if let Some(y) = self.batch_norm_fused(running_mean, running_var, weight, bias, training, momentum, eps)? {
+        let args = BatchNormArgs { running_mean, running_var, weight, bias, training, momentum, eps };
+        if let Some(y) = self.batch_norm_fused(args)? {
             return Ok(y);
         }
         let nd = self.ndim();

@@ -35,6 +35,17 @@ fn scale_shift(
     Ok((scale, shift))
 }
 
+/// The arguments of [`Tensor::batch_norm`], as it passes them on.
+pub(crate) struct BatchNormArgs<'a> {
+    pub(crate) running_mean: Option<&'a Tensor>,
+    pub(crate) running_var: Option<&'a Tensor>,
+    pub(crate) weight: Option<&'a Tensor>,
+    pub(crate) bias: Option<&'a Tensor>,
+    pub(crate) training: bool,
+    pub(crate) momentum: f64,
+    pub(crate) eps: f64,
+}
+
 impl Tensor {
     /// `x * a[c] + k[c]` or `x * a[c] + y * b[c] + k[c]` over dim 1, by the backend's kernel.
     fn channel_affine(&self, a: &Tensor, y: Option<(&Tensor, &Tensor)>, k: &Tensor) -> Result<Option<Tensor>> {
@@ -46,17 +57,8 @@ impl Tensor {
     /// Batch norm by fused kernels, or `None` when this input or backend needs the composed path
     /// (other dtypes, a backend without the kernels, eval mode under autograd, arguments the
     /// composed path reports errors for).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn batch_norm_fused(
-        &self,
-        running_mean: Option<&Tensor>,
-        running_var: Option<&Tensor>,
-        weight: Option<&Tensor>,
-        bias: Option<&Tensor>,
-        training: bool,
-        momentum: f64,
-        eps: f64,
-    ) -> Result<Option<Tensor>> {
+    pub(crate) fn batch_norm_fused(&self, args: BatchNormArgs) -> Result<Option<Tensor>> {
+        let BatchNormArgs { running_mean, running_var, weight, bias, training, momentum, eps } = args;
         let dt = self.dtype();
         if !matches!(dt, DType::F32 | DType::F64) || self.ndim() < 2 {
             return Ok(None);
