@@ -16,6 +16,24 @@ fn affine(y: Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<T
     }
 }
 
+/// `running = (1 - momentum) * running + momentum * batch`, with the unbiased batch variance
+/// (`count` values per channel); `mean` and `var` are `[C]`.
+pub(crate) fn update_running_stats(
+    rm: &Tensor,
+    rv: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    count: usize,
+    momentum: f64,
+) -> Result<()> {
+    crate::graph::no_grad(|| {
+        let unbiased = var.mul(count as f64 / (count - 1) as f64)?;
+        rm.copy_(&rm.mul(1.0 - momentum)?.add(&mean.mul(momentum)?)?)?;
+        rv.copy_(&rv.mul(1.0 - momentum)?.add(&unbiased.mul(momentum)?)?)?;
+        Ok(())
+    })
+}
+
 /// Reshapes a per-channel vector to broadcast over `[N, C, ...]` of rank `nd`.
 fn per_channel(v: &Tensor, nd: usize) -> Result<Tensor> {
     let mut s = vec![1isize; nd];
@@ -159,12 +177,7 @@ impl Tensor {
             let xc = x.sub(&mean)?;
             let var = xc.mul(&xc)?.mean_dim(&dims, true)?;
             if let (Some(rm), Some(rv)) = (running_mean, running_var) {
-                crate::graph::no_grad(|| -> Result<()> {
-                    let unbiased = var.mul(count as f64 / (count - 1) as f64)?;
-                    rm.copy_(&rm.mul(1.0 - momentum)?.add(&mean.reshape(&[-1])?.mul(momentum)?)?)?;
-                    rv.copy_(&rv.mul(1.0 - momentum)?.add(&unbiased.reshape(&[-1])?.mul(momentum)?)?)?;
-                    Ok(())
-                })?;
+                update_running_stats(rm, rv, &mean.reshape(&[-1])?, &var.reshape(&[-1])?, count, momentum)?;
             }
             (mean, var)
         } else {

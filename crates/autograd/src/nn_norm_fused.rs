@@ -8,7 +8,7 @@ use crate::Tensor;
 use ember_storage::{DType, Error, Result};
 
 /// Turns a backend's "not supported" into `None` (the caller composes instead).
-fn supported<T>(r: Result<T>) -> Result<Option<T>> {
+pub(crate) fn supported<T>(r: Result<T>) -> Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
         Err(Error::Unsupported { .. }) => Ok(None),
@@ -97,12 +97,7 @@ impl Tensor {
         let (Some(y), Some(invstd)) = (y, invstd) else { return Ok(None) };
         if training {
             if let (Some(rm), Some(rv)) = (running_mean, running_var) {
-                no_grad(|| -> Result<()> {
-                    let unbiased = var.mul(count as f64 / (count - 1) as f64)?;
-                    rm.copy_(&rm.mul(1.0 - momentum)?.add(&mean.mul(momentum)?.to_dtype(rm.dtype())?)?)?;
-                    rv.copy_(&rv.mul(1.0 - momentum)?.add(&unbiased.mul(momentum)?.to_dtype(rv.dtype())?)?)?;
-                    Ok(())
-                })?;
+                crate::nn_norm::update_running_stats(rm, rv, &mean, &var, count, momentum)?;
             }
         }
         if !needs_grad {
@@ -149,7 +144,7 @@ fn batch_norm_backward_fused(
     // dx = k * (g - sum_g / m - xhat * sum(g * xhat) / m), k = weight * invstd, xhat = (x - mean) * invstd,
     // regrouped as g * k + x * b + d with per-channel b and d
     let k = match weight {
-        Some(w) => w.detach().mul(invstd)?,
+        Some(w) => w.mul(invstd)?,
         None => invstd.clone(),
     };
     let b = k.mul(&invstd.mul(invstd)?)?.mul(&sum_gx)?.mul(-1.0 / m)?;

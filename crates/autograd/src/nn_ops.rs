@@ -408,10 +408,8 @@ impl Tensor {
         if g.output().as_deref() != Some(out) {
             return Ok(None);
         }
-        let (vals, idx) = match self.backend().max_pool2d(self.v(), &g) {
-            Ok(r) => r,
-            Err(Error::Unsupported { .. }) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some((vals, idx)) = crate::nn_norm_fused::supported(self.backend().max_pool2d(self.v(), &g))? else {
+            return Ok(None);
         };
         let shape = [n, c, out[0], out[1]];
         let vals = self.same_backend(vals, &shape);

@@ -163,7 +163,7 @@ pub(crate) mod entry {
     }
 
     /// A small per-channel `[C]` view copied out (its lock is released before any other is taken).
-    fn per_channel<T: Real + HostElement>(op: &str, v: View, c: usize) -> Result<Vec<T>> {
+    fn channel_operand<T: Real + HostElement>(op: &str, v: View, c: usize) -> Result<Vec<T>> {
         if v.1.shape() != [c] {
             return Err(Error::shape(op, format!("per-channel operand should be [{c}], got {:?}", v.1.shape())));
         }
@@ -211,7 +211,7 @@ pub(crate) mod entry {
         let p = check_nc(OP, x)?;
         same_shape(OP, g, x)?;
         fn go<T: Real + HostElement>(g: View, x: View, mean: View, p: Planes) -> Result<(Buffer, Buffer)> {
-            let m = per_channel::<T>(OP, mean, p.c)?;
+            let m = channel_operand::<T>(OP, mean, p.c)?;
             let (bg, bx) = (checked(g, OP)?, checked(x, OP)?);
             let (s, sx) = with2(bg, bx, |dg, dx| -> Result<_> {
                 let (gs, xs) = (typed::<T>(OP, dg)?, typed::<T>(OP, dx)?);
@@ -232,7 +232,7 @@ pub(crate) mod entry {
             same_shape(OP, x, yv)?;
         }
         fn go<T: Real + HostElement>(x: View, a: View, y: Option<(View, View)>, k: View, p: Planes) -> Result<Buffer> {
-            let (a, k) = (per_channel::<T>(OP, a, p.c)?, per_channel::<T>(OP, k, p.c)?);
+            let (a, k) = (channel_operand::<T>(OP, a, p.c)?, channel_operand::<T>(OP, k, p.c)?);
             let bx = checked(x, OP)?;
             let out = match y {
                 None => {
@@ -240,7 +240,7 @@ pub(crate) mod entry {
                     with_dense(typed::<T>(OP, &dx)?, x.1, |xd| affine(xd, &a, None, &k, p))
                 }
                 Some((yv, b)) => {
-                    let b = per_channel::<T>(OP, b, p.c)?;
+                    let b = channel_operand::<T>(OP, b, p.c)?;
                     with2(bx, checked(yv, OP)?, |dx, dy| -> Result<_> {
                         let (xs, ys) = (typed::<T>(OP, dx)?, typed::<T>(OP, dy)?);
                         Ok(with_dense(xs, x.1, |xd| with_dense(ys, yv.1, |yd| affine(xd, &a, Some((yd, &b)), &k, p))))

@@ -29,15 +29,7 @@ pub struct Layout {
 impl Layout {
     /// A row-major layout starting at element 0.
     pub fn contiguous(shape: &[usize]) -> Self {
-        // Strides are written straight into the returned layout: building them in a temporary and
-        // moving it in costs a store-forwarding stall that showed in per-op profiles.
-        let mut layout = Layout { shape: Dims::from_slice(shape), strides: Dims::from_slice(shape), offset: 0 };
-        let mut acc = 1;
-        for s in layout.strides.iter_mut().rev() {
-            let n = std::mem::replace(s, acc);
-            acc *= n.max(1);
-        }
-        layout
+        Layout { shape: Dims::from_slice(shape), strides: contiguous_strides(shape), offset: 0 }
     }
 
     /// A layout with explicit strides and offset. Use [`Layout::check_fits`] before reading a buffer through it.
