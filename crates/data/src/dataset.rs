@@ -39,6 +39,14 @@ impl<D: Dataset + ?Sized> Dataset for Arc<D> {
 pub trait IterableDataset: Send + Sync {
     /// A fresh pass over the samples.
     fn iter(&self) -> Box<dyn Iterator<Item = Result<Vec<Tensor>>> + Send + '_>;
+
+    /// The items of a fresh pass that one loading worker needs: the stream positions `p` with
+    /// `shard.owns(p)`, in order (PyTorch leaves sharding to the dataset via `get_worker_info`).
+    /// The default runs the whole stream and skips the other workers' items; override it when
+    /// the dataset can seek (e.g. to skip whole files), so skipped items cost nothing.
+    fn iter_shard(&self, shard: crate::ShardInfo) -> Box<dyn Iterator<Item = Result<Vec<Tensor>>> + Send + '_> {
+        crate::stream_loader::skip_to_shard(self.iter(), shard)
+    }
 }
 
 fn check_index(op: &str, index: usize, len: usize) -> Result<()> {
