@@ -307,6 +307,30 @@ fn graphs_that_depend_on_the_data() {
 }
 
 #[test]
+fn transposed_operands_get_dense_gradients() {
+    // linear's weight enters the product as `weight.t()`: its gradient must come back dense (as
+    // PyTorch's does) so in-place optimizers take their fused path, and must still be right.
+    let x = rand64(&[4, 3]).requires_grad_(true).unwrap();
+    let w = rand64(&[5, 3]).requires_grad_(true).unwrap();
+    let b = rand64(&[4, 4]).requires_grad_(true).unwrap();
+    let y = b.t().unwrap().matmul(&x.linear(&w, None).unwrap()).unwrap(); // [4, 5]
+    let gy = rand64(&[4, 5]);
+    y.backward_with(&gy).unwrap();
+    for t in [&x, &w, &b] {
+        assert!(t.grad().unwrap().is_contiguous(), "gradient of {:?} is a strided view", t.shape());
+    }
+    // against the plain formulas: y = bᵀ (x wᵀ)
+    let xw = x.detach().matmul(&w.detach().t().unwrap()).unwrap();
+    let gw = b.detach().matmul(&gy).unwrap().t().unwrap().matmul(&x.detach()).unwrap();
+    let gb = xw.matmul(&gy.t().unwrap()).unwrap();
+    for (got, want) in [(w.grad().unwrap(), gw), (b.grad().unwrap(), gb)] {
+        let d = got.sub(&want).unwrap().abs().unwrap().max().unwrap().item().unwrap();
+        assert!(d < 1e-12, "max difference {d}");
+    }
+    check(|xs| xs[2].t()?.matmul(&xs[0].linear(&xs[1], None)?), &[x.detach(), w.detach(), b.detach()]);
+}
+
+#[test]
 fn deep_chains_do_not_overflow_the_stack() {
     let x = Tensor::ones_with(&[1], DType::F64, ember::Device::Cpu).unwrap().requires_grad_(true).unwrap();
     let mut y = x.clone();

@@ -43,7 +43,12 @@ impl Tensor {
         let r = a.same_backend(buf, &out);
         let (sa, sb) = (a.clone(), b.clone());
         let r = crate::graph::record_saving(r, "matmul", &[&a, &b], &[&a, &b], move |g| {
-            Ok(smallvec::smallvec![Some(g.matmul(&sb.mt()?)?), Some(sa.mt()?.matmul(g)?)])
+            // An operand that is a transposed view (e.g. linear's `weight.t()`) gets its gradient
+            // as the transpose of a dense product, so the gradient that reaches the stored tensor
+            // (through the transpose's backward) is dense too, as PyTorch's is.
+            let ga = if transposed_view(&sa) { sb.matmul(&g.mt()?)?.mt()? } else { g.matmul(&sb.mt()?)? };
+            let gb = if transposed_view(&sb) { g.mt()?.matmul(&sa)?.mt()? } else { sa.mt()?.matmul(g)? };
+            Ok(smallvec::smallvec![Some(ga), Some(gb)])
         });
         match (an, bn) {
             (1, 1) => r.reshape(&[]),
@@ -547,4 +552,10 @@ impl Tensor {
     pub fn frobenius_norm(&self) -> Result<Tensor> {
         self.vector_norm(2.0, &[-2, -1], false)
     }
+}
+
+/// Whether `t` is not dense but its last-two-dims transpose is.
+fn transposed_view(t: &Tensor) -> bool {
+    let n = t.ndim();
+    n >= 2 && !t.is_contiguous() && t.layout().transpose(n - 2, n - 1).is_ok_and(|l| l.is_contiguous())
 }
