@@ -109,6 +109,7 @@ proptest! {
         manual_seed(seed);
         let (a, b) = (rand64(&[batch, m, k]), rand64(&[k, n]));
         check(|x| x[0].matmul(&x[1]), &[a.clone(), b.clone()]);
+        check(|x| x[0].permute(&[1, 0, 2])?.matmul(&x[1]), &[rand64(&[m, batch, k]), b.clone()]);
         check(|x| x[0].select(0, 0)?.mt()?.matmul(&x[0].select(0, 0)?), std::slice::from_ref(&a));
         let idx = Tensor::from_vec(vec![0i64, (k - 1) as i64, 0], &[3]).unwrap();
         check(|x| x[0].index_select(-1, &idx), std::slice::from_ref(&a));
@@ -328,6 +329,12 @@ fn transposed_operands_get_dense_gradients() {
         assert!(d < 1e-12, "max difference {d}");
     }
     check(|xs| xs[2].t()?.matmul(&xs[0].linear(&xs[1], None)?), &[x.detach(), w.detach(), b.detach()]);
+    // the folded [..., m, k] @ [k, n] product keeps its shape at the edges
+    let e = rand64(&[2, 3, 0]).matmul(&rand64(&[0, 4])).unwrap();
+    assert_eq!((e.shape(), e.abs().unwrap().sum().unwrap().item().unwrap()), (&[2, 3, 4][..], 0.0));
+    assert_eq!(rand64(&[2, 0, 3]).matmul(&rand64(&[3, 4])).unwrap().shape(), [2, 0, 4]);
+    let err = rand64(&[2, 3, 5]).matmul(&rand64(&[4, 4])).unwrap_err().to_string();
+    assert!(err.contains("[2, 3, 5]") && err.contains("[4, 4]"), "{err}");
 }
 
 #[test]

@@ -15,6 +15,16 @@ impl Tensor {
         if an == 0 || bn == 0 {
             return Err(Error::shape("matmul", "both arguments need at least 1 dim, got a scalar"));
         }
+        if an > 2 && bn == 2 && self.shape()[an - 1] == other.shape()[0] {
+            // [..., m, k] @ [k, n] is one [(... m), k] @ [k, n] product (as PyTorch folds it): one
+            // large gemm instead of many small ones, and the gradient of the shared matrix is one
+            // product too, instead of a per-batch product summed afterwards.
+            let mut shape: Vec<isize> = self.shape()[..an - 1].iter().map(|&d| d as isize).collect();
+            shape.push(other.shape()[1] as isize);
+            let rows: usize = self.shape()[..an - 1].iter().product();
+            let flat = self.reshape(&[rows as isize, self.shape()[an - 1] as isize])?;
+            return flat.matmul(other)?.reshape(&shape);
+        }
         let a = if an == 1 { self.unsqueeze(0)? } else { self.clone() };
         let b = if bn == 1 { other.unsqueeze(1)? } else { other.clone() };
         let (ra, rb) = (a.ndim(), b.ndim());
