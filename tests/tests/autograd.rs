@@ -338,6 +338,57 @@ fn transposed_operands_get_dense_gradients() {
 }
 
 #[test]
+fn gradients_of_many_views_add_into_their_input() {
+    // Views (select, narrow, chunk, slice) of an intermediate: the engine adds their gradients into
+    // the intermediate's gradient in place; the result must equal the plain formula, a full-size
+    // gradient arriving first must not be written through, and hooks/retained grads must see sums.
+    let x = rand64(&[5, 6]).requires_grad_(true).unwrap();
+    let w = rand64(&[5, 6]);
+    let f = |x: &Tensor| -> Result<Tensor> {
+        let y = x.mul(&w)?; // dy/dx = w
+        let mut acc = y.sum()?; // a full-size gradient (a shared expanded 1) reaches y first
+        for t in 0..5 {
+            acc = acc.add(&y.select(0, t)?.mul(t as f64)?.sum()?)?;
+        }
+        let parts = y.chunk(3, 1)?;
+        acc = acc.add(&parts[0].sum()?)?.add(&parts[2].mul(3.0)?.sum()?)?;
+        acc.add(&y.slice(1, Some(1), None, 2)?.sum()?)
+    };
+    f(&x).unwrap().backward().unwrap();
+    // d/dy: 1 + row index + (cols 0-1: 1, cols 4-5: 3) + (odd cols: 1)
+    let mut want = vec![];
+    for r in 0..5 {
+        for c in 0..6 {
+            let chunk = [1.0, 1.0, 0.0, 0.0, 3.0, 3.0][c];
+            want.push(1.0 + r as f64 + chunk + (c % 2) as f64);
+        }
+    }
+    let want = Tensor::from_vec(want, &[5, 6]).unwrap().mul(&w).unwrap();
+    let d = x.grad().unwrap().sub(&want).unwrap().abs().unwrap().max().unwrap().item().unwrap();
+    assert!(d < 1e-12, "max difference {d}");
+    check(|xs| f(&xs[0]), &[x.detach()]);
+
+    // the first gradient to reach `u` is the caller's own tensor: it must come back unchanged
+    let u_in = rand64(&[3, 4]).requires_grad_(true).unwrap();
+    let u = u_in.mul(1.0).unwrap();
+    u.retain_grad().unwrap();
+    let out = u.add(&u.select(0, 1).unwrap().mul(2.0).unwrap()).unwrap(); // [3, 4]
+    let seed = rand64(&[3, 4]);
+    let before = seed.to_vec::<f64>().unwrap();
+    out.backward_with(&seed).unwrap();
+    assert_eq!(seed.to_vec::<f64>().unwrap(), before, "the caller's gradient was written through");
+    let mut want = before.clone(); // row 1 also gets twice the column sums
+    for c in 0..4 {
+        want[4 + c] += 2.0 * (0..3).map(|r| before[r * 4 + c]).sum::<f64>();
+    }
+    let want = Tensor::from_vec(want, &[3, 4]).unwrap();
+    for g in [u.grad().unwrap(), u_in.grad().unwrap()] {
+        let d = g.sub(&want).unwrap().abs().unwrap().max().unwrap().item().unwrap();
+        assert!(d < 1e-12, "max difference {d}");
+    }
+}
+
+#[test]
 fn deep_chains_do_not_overflow_the_stack() {
     let x = Tensor::ones_with(&[1], DType::F64, ember::Device::Cpu).unwrap().requires_grad_(true).unwrap();
     let mut y = x.clone();

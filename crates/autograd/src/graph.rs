@@ -20,6 +20,19 @@ pub(crate) type Grads = SmallVec<[Option<Tensor>; 2]>;
 
 type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Grads> + Send + Sync>;
 
+/// Takes one fixed view of a tensor.
+pub(crate) type ViewFn = Box<dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync>;
+
+/// Where a view op's output lies in its input (narrow, slice, select): its backward is "zeros of the
+/// input's shape with the gradient written into this region", which the engine can do in place
+/// instead, adding straight into the input's summed gradient (see [`run`]).
+pub(crate) struct Region {
+    /// The input's shape.
+    pub(crate) shape: ember_storage::Dims,
+    /// The same view of a tensor of the input's shape.
+    pub(crate) view: ViewFn,
+}
+
 /// A gradient hook: inspects the gradient, or returns a replacement.
 pub(crate) type Hook = Box<dyn Fn(&Tensor) -> Option<Tensor> + Send + Sync>;
 
@@ -47,6 +60,8 @@ pub struct Node {
     pub(crate) hooks: Mutex<Vec<Hook>>,
     /// Tensors that asked to keep their gradient (`retain_grad`).
     pub(crate) retained: Mutex<Vec<std::sync::Weak<TensorImpl>>>,
+    /// For views of one input: where the view lies in it.
+    region: Option<Region>,
 }
 
 impl Node {
@@ -174,6 +189,7 @@ pub(crate) fn new_node(
         saved: SmallVec::new(),
         hooks: Mutex::new(Vec::new()),
         retained: Mutex::new(Vec::new()),
+        region: None,
     })
 }
 
@@ -221,7 +237,38 @@ pub(crate) fn record_saving(
         saved: saved.iter().map(|t| (Arc::downgrade(&t.0.storage), t.version())).collect(),
         hooks: Mutex::new(Vec::new()),
         retained: Mutex::new(Vec::new()),
+        region: None,
     });
+    attach(out, node)
+}
+
+/// Records a view of `input` whose backward embeds the gradient into `region` of zeros (the engine
+/// may instead add the gradient into that region of the input's gradient in place).
+pub(crate) fn record_view(
+    out: Tensor,
+    name: &'static str,
+    input: &Tensor,
+    region: Region,
+    backward: impl Fn(&Tensor) -> Result<Grads> + Send + Sync + 'static,
+) -> Tensor {
+    if !is_grad_enabled() || !input.requires_grad() {
+        return out;
+    }
+    LIVE.fetch_add(1, Ordering::Relaxed);
+    let node = Arc::new(Node {
+        name,
+        backward: Mutex::new(Some(Box::new(backward))),
+        edges: smallvec::smallvec![edge_of(input)],
+        saved: SmallVec::new(),
+        hooks: Mutex::new(Vec::new()),
+        retained: Mutex::new(Vec::new()),
+        region: Some(region),
+    });
+    attach(out, node)
+}
+
+/// Makes `node` the grad_fn of `out`.
+fn attach(out: Tensor, node: Arc<Node>) -> Tensor {
     let mut out = out;
     if let Some(imp) = Arc::get_mut(&mut out.0) {
         *imp.grad_fn.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(node);
@@ -263,6 +310,9 @@ struct Slot {
     pending: usize,
     /// The gradient of this node's output, summed over the consumers that ran.
     grad: Option<Tensor>,
+    /// Whether `grad` is a buffer the engine allocated and nothing else holds, so it may be added to
+    /// in place.
+    owned: bool,
 }
 
 thread_local! {
@@ -273,6 +323,27 @@ thread_local! {
 
 fn key(n: &Arc<Node>) -> usize {
     Arc::as_ptr(n) as usize
+}
+
+/// Adds the gradient `g` of a view to `region` of its input's gradient `slot`, in place, without
+/// the zeros-sized gradient a view's backward builds: the first view allocates the input's
+/// gradient, later ones add into it. Only for passes that do not build a graph.
+fn accumulate_region(slot: &mut Slot, region: &Region, g: &Tensor) -> Result<()> {
+    match &slot.grad {
+        Some(old) if slot.owned => {
+            (region.view)(old)?.add_(g)?;
+        }
+        old => {
+            let z = Tensor::zeros_with(&region.shape, g.dtype(), g.device())?;
+            if let Some(old) = old {
+                z.add_(old)?;
+            }
+            (region.view)(&z)?.add_(g)?;
+            slot.grad = Some(z);
+            slot.owned = true;
+        }
+    }
+    Ok(())
 }
 
 fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
@@ -367,7 +438,7 @@ pub(crate) fn run(
             Some(n) => {
                 let slot = slots.entry(key(n)).or_insert_with(|| {
                     stack.push(n.clone());
-                    Slot { node: n.clone(), pending: 0, grad: None }
+                    Slot { node: n.clone(), pending: 0, grad: None, owned: false }
                 });
                 accumulate(&mut slot.grad, g.clone())?;
             }
@@ -382,7 +453,7 @@ pub(crate) fn run(
                     .entry(key(c))
                     .or_insert_with(|| {
                         stack.push(c.clone());
-                        Slot { node: c.clone(), pending: 0, grad: None }
+                        Slot { node: c.clone(), pending: 0, grad: None, owned: false }
                     })
                     .pending += 1;
             }
@@ -411,6 +482,22 @@ pub(crate) fn run(
                         "one of the tensors saved by {}Backward was modified by an in-place operation (version {now} now, {v} when saved)",
                         n.name
                     )));
+                }
+            }
+            // A view into an inner node, in a pass that builds no graph: add the gradient into the
+            // input's gradient in place (the view's backward would build a zero-padded copy).
+            if let (Some(region), false, [Some(Edge::Node(c))]) = (&n.region, create_graph, &n.edges[..]) {
+                if !crate::anomaly::is_enabled() && n.backward.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    let slot = slots.get_mut(&key(c)).expect("reachable nodes have slots");
+                    accumulate_region(slot, region, &g)?;
+                    if !retain_graph {
+                        *n.backward.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    }
+                    slot.pending -= 1;
+                    if slot.pending == 0 {
+                        ready.push(c.clone());
+                    }
+                    continue;
                 }
             }
             input_grads = {
@@ -444,7 +531,22 @@ pub(crate) fn run(
                 Some(Edge::Node(c)) => {
                     let slot = slots.get_mut(&key(c)).expect("reachable nodes have slots");
                     if let Some(ig) = ig {
-                        accumulate(&mut slot.grad, ig)?;
+                        match &slot.grad {
+                            // engine-owned and the same shape and dtype: add in place
+                            Some(old)
+                                if slot.owned
+                                    && !create_graph
+                                    && old.shape() == ig.shape()
+                                    && old.dtype() == ig.dtype() =>
+                            {
+                                old.add_(&ig)?;
+                            }
+                            _ => {
+                                // a sum is a fresh buffer; a first gradient may be shared
+                                slot.owned = slot.grad.is_some() && !create_graph;
+                                accumulate(&mut slot.grad, ig)?;
+                            }
+                        }
                     }
                     slot.pending -= 1;
                     if slot.pending == 0 {

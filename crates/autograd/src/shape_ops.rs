@@ -43,6 +43,26 @@ impl Tensor {
         crate::graph::record_free(out, name, &[self], move |g| Ok(smallvec::smallvec![Some(backward(g)?)]))
     }
 
+    /// A view of a region of `self` through `layout`; `view` takes the same view of any tensor of
+    /// `self`'s shape (backward writes the gradient into that region of zeros, or, in the engine,
+    /// straight into `self`'s gradient).
+    fn region_view_op(
+        &self,
+        name: &'static str,
+        layout: ember_storage::Layout,
+        view: impl Fn(&Tensor) -> Result<Tensor> + Send + Sync + Clone + 'static,
+    ) -> Tensor {
+        let out = self.view_with_layout(layout);
+        if !(crate::graph::is_grad_enabled() && self.requires_grad()) {
+            return out;
+        }
+        let shape = self.shape().to_vec();
+        let region = crate::graph::Region { shape: self.shape().into(), view: Box::new(view.clone()) };
+        crate::graph::record_view(out, name, self, region, move |g| {
+            Ok(smallvec::smallvec![Some(Tensor::embed(g, &shape, view.clone())?)])
+        })
+    }
+
     /// A view with explicit sizes, strides and storage offset, in elements of the underlying storage
     /// (`torch.as_strided`). Gradients flow when `self` is dense row-major and the view's elements
     /// neither overlap nor leave `self`; otherwise a tensor that requires grad gives a clear error.
@@ -256,10 +276,8 @@ impl Tensor {
         if s < 0 || s > size {
             return Err(Error::invalid("narrow", format!("start {start} out of range for dim {dim} of size {size}")));
         }
-        let shape = self.shape().to_vec();
-        Ok(self.view_op("narrow", self.layout().narrow(d, s as usize, len)?, move |g| {
-            Tensor::embed(g, &shape, move |z| z.narrow(d as isize, s, len))
-        }))
+        Ok(self
+            .region_view_op("narrow", self.layout().narrow(d, s as usize, len)?, move |z| z.narrow(d as isize, s, len)))
     }
 
     /// Python-style slice `start:end:step` along `dim` (negative and out-of-range bounds as in Python).
@@ -268,11 +286,9 @@ impl Tensor {
         let n = self.shape()[d] as isize;
         let clamp = |v: isize| if v < 0 { (v + n).max(0) } else { v.min(n) } as usize;
         let (s, e) = (start.map(clamp).unwrap_or(0), end.map(clamp).unwrap_or(n as usize));
-        let shape = self.shape().to_vec();
         let l = self.layout().slice(d, s, e.max(s), step)?;
-        Ok(self.view_op("slice", l, move |g| {
-            Tensor::embed(g, &shape, move |z| z.slice(d as isize, Some(s as isize), Some(e.max(s) as isize), step))
-        }))
+        Ok(self
+            .region_view_op("slice", l, move |z| z.slice(d as isize, Some(s as isize), Some(e.max(s) as isize), step)))
     }
 
     /// Removes `dim` by picking `index` (negative counts from the end).
@@ -283,10 +299,7 @@ impl Tensor {
         if i < 0 || i >= n {
             return Err(Error::invalid("select", format!("index {index} out of range for dim {dim} of size {n}")));
         }
-        let shape = self.shape().to_vec();
-        Ok(self.view_op("select", self.layout().select(d, i as usize)?, move |g| {
-            Tensor::embed(g, &shape, move |z| z.select(d as isize, i))
-        }))
+        Ok(self.region_view_op("select", self.layout().select(d, i as usize)?, move |z| z.select(d as isize, i)))
     }
 
     /// Broadcasts to `size` (-1 keeps a dim) without copying.
