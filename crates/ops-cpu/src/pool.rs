@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Buffers smaller than this are left to the system allocator (cheap, and already reused by it).
-const MIN_BYTES: usize = 1 << 20;
+const MIN_BYTES: usize = 1 << 15;
 
 static LIMIT: AtomicUsize = AtomicUsize::new(1 << 30);
 
