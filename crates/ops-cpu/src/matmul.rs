@@ -20,6 +20,9 @@ fn batch_offset(b: &Layout, i: usize) -> usize {
     row_start(b, i / n) + (i % n) * b.strides()[last]
 }
 
+/// Multiply-adds from which a product (or a batch of them) runs on more than one thread.
+const PAR_WORK: usize = 1 << 20;
+
 /// Types `gemm` multiplies natively.
 pub(crate) trait GemmElement: Element + Default {
     fn one() -> Self;
@@ -54,12 +57,15 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
         return out;
     }
     let threads = pool().current_num_threads();
-    let big = m * n * k >= 48 * 48 * 48;
+    // Below about a million multiply-adds, handing work to the pool (waking threads, waiting for
+    // them) costs more than a second thread saves: measured on [64,120]@[120,84], 15-23 us on the
+    // caller against 30-33 us on two threads; from [64,400]@[400,120] up two threads win.
+    let work = m * n * k;
     // Many batches: one single-threaded product per batch, batches spread over the threads.
     // Few large batches: gemm's own threading inside each product.
-    let over_batches = big && threads > 1 && batches >= 2 * threads;
-    let par =
-        if big && threads > 1 && !over_batches { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let over_batches = threads > 1 && batches >= 2 * threads && work * batches >= PAR_WORK;
+    let big = threads > 1 && !over_batches && work >= PAR_WORK;
+    let par = if big { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     let one = |i: usize, dst: &mut [T]| {
         {
             let (oa, ob) = (batch_offset(&ba, i), batch_offset(&bb, i));
@@ -95,7 +101,7 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
     if over_batches {
         use rayon::prelude::*;
         pool().install(|| out.par_chunks_mut(m * n).enumerate().for_each(|(i, dst)| one(i, dst)));
-    } else if big && threads > 1 {
+    } else if big {
         pool().install(|| out.chunks_mut(m * n).enumerate().for_each(|(i, dst)| one(i, dst)));
     } else {
         // small products run on the caller's thread: handing them to the pool costs two context switches
