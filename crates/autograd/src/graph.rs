@@ -181,15 +181,26 @@ pub(crate) fn new_node(
     edges: Vec<Option<Edge>>,
     backward: impl Fn(&Tensor) -> Result<Grads> + Send + Sync + 'static,
 ) -> Arc<Node> {
+    make_node(name, Box::new(backward), edges.into(), SmallVec::new(), None)
+}
+
+/// A new node (counted in [`live_nodes`]).
+fn make_node(
+    name: &'static str,
+    backward: BackwardFn,
+    edges: SmallVec<[Option<Edge>; 2]>,
+    saved: SmallVec<[(std::sync::Weak<crate::tensor::Storage>, u64); 2]>,
+    region: Option<Region>,
+) -> Arc<Node> {
     LIVE.fetch_add(1, Ordering::Relaxed);
     Arc::new(Node {
         name,
-        backward: Mutex::new(Some(Box::new(backward))),
-        edges: edges.into(),
-        saved: SmallVec::new(),
+        backward: Mutex::new(Some(backward)),
+        edges,
+        saved,
         hooks: Mutex::new(Vec::new()),
         retained: Mutex::new(Vec::new()),
-        region: None,
+        region,
     })
 }
 
@@ -229,17 +240,9 @@ pub(crate) fn record_saving(
     if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
         return out;
     }
-    LIVE.fetch_add(1, Ordering::Relaxed);
-    let node = Arc::new(Node {
-        name,
-        backward: Mutex::new(Some(Box::new(backward))),
-        edges: inputs.iter().map(|t| edge_of(t)).collect(),
-        saved: saved.iter().map(|t| (Arc::downgrade(&t.0.storage), t.version())).collect(),
-        hooks: Mutex::new(Vec::new()),
-        retained: Mutex::new(Vec::new()),
-        region: None,
-    });
-    attach(out, node)
+    let edges = inputs.iter().map(|t| edge_of(t)).collect();
+    let saved = saved.iter().map(|t| (Arc::downgrade(&t.0.storage), t.version())).collect();
+    attach(out, make_node(name, Box::new(backward), edges, saved, None))
 }
 
 /// Records a view of `input` whose backward embeds the gradient into `region` of zeros (the engine
@@ -254,17 +257,8 @@ pub(crate) fn record_view(
     if !is_grad_enabled() || !input.requires_grad() {
         return out;
     }
-    LIVE.fetch_add(1, Ordering::Relaxed);
-    let node = Arc::new(Node {
-        name,
-        backward: Mutex::new(Some(Box::new(backward))),
-        edges: smallvec::smallvec![edge_of(input)],
-        saved: SmallVec::new(),
-        hooks: Mutex::new(Vec::new()),
-        retained: Mutex::new(Vec::new()),
-        region: Some(region),
-    });
-    attach(out, node)
+    let edges = smallvec::smallvec![edge_of(input)];
+    attach(out, make_node(name, Box::new(backward), edges, SmallVec::new(), Some(region)))
 }
 
 /// Makes `node` the grad_fn of `out`.
