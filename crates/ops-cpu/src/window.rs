@@ -94,6 +94,14 @@ fn col2im_plane_2d<T: Copy + std::ops::Add<Output = T>>(cp: &[T], o: &mut [T], g
                 if let Some(y) = r.src_row(g, oy, ki) {
                     let src = &row[oy * r.ow + lo..oy * r.ow + hi];
                     let dst = &mut o[y * r.w..(y + 1) * r.w];
+                    if sx == 1 {
+                        // contiguous on both sides: a plain (vectorisable) row add
+                        let x0 = x0 as usize;
+                        for (d, &v) in dst[x0..x0 + src.len()].iter_mut().zip(src) {
+                            *d = *d + v;
+                        }
+                        continue;
+                    }
                     for (j, &v) in src.iter().enumerate() {
                         let x = x0 as usize + j * sx;
                         dst[x] = dst[x] + v;
