@@ -340,6 +340,30 @@ fn accumulate_region(slot: &mut Slot, region: &Region, g: &Tensor) -> Result<()>
     Ok(())
 }
 
+/// Adds a consumer's gradient `g` to a node's slot: in place when the slot holds an engine-owned
+/// sum of the same shape and dtype (and no graph is built), otherwise out of place.
+fn accumulate_slot(slot: &mut Slot, g: Tensor, create_graph: bool) -> Result<()> {
+    match &slot.grad {
+        Some(old) if slot.owned && !create_graph && old.shape() == g.shape() && old.dtype() == g.dtype() => {
+            old.add_(&g)?;
+        }
+        _ => {
+            // a sum is a fresh buffer; a first gradient may be shared
+            slot.owned = slot.grad.is_some() && !create_graph;
+            accumulate(&mut slot.grad, g)?;
+        }
+    }
+    Ok(())
+}
+
+/// One consumer of the slot's node has run; the node is ready when none is left.
+fn release(slot: &mut Slot, ready: &mut Vec<Arc<Node>>) {
+    slot.pending -= 1;
+    if slot.pending == 0 {
+        ready.push(slot.node.clone());
+    }
+}
+
 fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
     *slot = Some(match slot.take() {
         Some(old) => old.add(&g)?,
@@ -487,10 +511,7 @@ pub(crate) fn run(
                     if !retain_graph {
                         *n.backward.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     }
-                    slot.pending -= 1;
-                    if slot.pending == 0 {
-                        ready.push(c.clone());
-                    }
+                    release(slot, &mut ready);
                     continue;
                 }
             }
@@ -525,27 +546,9 @@ pub(crate) fn run(
                 Some(Edge::Node(c)) => {
                     let slot = slots.get_mut(&key(c)).expect("reachable nodes have slots");
                     if let Some(ig) = ig {
-                        match &slot.grad {
-                            // engine-owned and the same shape and dtype: add in place
-                            Some(old)
-                                if slot.owned
-                                    && !create_graph
-                                    && old.shape() == ig.shape()
-                                    && old.dtype() == ig.dtype() =>
-                            {
-                                old.add_(&ig)?;
-                            }
-                            _ => {
-                                // a sum is a fresh buffer; a first gradient may be shared
-                                slot.owned = slot.grad.is_some() && !create_graph;
-                                accumulate(&mut slot.grad, ig)?;
-                            }
-                        }
+                        accumulate_slot(slot, ig, create_graph)?;
                     }
-                    slot.pending -= 1;
-                    if slot.pending == 0 {
-                        ready.push(c.clone());
-                    }
+                    release(slot, &mut ready);
                 }
                 Some(Edge::Leaf(l)) => {
                     if let Some(ig) = ig {

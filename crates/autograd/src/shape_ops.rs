@@ -56,8 +56,8 @@ impl Tensor {
         if !(crate::graph::is_grad_enabled() && self.requires_grad()) {
             return out;
         }
-        let shape = self.shape().to_vec();
-        let region = crate::graph::Region { shape: self.shape().into(), view: Box::new(view.clone()) };
+        let shape: ember_storage::Dims = self.shape().into();
+        let region = crate::graph::Region { shape: shape.clone(), view: Box::new(view.clone()) };
         crate::graph::record_view(out, name, self, region, move |g| {
             Ok(smallvec::smallvec![Some(Tensor::embed(g, &shape, view.clone())?)])
         })
