@@ -674,3 +674,108 @@ proptest! {
         }
     }
 }
+
+/// The LSTM equations composed from tensor ops: the reference for the fused `lstm_sequence`.
+fn lstm_reference(
+    gi: &Tensor,
+    h0: &Tensor,
+    c0: &Tensor,
+    w_hh: &Tensor,
+    b_hh: Option<&Tensor>,
+    reverse: bool,
+) -> Result<Tensor> {
+    let len = gi.shape()[0];
+    let (mut h, mut c) = (h0.clone(), c0.clone());
+    let (mut hs, mut cs) = (vec![None; len], vec![None; len]);
+    for s in 0..len {
+        let t = if reverse { len - 1 - s } else { s };
+        let mut pre = gi.select(0, t as isize)?.add(&h.matmul(&w_hh.t()?)?)?;
+        if let Some(b) = b_hh {
+            pre = pre.add(b)?;
+        }
+        let g = pre.chunk(4, -1)?;
+        c = g[1].sigmoid()?.mul(&c)?.add(&g[0].sigmoid()?.mul(&g[2].tanh()?)?)?;
+        h = g[3].sigmoid()?.mul(&c.tanh()?)?;
+        hs[t] = Some(h.clone());
+        cs[t] = Some(c.clone());
+    }
+    let all: Vec<Tensor> = hs.into_iter().chain(cs).map(|t| t.expect("every step ran")).collect();
+    let (b, hid) = (h0.shape()[0] as isize, h0.shape()[1] as isize);
+    Tensor::stack(&all, 0)?.reshape(&[2, len as isize, b, hid])
+}
+
+/// The largest absolute difference between two tensors of one shape.
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    a.sub(b).unwrap().abs().unwrap().max().unwrap().item().unwrap()
+}
+
+fn lstm_inputs(t: usize, b: usize, h: usize, bias: bool) -> Vec<Tensor> {
+    let mut xs = vec![rand64(&[t, b, 4 * h]), rand64(&[b, h]), rand64(&[b, h]), rand64(&[4 * h, h])];
+    if bias {
+        xs.push(rand64(&[4 * h]));
+    }
+    xs
+}
+
+fn fused_lstm(xs: &[Tensor], reverse: bool) -> Result<Tensor> {
+    xs[0].lstm_sequence(&xs[1], &xs[2], &xs[3], xs.get(4), reverse)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10))]
+
+    /// The fused LSTM node: gradients against finite differences, and values and gradients equal
+    /// to the composed equations', for random sizes, both directions, with and without bias.
+    #[test]
+    fn lstm_sequence_gradcheck(t in 1..5usize, b in 1..3usize, h in 1..4usize, reverse: bool, bias: bool) {
+        let xs = lstm_inputs(t, b, h, bias);
+        check(|xs| fused_lstm(xs, reverse), &xs);
+        let leaves = |xs: &[Tensor]| -> Vec<Tensor> { xs.iter().map(|x| x.detach().requires_grad_(true).unwrap()).collect() };
+        let (a, r) = (leaves(&xs), leaves(&xs));
+        let w = rand64(&[2, t, b, h]);
+        let ya = fused_lstm(&a, reverse).unwrap();
+        let yr = lstm_reference(&r[0], &r[1], &r[2], &r[3], r.get(4), reverse).unwrap();
+        prop_assert!(max_diff(&ya, &yr) < 1e-12);
+        ya.mul(&w).unwrap().sum().unwrap().backward().unwrap();
+        yr.mul(&w).unwrap().sum().unwrap().backward().unwrap();
+        for (x, y) in a.iter().zip(&r) {
+            prop_assert!(max_diff(&x.grad().unwrap(), &y.grad().unwrap()) < 1e-10);
+        }
+    }
+}
+
+#[test]
+fn lstm_sequence_differentiates_twice_and_checks_its_arguments() {
+    manual_seed(5);
+    for reverse in [false, true] {
+        let xs = lstm_inputs(3, 2, 2, true);
+        // gradients of the gradients: the backward recorded under create_graph is itself checked
+        gradcheck(
+            |xs| {
+                let y = fused_lstm(xs, reverse)?.pow(2.0)?.sum()?;
+                let gs = grad(&[y], xs, None, true, true, false)?;
+                let flat: Vec<Tensor> =
+                    gs.into_iter().map(|g| g.expect("used").reshape(&[-1])).collect::<Result<_>>()?;
+                Tensor::cat(&flat, 0)
+            },
+            &xs,
+            1e-6,
+            1e-5,
+        )
+        .unwrap_or_else(|e| panic!("reverse {reverse}: {e}"));
+    }
+    // f32 (the vectorised exp and tanh) stays close to the f64 composition
+    let xs = lstm_inputs(6, 3, 8, true);
+    let f32s: Vec<Tensor> = xs.iter().map(|x| x.to_dtype(DType::F32).unwrap()).collect();
+    let y32 = fused_lstm(&f32s, false).unwrap().to_dtype(DType::F64).unwrap();
+    let y64 = lstm_reference(&xs[0], &xs[1], &xs[2], &xs[3], xs.get(4), false).unwrap();
+    assert!(max_diff(&y32, &y64) < 1e-5);
+    // wrong shapes are named
+    let e = xs[0].lstm_sequence(&xs[1], &xs[2], &xs[3].t().unwrap(), None, false).unwrap_err().to_string();
+    assert!(e.contains("lstm_sequence") && e.contains("w_hh"), "{e}");
+    let e = xs[1].lstm_sequence(&xs[1], &xs[2], &xs[3], None, false).unwrap_err().to_string();
+    assert!(e.contains("[T, B, 4H]"), "{e}");
+    // an empty sequence gives empty states
+    let empty = rand64(&[0, 3, 32]);
+    assert_eq!(empty.lstm_sequence(&xs[1], &xs[2], &xs[3], None, false).unwrap().shape(), &[2, 0, 3, 8]);
+}

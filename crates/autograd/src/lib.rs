@@ -52,6 +52,7 @@ mod nn_ops;
 mod nn_sample;
 mod random;
 mod rebase;
+mod recurrent;
 mod reduce;
 mod shape_ops;
 mod tensor;

@@ -99,8 +99,9 @@ impl Real for f32 {
     }
 }
 
+/// The logistic function, computed from `exp(-|x|)` so it neither overflows nor loses precision.
 #[inline(always)]
-fn sigmoid<T: Real>(x: T) -> T {
+pub(crate) fn sigmoid<T: Real>(x: T) -> T {
     let e = (-x.abs()).fast_exp();
     let pos = T::one() / (T::one() + e);
     if x >= T::zero() {

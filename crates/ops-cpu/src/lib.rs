@@ -25,6 +25,7 @@ mod lines;
 mod matmul;
 mod norm;
 pub mod pool;
+mod recurrent;
 mod reduce;
 pub mod rng;
 mod rows;
@@ -685,6 +686,21 @@ impl Backend for CpuBackend {
 
     fn channel_affine(&self, x: View, a: View, y: Option<(View, View)>, k: View) -> Result<Buffer> {
         norm::entry::channel_affine(x, a, y, k)
+    }
+
+    fn lstm_cell(&self, gh: View, gi: View, c_prev: View) -> Result<(Buffer, Buffer, Buffer)> {
+        recurrent::entry::lstm_cell(gh, gi, c_prev)
+    }
+
+    fn lstm_cell_backward(
+        &self,
+        gates: View,
+        c: View,
+        c_prev: View,
+        dh: (View, Option<View>),
+        dc: (View, Option<View>),
+    ) -> Result<(Buffer, Buffer)> {
+        recurrent::entry::lstm_cell_backward(gates, c, c_prev, dh, dc)
     }
 
     fn random(&self, op: RngOp, dtype: DType, numel: usize, key: RngKey) -> Result<Buffer> {

@@ -54,7 +54,7 @@ pub fn tanh_f32(x: f32) -> f32 {
 /// True when the CPU has AVX-512F/VL as well as AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn has_avx512() -> bool {
+pub(crate) fn has_avx512() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512vl")
         && std::arch::is_x86_feature_detected!("avx2")

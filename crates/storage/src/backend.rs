@@ -112,6 +112,32 @@ pub trait Backend: Send + Sync + Debug {
         Err(crate::Error::unsupported("channel_affine", "this backend has no fused batch-norm kernels"))
     }
 
+    /// One step of an LSTM cell, fused: the gates' pre-activations are `gh + gi` (both `[B, 4H]`,
+    /// gate order input, forget, cell, output), `c_prev` is the previous cell state `[B, H]`.
+    /// Returns the activated gates `[B, 4H]`, the new cell state and the new hidden state (each
+    /// `[B, H]`), all in the operands' floating dtype. Optional: the default says it is not
+    /// supported, and callers then compose the step from elementwise ops.
+    fn lstm_cell(&self, gh: View, gi: View, c_prev: View) -> Result<(Buffer, Buffer, Buffer)> {
+        let _ = (gh, gi, c_prev);
+        Err(crate::Error::unsupported("lstm_cell", "this backend has no fused LSTM kernels"))
+    }
+
+    /// The backward of [`Backend::lstm_cell`]: from the activated `gates`, the step's cell state
+    /// `c` and the previous one `c_prev`, and the gradients reaching the step's hidden state and
+    /// cell state, each given as one view or the sum of two (`[B, H]` each). Returns the gradient
+    /// of the gates' pre-activations `[B, 4H]` and of `c_prev`. Optional, like `lstm_cell`.
+    fn lstm_cell_backward(
+        &self,
+        gates: View,
+        c: View,
+        c_prev: View,
+        dh: (View, Option<View>),
+        dc: (View, Option<View>),
+    ) -> Result<(Buffer, Buffer)> {
+        let _ = (gates, c, c_prev, dh, dc);
+        Err(crate::Error::unsupported("lstm_cell_backward", "this backend has no fused LSTM kernels"))
+    }
+
     /// `numel` random values of a floating `dtype`.
     fn random(&self, op: RngOp, dtype: DType, numel: usize, key: RngKey) -> Result<Buffer>;
 }

@@ -226,6 +226,16 @@ impl Rnn {
                 let mut h = h0.select(0, idx)?;
                 let mut c = c0.as_ref().map(|c| c.select(0, idx)).transpose()?;
                 let gi_all = layer_in.linear(w_ih, b_ih)?;
+                if let (RnnMode::Lstm, Some(c0), true) = (self.mode, c.as_ref(), t_len > 0) {
+                    // the whole direction as one fused node
+                    let y = gi_all.lstm_sequence(&h, c0, w_hh, b_hh, dir == 1)?;
+                    let last = if dir == 0 { t_len as isize - 1 } else { 0 };
+                    let (hs, cs) = (y.select(0, 0)?, y.select(0, 1)?);
+                    hn.push(hs.select(0, last)?);
+                    cn.push(cs.select(0, last)?);
+                    outs.push(hs);
+                    continue;
+                }
                 let mut steps = vec![None; t_len];
                 for s in 0..t_len {
                     let t = if dir == 0 { s } else { t_len - 1 - s };
