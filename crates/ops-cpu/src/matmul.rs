@@ -27,6 +27,9 @@ const PAR_WORK: usize = 1 << 20;
 /// f32), so two threads never write one line of the output.
 const COLUMN_ALIGN: usize = 16;
 
+/// Single-threaded products split `b` into column blocks at most this wide.
+const MAX_COLS: usize = 1024;
+
 /// The output's base pointer, shared by threads that write disjoint column blocks of it.
 struct SharedDst<T>(*mut T);
 // SAFETY: the threads holding it write disjoint column blocks of one exclusively borrowed output
@@ -88,8 +91,8 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
     // [20,800]@[800,200] 29 against 69; on row-major `b` the two are level.
     let column_blocks = big && n >= 2 * COLUMN_ALIGN * threads;
     let par = if big && !column_blocks { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // The product of batch `i`, columns `cols`, into `dst` (row stride `ldd`).
-    let block = |i: usize, cols: std::ops::Range<usize>, dst: *mut T, ldd: usize| {
+    // The product of batch `i`, columns `cols`, as one gemm call into `dst` (row stride `ldd`).
+    let narrow = |i: usize, cols: std::ops::Range<usize>, dst: *mut T, ldd: usize| {
         let (oa, ob) = (batch_offset(&ba, i), batch_offset(&bb, i) as isize + cols.start as isize * b_cs);
         // SAFETY: the caller checked that `la`/`lb` fit inside `a`/`b` (Layout::check_fits), so every
         // element (oa + r*a_rs + c*a_cs for r < m, c < k) is in bounds, likewise for b's columns
@@ -118,6 +121,25 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
                 false,
                 par,
             );
+        }
+    };
+    // The product of batch `i`, columns `cols`, into `dst` (row stride `ldd`).
+    let block = |i: usize, cols: std::ops::Range<usize>, dst: *mut T, ldd: usize| {
+        // single-threaded products of very wide `b` run in narrower column blocks, whose panels of
+        // `b` stay in cache: [64,576]@[576,3136] (a convolution's) 60-67 against 77-82 GFLOP/s
+        let wide = matches!(par, gemm::Parallelism::None) && cols.len() > MAX_COLS;
+        let per = if wide {
+            cols.len().div_ceil(cols.len().div_ceil(MAX_COLS)).next_multiple_of(COLUMN_ALIGN)
+        } else {
+            cols.len().max(1)
+        };
+        let mut start = cols.start;
+        while start < cols.end {
+            let part = start..(start + per).min(cols.end);
+            // SAFETY: `part` lies inside `cols`, so its first column is inside the block `dst` points at.
+            let at = unsafe { dst.add(part.start - cols.start) };
+            start = part.end;
+            narrow(i, part, at, ldd);
         }
     };
     let one = |i: usize, dst: &mut [T]| block(i, 0..n, dst.as_mut_ptr(), n);
@@ -169,4 +191,36 @@ pub(crate) fn matmul_int<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Products split into column blocks (wide `b`, and threads over columns) agree with a plain
+    /// triple loop, for row- and column-major `b` and sizes that do not divide evenly.
+    #[test]
+    fn column_blocks_match_the_definition() {
+        for &(m, k, n) in &[(3, 5, 2100), (20, 200, 803), (7, 1, 4099), (64, 300, 61)] {
+            let a: Vec<f64> = (0..m * k).map(|i| ((i * 7919) % 13) as f64 - 6.0).collect();
+            let b: Vec<f64> = (0..k * n).map(|i| ((i * 104_729) % 11) as f64 - 5.0).collect();
+            let la = Layout::contiguous(&[m, k]);
+            for b_cols in [false, true] {
+                // `b` read as [k, n], row-major or as the transpose of a row-major [n, k]
+                let lb = if b_cols {
+                    Layout::strided(&[k, n], &[1, k], 0).expect("valid")
+                } else {
+                    Layout::contiguous(&[k, n])
+                };
+                let at = |r: usize, c: usize| if b_cols { b[c * k + r] } else { b[r * n + c] };
+                let got = matmul(&a, &la, &b, &lb);
+                for r in 0..m {
+                    for c in 0..n {
+                        let want: f64 = (0..k).map(|t| a[r * k + t] * at(t, c)).sum();
+                        assert_eq!(got[r * n + c], want, "[{m},{k}]@[{k},{n}] at ({r},{c})");
+                    }
+                }
+            }
+        }
+    }
 }
