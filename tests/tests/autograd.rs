@@ -779,3 +779,72 @@ fn lstm_sequence_differentiates_twice_and_checks_its_arguments() {
     let empty = rand64(&[0, 3, 32]);
     assert_eq!(empty.lstm_sequence(&xs[1], &xs[2], &xs[3], None, false).unwrap().shape(), &[2, 0, 3, 8]);
 }
+
+/// Convolution written as patches and one batched product: the reference for the fused kernel.
+fn conv_reference(x: &Tensor, w: &Tensor, o: &ConvOptions) -> Result<Tensor> {
+    let pad = match &o.padding {
+        ember::ConvPadding::Explicit(p) => p.clone(),
+        _ => unreachable!("the tests pass explicit padding"),
+    };
+    let kernel = &w.shape()[2..];
+    let cols = x.im2col(kernel, &o.stride, &pad, &o.dilation, 0.0)?;
+    let y = w.reshape(&[w.shape()[0] as isize, -1])?.matmul(&cols)?;
+    let out = |d: usize| (x.shape()[d + 2] + 2 * pad[d] - o.dilation[d] * (kernel[d] - 1) - 1) / o.stride[d] + 1;
+    y.reshape(&[x.shape()[0] as isize, w.shape()[0] as isize, out(0) as isize, out(1) as isize])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// The fused 2-d convolution: gradients against finite differences, values and gradients
+    /// equal to the patches-and-product composition, over random sizes (batches across the
+    /// kernel's sample groups), strides, paddings and dilations.
+    #[test]
+    fn fused_conv2d_matches_its_composition(
+        n in 1..6usize, c in 1..3usize, oc in 1..3usize, h in 3..7usize, w in 3..6usize,
+        k in 1..3usize, stride in 1..3usize, pad in 0..2usize, dil in 1..3usize,
+    ) {
+        prop_assume!(h + 2 * pad > dil * (k - 1) && w + 2 * pad > dil * (k - 1));
+        let mut o = ConvOptions::new(2);
+        o.stride = vec![stride, 1];
+        o.padding = ember::ConvPadding::Explicit(vec![pad, pad]);
+        o.dilation = vec![dil, 1];
+        let (x, wt) = (rand64(&[n, c, h, w]), rand64(&[oc, c, k, k]));
+        check(|t| t[0].conv(&t[1], None, &o), &[x.clone(), wt.clone()]);
+        let leaves = |t: &Tensor| t.detach().requires_grad_(true).unwrap();
+        let (xa, wa, xr, wr) = (leaves(&x), leaves(&wt), leaves(&x), leaves(&wt));
+        let ya = xa.conv(&wa, None, &o).unwrap();
+        let yr = conv_reference(&xr, &wr, &o).unwrap();
+        prop_assert!(max_diff(&ya, &yr) < 1e-12);
+        let g = rand64(ya.shape());
+        ya.backward_opts(&g, false, false).unwrap();
+        yr.backward_opts(&g, false, false).unwrap();
+        prop_assert!(max_diff(&xa.grad().unwrap(), &xr.grad().unwrap()) < 1e-10);
+        prop_assert!(max_diff(&wa.grad().unwrap(), &wr.grad().unwrap()) < 1e-10);
+    }
+}
+
+#[test]
+fn fused_conv2d_differentiates_twice_and_handles_empty_batches() {
+    manual_seed(6);
+    let mut o = ConvOptions::new(2);
+    o.padding = ember::ConvPadding::Explicit(vec![1, 0]);
+    gradcheck(
+        |t| {
+            let y = t[0].conv(&t[1], None, &o)?.pow(2.0)?.sum()?;
+            let gs = grad(&[y], t, None, true, true, false)?;
+            let flat: Vec<Tensor> = gs.into_iter().map(|g| g.expect("used").reshape(&[-1])).collect::<Result<_>>()?;
+            Tensor::cat(&flat, 0)
+        },
+        &[rand64(&[2, 2, 4, 4]), rand64(&[3, 2, 2, 2])],
+        1e-6,
+        1e-5,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let x = rand64(&[0, 2, 4, 4]).requires_grad_(true).unwrap();
+    let w = rand64(&[3, 2, 2, 2]).requires_grad_(true).unwrap();
+    let y = x.conv(&w, None, &o).unwrap();
+    assert_eq!(y.shape(), &[0, 3, 5, 3]);
+    y.sum().unwrap().backward().unwrap();
+    assert_eq!(w.grad().unwrap().abs().unwrap().sum().unwrap().item().unwrap(), 0.0);
+}

@@ -33,6 +33,7 @@
 mod anomaly;
 mod autograd_api;
 mod composite;
+mod conv_fused;
 mod creation;
 mod derivatives;
 mod device;

@@ -267,16 +267,21 @@ impl Tensor {
                 sym
             }
         };
-        let cols = x.im2col(kernel, &opts.stride, &padding, &opts.dilation, 0.0)?;
         let geom = x.geometry(op, d, kernel, &opts.stride, &padding, &opts.dilation)?;
         let out_sp = geom.output().expect("checked");
+        let mut shape: Vec<isize> = vec![self.shape()[0] as isize, cout as isize];
+        shape.extend(out_sp.iter().map(|&s| s as isize));
+        if g == 1 {
+            if let Some(y) = x.conv2d_fused(weight, &geom)? {
+                return add_channel_bias(y.reshape(&shape)?, bias);
+            }
+        }
+        let cols = x.im2col(kernel, &opts.stride, &padding, &opts.dilation, 0.0)?;
         let (n, l) = (self.shape()[0], cols.shape()[2]);
         let ck = cin / g * kernel.iter().product::<usize>();
         let w = weight.reshape(&[g as isize, (cout / g) as isize, ck as isize])?;
         let c = cols.reshape(&[n as isize, g as isize, ck as isize, l as isize])?;
         let y = w.matmul(&c)?; // [N, g, cout/g, L]
-        let mut shape: Vec<isize> = vec![n as isize, cout as isize];
-        shape.extend(out_sp.iter().map(|&s| s as isize));
         let y = y.reshape(&shape)?;
         add_channel_bias(y, bias)
     }

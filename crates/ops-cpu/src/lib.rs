@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 mod buffer;
+mod conv;
 mod elementwise;
 mod index;
 mod lines;
@@ -686,6 +687,21 @@ impl Backend for CpuBackend {
 
     fn channel_affine(&self, x: View, a: View, y: Option<(View, View)>, k: View) -> Result<Buffer> {
         norm::entry::channel_affine(x, a, y, k)
+    }
+
+    fn conv2d(&self, x: View, w: View, geom: &WindowGeometry) -> Result<Buffer> {
+        conv::entry::conv2d(x, w, geom)
+    }
+
+    fn conv2d_backward(
+        &self,
+        x: View,
+        w: View,
+        gy: View,
+        geom: &WindowGeometry,
+        need: (bool, bool),
+    ) -> Result<(Option<Buffer>, Option<Buffer>)> {
+        conv::entry::conv2d_backward(x, w, gy, geom, need)
     }
 
     fn lstm_cell(&self, gh: View, gi: View, c_prev: View) -> Result<(Buffer, Buffer, Buffer)> {

@@ -169,6 +169,75 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
     out
 }
 
+/// One operand of [`gemm_into`]: its elements and its (row, column) strides.
+pub(crate) struct Operand<'a, T> {
+    pub(crate) data: &'a [T],
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
+}
+
+impl<T> Operand<'_, T> {
+    /// True when every element of an `r x c` matrix read through the strides is in `data`.
+    fn fits(&self, r: usize, c: usize) -> bool {
+        r == 0 || c == 0 || (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst = a @ b`, or `dst += a @ b` with `accumulate`, for an `[m, k]` `a` and a `[k, n]` `b`
+/// read through their strides, into a dense `[m, n]` `dst`; single-threaded, wide `b` in column
+/// blocks of at most [`MAX_COLS`]. For kernels that run one product per thread themselves.
+pub(crate) fn gemm_into<T: GemmElement>(
+    (m, k, n): (usize, usize, usize),
+    dst: &mut [T],
+    a: Operand<T>,
+    b: Operand<T>,
+    accumulate: bool,
+) {
+    assert!(dst.len() >= m * n && a.fits(m, k) && b.fits(k, n), "gemm_into: operands do not fit their shapes");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(T::default());
+        }
+        return;
+    }
+    let per = n.div_ceil(n.div_ceil(MAX_COLS)).next_multiple_of(COLUMN_ALIGN);
+    let mut start = 0;
+    while start < n {
+        let cols = start..(start + per).min(n);
+        // SAFETY: the assert above checked that a's m x k and b's k x n elements, read through
+        // their strides, lie inside the slices, and that dst holds m x n dense elements; columns
+        // `cols` of b start at cols.start * b.cs and of dst at cols.start, both inside. With
+        // read_dst (accumulate) gemm computes dst = dst + a @ b; otherwise it does not read dst.
+        unsafe {
+            gemm::gemm(
+                m,
+                cols.len(),
+                k,
+                dst.as_mut_ptr().add(cols.start),
+                1,
+                n as isize,
+                accumulate,
+                a.data.as_ptr(),
+                a.cs as isize,
+                a.rs as isize,
+                b.data.as_ptr().add(cols.start * b.cs),
+                b.cs as isize,
+                b.rs as isize,
+                T::one(),
+                T::one(),
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        start = cols.end;
+    }
+}
+
 /// Integer matrix product through i64 (no BLAS for integers; PyTorch does the same naive loop).
 pub(crate) fn matmul_int<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
     let (ba, a_rs, a_cs) = batch_of(la);

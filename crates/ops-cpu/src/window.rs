@@ -112,6 +112,29 @@ fn col2im_plane_2d<T: Copy + std::ops::Add<Output = T>>(cp: &[T], o: &mut [T], g
     }
 }
 
+/// 2-d im2col of one sample: `xs` is its dense `[C, H, W]`, `o` receives `[C * K, L]`.
+pub(crate) fn im2col_sample_2d<T: Copy>(xs: &[T], o: &mut [T], g: &WindowGeometry, out_sp: &[usize], pad: T) {
+    let r = Rows2d::new(g, out_sp);
+    let (plane, kl) = (r.h * r.w, g.kernel_numel() * r.oh * r.ow);
+    for c in 0..g.channels {
+        im2col_plane_2d(&xs[c * plane..(c + 1) * plane], &mut o[c * kl..(c + 1) * kl], g, &r, pad);
+    }
+}
+
+/// The adjoint of [`im2col_sample_2d`]: adds `[C * K, L]` columns into one sample's `[C, H, W]`.
+pub(crate) fn col2im_sample_2d<T: Copy + std::ops::Add<Output = T>>(
+    cols: &[T],
+    o: &mut [T],
+    g: &WindowGeometry,
+    out_sp: &[usize],
+) {
+    let r = Rows2d::new(g, out_sp);
+    let (plane, kl) = (r.h * r.w, g.kernel_numel() * r.oh * r.ow);
+    for c in 0..g.channels {
+        col2im_plane_2d(&cols[c * kl..(c + 1) * kl], &mut o[c * plane..(c + 1) * plane], g, &r);
+    }
+}
+
 /// `x` is dense `[N, C, *input]`; returns dense `[N, C * K, L]`.
 pub(crate) fn im2col<T: Copy + Send + Sync + Default + 'static>(
     x: &[T],

@@ -112,6 +112,30 @@ pub trait Backend: Send + Sync + Debug {
         Err(crate::Error::unsupported("channel_affine", "this backend has no fused batch-norm kernels"))
     }
 
+    /// 2-d convolution without groups, fused per sample (patches, product, no batch-wide patch
+    /// tensor): `x` is `[N, C, H, W]` and the geometry's input, `w` is `[OC, C * kh * kw]`; returns
+    /// `[N, OC, oh * ow]`. Optional: the default says it is not supported, and callers then
+    /// compose convolution from [`Backend::im2col`] and [`Backend::matmul`].
+    fn conv2d(&self, x: View, w: View, geom: &WindowGeometry) -> Result<Buffer> {
+        let _ = (x, w, geom);
+        Err(crate::Error::unsupported("conv2d", "this backend has no fused convolution kernels"))
+    }
+
+    /// The backward of [`Backend::conv2d`] from the output's gradient `gy` `[N, OC, oh * ow]`:
+    /// the input's gradient `[N, C, H, W]` when `need.0` and the weight's `[OC, C * kh * kw]`
+    /// when `need.1`. Optional, like `conv2d`.
+    fn conv2d_backward(
+        &self,
+        x: View,
+        w: View,
+        gy: View,
+        geom: &WindowGeometry,
+        need: (bool, bool),
+    ) -> Result<(Option<Buffer>, Option<Buffer>)> {
+        let _ = (x, w, gy, geom, need);
+        Err(crate::Error::unsupported("conv2d_backward", "this backend has no fused convolution kernels"))
+    }
+
     /// One step of an LSTM cell, fused: the gates' pre-activations are `gh + gi` (both `[B, 4H]`,
     /// gate order input, forget, cell, output), `c_prev` is the previous cell state `[B, H]`.
     /// Returns the activated gates `[B, 4H]`, the new cell state and the new hidden state (each
