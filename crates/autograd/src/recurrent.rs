@@ -9,7 +9,7 @@
 //! compose the same maths from tensor ops, so results and higher-order gradients stay available
 //! everywhere.
 
-use crate::graph::{is_grad_enabled, no_grad, record_saving, Grads};
+use crate::graph::{is_grad_enabled, no_grad, record_saving, set_grad_enabled, Grads};
 use crate::nn_norm_fused::supported;
 use crate::Tensor;
 use ember_storage::{Error, Result};
@@ -63,7 +63,7 @@ impl Tensor {
         let fused = if self.shape()[0] == 0 {
             None
         } else {
-            no_grad(|| steps_fused(&with_bias(self, b_hh)?, h0, c0, w_hh, reverse))?
+            no_grad(|| in_sequence(self, || steps_fused(&with_bias(self, b_hh)?, h0, c0, w_hh, reverse)))?
         };
         let Some(steps) = fused else {
             // no fused kernels here: the composed ops record their own graph
@@ -92,6 +92,23 @@ impl Tensor {
         keep.extend(b_hh);
         Ok(record_saving(out, "LstmSequence", &inputs, &keep, move |g| saved.backward(g)))
     }
+}
+
+/// Runs `f` (a loop of many small ops) through the backend's [`run_sequence`] hook.
+///
+/// [`run_sequence`]: ember_storage::Backend::run_sequence
+fn in_sequence<R: Send>(on: &Tensor, f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
+    // grad mode is per thread: `f` may run on another one
+    let mode = is_grad_enabled();
+    let mut f = Some(f);
+    let mut out = None;
+    on.backend().run_sequence(&mut || {
+        out = f.take().map(|f| {
+            let _mode = set_grad_enabled(mode);
+            f()
+        })
+    });
+    out.unwrap_or_else(|| Err(ember_storage::Error::invalid("run_sequence", "the backend did not run the sequence")))
 }
 
 /// `gi + b_hh`, or `gi` without a bias.
@@ -204,7 +221,7 @@ impl Saved {
         let (d_pre, dh0, dc0, h_prev) = if is_grad_enabled() {
             self.backward_composed(&gh_out, &gc_out)?
         } else {
-            self.backward_fused(&gh_out, &gc_out)?
+            in_sequence(g, || self.backward_fused(&gh_out, &gc_out))?
         };
         let (b, h) = (self.h0.shape()[0] as isize, self.h0.shape()[1] as isize);
         let rows = len as isize * b;

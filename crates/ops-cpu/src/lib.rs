@@ -689,6 +689,10 @@ impl Backend for CpuBackend {
         norm::entry::channel_affine(x, a, y, k)
     }
 
+    fn run_sequence(&self, f: &mut (dyn FnMut() + Send)) {
+        threading::pool().install(f)
+    }
+
     fn conv2d(&self, x: View, w: View, geom: &WindowGeometry) -> Result<Buffer> {
         conv::entry::conv2d(x, w, geom)
     }

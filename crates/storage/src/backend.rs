@@ -112,6 +112,15 @@ pub trait Backend: Send + Sync + Debug {
         Err(crate::Error::unsupported("channel_affine", "this backend has no fused batch-norm kernels"))
     }
 
+    /// Runs `f`, a sequence of many small ops on this backend (a recurrent loop), where the
+    /// backend dispatches them most cheaply. The CPU backend runs it on one of its pool's threads,
+    /// so each op's parallel part is handed to a thread that is already awake instead of the
+    /// caller's thread sleeping and waking once per op. Thread-local state (such as grad mode)
+    /// is the caller's to carry into `f`. The default just calls `f`.
+    fn run_sequence(&self, f: &mut (dyn FnMut() + Send)) {
+        f()
+    }
+
     /// 2-d convolution without groups, fused per sample (patches, product, no batch-wide patch
     /// tensor): `x` is `[N, C, H, W]` and the geometry's input, `w` is `[OC, C * kh * kw]`; returns
     /// `[N, OC, oh * ow]`. Optional: the default says it is not supported, and callers then
