@@ -1,5 +1,5 @@
 //! Anomaly mode: when on, a NaN or inf produced by a backward formula is reported with the forward op
-//! whose node produced it. Per thread (backward runs on the thread that calls it).
+//! whose node produced it. Per thread: a backward pass uses the setting of the thread that starts it.
 
 use std::cell::Cell;
 

@@ -403,8 +403,45 @@ pub(crate) enum Sink<'a> {
     Inputs(&'a [Tensor]),
 }
 
-/// Runs backward from `roots` (tensor, gradient) pairs.
+/// Runs backward from `roots` (tensor, gradient) pairs, through the roots' backend's
+/// [`run_sequence`](ember_storage::Backend::run_sequence) hook: a backward pass is a long
+/// sequence of ops, and on the CPU each one's parallel part then goes to threads that are awake.
 pub(crate) fn run(
+    roots: &[(Tensor, Tensor)],
+    sink: Sink,
+    retain_graph: bool,
+    create_graph: bool,
+) -> Result<Vec<Option<Tensor>>> {
+    let Some((first, _)) = roots.first() else {
+        return run_here(roots, sink, retain_graph, create_graph);
+    };
+    let backend = first.backend().clone();
+    in_sequence(backend.as_ref(), || run_here(roots, sink, retain_graph, create_graph))
+}
+
+/// Runs `f` through `backend`'s `run_sequence` hook, carrying this thread's grad mode and anomaly
+/// setting to the thread it runs on (and restoring that thread's own afterwards).
+pub(crate) fn in_sequence<R: Send>(
+    backend: &dyn ember_storage::Backend,
+    f: impl FnOnce() -> Result<R> + Send,
+) -> Result<R> {
+    let (mode, anomaly) = (is_grad_enabled(), crate::anomaly::is_enabled());
+    let mut f = Some(f);
+    let mut out = None;
+    backend.run_sequence(&mut || {
+        out = f.take().map(|f| {
+            let _mode = set_grad_enabled(mode);
+            let before = crate::anomaly::is_enabled();
+            crate::anomaly::set_detect_anomaly(anomaly);
+            let r = f();
+            crate::anomaly::set_detect_anomaly(before);
+            r
+        })
+    });
+    out.unwrap_or_else(|| Err(Error::invalid("run_sequence", "the backend did not run the sequence")))
+}
+
+fn run_here(
     roots: &[(Tensor, Tensor)],
     sink: Sink,
     retain_graph: bool,

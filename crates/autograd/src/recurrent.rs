@@ -9,7 +9,7 @@
 //! compose the same maths from tensor ops, so results and higher-order gradients stay available
 //! everywhere.
 
-use crate::graph::{is_grad_enabled, no_grad, record_saving, set_grad_enabled, Grads};
+use crate::graph::{is_grad_enabled, no_grad, record_saving, Grads};
 use crate::nn_norm_fused::supported;
 use crate::Tensor;
 use ember_storage::{Error, Result};
@@ -94,21 +94,9 @@ impl Tensor {
     }
 }
 
-/// Runs `f` (a loop of many small ops) through the backend's [`run_sequence`] hook.
-///
-/// [`run_sequence`]: ember_storage::Backend::run_sequence
+/// Runs `f` (a loop of many small ops) through the backend's `run_sequence` hook.
 fn in_sequence<R: Send>(on: &Tensor, f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
-    // grad mode is per thread: `f` may run on another one
-    let mode = is_grad_enabled();
-    let mut f = Some(f);
-    let mut out = None;
-    on.backend().run_sequence(&mut || {
-        out = f.take().map(|f| {
-            let _mode = set_grad_enabled(mode);
-            f()
-        })
-    });
-    out.unwrap_or_else(|| Err(ember_storage::Error::invalid("run_sequence", "the backend did not run the sequence")))
+    crate::graph::in_sequence(on.backend().as_ref(), f)
 }
 
 /// `gi + b_hh`, or `gi` without a bias.
