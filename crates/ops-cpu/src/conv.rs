@@ -125,6 +125,7 @@ pub(crate) fn backward<T: GemmElement + Send + Sync + std::ops::Add<Output = T> 
 
 /// The backend entry points: shape checks, dtype dispatch, dense copies of strided views.
 pub(crate) mod entry {
+    use crate::operands::{dense_copy, float_dtype, typed};
     use crate::strided::with_dense;
     use crate::{buf, checked, with2};
     use ember_storage::{Buffer, DType, Error, HostData, HostElement, Result, View, WindowGeometry};
@@ -146,26 +147,6 @@ pub(crate) mod entry {
         Ok(out_sp)
     }
 
-    fn float_dtype(op: &str, v: View) -> Result<DType> {
-        match v.0.dtype() {
-            d @ (DType::F32 | DType::F64) => Ok(d),
-            d => Err(Error::unsupported(op, format!("fused kernel for {d}"))),
-        }
-    }
-
-    /// A dense copy of a view (one lock at a time, so views may share a buffer).
-    fn dense<T: HostElement + Copy + Send + Sync + Default + 'static>(op: &str, v: View) -> Result<Vec<T>> {
-        let b = checked(v, op)?;
-        let data = b.read();
-        let s = T::slice(&data)
-            .ok_or_else(|| Error::dtype(op, format!("operands should share one dtype, got {}", data.dtype())))?;
-        Ok(with_dense(s, v.1, |d| d.to_vec()))
-    }
-
-    fn typed<T: HostElement>(d: &HostData) -> Result<&[T]> {
-        T::slice(d).ok_or_else(|| Error::dtype("conv2d", format!("operands should share one dtype, got {}", d.dtype())))
-    }
-
     pub(crate) fn conv2d(x: View, w: View, g: &WindowGeometry) -> Result<Buffer> {
         const OP: &str = "conv2d";
         let out_sp = check(OP, x, w, g)?;
@@ -175,10 +156,10 @@ pub(crate) mod entry {
             g: &WindowGeometry,
             out_sp: &[usize],
         ) -> Result<Buffer> {
-            let wd = dense::<T>(OP, w)?;
+            let wd = dense_copy::<T>(OP, w)?;
             let bx = checked(x, OP)?;
             let data = bx.read();
-            let xs = typed::<T>(&data)?;
+            let xs = typed::<T>(OP, &data)?;
             Ok(buf(HostData::from_vec(with_dense(xs, x.1, |xd| super::forward(xd, &wd, w.1.shape()[0], g, out_sp)))))
         }
         match float_dtype(OP, x)? {
@@ -209,9 +190,9 @@ pub(crate) mod entry {
             out_sp: &[usize],
             need: (bool, bool),
         ) -> Result<Grads> {
-            let wd = dense::<T>(OP, w)?;
+            let wd = dense_copy::<T>(OP, w)?;
             let (dx, dw) = with2(checked(x, OP)?, checked(gy, OP)?, |dx, dg| -> Result<_> {
-                let (xs, gs) = (typed::<T>(dx)?, typed::<T>(dg)?);
+                let (xs, gs) = (typed::<T>(OP, dx)?, typed::<T>(OP, dg)?);
                 Ok(with_dense(xs, x.1, |xd| {
                     with_dense(gs, gy.1, |gd| super::backward(xd, &wd, w.1.shape()[0], gd, g, out_sp, need))
                 }))

@@ -25,6 +25,7 @@ mod index;
 mod lines;
 mod matmul;
 mod norm;
+mod operands;
 pub mod pool;
 mod recurrent;
 mod reduce;

@@ -88,7 +88,7 @@ pub(crate) fn stats<T: Real>(x: &[T], p: Planes) -> (Vec<T>, Vec<T>) {
             let ss = (0..p.n).map(|i| sum_map(p.plane(x, i, ch), |v| (v - m) * (v - m))).sum::<f64>();
             (mean, ss / count)
         }
-        dispatch(|| go(x, p, ch, count))
+        crate::simd::vectorised(|| go(x, p, ch, count))
     })
 }
 
@@ -101,7 +101,7 @@ pub(crate) fn backward_reduce<T: Real>(g: &[T], x: &[T], mean: &[T], p: Planes) 
             let sgx = (0..p.n).map(|i| sum_zip(p.plane(g, i, ch), p.plane(x, i, ch), |gv, xv| gv * (xv - m))).sum();
             (sg, sgx)
         }
-        dispatch(|| go(g, x, mean[ch], p, ch))
+        crate::simd::vectorised(|| go(g, x, mean[ch], p, ch))
     })
 }
 
@@ -131,26 +131,10 @@ pub(crate) fn affine<T: Real>(x: &[T], a: &[T], y: Option<(&[T], &[T])>, k: &[T]
     out
 }
 
-/// Runs `f` compiled for AVX2/FMA when the CPU has them (the lane sums then use 256-bit vectors).
-#[inline(always)]
-fn dispatch<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
-}
-
 /// The backend entry points: dtype dispatch, locking, dense copies of strided views.
 pub(crate) mod entry {
     use super::{affine, backward_reduce, stats, Planes, Real};
+    use crate::operands::{float_dtype, typed};
     use crate::strided::{gather, with_dense};
     use crate::{buf, checked, with2};
     use ember_storage::{Buffer, DType, Error, HostData, HostElement, Result, View};
@@ -174,22 +158,11 @@ pub(crate) mod entry {
         Ok(gather(s, v.1, |t| t))
     }
 
-    fn float_dtype(op: &str, v: View) -> Result<DType> {
-        match v.0.dtype() {
-            d @ (DType::F32 | DType::F64) => Ok(d),
-            d => Err(Error::unsupported(op, format!("fused kernel for {d}"))),
-        }
-    }
-
     fn same_shape(op: &str, a: View, b: View) -> Result<()> {
         if a.1.shape() != b.1.shape() {
             return Err(Error::shape(op, format!("shapes {:?} and {:?} differ", a.1.shape(), b.1.shape())));
         }
         Ok(())
-    }
-
-    fn typed<'a, T: HostElement>(op: &str, d: &'a HostData) -> Result<&'a [T]> {
-        T::slice(d).ok_or_else(|| Error::dtype(op, format!("operands should share one dtype, got {}", d.dtype())))
     }
 
     pub(crate) fn batch_norm_stats(x: View) -> Result<(Buffer, Buffer)> {

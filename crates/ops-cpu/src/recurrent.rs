@@ -5,6 +5,7 @@
 //! Gate order within a row of `4H` is PyTorch's: input, forget, cell candidate, output.
 
 use crate::elementwise::{sigmoid, Real};
+use crate::simd::vectorised;
 use crate::threading::{par_threshold, pool};
 use rayon::prelude::*;
 
@@ -19,7 +20,7 @@ pub(crate) fn cell_forward<T: Real>(gh: &[T], gi: &[T], c_prev: &[T], hidden: us
     let block = |r0: usize, act: &mut [T], c: &mut [T], h: &mut [T]| {
         let (w, k) = (4 * n, act.len() / (4 * n));
         let (gh, gi, cp) = (&gh[r0 * w..(r0 + k) * w], &gi[r0 * w..(r0 + k) * w], &c_prev[r0 * n..(r0 + k) * n]);
-        dispatch(
+        vectorised(
             #[inline(always)]
             || forward_rows(gh, gi, cp, act, c, h, n),
         )
@@ -57,7 +58,7 @@ pub(crate) fn cell_backward<T: Real>(
         let (lo, hi) = (r0 * n, (r0 + k) * n);
         let (a, cc, cp) = (&act[4 * lo..4 * hi], &c[lo..hi], &c_prev[lo..hi]);
         let (dh, dc) = ((&dh.0[lo..hi], dh.1.map(|s| &s[lo..hi])), (&dc.0[lo..hi], dc.1.map(|s| &s[lo..hi])));
-        dispatch(
+        vectorised(
             #[inline(always)]
             || backward_rows(a, cc, cp, dh, dc, dpre, dcp, n),
         )
@@ -166,37 +167,11 @@ fn backward_row<T: Real>(
     }
 }
 
-/// Runs `f` compiled for AVX-512 or AVX2/FMA when the CPU has them (the row loops then vectorise
-/// with the wider registers).
-#[inline(always)]
-fn dispatch<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-        fn avx512<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if crate::simd::has_avx512() {
-            // SAFETY: the CPU supports AVX-512F/VL, AVX2 and FMA (checked by has_avx512).
-            return unsafe { avx512(f) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
-}
-
 /// The backend entry points: shape checks, dtype dispatch, dense copies of the operands.
 pub(crate) mod entry {
     use super::Real;
-    use crate::strided::gather;
-    use crate::{buf, checked};
+    use crate::buf;
+    use crate::operands::{dense_copy, float_dtype};
     use ember_storage::{Buffer, DType, Error, HostData, HostElement, Result, View};
 
     /// The `[rows, width]` sizes of a 2-d view.
@@ -214,24 +189,8 @@ pub(crate) mod entry {
         Ok(())
     }
 
-    /// A dense copy of a view's elements (one lock at a time, so views may share a buffer).
-    fn dense<T: HostElement + Copy + Send + Sync + Default + 'static>(op: &str, v: View) -> Result<Vec<T>> {
-        let b = checked(v, op)?;
-        let data = b.read();
-        let s = T::slice(&data)
-            .ok_or_else(|| Error::dtype(op, format!("operands should share one dtype, got {}", data.dtype())))?;
-        Ok(gather(s, v.1, |t| t))
-    }
-
     fn give<T: Send + 'static>(vs: impl IntoIterator<Item = Vec<T>>) {
         vs.into_iter().for_each(crate::pool::give);
-    }
-
-    fn float_dtype(op: &str, v: View) -> Result<DType> {
-        match v.0.dtype() {
-            d @ (DType::F32 | DType::F64) => Ok(d),
-            d => Err(Error::unsupported(op, format!("fused kernel for {d}"))),
-        }
     }
 
     pub(crate) fn lstm_cell(gh: View, gi: View, c_prev: View) -> Result<(Buffer, Buffer, Buffer)> {
@@ -245,7 +204,7 @@ pub(crate) mod entry {
             c_prev: View,
             hidden: usize,
         ) -> Result<(Buffer, Buffer, Buffer)> {
-            let (a, b, c) = (dense::<T>(OP, gh)?, dense::<T>(OP, gi)?, dense::<T>(OP, c_prev)?);
+            let (a, b, c) = (dense_copy::<T>(OP, gh)?, dense_copy::<T>(OP, gi)?, dense_copy::<T>(OP, c_prev)?);
             let (act, cn, h) = super::cell_forward(&a, &b, &c, hidden);
             give([a, b, c]);
             Ok((buf(HostData::from_vec(act)), buf(HostData::from_vec(cn)), buf(HostData::from_vec(h))))
@@ -280,10 +239,10 @@ pub(crate) mod entry {
             dc: (View, Option<View>),
             hidden: usize,
         ) -> Result<(Buffer, Buffer)> {
-            let (a, cc, cp) = (dense::<T>(OP, act)?, dense::<T>(OP, c)?, dense::<T>(OP, c_prev)?);
-            let (dh0, dc0) = (dense::<T>(OP, dh.0)?, dense::<T>(OP, dc.0)?);
-            let dh1 = dh.1.map(|v| dense::<T>(OP, v)).transpose()?;
-            let dc1 = dc.1.map(|v| dense::<T>(OP, v)).transpose()?;
+            let (a, cc, cp) = (dense_copy::<T>(OP, act)?, dense_copy::<T>(OP, c)?, dense_copy::<T>(OP, c_prev)?);
+            let (dh0, dc0) = (dense_copy::<T>(OP, dh.0)?, dense_copy::<T>(OP, dc.0)?);
+            let dh1 = dh.1.map(|v| dense_copy::<T>(OP, v)).transpose()?;
+            let dc1 = dc.1.map(|v| dense_copy::<T>(OP, v)).transpose()?;
             let (dpre, dcp) =
                 super::cell_backward(&a, &cc, &cp, (&dh0, dh1.as_deref()), (&dc0, dc1.as_deref()), hidden);
             give([a, cc, cp, dh0, dc0]);

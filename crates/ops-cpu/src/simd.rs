@@ -54,11 +54,38 @@ pub fn tanh_f32(x: f32) -> f32 {
 /// True when the CPU has AVX-512F/VL as well as AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub(crate) fn has_avx512() -> bool {
+fn has_avx512() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512vl")
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// Runs `f` compiled for AVX-512 or AVX2/FMA when the CPU has them, so the loops inlined into it
+/// vectorise with the widest registers available. `f` must be inlined for this to take effect:
+/// pass a closure that calls `#[inline(always)]` functions.
+#[inline(always)]
+pub(crate) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if has_avx512() {
+            // SAFETY: the CPU supports AVX-512F/VL, AVX2 and FMA (checked by has_avx512).
+            return unsafe { avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
 }
 
 /// `o[i] = f(a[i])` over slices, vectorised for the best instruction set the CPU has.
