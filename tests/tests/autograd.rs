@@ -770,6 +770,12 @@ fn lstm_sequence_differentiates_twice_and_checks_its_arguments() {
     let y32 = fused_lstm(&f32s, false).unwrap().to_dtype(DType::F64).unwrap();
     let y64 = lstm_reference(&xs[0], &xs[1], &xs[2], &xs[3], xs.get(4), false).unwrap();
     assert!(max_diff(&y32, &y64) < 1e-5);
+    // f16 has no fused kernel: the composed path gives the same result
+    let f16s: Vec<Tensor> = xs.iter().map(|x| x.to_dtype(DType::F16).unwrap()).collect();
+    let y16 = fused_lstm(&f16s, true).unwrap().to_dtype(DType::F64).unwrap();
+    let r16: Vec<Tensor> = f16s.iter().map(|x| x.to_dtype(DType::F64).unwrap()).collect();
+    let want = lstm_reference(&r16[0], &r16[1], &r16[2], &r16[3], r16.get(4), true).unwrap();
+    assert!(max_diff(&y16, &want) < 2e-2);
     // wrong shapes are named
     let e = xs[0].lstm_sequence(&xs[1], &xs[2], &xs[3].t().unwrap(), None, false).unwrap_err().to_string();
     assert!(e.contains("lstm_sequence") && e.contains("w_hh"), "{e}");
@@ -841,6 +847,14 @@ fn fused_conv2d_differentiates_twice_and_handles_empty_batches() {
         1e-5,
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    // a non-contiguous input (a permuted view) and f16 (composed, no fused kernel) agree too
+    let (x, w) = (rand64(&[4, 4, 2, 2]), rand64(&[3, 2, 2, 2]));
+    let xp = x.permute(&[2, 3, 0, 1]).unwrap();
+    let want = conv_reference(&xp.contiguous().unwrap(), &w, &o).unwrap();
+    assert!(max_diff(&xp.conv(&w, None, &o).unwrap(), &want) < 1e-12);
+    let half = |t: &Tensor| t.to_dtype(DType::F16).unwrap();
+    let y16 = half(&xp).conv(&half(&w), None, &o).unwrap().to_dtype(DType::F64).unwrap();
+    assert!(max_diff(&y16, &want) < 5e-2);
     let x = rand64(&[0, 2, 4, 4]).requires_grad_(true).unwrap();
     let w = rand64(&[3, 2, 2, 2]).requires_grad_(true).unwrap();
     let y = x.conv(&w, None, &o).unwrap();
