@@ -71,9 +71,12 @@ impl Tensor {
             return pack(&steps, self, h0);
         };
         let out = no_grad(|| pack(&steps, self, h0))?;
-        if !is_grad_enabled() || ![self, h0, c0, w_hh].iter().any(|t| t.requires_grad()) {
+        let mut inputs = vec![self, h0, c0, w_hh];
+        inputs.extend(b_hh);
+        if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
             return Ok(out);
         }
+        let y = out.detach();
         // the inputs stay attached to their graphs: a recorded backward recomputes from them
         let saved = Saved {
             gi: self.clone(),
@@ -81,13 +84,10 @@ impl Tensor {
             c0: c0.clone(),
             w_hh: w_hh.clone(),
             b_hh: b_hh.cloned(),
-            y: out.detach(),
+            y: y.clone(),
             gates: no_grad(|| Tensor::stack(&steps.gates, 0))?,
             reverse,
         };
-        let mut inputs = vec![self, h0, c0, w_hh];
-        inputs.extend(b_hh);
-        let y = out.detach();
         let mut keep = vec![self, h0, c0, w_hh, &y];
         keep.extend(b_hh);
         Ok(record_saving(out, "LstmSequence", &inputs, &keep, move |g| saved.backward(g)))

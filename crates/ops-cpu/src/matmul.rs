@@ -30,6 +30,16 @@ const COLUMN_ALIGN: usize = 16;
 /// Single-threaded products split `b` into column blocks at most this wide.
 const MAX_COLS: usize = 1024;
 
+/// `cols` cut into equal, aligned blocks of at most about [`MAX_COLS`] columns (one block when
+/// it is no wider).
+fn column_parts(cols: std::ops::Range<usize>) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let len = cols.len();
+    let per =
+        if len > MAX_COLS { len.div_ceil(len.div_ceil(MAX_COLS)).next_multiple_of(COLUMN_ALIGN) } else { len.max(1) };
+    let end = cols.end;
+    cols.step_by(per).map(move |s| s..(s + per).min(end))
+}
+
 /// The output's base pointer, shared by threads that write disjoint column blocks of it.
 struct SharedDst<T>(*mut T);
 // SAFETY: the threads holding it write disjoint column blocks of one exclusively borrowed output
@@ -127,18 +137,12 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
     let block = |i: usize, cols: std::ops::Range<usize>, dst: *mut T, ldd: usize| {
         // single-threaded products of very wide `b` run in narrower column blocks, whose panels of
         // `b` stay in cache: [64,576]@[576,3136] (a convolution's) 60-67 against 77-82 GFLOP/s
-        let wide = matches!(par, gemm::Parallelism::None) && cols.len() > MAX_COLS;
-        let per = if wide {
-            cols.len().div_ceil(cols.len().div_ceil(MAX_COLS)).next_multiple_of(COLUMN_ALIGN)
-        } else {
-            cols.len().max(1)
-        };
-        let mut start = cols.start;
-        while start < cols.end {
-            let part = start..(start + per).min(cols.end);
+        if !matches!(par, gemm::Parallelism::None) {
+            return narrow(i, cols, dst, ldd);
+        }
+        for part in column_parts(cols.clone()) {
             // SAFETY: `part` lies inside `cols`, so its first column is inside the block `dst` points at.
             let at = unsafe { dst.add(part.start - cols.start) };
-            start = part.end;
             narrow(i, part, at, ldd);
         }
     };
@@ -203,10 +207,7 @@ pub(crate) fn gemm_into<T: GemmElement>(
         }
         return;
     }
-    let per = n.div_ceil(n.div_ceil(MAX_COLS)).next_multiple_of(COLUMN_ALIGN);
-    let mut start = 0;
-    while start < n {
-        let cols = start..(start + per).min(n);
+    for cols in column_parts(0..n) {
         // SAFETY: the assert above checked that a's m x k and b's k x n elements, read through
         // their strides, lie inside the slices, and that dst holds m x n dense elements; columns
         // `cols` of b start at cols.start * b.cs and of dst at cols.start, both inside. With
@@ -234,7 +235,6 @@ pub(crate) fn gemm_into<T: GemmElement>(
                 gemm::Parallelism::None,
             );
         }
-        start = cols.end;
     }
 }
 
