@@ -1,9 +1,10 @@
 //! One direction of an LSTM layer over a whole sequence as a single graph node.
 //!
 //! Composed from tensor ops, a 35-step LSTM records ~15 nodes per step, and its backward computes
-//! the recurrent weight's gradient as one small product per step. Here the forward runs a product
-//! and one fused cell kernel per step; the backward runs a fused cell kernel and one product per
-//! step, then the weight gradient as a single product over all steps (as cuDNN and oneDNN do).
+//! the recurrent weight's gradient as one small product per step. Here the backend runs the whole
+//! sequence as one kernel each way ([`ember_storage::Backend::lstm_sequence`]: per step a product and the fused
+//! cell work), and the backward computes the weight gradient as a single product over all steps
+//! (as cuDNN and oneDNN do).
 //!
 //! Backends without the fused kernels, and backward passes that record a graph (`create_graph`),
 //! compose the same maths from tensor ops, so results and higher-order gradients stay available
@@ -60,17 +61,13 @@ impl Tensor {
         reverse: bool,
     ) -> Result<Tensor> {
         check_shapes(self, h0, c0, w_hh, b_hh)?;
-        let fused = if self.shape()[0] == 0 {
-            None
-        } else {
-            no_grad(|| in_sequence(self, || steps_fused(&with_bias(self, b_hh)?, h0, c0, w_hh, reverse)))?
-        };
-        let Some(steps) = fused else {
+        let fused =
+            if self.shape()[0] == 0 { None } else { no_grad(|| forward_fused(self, h0, c0, w_hh, b_hh, reverse))? };
+        let Some((out, gates)) = fused else {
             // no fused kernels here: the composed ops record their own graph
             let steps = steps_composed(&with_bias(self, b_hh)?, h0, c0, w_hh, reverse)?;
             return pack(&steps, self, h0);
         };
-        let out = no_grad(|| pack(&steps, self, h0))?;
         let mut inputs = vec![self, h0, c0, w_hh];
         inputs.extend(b_hh);
         if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
@@ -85,18 +82,13 @@ impl Tensor {
             w_hh: w_hh.clone(),
             b_hh: b_hh.cloned(),
             y: y.clone(),
-            gates: no_grad(|| Tensor::stack(&steps.gates, 0))?,
+            gates,
             reverse,
         };
         let mut keep = vec![self, h0, c0, w_hh, &y];
         keep.extend(b_hh);
         Ok(record_saving(out, "LstmSequence", &inputs, &keep, move |g| saved.backward(g)))
     }
-}
-
-/// Runs `f` (a loop of many small ops) through the backend's `run_sequence` hook.
-fn in_sequence<R: Send>(on: &Tensor, f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
-    crate::graph::in_sequence(on.backend().as_ref(), f)
 }
 
 /// `gi + b_hh`, or `gi` without a bias.
@@ -143,28 +135,22 @@ fn pack(steps: &Steps, gi: &Tensor, h0: &Tensor) -> Result<Tensor> {
     Tensor::stack(&all, 0)?.reshape(&[2, t as isize, b as isize, h as isize])
 }
 
-/// The forward by the backend's fused cell kernel, or `None` when it has none for these operands.
-fn steps_fused(gib: &Tensor, h0: &Tensor, c0: &Tensor, w_hh: &Tensor, reverse: bool) -> Result<Option<Steps>> {
-    let len = gib.shape()[0];
-    // a row-major copy of W_hhᵀ: the per-step products read it without repacking a transpose
-    let w_t = w_hh.t()?.contiguous()?;
-    let (mut h, mut c) = (h0.clone(), c0.clone());
-    let mut steps = Steps { h: vec![h0.clone(); len], c: vec![c0.clone(); len], gates: vec![c0.clone(); len] };
-    for s in 0..len {
-        let t = time(s, len, reverse);
-        let gh = h.matmul(&w_t)?;
-        let gi = gib.select(0, t as isize)?;
-        let Some((a, c2, h2)) = supported(gh.backend().lstm_cell(gh.v(), gi.v(), c.v()))? else {
-            return Ok(None);
-        };
-        let (rows, hidden) = (c.shape()[0], c.shape()[1]);
-        steps.gates[t] = gh.same_backend(a, &[rows, 4 * hidden]);
-        c = gh.same_backend(c2, &[rows, hidden]);
-        h = gh.same_backend(h2, &[rows, hidden]);
-        steps.c[t] = c.clone();
-        steps.h[t] = h.clone();
-    }
-    Ok(Some(steps))
+/// The forward by the backend's fused sequence kernel: the output `[2, T, B, H]` and the
+/// activated gates `[T, B, 4H]`, or `None` when the backend has no kernel for these operands.
+fn forward_fused(
+    gi: &Tensor,
+    h0: &Tensor,
+    c0: &Tensor,
+    w_hh: &Tensor,
+    b_hh: Option<&Tensor>,
+    reverse: bool,
+) -> Result<Option<(Tensor, Tensor)>> {
+    let gib = with_bias(gi, b_hh)?;
+    let Some((y, gates)) = supported(gib.backend().lstm_sequence(gib.v(), h0.v(), c0.v(), w_hh.v(), reverse))? else {
+        return Ok(None);
+    };
+    let (t, b, h) = (gi.shape()[0], h0.shape()[0], h0.shape()[1]);
+    Ok(Some((gib.same_backend(y, &[2, t, b, h]), gib.same_backend(gates, &[t, b, 4 * h]))))
 }
 
 /// The forward composed from tensor ops (recorded when grad mode is on).
@@ -205,11 +191,10 @@ impl Saved {
     /// Gradients of `(gi, h0, c0, w_hh, b_hh)` from the output's gradient `g` `[2, T, B, H]`.
     fn backward(&self, g: &Tensor) -> Result<Grads> {
         let len = self.gi.shape()[0];
-        let (gh_out, gc_out) = (g.select(0, 0)?, g.select(0, 1)?);
         let (d_pre, dh0, dc0, h_prev) = if is_grad_enabled() {
-            self.backward_composed(&gh_out, &gc_out)?
+            self.backward_composed(&g.select(0, 0)?, &g.select(0, 1)?)?
         } else {
-            in_sequence(g, || self.backward_fused(&gh_out, &gc_out))?
+            self.backward_fused(g)?
         };
         let (b, h) = (self.h0.shape()[0] as isize, self.h0.shape()[1] as isize);
         let rows = len as isize * b;
@@ -237,33 +222,22 @@ impl Saved {
         }
     }
 
-    /// Backward by the backend's fused cell kernel: `(d_pre [T, B, 4H], dh0, dc0, h_prev)`.
-    fn backward_fused(&self, gh_out: &Tensor, gc_out: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
-        let len = self.gi.shape()[0];
-        let (hs, cs) = (self.y.select(0, 0)?, self.y.select(0, 1)?);
-        let (rows, hidden) = (self.h0.shape()[0], self.h0.shape()[1]);
-        let mut d_pre = vec![self.c0.clone(); len];
-        let (mut dh, mut dc): (Option<Tensor>, Option<Tensor>) = (None, None);
-        for s in (0..len).rev() {
-            let t = time(s, len, self.reverse);
-            let c_prev = if s == 0 { self.c0.clone() } else { cs.select(0, time(s - 1, len, self.reverse) as isize)? };
-            let (a, c) = (self.gates.select(0, t as isize)?, cs.select(0, t as isize)?);
-            let (gh, gc) = (gh_out.select(0, t as isize)?, gc_out.select(0, t as isize)?);
-            let (dp, dcp) = a.backend().lstm_cell_backward(
-                a.v(),
-                c.v(),
-                c_prev.v(),
-                (gh.v(), dh.as_ref().map(|t| t.v())),
-                (gc.v(), dc.as_ref().map(|t| t.v())),
-            )?;
-            let dp = a.same_backend(dp, &[rows, 4 * hidden]);
-            dh = Some(dp.matmul(&self.w_hh)?);
-            dc = Some(a.same_backend(dcp, &[rows, hidden]));
-            d_pre[t] = dp;
-        }
-        let d_pre = Tensor::stack(&d_pre, 0)?;
-        let done = |t: Option<Tensor>| t.expect("the sequence has at least one step");
-        Ok((d_pre, done(dh), done(dc), self.previous_hidden(&hs)?))
+    /// Backward by the backend's fused sequence kernel from the output's gradient `g`:
+    /// `(d_pre [T, B, 4H], dh0, dc0, h_prev)`.
+    fn backward_fused(&self, g: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        let (b, h) = (self.h0.shape()[0], self.h0.shape()[1]);
+        let (d_pre, dh0, dc0) = self.gates.backend().lstm_sequence_backward(
+            self.gates.v(),
+            self.y.v(),
+            self.c0.v(),
+            self.w_hh.v(),
+            g.v(),
+            self.reverse,
+        )?;
+        let like = &self.gates;
+        let d_pre = like.same_backend(d_pre, self.gates.shape());
+        let (dh0, dc0) = (like.same_backend(dh0, &[b, h]), like.same_backend(dc0, &[b, h]));
+        Ok((d_pre, dh0, dc0, self.previous_hidden(&self.y.select(0, 0)?)?))
     }
 
     /// Backward composed from tensor ops on a recomputed, recorded forward, so the gradients are

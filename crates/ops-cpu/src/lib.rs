@@ -34,6 +34,7 @@ mod rows;
 pub mod simd;
 mod softmax;
 pub mod special;
+mod staged;
 mod strided;
 mod threading;
 
@@ -709,19 +710,20 @@ impl Backend for CpuBackend {
         conv::entry::conv2d_backward(x, w, gy, geom, need)
     }
 
-    fn lstm_cell(&self, gh: View, gi: View, c_prev: View) -> Result<(Buffer, Buffer, Buffer)> {
-        recurrent::entry::lstm_cell(gh, gi, c_prev)
+    fn lstm_sequence(&self, gi: View, h0: View, c0: View, w_hh: View, reverse: bool) -> Result<(Buffer, Buffer)> {
+        recurrent::entry::lstm_sequence(gi, h0, c0, w_hh, reverse)
     }
 
-    fn lstm_cell_backward(
+    fn lstm_sequence_backward(
         &self,
         gates: View,
-        c: View,
-        c_prev: View,
-        dh: (View, Option<View>),
-        dc: (View, Option<View>),
-    ) -> Result<(Buffer, Buffer)> {
-        recurrent::entry::lstm_cell_backward(gates, c, c_prev, dh, dc)
+        y: View,
+        c0: View,
+        w_hh: View,
+        gy: View,
+        reverse: bool,
+    ) -> Result<(Buffer, Buffer, Buffer)> {
+        recurrent::entry::lstm_sequence_backward(gates, y, c0, w_hh, gy, reverse)
     }
 
     fn random(&self, op: RngOp, dtype: DType, numel: usize, key: RngKey) -> Result<Buffer> {

@@ -145,30 +145,33 @@ pub trait Backend: Send + Sync + Debug {
         Err(crate::Error::unsupported("conv2d_backward", "this backend has no fused convolution kernels"))
     }
 
-    /// One step of an LSTM cell, fused: the gates' pre-activations are `gh + gi` (both `[B, 4H]`,
-    /// gate order input, forget, cell, output), `c_prev` is the previous cell state `[B, H]`.
-    /// Returns the activated gates `[B, 4H]`, the new cell state and the new hidden state (each
-    /// `[B, H]`), all in the operands' floating dtype. Optional: the default says it is not
-    /// supported, and callers then compose the step from elementwise ops.
-    fn lstm_cell(&self, gh: View, gi: View, c_prev: View) -> Result<(Buffer, Buffer, Buffer)> {
-        let _ = (gh, gi, c_prev);
-        Err(crate::Error::unsupported("lstm_cell", "this backend has no fused LSTM kernels"))
+    /// One direction of an LSTM layer over a whole sequence, fused: `gi` holds the input
+    /// projections with both biases `[T, B, 4H]` (gate order input, forget, cell, output, as
+    /// PyTorch), `h0` and `c0` the initial states `[B, H]`, `w_hh` the recurrent weight `[4H, H]`;
+    /// with `reverse` the steps run from the last time index to the first. Returns the hidden and
+    /// cell states of every step `[2, T, B, H]` (time order) and the activated gates
+    /// `[T, B, 4H]`, in the operands' floating dtype. Optional: the default says it is not
+    /// supported, and callers then compose the steps from products and elementwise ops.
+    fn lstm_sequence(&self, gi: View, h0: View, c0: View, w_hh: View, reverse: bool) -> Result<(Buffer, Buffer)> {
+        let _ = (gi, h0, c0, w_hh, reverse);
+        Err(crate::Error::unsupported("lstm_sequence", "this backend has no fused LSTM kernels"))
     }
 
-    /// The backward of [`Backend::lstm_cell`]: from the activated `gates`, the step's cell state
-    /// `c` and the previous one `c_prev`, and the gradients reaching the step's hidden state and
-    /// cell state, each given as one view or the sum of two (`[B, H]` each). Returns the gradient
-    /// of the gates' pre-activations `[B, 4H]` and of `c_prev`. Optional, like `lstm_cell`.
-    fn lstm_cell_backward(
+    /// The backward of [`Backend::lstm_sequence`]: from its `gates` and states `y`, `c0`, `w_hh`
+    /// and the gradient `gy` of `y` `[2, T, B, H]`, the gradient of the gates' pre-activations
+    /// `[T, B, 4H]` (which is also `gi`'s) and of `h0` and `c0`. The weights' gradients are
+    /// products of these with the states, left to the caller. Optional, like `lstm_sequence`.
+    fn lstm_sequence_backward(
         &self,
         gates: View,
-        c: View,
-        c_prev: View,
-        dh: (View, Option<View>),
-        dc: (View, Option<View>),
-    ) -> Result<(Buffer, Buffer)> {
-        let _ = (gates, c, c_prev, dh, dc);
-        Err(crate::Error::unsupported("lstm_cell_backward", "this backend has no fused LSTM kernels"))
+        y: View,
+        c0: View,
+        w_hh: View,
+        gy: View,
+        reverse: bool,
+    ) -> Result<(Buffer, Buffer, Buffer)> {
+        let _ = (gates, y, c0, w_hh, gy, reverse);
+        Err(crate::Error::unsupported("lstm_sequence_backward", "this backend has no fused LSTM kernels"))
     }
 
     /// `numel` random values of a floating `dtype`.
