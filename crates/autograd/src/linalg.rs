@@ -52,13 +52,28 @@ impl Tensor {
         out.extend([m, n]);
         let r = a.same_backend(buf, &out);
         let (sa, sb) = (a.clone(), b.clone());
+        // only the gradients that have somewhere to go (an input without requires_grad has no
+        // edge): a network's first layer skips the product for its input's gradient, as PyTorch does
+        let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
         let r = crate::graph::record_saving(r, "matmul", &[&a, &b], &[&a, &b], move |g| {
             // An operand that is a transposed view (e.g. linear's `weight.t()`) gets its gradient
             // as the transpose of a dense product, so the gradient that reaches the stored tensor
             // (through the transpose's backward) is dense too, as PyTorch's is.
-            let ga = if transposed_view(&sa) { sb.matmul(&g.mt()?)?.mt()? } else { g.matmul(&sb.mt()?)? };
-            let gb = if transposed_view(&sb) { g.mt()?.matmul(&sa)?.mt()? } else { sa.mt()?.matmul(g)? };
-            Ok(smallvec::smallvec![Some(ga), Some(gb)])
+            let ga = if !need_a {
+                None
+            } else if transposed_view(&sa) {
+                Some(sb.matmul(&g.mt()?)?.mt()?)
+            } else {
+                Some(g.matmul(&sb.mt()?)?)
+            };
+            let gb = if !need_b {
+                None
+            } else if transposed_view(&sb) {
+                Some(g.mt()?.matmul(&sa)?.mt()?)
+            } else {
+                Some(sa.mt()?.matmul(g)?)
+            };
+            Ok(smallvec::smallvec![ga, gb])
         });
         match (an, bn) {
             (1, 1) => r.reshape(&[]),
