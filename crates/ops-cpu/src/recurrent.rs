@@ -19,6 +19,9 @@ use crate::threading::{par_threshold, pool};
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
+/// A multiple of `gemm`'s SIMD width (8 f32 or 4 f64 lanes with AVX2).
+const UNIT_ALIGN: usize = 8;
+
 /// The sizes and direction of one sequence.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Dims {
@@ -39,9 +42,18 @@ impl Dims {
         }
     }
 
-    /// The hidden units of part `p` of `parts`.
+    /// The hidden units of part `p` of `parts`. Parts start at multiples of [`UNIT_ALIGN`], so
+    /// every part but the last spans a whole number of SIMD vectors: `gemm` then multiplies by the
+    /// weight's columns in place instead of packing them again at every step.
     fn units(&self, p: usize, parts: usize) -> Range<usize> {
-        p * self.hidden / parts..(p + 1) * self.hidden / parts
+        let cut = |p: usize| {
+            if p >= parts {
+                self.hidden
+            } else {
+                ((p * self.hidden / parts + UNIT_ALIGN / 2) / UNIT_ALIGN * UNIT_ALIGN).min(self.hidden)
+            }
+        };
+        cut(p)..cut(p + 1)
     }
 
     /// Elements in one `[T, B, H]` plane of the states.
@@ -176,11 +188,13 @@ fn pack_gate_columns<T: Copy>(w_hh: &[T], hidden: usize, units: &Range<usize>, o
 }
 
 /// A backward part's scratch: the gradients reaching its units' hidden state `[B, u]` and cell
-/// state (`dc` read, `dc_next` written, swapped each step).
+/// state (`dc` read, `dc_next` written, swapped each step), and `[u]` zeros.
 struct BackwardPart<T> {
     dh: Vec<T>,
     dc: Vec<T>,
     dc_next: Vec<T>,
+    /// `[u]` zeros: the carried gradients of the first step.
+    zeros: Vec<T>,
 }
 
 /// The backward over a sequence, from the forward's `gates` `[T, B, 4H]` and states `y`
@@ -201,8 +215,9 @@ pub(crate) fn sequence_backward<T: Real + GemmElement>(
         (crate::pool::take(plane * 4), crate::pool::take(b * h), crate::pool::take(b * h));
     let scratch: Vec<Mutex<BackwardPart<T>>> = (0..parts)
         .map(|p| {
-            let n = b * d.units(p, parts).len();
-            Mutex::new(BackwardPart { dh: vec![T::zero(); n], dc: vec![T::zero(); n], dc_next: vec![T::zero(); n] })
+            let u = d.units(p, parts).len();
+            let zero = |n: usize| vec![T::zero(); n];
+            Mutex::new(BackwardPart { dh: zero(b * u), dc: zero(b * u), dc_next: zero(b * u), zeros: zero(u) })
         })
         .collect();
     let (dps, dh0s, dc0s) = (SharedBuf::new(&mut dpre), SharedBuf::new(&mut dh0), SharedBuf::new(&mut dc0));
@@ -214,7 +229,7 @@ pub(crate) fn sequence_backward<T: Real + GemmElement>(
             return;
         }
         let mut guard = own(&scratch[p]);
-        let BackwardPart { dh, dc, dc_next } = &mut *guard;
+        let BackwardPart { dh, dc, dc_next, zeros } = &mut *guard;
         if s > 0 {
             // SAFETY: the previous step was the previous stage, which has finished; this stage
             // writes only time t's gradients.
@@ -254,8 +269,11 @@ pub(crate) fn sequence_backward<T: Real + GemmElement>(
                         Some(tb) => &y[plane + at(tb * b + r)..][..u],
                     };
                     let (mine, next) = (r * u..(r + 1) * u, &mut dc_next[r * u..][..u]);
-                    let dh = (&gy[at(row)..][..u], carry.then(|| &dh[mine.clone()]));
-                    let dc = (&gy[plane + at(row)..][..u], carry.then(|| &dc[mine]));
+                    // the first step has no carried gradients: zeros stand in for them
+                    let (dh_in, dc_in) =
+                        if carry { (&dh[mine.clone()], &dc[mine]) } else { (&zeros[..u], &zeros[..u]) };
+                    let dh = (&gy[at(row)..][..u], dh_in);
+                    let dc = (&gy[plane + at(row)..][..u], dc_in);
                     // SAFETY: only this task writes this part's units of time t, and no task reads
                     // them before the next stage.
                     let d_act = unsafe { gate_pieces(&dps, row, h, &units) };
@@ -291,15 +309,15 @@ fn forward_units<T: Real>(pre: &[T], c_prev: &[T], act: [&mut [T]; 4], c: &mut [
 }
 
 /// One row of a part's backward step: from the activated gates, the step's and the previous cell
-/// state, and the gradients reaching the hidden and cell state (each one slice or the sum of
-/// two), the gates' pre-activation gradients and the previous cell state's gradient.
+/// state, and the gradients reaching the hidden and cell state (each the sum of two slices), the
+/// gates' pre-activation gradients and the previous cell state's gradient.
 #[inline(always)]
 fn backward_units<T: Real>(
     act: [&[T]; 4],
     c: &[T],
     c_prev: &[T],
-    dh: (&[T], Option<&[T]>),
-    dc: (&[T], Option<&[T]>),
+    dh: (&[T], &[T]),
+    dc: (&[T], &[T]),
     d_act: [&mut [T]; 4],
     dc_prev: &mut [T],
 ) {
@@ -308,9 +326,11 @@ fn backward_units<T: Real>(
     let [di, df, dg, d_o] = d_act;
     let (di, df, dg, d_o, dc_prev, c_prev) =
         (&mut di[..u], &mut df[..u], &mut dg[..u], &mut d_o[..u], &mut dc_prev[..u], &c_prev[..u]);
+    // every operand cut to `u` up front: no bounds checks in the loop, which then vectorises
+    let (dh0, dh1, dc0, dc1) = (&dh.0[..u], &dh.1[..u], &dc.0[..u], &dc.1[..u]);
     for k in 0..u {
-        let dhk = dh.0[k] + dh.1.map_or(T::zero(), |s| s[k]);
-        let dck = dc.0[k] + dc.1.map_or(T::zero(), |s| s[k]);
+        let dhk = dh0[k] + dh1[k];
+        let dck = dc0[k] + dc1[k];
         let tc = c[k].fast_tanh();
         let dct = dck + dhk * o[k] * (one - tc * tc);
         d_o[k] = dhk * tc * o[k] * (one - o[k]);
@@ -326,7 +346,7 @@ pub(crate) mod entry {
     use super::{Dims, Real};
     use crate::buf;
     use crate::matmul::GemmElement;
-    use crate::operands::{dense_copy, float_dtype};
+    use crate::operands::{dense_operands, float_dtype, Dense};
     use ember_storage::{Buffer, DType, Error, HostData, HostElement, Result, View};
 
     fn expect(op: &str, name: &str, v: View, shape: &[usize]) -> Result<()> {
@@ -349,10 +369,6 @@ pub(crate) mod entry {
         Ok(Dims { steps, batch, hidden, reverse })
     }
 
-    fn give<T: Send + 'static>(vs: impl IntoIterator<Item = Vec<T>>) {
-        vs.into_iter().for_each(crate::pool::give);
-    }
-
     fn out<T: HostElement>(v: Vec<T>) -> Buffer {
         buf(HostData::from_vec(v))
     }
@@ -363,10 +379,10 @@ pub(crate) mod entry {
         expect(OP, "h0", h0, &[d.batch, d.hidden])?;
         expect(OP, "c0", c0, &[d.batch, d.hidden])?;
         fn go<T: Real + GemmElement + HostElement>(v: [View; 4], d: Dims) -> Result<(Buffer, Buffer)> {
-            let [gi, h0, c0, w] = v.map(|v| dense_copy::<T>(OP, v));
-            let (gi, h0, c0, w) = (gi?, h0?, c0?, w?);
-            let (y, gates) = super::sequence_forward(&gi, &h0, &c0, &w, d, super::part_count(d));
-            give([gi, h0, c0, w]);
+            let ops = dense_operands::<T, 4>(OP, v)?;
+            let [gi, h0, c0, w] = &ops;
+            let (y, gates) = super::sequence_forward(gi, h0, c0, w, d, super::part_count(d));
+            ops.into_iter().for_each(Dense::recycle);
             Ok((out(y), out(gates)))
         }
         match float_dtype(OP, gi)? {
@@ -389,10 +405,10 @@ pub(crate) mod entry {
         expect(OP, "gy", gy, &[2, d.steps, d.batch, d.hidden])?;
         expect(OP, "c0", c0, &[d.batch, d.hidden])?;
         fn go<T: Real + GemmElement + HostElement>(v: [View; 5], d: Dims) -> Result<(Buffer, Buffer, Buffer)> {
-            let [a, y, c0, w, gy] = v.map(|v| dense_copy::<T>(OP, v));
-            let (a, y, c0, w, gy) = (a?, y?, c0?, w?, gy?);
-            let (dpre, dh0, dc0) = super::sequence_backward(&a, &y, &c0, &w, &gy, d, super::part_count(d));
-            give([a, y, c0, w, gy]);
+            let ops = dense_operands::<T, 5>(OP, v)?;
+            let [a, y, c0, w, gy] = &ops;
+            let (dpre, dh0, dc0) = super::sequence_backward(a, y, c0, w, gy, d, super::part_count(d));
+            ops.into_iter().for_each(Dense::recycle);
             Ok((out(dpre), out(dh0), out(dc0)))
         }
         match float_dtype(OP, gates)? {
@@ -440,11 +456,34 @@ mod tests {
         y
     }
 
+    /// The parts tile the hidden units in order, each starting at an aligned unit.
+    #[test]
+    fn parts_tile_the_hidden_units() {
+        for hidden in 0..300 {
+            for parts in 1..6 {
+                let d = Dims { steps: 1, batch: 1, hidden, reverse: false };
+                let mut next = 0;
+                for p in 0..parts {
+                    let u = d.units(p, parts);
+                    assert_eq!(u.start, next, "hidden {hidden}, parts {parts}");
+                    assert!(
+                        u.start.is_multiple_of(UNIT_ALIGN) || u.is_empty(),
+                        "hidden {hidden}, part {p} starts at {}",
+                        u.start
+                    );
+                    next = u.end;
+                }
+                assert_eq!(next, hidden);
+            }
+        }
+    }
+
     /// The fused sequence agrees with the equations, whatever the number of parts and the
     /// direction, forward and backward (the backward against central differences).
     #[test]
     fn sequence_matches_the_equations() {
-        for (steps, batch, hidden) in [(4, 3, 5), (1, 2, 7), (0, 2, 3)] {
+        // hidden 20 splits into parts of 8 and 12 units (or 8, 8 and 4)
+        for (steps, batch, hidden) in [(4, 3, 5), (3, 2, 20), (1, 2, 7), (0, 2, 3)] {
             for reverse in [false, true] {
                 let d = Dims { steps, batch, hidden, reverse };
                 let (gi, h0, c0) = (data(d.plane() * 4, 1), data(batch * hidden, 2), data(batch * hidden, 3));
