@@ -744,6 +744,29 @@ proptest! {
     }
 }
 
+/// Sizes large enough that the CPU kernel splits every step across threads (hidden units in
+/// parts, threads meeting at a barrier per step): values and every gradient still equal the
+/// composed equations, both directions.
+#[test]
+fn lstm_sequence_split_across_threads_matches_the_equations() {
+    manual_seed(11);
+    for reverse in [false, true] {
+        let xs = lstm_inputs(7, 5, 44, true);
+        let leaves =
+            |xs: &[Tensor]| -> Vec<Tensor> { xs.iter().map(|x| x.detach().requires_grad_(true).unwrap()).collect() };
+        let (a, r) = (leaves(&xs), leaves(&xs));
+        let w = rand64(&[2, 7, 5, 44]);
+        let ya = fused_lstm(&a, reverse).unwrap();
+        let yr = lstm_reference(&r[0], &r[1], &r[2], &r[3], r.get(4), reverse).unwrap();
+        assert!(max_diff(&ya, &yr) < 1e-12, "reverse {reverse}");
+        ya.mul(&w).unwrap().sum().unwrap().backward().unwrap();
+        yr.mul(&w).unwrap().sum().unwrap().backward().unwrap();
+        for (i, (x, y)) in a.iter().zip(&r).enumerate() {
+            assert!(max_diff(&x.grad().unwrap(), &y.grad().unwrap()) < 1e-10, "reverse {reverse}, input {i}");
+        }
+    }
+}
+
 #[test]
 fn lstm_sequence_differentiates_twice_and_checks_its_arguments() {
     manual_seed(5);

@@ -62,9 +62,13 @@ impl Dims {
     }
 }
 
-/// How many parts (threads) each step splits into: one for steps too small to share.
+/// How many parts (threads) each step splits into: one for steps too small to share, and never
+/// more than the machine has cores: a part whose thread waits for a core stalls every step
+/// (W10 on 2 cores with 3 pool threads: 34 ms against 17.5 ms).
 pub(crate) fn part_count(d: Dims) -> usize {
-    let threads = pool().current_num_threads();
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = pool().current_num_threads().min(cores);
     let work = d.batch * 4 * d.hidden * d.hidden;
     if threads > 1 && d.hidden >= 2 && work >= par_threshold() {
         threads.min(d.hidden)
