@@ -2,9 +2,9 @@
 //!
 //! Composed from tensor ops, a 35-step LSTM records ~15 nodes per step, and its backward computes
 //! the recurrent weight's gradient as one small product per step. Here the backend runs the whole
-//! sequence as one kernel each way ([`ember_storage::Backend::lstm_sequence`]: per step a product and the fused
-//! cell work), and the backward computes the weight gradient as a single product over all steps
-//! (as cuDNN and oneDNN do).
+//! sequence as one kernel each way ([`ember_storage::Backend::lstm_sequence`]: per step a product
+//! and the fused cell work), and the backward computes the weight gradient as a single product
+//! over all steps (as cuDNN and oneDNN do).
 //!
 //! Backends without the fused kernels, and backward passes that record a graph (`create_graph`),
 //! compose the same maths from tensor ops, so results and higher-order gradients stay available
