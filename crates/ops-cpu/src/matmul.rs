@@ -1,5 +1,6 @@
 //! Batched strided matrix products through the `gemm` crate (transposed views need no copy).
 
+use crate::staged::SharedBuf;
 use crate::strided::row_start;
 use crate::threading::pool;
 use ember_storage::{Element, Layout};
@@ -38,19 +39,6 @@ fn column_parts(cols: std::ops::Range<usize>) -> impl Iterator<Item = std::ops::
         if len > MAX_COLS { len.div_ceil(len.div_ceil(MAX_COLS)).next_multiple_of(COLUMN_ALIGN) } else { len.max(1) };
     let end = cols.end;
     cols.step_by(per).map(move |s| s..(s + per).min(end))
-}
-
-/// The output's base pointer, shared by threads that write disjoint column blocks of it.
-struct SharedDst<T>(*mut T);
-// SAFETY: the threads holding it write disjoint column blocks of one exclusively borrowed output
-// (see `matmul`), so sending the pointer to them cannot create overlapping writes.
-unsafe impl<T> Send for SharedDst<T> {}
-// SAFETY: as for Send: only disjoint blocks are written through it, and nothing reads it.
-unsafe impl<T> Sync for SharedDst<T> {}
-impl<T> SharedDst<T> {
-    fn get(&self) -> *mut T {
-        self.0
-    }
 }
 
 /// Types `gemm` multiplies natively.
@@ -151,13 +139,12 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
         use rayon::prelude::*;
         let per = n.div_ceil(threads).next_multiple_of(COLUMN_ALIGN);
         for (i, dst) in out.chunks_mut(m * n).enumerate() {
-            let dst = SharedDst(dst.as_mut_ptr());
+            // the threads write disjoint column blocks of this output
+            let dst = SharedBuf::new(dst);
             pool().install(|| {
                 (0..n.div_ceil(per)).into_par_iter().for_each(|p| {
                     let cols = p * per..((p + 1) * per).min(n);
-                    // SAFETY: column `cols.start` of row 0 lies inside the m x n output (cols.start < n).
-                    let at = unsafe { dst.get().add(cols.start) };
-                    block(i, cols, at, n)
+                    block(i, cols.clone(), dst.ptr_at(cols.start), n)
                 })
             });
         }

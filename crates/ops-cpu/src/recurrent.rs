@@ -87,6 +87,7 @@ fn own<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// # Safety
 /// No other thread may touch these elements while the slices live.
 #[allow(clippy::mut_from_ref)]
+// SAFETY (contract): callers guarantee exclusive access to the four pieces.
 unsafe fn gate_pieces<'a, T>(
     buf: &'a SharedBuf<'_, T>,
     row: usize,

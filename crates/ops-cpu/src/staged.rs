@@ -119,11 +119,20 @@ impl<'a, T> SharedBuf<'a, T> {
         SharedBuf { ptr: v.as_mut_ptr(), len: v.len(), _borrow: std::marker::PhantomData }
     }
 
+    /// A raw pointer to element `at` (at most the length), for kernels such as `gemm` that write
+    /// strided blocks of the buffer themselves. Writing through it carries [`Self::piece_mut`]'s
+    /// contract for every element written.
+    pub(crate) fn ptr_at(&self, at: usize) -> *mut T {
+        assert!(at <= self.len, "element {at} outside a buffer of {}", self.len);
+        self.ptr.wrapping_add(at)
+    }
+
     /// Elements `at..at + len` for writing.
     ///
     /// # Safety
     /// No other thread may read or write these elements while the slice lives.
     #[allow(clippy::mut_from_ref)]
+    // SAFETY (contract): callers guarantee exclusive access to the piece; bounds are checked here.
     pub(crate) unsafe fn piece_mut(&self, at: usize, len: usize) -> &mut [T] {
         assert!(at + len <= self.len, "piece {at}..{} outside a buffer of {}", at + len, self.len);
         // SAFETY: in bounds (checked above) of the buffer borrowed in `new`, which outlives self;
@@ -135,6 +144,7 @@ impl<'a, T> SharedBuf<'a, T> {
     ///
     /// # Safety
     /// No other thread may write these elements while the slice lives.
+    // SAFETY (contract): callers guarantee no concurrent writer; bounds are checked here.
     pub(crate) unsafe fn piece(&self, at: usize, len: usize) -> &[T] {
         assert!(at + len <= self.len, "piece {at}..{} outside a buffer of {}", at + len, self.len);
         // SAFETY: in bounds (checked above) of the buffer borrowed in `new`; the absence of
@@ -157,10 +167,14 @@ mod tests {
             let runs = AtomicUsize::new(0);
             run_staged(stages, parts, |s, p| {
                 runs.fetch_add(1, Ordering::Relaxed);
-                // SAFETY: stage s - 1 has finished before any task of stage s starts, and only
-                // task (s, p) writes entry s * parts + p.
-                let prev =
-                    if s == 0 { 0 } else { *unsafe { shared.piece((s - 1) * parts, parts) }.iter().min().unwrap() };
+                let prev = if s == 0 {
+                    0
+                } else {
+                    // SAFETY: stage s - 1 has finished before any task of stage s starts, and
+                    // only task (s, p) writes entry s * parts + p.
+                    let earlier = unsafe { shared.piece((s - 1) * parts, parts) };
+                    *earlier.iter().min().unwrap()
+                };
                 // SAFETY: as above.
                 let cell = unsafe { shared.piece_mut(s * parts + p, 1) };
                 cell[0] = prev + 1;
