@@ -75,8 +75,8 @@ impl Tensor {
             return Err(Error::autograd("cannot register a hook on a tensor that does not require grad"));
         }
         match &self.grad_fn() {
-            Some(n) => n.hooks.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(hook)),
-            None => self.0.hooks.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(hook)),
+            Some(n) => n.hooks.lock().unwrap_or_else(|e| e.into_inner()).push(std::sync::Arc::new(hook)),
+            None => self.0.hooks.lock().unwrap_or_else(|e| e.into_inner()).push(std::sync::Arc::new(hook)),
         }
         Ok(())
     }
@@ -103,7 +103,7 @@ impl Tensor {
                 "post-accumulate-grad hooks can only be registered on leaves that require grad",
             ));
         }
-        self.0.post_accumulate_hooks.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(hook));
+        self.0.post_accumulate_hooks.lock().unwrap_or_else(|e| e.into_inner()).push(std::sync::Arc::new(hook));
         Ok(())
     }
 

@@ -3,6 +3,8 @@
 use crate::device::backend;
 use crate::random::next_key;
 use crate::Tensor;
+use ember_storage::alloc::{try_filled, try_from_fn};
+use ember_storage::shape::{checked_numel, MAX_ELEMENTS};
 use ember_storage::{DType, Device, Error, HostData, Result, RngOp, Scalar};
 
 /// The dtype new floating tensors get when none is given (PyTorch's default, f32).
@@ -13,7 +15,7 @@ impl Tensor {
     pub fn full_with(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
         let be = backend(device)?;
         let scalar = if dtype.is_float() { Scalar::F(value) } else { Scalar::I(value as i64) };
-        let buf = be.full(scalar, dtype, shape.iter().product())?;
+        let buf = be.full(scalar, dtype, checked_numel(shape, "full")?)?;
         Ok(Tensor::from_buffer(buf, be, shape))
     }
     /// An f32 CPU tensor of `shape` filled with `value`.
@@ -60,7 +62,7 @@ impl Tensor {
     /// A new tensor of values from a distribution, drawn from the global generator.
     pub fn random_with(shape: &[usize], op: RngOp, dtype: DType, device: Device) -> Result<Tensor> {
         let be = backend(device)?;
-        let n = shape.iter().product();
+        let n = checked_numel(shape, "random")?;
         let buf = be.random(op, dtype, n, next_key(n))?;
         Ok(Tensor::from_buffer(buf, be, shape))
     }
@@ -138,11 +140,21 @@ impl Tensor {
 
     /// Values `start, start+step, ...` below `end` (PyTorch's `arange`).
     pub fn arange_with(start: f64, end: f64, step: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        if !start.is_finite() || !end.is_finite() {
+            return Err(Error::invalid("arange", format!("start ({start}) and end ({end}) must be finite")));
+        }
         if step == 0.0 || !step.is_finite() || ((end - start) / step).is_sign_negative() && end != start {
             return Err(Error::invalid("arange", format!("step {step} cannot go from {start} to {end}")));
         }
-        let n = ((end - start) / step).ceil().max(0.0) as usize;
-        let vals: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
+        let count = ((end - start) / step).ceil().max(0.0);
+        if count > MAX_ELEMENTS as f64 {
+            return Err(Error::invalid(
+                "arange",
+                format!("{count} elements from {start} to {end} by {step} are too many"),
+            ));
+        }
+        let n = count as usize;
+        let vals = try_from_fn("arange", n, |i| start + i as f64 * step)?;
         Tensor::from_host(HostData::from_f64s(dtype, &vals), &[n], device)
     }
     /// i64 values `0..end`.
@@ -154,9 +166,14 @@ impl Tensor {
         let step = if steps > 1 { (end - start) / (steps - 1) as f64 } else { 0.0 };
         // PyTorch fills the two halves from opposite ends so that both endpoints are exact.
         let half = steps / 2;
-        let vals: Vec<f64> = (0..steps)
-            .map(|i| if i < half { start + step * i as f64 } else { end - step * (steps - 1 - i) as f64 })
-            .collect();
+        checked_numel(&[steps], "linspace")?;
+        let vals = try_from_fn("linspace", steps, |i| {
+            if i < half {
+                start + step * i as f64
+            } else {
+                end - step * (steps - 1 - i) as f64
+            }
+        })?;
         Tensor::from_host(HostData::from_f64s(dtype, &vals), &[steps], device)
     }
     /// f32 `linspace`.
@@ -178,7 +195,7 @@ impl Tensor {
     }
     /// The `n x m` identity.
     pub fn eye_with(n: usize, m: usize, dtype: DType, device: Device) -> Result<Tensor> {
-        let mut v = vec![0.0; n * m];
+        let mut v = try_filled("eye", checked_numel(&[n, m], "eye")?, 0.0)?;
         for i in 0..n.min(m) {
             v[i * m + i] = 1.0;
         }

@@ -18,7 +18,10 @@ use std::sync::{Arc, Mutex};
 /// for the usual one or two inputs, so a backward step allocates no vector.
 pub(crate) type Grads = SmallVec<[Option<Tensor>; 2]>;
 
-type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Grads> + Send + Sync>;
+/// Shared (`Arc`), so the engine can call it without holding the node's lock: a backward runs
+/// parallel kernels, and a pool thread that steals another backward's work must never find a lock
+/// held across that work (the deadlock of two threads backpropagating through a shared node).
+type BackwardFn = Arc<dyn Fn(&Tensor) -> Result<Grads> + Send + Sync>;
 
 /// Takes one fixed view of a tensor.
 pub(crate) type ViewFn = Box<dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync>;
@@ -34,10 +37,10 @@ pub(crate) struct Region {
 }
 
 /// A gradient hook: inspects the gradient, or returns a replacement.
-pub(crate) type Hook = Box<dyn Fn(&Tensor) -> Option<Tensor> + Send + Sync>;
+pub(crate) type Hook = Arc<dyn Fn(&Tensor) -> Option<Tensor> + Send + Sync>;
 
 /// A hook run on a leaf after backward accumulated into its `.grad` (it gets the leaf itself).
-pub(crate) type PostAccumulateHook = Box<dyn Fn(&Tensor) + Send + Sync>;
+pub(crate) type PostAccumulateHook = Arc<dyn Fn(&Tensor) + Send + Sync>;
 
 /// Where the gradient of one input goes.
 pub(crate) enum Edge {
@@ -181,7 +184,7 @@ pub(crate) fn new_node(
     edges: Vec<Option<Edge>>,
     backward: impl Fn(&Tensor) -> Result<Grads> + Send + Sync + 'static,
 ) -> Arc<Node> {
-    make_node(name, Box::new(backward), edges.into(), SmallVec::new(), None)
+    make_node(name, Arc::new(backward), edges.into(), SmallVec::new(), None)
 }
 
 /// A new node (counted in [`live_nodes`]).
@@ -242,7 +245,7 @@ pub(crate) fn record_saving(
     }
     let edges = inputs.iter().map(|t| edge_of(t)).collect();
     let saved = saved.iter().map(|t| (Arc::downgrade(&t.0.storage), t.version())).collect();
-    attach(out, make_node(name, Box::new(backward), edges, saved, None))
+    attach(out, make_node(name, Arc::new(backward), edges, saved, None))
 }
 
 /// Records a view of `input` whose backward embeds the gradient into `region` of zeros (the engine
@@ -258,7 +261,7 @@ pub(crate) fn record_view(
         return out;
     }
     let edges = smallvec::smallvec![edge_of(input)];
-    attach(out, make_node(name, Box::new(backward), edges, SmallVec::new(), Some(region)))
+    attach(out, make_node(name, Arc::new(backward), edges, SmallVec::new(), Some(region)))
 }
 
 /// Makes `node` the grad_fn of `out`.
@@ -386,8 +389,34 @@ fn add_into(map: &mut PtrMap<Tensor>, k: usize, g: Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Adds `g` into a gradient slot that other threads may use at the same time (a leaf shared by two
+/// graphs being backpropagated concurrently). The lock is never held across the addition, which
+/// runs parallel kernels: the stored value is taken out, summed unlocked, and put back only into
+/// an empty slot; whatever another thread stored meanwhile is taken and added too, so no
+/// contribution is lost.
+pub(crate) fn accumulate_shared(slot: &Mutex<Option<Tensor>>, mut g: Tensor) -> Result<()> {
+    loop {
+        let old = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match old {
+            Some(old) => g = old.add(&g)?,
+            None => {
+                let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+                if s.is_none() {
+                    *s = Some(g);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// A snapshot of a hook list, so hooks run without the list's lock held.
+fn snapshot<T: ?Sized>(list: &Mutex<Vec<Arc<T>>>) -> Vec<Arc<T>> {
+    list.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 fn run_hooks(hooks: &Mutex<Vec<Hook>>, mut g: Tensor) -> Tensor {
-    for h in hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+    for h in snapshot(hooks).iter() {
         if let Some(r) = h(&g) {
             g = r;
         }
@@ -523,11 +552,10 @@ fn run_here(
         let mut input_grads = Grads::new();
         if let Some(g) = grad {
             let g = run_hooks(&n.hooks, g);
-            for w in n.retained.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                if let Some(t) = w.upgrade() {
-                    let mut slot = t.grad.lock().unwrap_or_else(|e| e.into_inner());
-                    accumulate(&mut slot, if create_graph { g.clone() } else { g.detach() })?;
-                }
+            let retained: Vec<_> =
+                n.retained.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|w| w.upgrade()).collect();
+            for t in retained {
+                accumulate_shared(&t.grad, if create_graph { g.clone() } else { g.detach() })?;
             }
             capture(k, &g, &mut captured)?;
             for (storage, v) in &n.saved {
@@ -553,8 +581,8 @@ fn run_here(
                 }
             }
             input_grads = {
-                let bw = n.backward.lock().unwrap_or_else(|e| e.into_inner());
-                let f = bw.as_ref().ok_or_else(|| {
+                let bw = n.backward.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let f = bw.ok_or_else(|| {
                     Error::autograd(format!(
                         "trying to backward through the graph a second time ({}Backward's saved values were freed); pass retain_graph=true the first time",
                         n.name
@@ -602,8 +630,8 @@ fn run_here(
         match &sink {
             Sink::Leaves => {
                 let g = if create_graph { g } else { g.detach() };
-                accumulate(&mut leaf.grad.lock().unwrap_or_else(|e| e.into_inner()), g)?;
-                let hooks = leaf.post_accumulate_hooks.lock().unwrap_or_else(|e| e.into_inner());
+                accumulate_shared(&leaf.grad, g)?;
+                let hooks = snapshot(&leaf.post_accumulate_hooks);
                 if !hooks.is_empty() {
                     let t = Tensor(leaf.clone());
                     for h in hooks.iter() {

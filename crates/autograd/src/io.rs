@@ -5,7 +5,7 @@
 
 use crate::Tensor;
 use ember_storage::{DType, Device, Error, HostData, Result};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 fn st_dtype(d: safetensors::Dtype, what: &str) -> Result<DType> {
@@ -136,6 +136,29 @@ pub fn to_npy_bytes(t: &Tensor) -> Result<Vec<u8>> {
 
 /// Parses `.npy` bytes (little-endian or single-byte dtypes, C order).
 pub fn from_npy_bytes(bytes: &[u8], what: &str) -> Result<Tensor> {
+    let h = parse_npy_header(bytes, what)?;
+    let body = &bytes[h.data_start..];
+    if body.len() != h.data_bytes {
+        return Err(Error::format(
+            what,
+            format!("data has {} bytes, shape {:?} of {} needs {}", body.len(), h.shape, h.dtype, h.data_bytes),
+        ));
+    }
+    Tensor::from_host(HostData::from_le_bytes(h.dtype, body, what)?, &h.shape, Device::Cpu)
+}
+
+/// What a `.npy` header declares.
+struct NpyHeader {
+    dtype: DType,
+    shape: Vec<usize>,
+    /// Where the data starts.
+    data_start: usize,
+    /// How many data bytes the shape and dtype need (checked: no overflow).
+    data_bytes: usize,
+}
+
+/// Parses the magic, version and header of `.npy` bytes (the data may be absent).
+fn parse_npy_header(bytes: &[u8], what: &str) -> Result<NpyHeader> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(Error::format(what, "not a .npy file (bad magic)"));
     }
@@ -177,16 +200,9 @@ pub fn from_npy_bytes(bytes: &[u8], what: &str) -> Result<Tensor> {
         "<f8" => DType::F64,
         other => return Err(Error::unsupported("npy", format!("{what}: dtype {other}"))),
     };
-    let n: usize = shape.iter().product();
-    let body = &bytes[start + hlen..];
-    let need = n * dt.size_in_bytes();
-    if body.len() != need {
-        return Err(Error::format(
-            what,
-            format!("data has {} bytes, shape {shape:?} of {dt} needs {need}", body.len()),
-        ));
-    }
-    Tensor::from_host(HostData::from_le_bytes(dt, body, what)?, &shape, Device::Cpu)
+    let n = ember_storage::shape::checked_numel(&shape, "npy").map_err(|e| Error::format(what, e.to_string()))?;
+    let need = n.checked_mul(dt.size_in_bytes()).ok_or_else(|| Error::format(what, "data size overflows"))?;
+    Ok(NpyHeader { dtype: dt, shape, data_start: start + hlen, data_bytes: need })
 }
 
 /// Writes a `.npy` file atomically.
@@ -228,12 +244,38 @@ pub fn load_npz(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
     for i in 0..za.len() {
         let mut entry = za.by_index(i).map_err(|e| Error::format(&what, e.to_string()))?;
         let name = entry.name().trim_end_matches(".npy").to_string();
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut bytes)
-            .map_err(|e| Error::format(&what, format!("entry {name:?}: {e}")))?;
+        let bytes = read_npy_entry(&mut entry, &format!("{what}: {name}"))?;
         out.push((name.clone(), from_npy_bytes(&bytes, &format!("{what}: {name}"))?));
     }
     Ok(out)
+}
+
+/// Reads one `.npy` stream (a possibly compressed archive entry) without trusting its length: the
+/// header first, then exactly the bytes its shape and dtype declare (one more byte is tried, to
+/// reject trailing data). A small compressed entry that inflates to gigabytes is rejected after at
+/// most the declared size, not after inflating all of it.
+fn read_npy_entry(r: &mut impl std::io::Read, what: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut fill = |bytes: &mut Vec<u8>, upto: usize| -> Result<()> {
+        let want = upto.saturating_sub(bytes.len()) as u64;
+        (&mut *r).take(want).read_to_end(bytes).map_err(|e| Error::format(what, format!("cannot inflate: {e}")))?;
+        Ok(())
+    };
+    fill(&mut bytes, 12)?;
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(Error::format(what, "not a .npy file (bad magic)"));
+    }
+    let start_and_len = match bytes[6] {
+        1 => 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize,
+        _ if bytes.len() >= 12 => 12 + u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+        _ => return Err(Error::format(what, "truncated header")),
+    };
+    fill(&mut bytes, start_and_len)?;
+    let h = parse_npy_header(&bytes, what)?;
+    let total = h.data_start.checked_add(h.data_bytes).ok_or_else(|| Error::format(what, "data size overflows"))?;
+    bytes.try_reserve_exact(total.saturating_sub(bytes.len())).map_err(|_| Error::out_of_memory("npz", total))?;
+    fill(&mut bytes, total.saturating_add(1))?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -187,7 +187,7 @@ impl Tensor {
         padding: &[usize],
         dilation: &[usize],
     ) -> Result<Tensor> {
-        let k: usize = kernel.iter().product();
+        let k = ember_storage::shape::numel(kernel);
         if self.ndim() != 3 || k == 0 || !self.shape()[1].is_multiple_of(k) {
             return Err(Error::shape("fold", format!("input {:?} must be [N, C * {k}, L]", self.shape())));
         }
@@ -278,7 +278,7 @@ impl Tensor {
         }
         let cols = x.im2col(kernel, &opts.stride, &padding, &opts.dilation, 0.0)?;
         let (n, l) = (self.shape()[0], cols.shape()[2]);
-        let ck = cin / g * kernel.iter().product::<usize>();
+        let ck = cin / g * ember_storage::shape::numel(kernel);
         let w = weight.reshape(&[g as isize, (cout / g) as isize, ck as isize])?;
         let c = cols.reshape(&[n as isize, g as isize, ck as isize, l as isize])?;
         let y = w.matmul(&c)?; // [N, g, cout/g, L]
@@ -308,7 +308,7 @@ impl Tensor {
         }
         let cout = weight.shape()[1] * g;
         let kernel = &weight.shape()[2..];
-        let kn: usize = kernel.iter().product();
+        let kn = ember_storage::shape::numel(kernel);
         let out_sp: Vec<usize> = (0..d)
             .map(|i| {
                 let s = self.shape()[2 + i];
@@ -466,7 +466,7 @@ impl Tensor {
         let mut perm: Vec<isize> = vec![0, 1];
         perm.extend((0..d).map(|i| (2 + 2 * i) as isize));
         perm.extend((0..d).map(|i| (3 + 2 * i) as isize));
-        let k: usize = o.kernel.iter().product();
+        let k = ember_storage::shape::numel(&o.kernel);
         let mut grouped = vec![n, c];
         grouped.extend(out.iter().map(|&x| x as isize));
         grouped.push(k as isize);
@@ -490,7 +490,7 @@ impl Tensor {
         let x = self.ceil_pad(o, &out, f64::NEG_INFINITY)?;
         let cols = x.im2col(&o.kernel, &o.stride, &o.padding, &o.dilation, f64::NEG_INFINITY)?;
         let (n, c) = (self.shape()[0], self.shape()[1]);
-        let k: usize = o.kernel.iter().product();
+        let k = ember_storage::shape::numel(&o.kernel);
         let l = cols.shape()[2];
         let cols = cols.reshape(&[n as isize, c as isize, k as isize, l as isize])?;
         let (vals, arg) = cols.max_dim(2, false)?;
@@ -530,7 +530,7 @@ impl Tensor {
         let x = self.ceil_pad(o, &out, 0.0)?;
         let cols = x.im2col(&o.kernel, &o.stride, &o.padding, &o.dilation, 0.0)?;
         let (n, c) = (self.shape()[0], self.shape()[1]);
-        let k: usize = o.kernel.iter().product();
+        let k = ember_storage::shape::numel(&o.kernel);
         let l = cols.shape()[2];
         let sums = cols.reshape(&[n as isize, c as isize, k as isize, l as isize])?.sum_dim(&[2], false)?;
         // PyTorch's divisor per output position
@@ -562,7 +562,7 @@ impl Tensor {
 
     /// Power-average pooling: `(sum over the window of x^p)^(1/p)`.
     pub fn lp_pool(&self, norm_type: f64, o: &PoolOptions) -> Result<Tensor> {
-        let k: usize = o.kernel.iter().product();
+        let k = ember_storage::shape::numel(&o.kernel);
         let avg = self.pow(norm_type)?.avg_pool(o)?;
         avg.sign()?.mul(&avg.abs()?.relu()?)?.mul(k as f64)?.pow(1.0 / norm_type)
     }

@@ -137,7 +137,9 @@ impl Tensor {
             } else if s < 0 {
                 return Err(Error::invalid(op, format!("invalid size {s} in {shape:?}")));
             } else {
-                known *= s as usize;
+                known = known.checked_mul(s as usize).ok_or_else(|| {
+                    Error::invalid(op, format!("shape {shape:?} has more elements than any tensor can hold"))
+                })?;
             }
         }
         let mut out: Vec<usize> = shape.iter().map(|&s| s.max(0) as usize).collect();
@@ -147,7 +149,7 @@ impl Tensor {
             }
             out[i] = n / known;
         }
-        if out.iter().product::<usize>() != n {
+        if ember_storage::shape::checked_numel(&out, op)? != n {
             return Err(Error::shape(
                 op,
                 format!("shape {shape:?} is invalid for input of size {n} (shape {:?})", self.shape()),
@@ -193,7 +195,7 @@ impl Tensor {
         }
         let sh = self.shape();
         let mut new: Vec<isize> = sh[..s].iter().map(|&x| x as isize).collect();
-        new.push(sh[s..=e].iter().product::<usize>() as isize);
+        new.push(ember_storage::shape::numel(&sh[s..=e]).min(isize::MAX as usize) as isize);
         new.extend(sh[e + 1..].iter().map(|&x| x as isize));
         self.reshape(&new)
     }

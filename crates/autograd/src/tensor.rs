@@ -133,7 +133,7 @@ impl Tensor {
 
     /// Moves host data onto `device` as a tensor of `shape`.
     pub fn from_host(data: HostData, shape: &[usize], device: Device) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
+        let n = ember_storage::shape::checked_numel(shape, "from_vec")?;
         if data.len() != n {
             return Err(Error::shape(
                 "from_vec",
@@ -234,6 +234,11 @@ impl Tensor {
     /// The storage's version counter (bumped by in-place ops).
     pub fn version(&self) -> u64 {
         self.0.storage.version.load(Ordering::Acquire)
+    }
+    /// True when both handles are the same tensor (clones of one another): PyTorch's `a is b`.
+    /// Tied weights are the same tensor in two places of a module.
+    pub fn is_same(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
     /// True when both tensors view the same storage.
     pub fn shares_storage(&self, other: &Tensor) -> bool {

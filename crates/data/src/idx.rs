@@ -4,18 +4,46 @@ use ember_autograd::{DType, Error, Result, Tensor};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Reads a whole file, gunzipping it when it starts with the gzip magic bytes.
+/// Reads an IDX file, gunzipping it when it starts with the gzip magic bytes. Only as many bytes
+/// as the header declares (plus one, to detect trailing data) are ever inflated, so a small
+/// compressed file that expands to gigabytes is rejected without allocating them.
 fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = vec![];
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::format(&path.display().to_string(), format!("corrupt gzip stream: {e}")))?;
-        Ok(out)
+    let what = path.display().to_string();
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut magic = [0u8; 2];
+    let got = file.read(&mut magic).map_err(|e| Error::io(path, e))?;
+    let head = std::io::Cursor::new(magic[..got].to_vec());
+    if magic[..got] == [0x1f, 0x8b] {
+        read_idx_bounded(&mut flate2::read::GzDecoder::new(head.chain(file)), &what, "corrupt gzip stream")
     } else {
-        Ok(raw)
+        read_idx_bounded(&mut head.chain(file), &what, "read error")
     }
+}
+
+/// Reads the IDX header from `r`, then at most the payload it declares plus one byte.
+fn read_idx_bounded(r: &mut impl Read, what: &str, failure: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut read_upto = |bytes: &mut Vec<u8>, total: usize| -> Result<()> {
+        let want = total.saturating_sub(bytes.len()) as u64;
+        r.take(want).read_to_end(bytes).map(|_| ()).map_err(|e| Error::format(what, format!("{failure}: {e}")))
+    };
+    read_upto(&mut bytes, 4)?;
+    if bytes.len() < 4 {
+        return Ok(bytes); // parse_idx_u8 reports the short file
+    }
+    let header = 4 + 4 * bytes[3] as usize;
+    read_upto(&mut bytes, header)?;
+    if bytes.len() < header {
+        return Ok(bytes);
+    }
+    let payload = bytes[4..header]
+        .chunks(4)
+        .try_fold(1usize, |a, d| a.checked_mul(u32::from_be_bytes(d.try_into().expect("4 bytes")) as usize))
+        .and_then(|n| n.checked_add(header + 1))
+        .ok_or_else(|| Error::format(what, "sizes overflow"))?;
+    bytes.try_reserve_exact(payload - bytes.len()).map_err(|_| Error::out_of_memory("mnist", payload))?;
+    read_upto(&mut bytes, payload)?;
+    Ok(bytes)
 }
 
 /// Parses an IDX file of unsigned bytes: returns its dims and data. Checks the magic number

@@ -124,17 +124,28 @@ fn walk_mut(m: &mut dyn Traverse, prefix: &str, f: &mut dyn FnMut(&str, SlotMut<
 
 /// What every module gets from traversal (blanket-implemented; PyTorch's `nn.Module` methods).
 pub trait ModuleExt: Traverse {
-    /// All parameters, depth first, in declaration order.
+    /// All parameters, depth first, in declaration order; a tensor that appears in several places
+    /// (tied weights, `lm_head.weight = wte.weight`) is listed once, as in PyTorch, so an optimizer
+    /// built from this list updates it once per step.
     fn parameters(&self) -> Vec<Tensor> {
         self.named_parameters().into_iter().map(|(_, t)| t).collect()
     }
 
-    /// All parameters with their dotted names (`layers.0.weight`).
+    /// All parameters with their dotted names (`layers.0.weight`); a tied tensor keeps the first
+    /// name it is found under (PyTorch's `named_parameters(remove_duplicate=True)`).
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![];
+        self.named_parameters_with(true)
+    }
+
+    /// [`ModuleExt::named_parameters`] with PyTorch's `remove_duplicate` option: `false` lists a
+    /// tied tensor under every name it has.
+    fn named_parameters_with(&self, remove_duplicate: bool) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> = vec![];
         walk(self.as_traverse(), "", &mut |p, s| {
             if let Slot::Param(n, t) = s {
-                out.push((join(p, n), t.clone()));
+                if !(remove_duplicate && out.iter().any(|(_, q)| q.is_same(t))) {
+                    out.push((join(p, n), t.clone()));
+                }
             }
         });
         out
@@ -226,15 +237,26 @@ pub trait ModuleExt: Traverse {
     fn as_traverse_mut(&mut self) -> &mut dyn Traverse;
 }
 
+/// Replaces every parameter and buffer by `f` of it. A tensor found in several slots (tied
+/// weights) is converted once and the result put in each, so the tie survives `to_device`.
 fn convert(m: &mut dyn Traverse, f: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<()> {
     let mut err = None;
+    let mut done: Vec<(Tensor, Tensor)> = vec![];
+    let mut once = |t: &Tensor, make: &dyn Fn(Tensor) -> Result<Tensor>| -> Result<Tensor> {
+        if let Some((_, n)) = done.iter().find(|(old, _)| old.is_same(t)) {
+            return Ok(n.clone());
+        }
+        let n = make(f(t)?)?;
+        done.push((t.clone(), n.clone()));
+        Ok(n)
+    };
     walk_mut(m, "", &mut |_, s| {
         if err.is_some() {
             return;
         }
         let r = match s {
-            SlotMut::Param(_, t) => f(t).and_then(|n| n.detach().requires_grad_(true)).map(|n| *t = n),
-            SlotMut::Buffer(_, t) => f(t).map(|n| *t = n.detach()),
+            SlotMut::Param(_, t) => once(t, &|n| n.detach().requires_grad_(true)).map(|n| *t = n),
+            SlotMut::Buffer(_, t) => once(t, &|n| Ok(n.detach())).map(|n| *t = n),
             _ => Ok(()),
         };
         if let Err(e) = r {

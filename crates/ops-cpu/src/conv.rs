@@ -41,12 +41,12 @@ pub(crate) fn forward<T: GemmElement + Send + Sync + 'static>(
     out_sp: &[usize],
 ) -> Vec<T> {
     let d = Dims::of(g, cout, out_sp);
-    let mut y: Vec<T> = crate::pool::take(g.batch * d.cout * d.l);
+    let mut y: Vec<T> = crate::pool::take_n(&[g.batch, d.cout, d.l]);
     if y.is_empty() {
         return y;
     }
     let sample = |(n, yn): (usize, &mut [T])| {
-        let mut cols: Vec<T> = crate::pool::take(d.ck * d.l);
+        let mut cols: Vec<T> = crate::pool::take_n(&[d.ck, d.l]);
         im2col_sample_2d(&x[n * d.cin * d.plane..(n + 1) * d.cin * d.plane], &mut cols, g, out_sp, T::default());
         let a = Operand { data: w, rs: d.ck, cs: 1 };
         gemm_into((d.cout, d.ck, d.l), yn, a, Operand { data: &cols, rs: d.l, cs: 1 }, false);
@@ -71,13 +71,13 @@ pub(crate) fn backward<T: GemmElement + Send + Sync + std::ops::Add<Output = T> 
     let d = Dims::of(g, cout, out_sp);
     let groups = g.batch.div_ceil(GROUP);
     let sample_x = d.cin * d.plane;
-    let mut dx: Vec<T> = if need_x { crate::pool::take(g.batch * sample_x) } else { vec![] };
+    let mut dx: Vec<T> = if need_x { crate::pool::take_n(&[g.batch, sample_x]) } else { vec![] };
     dx.fill(T::default());
     // per group of samples, its partial weight gradient transposed, `[C * K, OC]`
-    let mut dw_parts: Vec<T> = if need_w { crate::pool::take(groups * d.cout * d.ck) } else { vec![] };
+    let mut dw_parts: Vec<T> = if need_w { crate::pool::take_n(&[groups, d.cout, d.ck]) } else { vec![] };
     // one group of samples: its slice of dx and its partial weight gradient
     let group = |(gi, (dxg, dwg)): (usize, (&mut [T], &mut [T]))| {
-        let mut cols: Vec<T> = crate::pool::take(d.ck * d.l);
+        let mut cols: Vec<T> = crate::pool::take_n(&[d.ck, d.l]);
         for j in 0..GROUP.min(g.batch - gi * GROUP) {
             let n = gi * GROUP + j;
             let gyn = &gy[n * d.cout * d.l..(n + 1) * d.cout * d.l];
@@ -109,7 +109,7 @@ pub(crate) fn backward<T: GemmElement + Send + Sync + std::ops::Add<Output = T> 
         }
     });
     let dw = need_w.then(|| {
-        let mut dw: Vec<T> = crate::pool::take(d.cout * d.ck);
+        let mut dw: Vec<T> = crate::pool::take_n(&[d.cout, d.ck]);
         if groups == 0 {
             dw.fill(T::default());
             return dw;

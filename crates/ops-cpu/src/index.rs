@@ -96,7 +96,7 @@ pub(crate) fn index_op<T: Element + Sync>(
         IndexOp::Gather { dim } if last_dim_rows(dim, xs, li, Some(lx)).is_some() => {
             let (rows, k, kx, x0, i0) = last_dim_rows(dim, xs, li, Some(lx)).expect("checked");
             let (xv, iv) = (&x[x0..], &idx[i0..]);
-            let mut out = Vec::with_capacity(rows * k);
+            let mut out = crate::pool::reserve(rows * k);
             for r in 0..rows {
                 for &i in &iv[r * k..(r + 1) * k] {
                     out.push(xv[r * kx + check_index(name, i, kx)?]);
@@ -124,7 +124,7 @@ pub(crate) fn index_op<T: Element + Sync>(
             Ok(out)
         }
         IndexOp::Gather { dim } => {
-            let mut out = Vec::with_capacity(li.numel());
+            let mut out = crate::pool::reserve(li.numel());
             redirect(name, li.shape(), dim, xs[dim], |m| idx[at(li, m)], |_, m2| out.push(x[at(lx, m2)]))?;
             Ok(out)
         }

@@ -25,6 +25,7 @@ mod index;
 mod lines;
 mod matmul;
 mod norm;
+mod oom;
 mod operands;
 pub mod pool;
 mod recurrent;
@@ -48,6 +49,7 @@ use ember_storage::{
 };
 use half::{bf16, f16};
 use lines::{per_line, total_cmp_nan_max};
+use oom::guarded;
 use reduce::{convert_pooled, sum_run_f32, sum_run_f64, Reducer};
 use std::sync::{Arc, OnceLock};
 use strided::{gather, map1, map3, with_dense};
@@ -322,63 +324,70 @@ impl Backend for CpuBackend {
     }
 
     fn download(&self, x: View) -> Result<HostData> {
-        let b = checked(x, "download")?;
-        let g = b.read();
-        if x.1.contiguous_range() == Some((0, g.len())) {
-            return Ok(g.clone());
-        }
-        Ok(with_host_data!(&*g, v => HostData::from_vec(gather(v, x.1, |a| a))))
+        guarded("download", || {
+            let b = checked(x, "download")?;
+            let g = b.read();
+            if x.1.contiguous_range() == Some((0, g.len())) {
+                return Ok(g.clone());
+            }
+            Ok(with_host_data!(&*g, v => HostData::from_vec(gather(v, x.1, |a| a))))
+        })
     }
 
     fn full(&self, value: Scalar, dtype: DType, numel: usize) -> Result<Buffer> {
-        // pooled: a fresh large buffer would be page-faulted in (zeros for scatter_add targets,
-        // gradients of broadcasts, ... are made every training step)
-        fn filled<T: Copy + Default + Send + 'static>(n: usize, v: T) -> Vec<T> {
-            let mut out = pool::take(n);
-            out.fill(v);
-            out
-        }
-        let f = value.as_f64();
-        Ok(buf(match (value, dtype) {
-            (Scalar::I(i), DType::I64) => HostData::I64(filled(numel, i)),
-            (Scalar::I(i), DType::I32) => HostData::I32(filled(numel, i as i32)),
-            (Scalar::I(i), DType::U8) => HostData::U8(filled(numel, i as u8)),
-            (Scalar::I(i), DType::Bool) => HostData::Bool(filled(numel, i != 0)),
-            (_, DType::F32) => HostData::F32(filled(numel, f as f32)),
-            (_, DType::F64) => HostData::F64(filled(numel, f)),
-            (_, DType::F16) => HostData::F16(filled(numel, f16::from_f64(f))),
-            (_, DType::BF16) => HostData::BF16(filled(numel, bf16::from_f64(f))),
-            _ => HostData::filled(dtype, numel, f),
-        }))
+        guarded("full", || {
+            // pooled: a fresh large buffer would be page-faulted in (zeros for scatter_add targets,
+            // gradients of broadcasts, ... are made every training step)
+            fn filled<T: Copy + Default + Send + 'static>(n: usize, v: T) -> Vec<T> {
+                let mut out = pool::take(n);
+                out.fill(v);
+                out
+            }
+            let f = value.as_f64();
+            Ok(buf(match (value, dtype) {
+                (Scalar::I(i), DType::I64) => HostData::I64(filled(numel, i)),
+                (Scalar::I(i), DType::I32) => HostData::I32(filled(numel, i as i32)),
+                (Scalar::I(i), DType::U8) => HostData::U8(filled(numel, i as u8)),
+                (Scalar::I(i), DType::Bool) => HostData::Bool(filled(numel, i != 0)),
+                (_, DType::F32) => HostData::F32(filled(numel, f as f32)),
+                (_, DType::F64) => HostData::F64(filled(numel, f)),
+                (_, DType::F16) => HostData::F16(filled(numel, f16::from_f64(f))),
+                (_, DType::BF16) => HostData::BF16(filled(numel, bf16::from_f64(f))),
+                _ => HostData::filled(dtype, numel, f),
+            }))
+        })
     }
 
     fn cast(&self, x: View, dtype: DType) -> Result<Buffer> {
-        let b = checked(x, "to_dtype")?;
-        let g = b.read();
-        Ok(buf(with_host_data!(&*g, v => cast_to(v, x.1, dtype))))
+        guarded("cast", || {
+            let b = checked(x, "to_dtype")?;
+            let g = b.read();
+            Ok(buf(with_host_data!(&*g, v => cast_to(v, x.1, dtype))))
+        })
     }
 
     fn assign(&self, dst: View, src: View) -> Result<()> {
-        let (d, s) = (checked(dst, "copy_")?, checked(src, "copy_")?);
-        if dst.1.shape() != src.1.shape() || d.dtype() != s.dtype() {
-            return Err(Error::shape(
-                "copy_",
-                format!(
-                    "destination {:?} {} and source {:?} {} differ",
-                    dst.1.shape(),
-                    d.dtype(),
-                    src.1.shape(),
-                    s.dtype()
-                ),
-            ));
-        }
-        if std::ptr::eq(d, s) {
-            let tmp = self.cast(src, s.dtype())?;
-            return self.assign(dst, (&tmp, &dense(src.1)));
-        }
-        let mut gd = d.write();
-        let gs = s.read();
-        macro_rules! arm {
+        guarded("assign", || {
+            let (d, s) = (checked(dst, "copy_")?, checked(src, "copy_")?);
+            if dst.1.shape() != src.1.shape() || d.dtype() != s.dtype() {
+                return Err(Error::shape(
+                    "copy_",
+                    format!(
+                        "destination {:?} {} and source {:?} {} differ",
+                        dst.1.shape(),
+                        d.dtype(),
+                        src.1.shape(),
+                        s.dtype()
+                    ),
+                ));
+            }
+            if std::ptr::eq(d, s) {
+                let tmp = self.cast(src, s.dtype())?;
+                return self.assign(dst, (&tmp, &dense(src.1)));
+            }
+            let mut gd = d.write();
+            let gs = s.read();
+            macro_rules! arm {
             ($($v:ident),*) => {
                 match (&mut *gd, &*gs) {
                     $((HostData::$v(a), HostData::$v(b)) => strided::assign(a, dst.1, b, src.1),)*
@@ -386,94 +395,103 @@ impl Backend for CpuBackend {
                 }
             };
         }
-        arm!(Bool, U8, I32, I64, F16, BF16, F32, F64);
-        Ok(())
+            arm!(Bool, U8, I32, I64, F16, BF16, F32, F64);
+            Ok(())
+        })
     }
 
     fn unary(&self, op: UnaryOp, x: View) -> Result<Buffer> {
-        let b = checked(x, op.name())?;
-        let g = b.read();
-        let l = x.1;
-        if op.is_predicate() {
-            return Ok(buf(HostData::Bool(with_host_data!(&*g, v => unary_predicate(op, v, l)))));
-        }
-        let float_or_int = |v: &HostData| -> Result<HostData> {
-            Ok(match v {
-                HostData::F32(v) => HostData::F32(unary_float(op, v, l)),
-                HostData::F64(v) => HostData::F64(unary_float(op, v, l)),
-                HostData::F16(v) => {
-                    HostData::F16(unary_float(op, &to_f32(v, l), &dense(l)).into_iter().map(f16::from_f32).collect())
-                }
-                HostData::BF16(v) => {
-                    HostData::BF16(unary_float(op, &to_f32(v, l), &dense(l)).into_iter().map(bf16::from_f32).collect())
-                }
-                HostData::I64(v) => HostData::I64(unary_int(op, v, l)?),
-                HostData::I32(v) => HostData::I32(unary_int(op, v, l)?),
-                HostData::U8(v) => HostData::U8(unary_int(op, v, l)?),
-                HostData::Bool(v) => HostData::Bool(unary_int(op, v, l)?),
-            })
-        };
-        Ok(buf(float_or_int(&g)?))
+        guarded("unary", || {
+            let b = checked(x, op.name())?;
+            let g = b.read();
+            let l = x.1;
+            if op.is_predicate() {
+                return Ok(buf(HostData::Bool(with_host_data!(&*g, v => unary_predicate(op, v, l)))));
+            }
+            let float_or_int = |v: &HostData| -> Result<HostData> {
+                Ok(match v {
+                    HostData::F32(v) => HostData::F32(unary_float(op, v, l)),
+                    HostData::F64(v) => HostData::F64(unary_float(op, v, l)),
+                    HostData::F16(v) => HostData::F16(
+                        unary_float(op, &to_f32(v, l), &dense(l)).into_iter().map(f16::from_f32).collect(),
+                    ),
+                    HostData::BF16(v) => HostData::BF16(
+                        unary_float(op, &to_f32(v, l), &dense(l)).into_iter().map(bf16::from_f32).collect(),
+                    ),
+                    HostData::I64(v) => HostData::I64(unary_int(op, v, l)?),
+                    HostData::I32(v) => HostData::I32(unary_int(op, v, l)?),
+                    HostData::U8(v) => HostData::U8(unary_int(op, v, l)?),
+                    HostData::Bool(v) => HostData::Bool(unary_int(op, v, l)?),
+                })
+            };
+            Ok(buf(float_or_int(&g)?))
+        })
     }
 
     fn binary(&self, op: BinaryOp, a: View, b: View) -> Result<Buffer> {
-        let (ba, bb) = (checked(a, op.name())?, checked(b, op.name())?);
-        if a.1.shape() != b.1.shape() {
-            return Err(Error::shape(op.name(), format!("backend got shapes {:?} and {:?}", a.1.shape(), b.1.shape())));
-        }
-        let (la, lb) = (a.1, b.1);
-        with2(ba, bb, |da, db| {
-            if op.is_predicate() {
-                return Ok(buf(HostData::Bool(match (da, db) {
-                    (HostData::F32(x), HostData::F32(y)) => binary_predicate(op, x, la, y, lb),
-                    (HostData::F64(x), HostData::F64(y)) => binary_predicate(op, x, la, y, lb),
-                    (HostData::F16(x), HostData::F16(y)) => binary_predicate(op, x, la, y, lb),
-                    (HostData::BF16(x), HostData::BF16(y)) => binary_predicate(op, x, la, y, lb),
-                    (HostData::I64(x), HostData::I64(y)) => binary_predicate(op, x, la, y, lb),
-                    (HostData::I32(x), HostData::I32(y)) => binary_predicate(op, x, la, y, lb),
-                    (HostData::U8(x), HostData::U8(y)) => binary_predicate(op, x, la, y, lb),
-                    (HostData::Bool(x), HostData::Bool(y)) => binary_predicate(op, x, la, y, lb),
-                    _ => return Err(mismatch(op.name(), da, db)),
-                })));
+        guarded("binary", || {
+            let (ba, bb) = (checked(a, op.name())?, checked(b, op.name())?);
+            if a.1.shape() != b.1.shape() {
+                return Err(Error::shape(
+                    op.name(),
+                    format!("backend got shapes {:?} and {:?}", a.1.shape(), b.1.shape()),
+                ));
             }
-            Ok(buf(match (da, db) {
-                (HostData::F32(x), HostData::F32(y)) => HostData::F32(binary_float(op, x, la, y, lb)),
-                (HostData::F64(x), HostData::F64(y)) => HostData::F64(binary_float(op, x, la, y, lb)),
-                (HostData::F16(x), HostData::F16(y)) => HostData::F16(
-                    binary_float(op, &to_f32(x, la), &dense(la), &to_f32(y, lb), &dense(lb))
-                        .into_iter()
-                        .map(f16::from_f32)
-                        .collect(),
-                ),
-                (HostData::BF16(x), HostData::BF16(y)) => HostData::BF16(
-                    binary_float(op, &to_f32(x, la), &dense(la), &to_f32(y, lb), &dense(lb))
-                        .into_iter()
-                        .map(bf16::from_f32)
-                        .collect(),
-                ),
-                (HostData::I64(x), HostData::I64(y)) => HostData::I64(binary_int(op, x, la, y, lb)?),
-                (HostData::I32(x), HostData::I32(y)) => HostData::I32(binary_int(op, x, la, y, lb)?),
-                (HostData::U8(x), HostData::U8(y)) => HostData::U8(binary_int(op, x, la, y, lb)?),
-                (HostData::Bool(x), HostData::Bool(y)) => HostData::Bool(binary_int(op, x, la, y, lb)?),
-                _ => return Err(mismatch(op.name(), da, db)),
-            }))
+            let (la, lb) = (a.1, b.1);
+            with2(ba, bb, |da, db| {
+                if op.is_predicate() {
+                    return Ok(buf(HostData::Bool(match (da, db) {
+                        (HostData::F32(x), HostData::F32(y)) => binary_predicate(op, x, la, y, lb),
+                        (HostData::F64(x), HostData::F64(y)) => binary_predicate(op, x, la, y, lb),
+                        (HostData::F16(x), HostData::F16(y)) => binary_predicate(op, x, la, y, lb),
+                        (HostData::BF16(x), HostData::BF16(y)) => binary_predicate(op, x, la, y, lb),
+                        (HostData::I64(x), HostData::I64(y)) => binary_predicate(op, x, la, y, lb),
+                        (HostData::I32(x), HostData::I32(y)) => binary_predicate(op, x, la, y, lb),
+                        (HostData::U8(x), HostData::U8(y)) => binary_predicate(op, x, la, y, lb),
+                        (HostData::Bool(x), HostData::Bool(y)) => binary_predicate(op, x, la, y, lb),
+                        _ => return Err(mismatch(op.name(), da, db)),
+                    })));
+                }
+                Ok(buf(match (da, db) {
+                    (HostData::F32(x), HostData::F32(y)) => HostData::F32(binary_float(op, x, la, y, lb)),
+                    (HostData::F64(x), HostData::F64(y)) => HostData::F64(binary_float(op, x, la, y, lb)),
+                    (HostData::F16(x), HostData::F16(y)) => HostData::F16(
+                        binary_float(op, &to_f32(x, la), &dense(la), &to_f32(y, lb), &dense(lb))
+                            .into_iter()
+                            .map(f16::from_f32)
+                            .collect(),
+                    ),
+                    (HostData::BF16(x), HostData::BF16(y)) => HostData::BF16(
+                        binary_float(op, &to_f32(x, la), &dense(la), &to_f32(y, lb), &dense(lb))
+                            .into_iter()
+                            .map(bf16::from_f32)
+                            .collect(),
+                    ),
+                    (HostData::I64(x), HostData::I64(y)) => HostData::I64(binary_int(op, x, la, y, lb)?),
+                    (HostData::I32(x), HostData::I32(y)) => HostData::I32(binary_int(op, x, la, y, lb)?),
+                    (HostData::U8(x), HostData::U8(y)) => HostData::U8(binary_int(op, x, la, y, lb)?),
+                    (HostData::Bool(x), HostData::Bool(y)) => HostData::Bool(binary_int(op, x, la, y, lb)?),
+                    _ => return Err(mismatch(op.name(), da, db)),
+                }))
+            })
         })
     }
 
     fn where_cond(&self, cond: View, a: View, b: View) -> Result<Buffer> {
-        let (bc, ba, bb) = (checked(cond, "where")?, checked(a, "where")?, checked(b, "where")?);
-        let (lc, la, lb) = (cond.1, a.1, b.1);
-        if lc.shape() != la.shape() || la.shape() != lb.shape() {
-            return Err(Error::shape(
-                "where",
-                format!("backend got shapes {:?}, {:?}, {:?}", lc.shape(), la.shape(), lb.shape()),
-            ));
-        }
-        with3(bc, ba, bb, |dc, da, db| {
-            let HostData::Bool(c) = dc else {
-                return Err(Error::dtype("where", format!("condition must be bool, got {}", dc.dtype())));
-            };
-            macro_rules! arm {
+        guarded("where_cond", || {
+            let (bc, ba, bb) = (checked(cond, "where")?, checked(a, "where")?, checked(b, "where")?);
+            let (lc, la, lb) = (cond.1, a.1, b.1);
+            if lc.shape() != la.shape() || la.shape() != lb.shape() {
+                return Err(Error::shape(
+                    "where",
+                    format!("backend got shapes {:?}, {:?}, {:?}", lc.shape(), la.shape(), lb.shape()),
+                ));
+            }
+            with3(bc, ba, bb, |dc, da, db| {
+                let HostData::Bool(c) = dc else {
+                    return Err(Error::dtype("where", format!("condition must be bool, got {}", dc.dtype())));
+                };
+                macro_rules! arm {
                 ($($v:ident),*) => {
                     match (da, db) {
                         $((HostData::$v(x), HostData::$v(y)) => HostData::$v(map3(c, lc, x, la, y, lb, |c, x, y| if c { x } else { y })),)*
@@ -481,135 +499,155 @@ impl Backend for CpuBackend {
                     }
                 };
             }
-            Ok(buf(arm!(Bool, U8, I32, I64, F16, BF16, F32, F64)))
+                Ok(buf(arm!(Bool, U8, I32, I64, F16, BF16, F32, F64)))
+            })
         })
     }
 
     fn reduce(&self, op: ReduceOp, x: View, dims: &[usize]) -> Result<Buffer> {
-        let b = checked(x, "reduce")?;
-        if let Some(&d) = dims.iter().find(|&&d| d >= x.1.ndim()) {
-            return Err(Error::invalid("reduce", format!("dim {d} out of range for shape {:?}", x.1.shape())));
-        }
-        let g = b.read();
-        let l = x.1;
-        // fast, vectorised sums for the common float cases
-        if op == ReduceOp::Sum {
-            match &*g {
-                HostData::F32(v) => {
-                    if let Some(s) = reduce::leading_sum(v, l, dims, |x| x as f64) {
-                        return Ok(buf(HostData::F32(convert_pooled(s, |s| s as f32))));
-                    }
-                    let r = Reducer { init: 0f64, fold: sum_run_f32, merge: |a: f64, b: f64| a + b };
-                    return Ok(buf(HostData::F32(convert_pooled(r.run(v, l, dims), |s| s as f32))));
-                }
-                HostData::F64(v) => {
-                    if let Some(s) = reduce::leading_sum(v, l, dims, |x| x) {
-                        return Ok(buf(HostData::F64(s)));
-                    }
-                    let r = Reducer { init: 0f64, fold: sum_run_f64, merge: |a: f64, b: f64| a + b };
-                    return Ok(buf(HostData::F64(r.run(v, l, dims))));
-                }
-                _ => {}
+        guarded("reduce", || {
+            let b = checked(x, "reduce")?;
+            if let Some(&d) = dims.iter().find(|&&d| d >= x.1.ndim()) {
+                return Err(Error::invalid("reduce", format!("dim {d} out of range for shape {:?}", x.1.shape())));
             }
-        }
-        Ok(buf(with_host_data!(&*g, v => reduce_typed(op, v, l, dims)?)))
+            let g = b.read();
+            let l = x.1;
+            // fast, vectorised sums for the common float cases
+            if op == ReduceOp::Sum {
+                match &*g {
+                    HostData::F32(v) => {
+                        if let Some(s) = reduce::leading_sum(v, l, dims, |x| x as f64) {
+                            return Ok(buf(HostData::F32(convert_pooled(s, |s| s as f32))));
+                        }
+                        let r = Reducer { init: 0f64, fold: sum_run_f32, merge: |a: f64, b: f64| a + b };
+                        return Ok(buf(HostData::F32(convert_pooled(r.run(v, l, dims), |s| s as f32))));
+                    }
+                    HostData::F64(v) => {
+                        if let Some(s) = reduce::leading_sum(v, l, dims, |x| x) {
+                            return Ok(buf(HostData::F64(s)));
+                        }
+                        let r = Reducer { init: 0f64, fold: sum_run_f64, merge: |a: f64, b: f64| a + b };
+                        return Ok(buf(HostData::F64(r.run(v, l, dims))));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(buf(with_host_data!(&*g, v => reduce_typed(op, v, l, dims)?)))
+        })
     }
 
     fn scan(&self, op: ScanOp, x: View, dim: usize) -> Result<(Buffer, Option<Buffer>)> {
-        let b = checked(x, "scan")?;
-        if dim >= x.1.ndim().max(1) {
-            return Err(Error::invalid("scan", format!("dim {dim} out of range for shape {:?}", x.1.shape())));
-        }
-        let g = b.read();
-        let (v, i) = with_host_data!(&*g, v => scan_typed(op, v, x.1, dim));
-        Ok((buf(v), i.map(buf)))
+        guarded("scan", || {
+            let b = checked(x, "scan")?;
+            if dim >= x.1.ndim().max(1) {
+                return Err(Error::invalid("scan", format!("dim {dim} out of range for shape {:?}", x.1.shape())));
+            }
+            let g = b.read();
+            let (v, i) = with_host_data!(&*g, v => scan_typed(op, v, x.1, dim));
+            Ok((buf(v), i.map(buf)))
+        })
     }
 
     fn sort(&self, x: View, dim: usize, descending: bool, _stable: bool) -> Result<(Buffer, Buffer)> {
-        let b = checked(x, "sort")?;
-        if dim >= x.1.ndim().max(1) {
-            return Err(Error::invalid("sort", format!("dim {dim} out of range for shape {:?}", x.1.shape())));
-        }
-        let g = b.read();
-        // Rust's sort is stable, so every sort here is.
-        let (v, i) = with_host_data!(&*g, v => sort_typed(v, x.1, dim, descending));
-        Ok((buf(v), buf(i)))
+        guarded("sort", || {
+            let b = checked(x, "sort")?;
+            if dim >= x.1.ndim().max(1) {
+                return Err(Error::invalid("sort", format!("dim {dim} out of range for shape {:?}", x.1.shape())));
+            }
+            let g = b.read();
+            // Rust's sort is stable, so every sort here is.
+            let (v, i) = with_host_data!(&*g, v => sort_typed(v, x.1, dim, descending));
+            Ok((buf(v), buf(i)))
+        })
     }
 
     fn softmax(&self, x: View, dim: usize, log: bool) -> Result<Buffer> {
-        let b = checked(x, "softmax")?;
-        if dim >= x.1.ndim().max(1) {
-            return Err(Error::invalid("softmax", format!("dim {dim} out of range for shape {:?}", x.1.shape())));
-        }
-        let g = b.read();
-        let l = x.1;
-        let n = l.shape().get(dim).copied().unwrap_or(1);
-        Ok(buf(match &*g {
-            HostData::F32(v) => HostData::F32(per_line(l, dim, n, |s, st, o| softmax::line(v, s, st, o, log))),
-            HostData::F64(v) => HostData::F64(per_line(l, dim, n, |s, st, o| softmax::line(v, s, st, o, log))),
-            HostData::F16(v) => {
-                let f = to_f32(v, l);
-                let r = per_line(&dense(l), dim, n, |s, st, o| softmax::line(&f, s, st, o, log));
-                HostData::F16(r.into_iter().map(f16::from_f32).collect())
+        guarded("softmax", || {
+            let b = checked(x, "softmax")?;
+            if dim >= x.1.ndim().max(1) {
+                return Err(Error::invalid("softmax", format!("dim {dim} out of range for shape {:?}", x.1.shape())));
             }
-            HostData::BF16(v) => {
-                let f = to_f32(v, l);
-                let r = per_line(&dense(l), dim, n, |s, st, o| softmax::line(&f, s, st, o, log));
-                HostData::BF16(r.into_iter().map(bf16::from_f32).collect())
-            }
-            other => return Err(Error::dtype("softmax", format!("needs a floating dtype, got {}", other.dtype()))),
-        }))
-    }
-
-    fn matmul(&self, a: View, b: View) -> Result<Buffer> {
-        let (ba, bb) = (checked(a, "matmul")?, checked(b, "matmul")?);
-        let (la, lb) = (a.1, b.1);
-        let nd = la.ndim();
-        if nd < 2
-            || lb.ndim() != nd
-            || la.shape()[..nd - 2] != lb.shape()[..nd - 2]
-            || la.shape()[nd - 1] != lb.shape()[nd - 2]
-        {
-            return Err(Error::shape("matmul", format!("backend got shapes {:?} and {:?}", la.shape(), lb.shape())));
-        }
-        with2(ba, bb, |da, db| {
-            Ok(buf(match (da, db) {
-                (HostData::F32(x), HostData::F32(y)) => HostData::F32(matmul::matmul(x, la, y, lb)),
-                (HostData::F64(x), HostData::F64(y)) => HostData::F64(matmul::matmul(x, la, y, lb)),
-                (HostData::F16(x), HostData::F16(y)) => HostData::F16(matmul::matmul(x, la, y, lb)),
-                (HostData::BF16(x), HostData::BF16(y)) => {
-                    let r = matmul::matmul(&to_f32(x, la), &dense(la), &to_f32(y, lb), &dense(lb));
+            let g = b.read();
+            let l = x.1;
+            let n = l.shape().get(dim).copied().unwrap_or(1);
+            Ok(buf(match &*g {
+                HostData::F32(v) => HostData::F32(per_line(l, dim, n, |s, st, o| softmax::line(v, s, st, o, log))),
+                HostData::F64(v) => HostData::F64(per_line(l, dim, n, |s, st, o| softmax::line(v, s, st, o, log))),
+                HostData::F16(v) => {
+                    let f = to_f32(v, l);
+                    let r = per_line(&dense(l), dim, n, |s, st, o| softmax::line(&f, s, st, o, log));
+                    HostData::F16(r.into_iter().map(f16::from_f32).collect())
+                }
+                HostData::BF16(v) => {
+                    let f = to_f32(v, l);
+                    let r = per_line(&dense(l), dim, n, |s, st, o| softmax::line(&f, s, st, o, log));
                     HostData::BF16(r.into_iter().map(bf16::from_f32).collect())
                 }
-                (HostData::I64(x), HostData::I64(y)) => HostData::I64(matmul::matmul_int(x, la, y, lb)),
-                (HostData::I32(x), HostData::I32(y)) => HostData::I32(matmul::matmul_int(x, la, y, lb)),
-                (HostData::U8(x), HostData::U8(y)) => HostData::U8(matmul::matmul_int(x, la, y, lb)),
-                _ => return Err(Error::dtype("matmul", format!("not defined for {} and {}", da.dtype(), db.dtype()))),
+                other => return Err(Error::dtype("softmax", format!("needs a floating dtype, got {}", other.dtype()))),
             }))
         })
     }
 
+    fn matmul(&self, a: View, b: View) -> Result<Buffer> {
+        guarded("matmul", || {
+            let (ba, bb) = (checked(a, "matmul")?, checked(b, "matmul")?);
+            let (la, lb) = (a.1, b.1);
+            let nd = la.ndim();
+            if nd < 2
+                || lb.ndim() != nd
+                || la.shape()[..nd - 2] != lb.shape()[..nd - 2]
+                || la.shape()[nd - 1] != lb.shape()[nd - 2]
+            {
+                return Err(Error::shape(
+                    "matmul",
+                    format!("backend got shapes {:?} and {:?}", la.shape(), lb.shape()),
+                ));
+            }
+            with2(ba, bb, |da, db| {
+                Ok(buf(match (da, db) {
+                    (HostData::F32(x), HostData::F32(y)) => HostData::F32(matmul::matmul(x, la, y, lb)),
+                    (HostData::F64(x), HostData::F64(y)) => HostData::F64(matmul::matmul(x, la, y, lb)),
+                    (HostData::F16(x), HostData::F16(y)) => HostData::F16(matmul::matmul(x, la, y, lb)),
+                    (HostData::BF16(x), HostData::BF16(y)) => {
+                        let r = matmul::matmul(&to_f32(x, la), &dense(la), &to_f32(y, lb), &dense(lb));
+                        HostData::BF16(r.into_iter().map(bf16::from_f32).collect())
+                    }
+                    (HostData::I64(x), HostData::I64(y)) => HostData::I64(matmul::matmul_int(x, la, y, lb)),
+                    (HostData::I32(x), HostData::I32(y)) => HostData::I32(matmul::matmul_int(x, la, y, lb)),
+                    (HostData::U8(x), HostData::U8(y)) => HostData::U8(matmul::matmul_int(x, la, y, lb)),
+                    _ => {
+                        return Err(Error::dtype(
+                            "matmul",
+                            format!("not defined for {} and {}", da.dtype(), db.dtype()),
+                        ))
+                    }
+                }))
+            })
+        })
+    }
+
     fn index(&self, op: IndexOp, x: View, index: View, src: Option<View>) -> Result<Buffer> {
-        let (bx, bi) = (checked(x, "index")?, checked(index, "index")?);
-        let bs = match src {
-            Some(s) => Some(checked(s, "index")?),
-            None => None,
-        };
-        let gi = bi.read();
-        let HostData::I64(iv) = &*gi else {
-            return Err(Error::dtype("index", format!("indices must be i64, got {}", gi.dtype())));
-        };
-        let gx = bx.read();
-        let gs = match bs {
-            Some(s) if !std::ptr::eq(s, bx) => Some(s.read()),
-            _ => None,
-        };
-        let sd: Option<&HostData> = match (bs, &gs) {
-            (Some(_), Some(g)) => Some(g),
-            (Some(_), None) => Some(&gx),
-            _ => None,
-        };
-        macro_rules! arm {
+        guarded("index", || {
+            let (bx, bi) = (checked(x, "index")?, checked(index, "index")?);
+            let bs = match src {
+                Some(s) => Some(checked(s, "index")?),
+                None => None,
+            };
+            let gi = bi.read();
+            let HostData::I64(iv) = &*gi else {
+                return Err(Error::dtype("index", format!("indices must be i64, got {}", gi.dtype())));
+            };
+            let gx = bx.read();
+            let gs = match bs {
+                Some(s) if !std::ptr::eq(s, bx) => Some(s.read()),
+                _ => None,
+            };
+            let sd: Option<&HostData> = match (bs, &gs) {
+                (Some(_), Some(g)) => Some(g),
+                (Some(_), None) => Some(&gx),
+                _ => None,
+            };
+            macro_rules! arm {
             ($($v:ident),*) => {
                 match &*gx {
                     $(HostData::$v(xv) => {
@@ -623,72 +661,81 @@ impl Backend for CpuBackend {
                 }
             };
         }
-        Ok(buf(arm!(Bool, U8, I32, I64, F16, BF16, F32, F64)))
+            Ok(buf(arm!(Bool, U8, I32, I64, F16, BF16, F32, F64)))
+        })
     }
 
     fn im2col(&self, x: View, geom: &WindowGeometry, pad_value: f64) -> Result<Buffer> {
-        let b = checked(x, "im2col")?;
-        let out_sp = geom.output().ok_or_else(|| Error::invalid("im2col", format!("window {geom:?} does not fit")))?;
-        let g = b.read();
-        Ok(buf(with_host_data!(&*g, v => {
-            HostData::from_vec(with_dense(v, x.1, |d| window::im2col(d, geom, &out_sp, Element::from_f64(pad_value))))
-        })))
+        guarded("im2col", || {
+            let b = checked(x, "im2col")?;
+            let out_sp =
+                geom.output().ok_or_else(|| Error::invalid("im2col", format!("window {geom:?} does not fit")))?;
+            let g = b.read();
+            Ok(buf(with_host_data!(&*g, v => {
+                HostData::from_vec(with_dense(v, x.1, |d| window::im2col(d, geom, &out_sp, Element::from_f64(pad_value))))
+            })))
+        })
     }
 
     fn col2im(&self, cols: View, geom: &WindowGeometry) -> Result<Buffer> {
-        let b = checked(cols, "col2im")?;
-        let out_sp = geom.output().ok_or_else(|| Error::invalid("col2im", format!("window {geom:?} does not fit")))?;
-        let g = b.read();
-        let l = cols.1;
-        Ok(buf(match &*g {
-            HostData::F32(v) => HostData::F32(with_dense(v, l, |d| window::col2im(d, geom, &out_sp))),
-            HostData::F64(v) => HostData::F64(with_dense(v, l, |d| window::col2im(d, geom, &out_sp))),
-            HostData::F16(v) => {
-                HostData::F16(window::col2im(&to_f32(v, l), geom, &out_sp).into_iter().map(f16::from_f32).collect())
-            }
-            HostData::BF16(v) => {
-                HostData::BF16(window::col2im(&to_f32(v, l), geom, &out_sp).into_iter().map(bf16::from_f32).collect())
-            }
-            HostData::I64(v) => HostData::I64(with_dense(v, l, |d| window::col2im(d, geom, &out_sp))),
-            other => return Err(Error::dtype("col2im", format!("not defined for {}", other.dtype()))),
-        }))
+        guarded("col2im", || {
+            let b = checked(cols, "col2im")?;
+            let out_sp =
+                geom.output().ok_or_else(|| Error::invalid("col2im", format!("window {geom:?} does not fit")))?;
+            let g = b.read();
+            let l = cols.1;
+            Ok(buf(match &*g {
+                HostData::F32(v) => HostData::F32(with_dense(v, l, |d| window::col2im(d, geom, &out_sp))),
+                HostData::F64(v) => HostData::F64(with_dense(v, l, |d| window::col2im(d, geom, &out_sp))),
+                HostData::F16(v) => {
+                    HostData::F16(window::col2im(&to_f32(v, l), geom, &out_sp).into_iter().map(f16::from_f32).collect())
+                }
+                HostData::BF16(v) => HostData::BF16(
+                    window::col2im(&to_f32(v, l), geom, &out_sp).into_iter().map(bf16::from_f32).collect(),
+                ),
+                HostData::I64(v) => HostData::I64(with_dense(v, l, |d| window::col2im(d, geom, &out_sp))),
+                other => return Err(Error::dtype("col2im", format!("not defined for {}", other.dtype()))),
+            }))
+        })
     }
 
     fn max_pool2d(&self, x: View, geom: &WindowGeometry) -> Result<(Buffer, Buffer)> {
-        let b = checked(x, "max_pool2d")?;
-        if geom.input.len() != 2 || x.1.ndim() != 4 {
-            return Err(Error::shape(
-                "max_pool2d",
-                format!("needs a 4-d input and a 2-d window, got {:?}", x.1.shape()),
-            ));
-        }
-        let out_sp =
-            geom.output().ok_or_else(|| Error::invalid("max_pool2d", format!("window {geom:?} does not fit")))?;
-        let g = b.read();
-        let (vals, idx) = match &*g {
-            HostData::F32(v) => {
-                let (a, i) = with_dense(v, x.1, |d| window::max_pool2d(d, geom, &out_sp, |t: f32| t.is_nan()));
-                (HostData::F32(a), i)
+        guarded("max_pool2d", || {
+            let b = checked(x, "max_pool2d")?;
+            if geom.input.len() != 2 || x.1.ndim() != 4 {
+                return Err(Error::shape(
+                    "max_pool2d",
+                    format!("needs a 4-d input and a 2-d window, got {:?}", x.1.shape()),
+                ));
             }
-            HostData::F64(v) => {
-                let (a, i) = with_dense(v, x.1, |d| window::max_pool2d(d, geom, &out_sp, |t: f64| t.is_nan()));
-                (HostData::F64(a), i)
-            }
-            other => return Err(Error::unsupported("max_pool2d", format!("fused kernel for {}", other.dtype()))),
-        };
-        Ok((buf(vals), buf(HostData::I64(idx))))
+            let out_sp =
+                geom.output().ok_or_else(|| Error::invalid("max_pool2d", format!("window {geom:?} does not fit")))?;
+            let g = b.read();
+            let (vals, idx) = match &*g {
+                HostData::F32(v) => {
+                    let (a, i) = with_dense(v, x.1, |d| window::max_pool2d(d, geom, &out_sp, |t: f32| t.is_nan()));
+                    (HostData::F32(a), i)
+                }
+                HostData::F64(v) => {
+                    let (a, i) = with_dense(v, x.1, |d| window::max_pool2d(d, geom, &out_sp, |t: f64| t.is_nan()));
+                    (HostData::F64(a), i)
+                }
+                other => return Err(Error::unsupported("max_pool2d", format!("fused kernel for {}", other.dtype()))),
+            };
+            Ok((buf(vals), buf(HostData::I64(idx))))
+        })
     }
 
     fn batch_norm_stats(&self, x: View) -> Result<(Buffer, Buffer)> {
-        norm::entry::batch_norm_stats(x)
+        guarded("batch_norm_stats", || norm::entry::batch_norm_stats(x))
     }
 
     fn batch_norm_backward_reduce(&self, g: View, x: View, mean: View) -> Result<(Buffer, Buffer)> {
-        norm::entry::batch_norm_backward_reduce(g, x, mean)
+        guarded("batch_norm_backward_reduce", || norm::entry::batch_norm_backward_reduce(g, x, mean))
     }
 
     fn channel_affine(&self, x: View, a: View, y: Option<(View, View)>, k: View) -> Result<Buffer> {
-        norm::entry::channel_affine(x, a, y, k)
+        guarded("channel_affine", || norm::entry::channel_affine(x, a, y, k))
     }
 
     fn run_sequence(&self, f: &mut (dyn FnMut() + Send)) {
@@ -696,7 +743,7 @@ impl Backend for CpuBackend {
     }
 
     fn conv2d(&self, x: View, w: View, geom: &WindowGeometry) -> Result<Buffer> {
-        conv::entry::conv2d(x, w, geom)
+        guarded("conv2d", || conv::entry::conv2d(x, w, geom))
     }
 
     fn conv2d_backward(
@@ -707,11 +754,11 @@ impl Backend for CpuBackend {
         geom: &WindowGeometry,
         need: (bool, bool),
     ) -> Result<(Option<Buffer>, Option<Buffer>)> {
-        conv::entry::conv2d_backward(x, w, gy, geom, need)
+        guarded("conv2d_backward", || conv::entry::conv2d_backward(x, w, gy, geom, need))
     }
 
     fn lstm_sequence(&self, gi: View, h0: View, c0: View, w_hh: View, reverse: bool) -> Result<(Buffer, Buffer)> {
-        recurrent::entry::lstm_sequence(gi, h0, c0, w_hh, reverse)
+        guarded("lstm_sequence", || recurrent::entry::lstm_sequence(gi, h0, c0, w_hh, reverse))
     }
 
     fn lstm_sequence_backward(
@@ -723,19 +770,21 @@ impl Backend for CpuBackend {
         gy: View,
         reverse: bool,
     ) -> Result<(Buffer, Buffer, Buffer)> {
-        recurrent::entry::lstm_sequence_backward(gates, y, c0, w_hh, gy, reverse)
+        guarded("lstm_sequence_backward", || recurrent::entry::lstm_sequence_backward(gates, y, c0, w_hh, gy, reverse))
     }
 
     fn random(&self, op: RngOp, dtype: DType, numel: usize, key: RngKey) -> Result<Buffer> {
-        if !dtype.is_float() {
-            return Err(Error::dtype("random", format!("needs a floating dtype, got {dtype}")));
-        }
-        Ok(buf(match dtype {
-            DType::F32 => HostData::F32(rng::sample_as(op, numel, key, |v| v as f32)),
-            DType::F64 => HostData::F64(rng::sample_as(op, numel, key, |v| v)),
-            DType::F16 => HostData::F16(rng::sample_as(op, numel, key, f16::from_f64)),
-            _ => HostData::BF16(rng::sample_as(op, numel, key, bf16::from_f64)),
-        }))
+        guarded("random", || {
+            if !dtype.is_float() {
+                return Err(Error::dtype("random", format!("needs a floating dtype, got {dtype}")));
+            }
+            Ok(buf(match dtype {
+                DType::F32 => HostData::F32(rng::sample_as(op, numel, key, |v| v as f32)),
+                DType::F64 => HostData::F64(rng::sample_as(op, numel, key, |v| v)),
+                DType::F16 => HostData::F16(rng::sample_as(op, numel, key, f16::from_f64)),
+                _ => HostData::BF16(rng::sample_as(op, numel, key, bf16::from_f64)),
+            }))
+        })
     }
 }
 

@@ -13,9 +13,16 @@ pub(crate) fn per_line<U: Copy + Send + Default + 'static>(
     out_len: usize,
     f: impl Fn(usize, usize, &mut [U]) + Sync,
 ) -> Vec<U> {
+    if out_len == 0 || l.numel() == 0 && out_len == l.shape().get(dim).copied().unwrap_or(1) {
+        // no output elements: do not enumerate the (possibly astronomically many) empty lines
+        return Vec::new();
+    }
     let starts = line_starts(l, dim);
     let stride = l.strides().get(dim).copied().unwrap_or(1);
-    let mut lines: Vec<U> = crate::pool::take(starts.len() * out_len);
+    let mut lines: Vec<U> = crate::pool::take_n(&[starts.len(), out_len]);
+    if lines.is_empty() {
+        return lines;
+    }
     if out_len > 0 {
         if lines.len() >= par_threshold() {
             pool().install(|| lines.par_chunks_mut(out_len).zip(starts.par_iter()).for_each(|(o, &s)| f(s, stride, o)));

@@ -3,6 +3,7 @@
 use crate::staged::SharedBuf;
 use crate::strided::row_start;
 use crate::threading::pool;
+use ember_storage::shape::MAX_ELEMENTS;
 use ember_storage::{Element, Layout};
 
 /// Splits `[batch..., r, c]` into the batch layout and the (row stride, col stride) of each matrix.
@@ -69,7 +70,7 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
     let (m, k, n) = (la.shape()[nd - 2], la.shape()[nd - 1], lb.shape()[nd - 1]);
     let batches = ba.numel();
     // pooled: gemm overwrites every element (read_dst is false) unless k == 0
-    let mut out: Vec<T> = crate::pool::take(batches * m * n);
+    let mut out: Vec<T> = crate::pool::take_n(&[batches, m, n]);
     if m == 0 || n == 0 || k == 0 {
         out.fill(T::default());
         return out;
@@ -92,7 +93,9 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
     // The product of batch `i`, columns `cols`, as one gemm call into `dst` (row stride `ldd`).
     let narrow = |i: usize, cols: std::ops::Range<usize>, dst: *mut T, ldd: usize| {
         let (oa, ob) = (batch_offset(&ba, i), batch_offset(&bb, i) as isize + cols.start as isize * b_cs);
-        // SAFETY: the caller checked that `la`/`lb` fit inside `a`/`b` (Layout::check_fits), so every
+        // SAFETY: the caller checked that `la`/`lb` fit inside `a`/`b` (Layout::check_fits, whose
+        // arithmetic cannot wrap and which bounds every stride by MAX_ELEMENTS = isize::MAX / 8, so
+        // the isize strides above are exact and every byte offset fits isize), so every
         // element (oa + r*a_rs + c*a_cs for r < m, c < k) is in bounds, likewise for b's columns
         // `cols` (ob is the offset of column cols.start, which is in bounds as cols.end <= n); `dst`
         // points at an m x cols.len() block with row stride ldd and col stride 1 that no other
@@ -170,7 +173,13 @@ pub(crate) struct Operand<'a, T> {
 impl<T> Operand<'_, T> {
     /// True when every element of an `r x c` matrix read through the strides is in `data`.
     fn fits(&self, r: usize, c: usize) -> bool {
-        r == 0 || c == 0 || (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
+        // checked: a wrapped sum would pass for an operand far outside the slice
+        r == 0
+            || c == 0
+            || ((r - 1).checked_mul(self.rs))
+                .zip((c - 1).checked_mul(self.cs))
+                .and_then(|(x, y)| x.checked_add(y))
+                .is_some_and(|last| last < self.data.len() && self.rs.max(self.cs) <= MAX_ELEMENTS)
     }
 }
 
@@ -184,7 +193,10 @@ pub(crate) fn gemm_into<T: GemmElement>(
     b: Operand<T>,
     accumulate: bool,
 ) {
-    assert!(dst.len() >= m * n && a.fits(m, k) && b.fits(k, n), "gemm_into: operands do not fit their shapes");
+    assert!(
+        m.checked_mul(n).is_some_and(|mn| dst.len() >= mn) && a.fits(m, k) && b.fits(k, n),
+        "gemm_into: operands do not fit their shapes"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -231,7 +243,7 @@ pub(crate) fn matmul_int<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
     let (bb, b_rs, b_cs) = batch_of(lb);
     let nd = la.ndim();
     let (m, k, n) = (la.shape()[nd - 2], la.shape()[nd - 1], lb.shape()[nd - 1]);
-    let mut out = Vec::with_capacity(ba.numel() * m * n);
+    let mut out = crate::pool::reserve(ba.numel() * m * n);
     for i in 0..ba.numel() {
         let (oa, ob) = (batch_offset(&ba, i), batch_offset(&bb, i));
         for r in 0..m {

@@ -62,7 +62,7 @@ fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
 
 /// A vector of `n` elements: a cached one (old contents, to be overwritten) or a new zeroed one.
 pub(crate) fn take<U: Copy + Default + Send + 'static>(n: usize) -> Vec<U> {
-    let bytes = n * std::mem::size_of::<U>();
+    let bytes = n.saturating_mul(std::mem::size_of::<U>());
     if bytes >= MIN_BYTES {
         let key = (TypeId::of::<U>(), n, std::mem::size_of::<U>());
         let hit = with_cache(|c| {
@@ -75,7 +75,30 @@ pub(crate) fn take<U: Copy + Default + Send + 'static>(n: usize) -> Vec<U> {
             return *v;
         }
     }
-    vec![U::default(); n]
+    fresh(n)
+}
+
+/// An empty vector with room for `n` elements, allocated fallibly (see [`fresh`]).
+pub(crate) fn reserve<U>(n: usize) -> Vec<U> {
+    let mut v = Vec::new();
+    if v.try_reserve_exact(n).is_err() {
+        crate::oom::alloc_failed(n.saturating_mul(std::mem::size_of::<U>()));
+    }
+    v
+}
+
+/// A new zeroed vector, allocated fallibly: a refused allocation unwinds to the backend method's
+/// [`crate::oom::guarded`] and becomes an out-of-memory error instead of aborting the process.
+pub(crate) fn fresh<U: Copy + Default>(n: usize) -> Vec<U> {
+    let mut v = reserve(n);
+    v.resize(n, U::default());
+    v
+}
+
+/// [`take`] for a product of sizes: the count saturates instead of wrapping, so an impossible
+/// product becomes an out-of-memory error, never a short buffer that a kernel would overrun.
+pub(crate) fn take_n<U: Copy + Default + Send + 'static>(sizes: &[usize]) -> Vec<U> {
+    take(ember_storage::shape::numel(sizes))
 }
 
 /// Gives a vector back for reuse (dropped instead when small or when the cache is full).

@@ -118,7 +118,7 @@ pub(crate) fn sequence_forward<T: Real + GemmElement>(
 ) -> (Vec<T>, Vec<T>) {
     let (b, h, plane) = (d.batch, d.hidden, d.plane());
     // pooled: the tasks write every element (all units of every row of every step)
-    let (mut y, mut gates): (Vec<T>, Vec<T>) = (crate::pool::take(2 * plane), crate::pool::take(plane * 4));
+    let (mut y, mut gates): (Vec<T>, Vec<T>) = (crate::pool::take_n(&[2, plane]), crate::pool::take_n(&[plane, 4]));
     let scratch: Vec<Mutex<ForwardPart<T>>> = (0..parts)
         .map(|p| {
             let u = d.units(p, parts).len();
@@ -217,7 +217,7 @@ pub(crate) fn sequence_backward<T: Real + GemmElement>(
     let (b, h, plane) = (d.batch, d.hidden, d.plane());
     // pooled: the tasks write every element
     let (mut dpre, mut dh0, mut dc0): (Vec<T>, Vec<T>, Vec<T>) =
-        (crate::pool::take(plane * 4), crate::pool::take(b * h), crate::pool::take(b * h));
+        (crate::pool::take_n(&[plane, 4]), crate::pool::take_n(&[b, h]), crate::pool::take_n(&[b, h]));
     let scratch: Vec<Mutex<BackwardPart<T>>> = (0..parts)
         .map(|p| {
             let u = d.units(p, parts).len();

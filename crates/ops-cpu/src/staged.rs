@@ -110,8 +110,9 @@ pub(crate) struct SharedBuf<'a, T> {
 // SAFETY: a SharedBuf only hands out pieces through its unsafe methods, whose callers promise
 // that no two threads touch one element at once with one of them writing (see `piece_mut`).
 unsafe impl<T: Send> Send for SharedBuf<'_, T> {}
-// SAFETY: as for Send.
-unsafe impl<T: Send> Sync for SharedBuf<'_, T> {}
+// SAFETY: as for Send; sharing `&SharedBuf` lets several threads read one element at once
+// (pieces finished in earlier stages), which needs `T: Sync` as well as `T: Send` for the writes.
+unsafe impl<T: Send + Sync> Sync for SharedBuf<'_, T> {}
 
 impl<'a, T> SharedBuf<'a, T> {
     /// Shares `v` for as long as the returned value lives (it borrows `v` mutably).
@@ -134,7 +135,11 @@ impl<'a, T> SharedBuf<'a, T> {
     #[allow(clippy::mut_from_ref)]
     // SAFETY (contract): callers guarantee exclusive access to the piece; bounds are checked here.
     pub(crate) unsafe fn piece_mut(&self, at: usize, len: usize) -> &mut [T] {
-        assert!(at + len <= self.len, "piece {at}..{} outside a buffer of {}", at + len, self.len);
+        assert!(
+            at.checked_add(len).is_some_and(|end| end <= self.len),
+            "piece {at}+{len} outside a buffer of {}",
+            self.len
+        );
         // SAFETY: in bounds (checked above) of the buffer borrowed in `new`, which outlives self;
         // exclusive access is the caller's promise.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) }
@@ -146,7 +151,11 @@ impl<'a, T> SharedBuf<'a, T> {
     /// No other thread may write these elements while the slice lives.
     // SAFETY (contract): callers guarantee no concurrent writer; bounds are checked here.
     pub(crate) unsafe fn piece(&self, at: usize, len: usize) -> &[T] {
-        assert!(at + len <= self.len, "piece {at}..{} outside a buffer of {}", at + len, self.len);
+        assert!(
+            at.checked_add(len).is_some_and(|end| end <= self.len),
+            "piece {at}+{len} outside a buffer of {}",
+            self.len
+        );
         // SAFETY: in bounds (checked above) of the buffer borrowed in `new`; the absence of
         // writers is the caller's promise.
         unsafe { std::slice::from_raw_parts(self.ptr.add(at), len) }

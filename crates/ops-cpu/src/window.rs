@@ -145,7 +145,7 @@ pub(crate) fn im2col<T: Copy + Send + Sync + Default + 'static>(
     let plane: usize = g.input.iter().product();
     let l: usize = out_sp.iter().product();
     let k = g.kernel_numel();
-    let mut out: Vec<T> = crate::pool::take(g.batch * g.channels * k * l);
+    let mut out: Vec<T> = crate::pool::take_n(&[g.batch, g.channels, k, l]);
     if out.is_empty() {
         return out;
     }
@@ -189,7 +189,7 @@ pub(crate) fn col2im<T: Copy + Send + Sync + Default + 'static + std::ops::Add<O
     let plane: usize = g.input.iter().product();
     let l: usize = out_sp.iter().product();
     let k = g.kernel_numel();
-    let mut out: Vec<T> = crate::pool::take(g.batch * g.channels * plane);
+    let mut out: Vec<T> = crate::pool::take_n(&[g.batch, g.channels, plane]);
     out.fill(T::default());
     if out.is_empty() || l == 0 {
         return out;
@@ -234,8 +234,8 @@ pub(crate) fn max_pool2d<T: Copy + Send + Sync + Default + PartialOrd + 'static>
     let (h, w) = (g.input[0], g.input[1]);
     let (oh, ow) = (out_sp[0], out_sp[1]);
     let planes = g.batch * g.channels;
-    let mut vals: Vec<T> = crate::pool::take(planes * oh * ow);
-    let mut idx: Vec<i64> = crate::pool::take(planes * oh * ow);
+    let mut vals: Vec<T> = crate::pool::take_n(&[planes, oh, ow]);
+    let mut idx: Vec<i64> = crate::pool::take_n(&[planes, oh, ow]);
     if vals.is_empty() {
         return (vals, idx);
     }

@@ -141,9 +141,20 @@ impl<A: Algorithm> Optim<A> {
 
     /// Adds a group (PyTorch's `add_param_group`); a parameter may belong to one group only.
     pub fn add_param_group(&mut self, g: ParamGroup<A::Options>) -> Result<()> {
-        for p in &g.params {
+        for (i, p) in g.params.iter().enumerate() {
             if !p.is_leaf() || !p.dtype().is_float() {
                 return Err(Error::invalid(A::NAME, "can only optimize floating leaf tensors"));
+            }
+            // a tensor listed twice (tied weights collected by hand) would be updated twice per step
+            if let Some(j) = g.params[..i].iter().position(|q| q.shares_storage(p) && q.layout() == p.layout()) {
+                return Err(Error::invalid(
+                    A::NAME,
+                    format!(
+                        "parameter {i} of the group is the same tensor as parameter {j} (shape {:?}); pass each \
+                         parameter once (Module::parameters() drops tied duplicates)",
+                        p.shape()
+                    ),
+                ));
             }
             if self.groups.iter().flat_map(|g| &g.params).any(|q| q.shares_storage(p) && q.layout() == p.layout()) {
                 return Err(Error::invalid(A::NAME, "some parameters appear in more than one parameter group"));

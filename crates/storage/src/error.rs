@@ -61,6 +61,14 @@ pub enum Error {
         /// The backend's message.
         msg: String,
     },
+    /// Memory for a result could not be had: more bytes than the address space holds, or than the
+    /// allocator would give.
+    OutOfMemory {
+        /// The op that asked for the memory.
+        op: String,
+        /// How many bytes it asked for (`usize::MAX` when the count itself overflowed).
+        bytes: usize,
+    },
     /// Misuse of autograd (backward through a freed graph, a saved tensor modified in place ...).
     Autograd {
         /// What went wrong.
@@ -101,6 +109,10 @@ impl Error {
     pub fn backend(op: &str, msg: impl Into<String>) -> Self {
         Error::Backend { op: op.into(), msg: msg.into() }
     }
+    /// An allocation of `bytes` bytes for `op` that failed.
+    pub fn out_of_memory(op: &str, bytes: usize) -> Self {
+        Error::OutOfMemory { op: op.into(), bytes }
+    }
     /// An autograd misuse.
     pub fn autograd(msg: impl Into<String>) -> Self {
         Error::Autograd { msg: msg.into() }
@@ -118,6 +130,10 @@ impl fmt::Display for Error {
             Error::Unsupported { op, msg } => write!(f, "{op}: not supported yet: {msg}"),
             Error::Format { what, msg } => write!(f, "{what}: invalid file: {msg}"),
             Error::Io { path, msg } => write!(f, "{path}: {msg}"),
+            Error::OutOfMemory { op, bytes: usize::MAX } => {
+                write!(f, "{op}: out of memory: the size in bytes overflows the address space")
+            }
+            Error::OutOfMemory { op, bytes } => write!(f, "{op}: out of memory: cannot allocate {bytes} bytes"),
             Error::Autograd { msg } => write!(f, "autograd: {msg}"),
         }
     }

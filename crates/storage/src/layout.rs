@@ -1,6 +1,6 @@
 //! `Layout`: shape, strides and start offset into a buffer. Every view is a new layout over the same buffer.
 
-use crate::shape::{contiguous_strides, normalize_dim, numel};
+use crate::shape::{checked_numel, contiguous_strides, normalize_dim, numel, MAX_ELEMENTS};
 use crate::{Error, Result};
 use smallvec::SmallVec;
 
@@ -10,6 +10,12 @@ pub type Dims = SmallVec<[usize; 6]>;
 /// How a tensor's elements sit in its buffer: element `idx` is at `offset + sum(idx[d] * strides[d])`.
 ///
 /// Views (`permute`, `narrow`, `expand`, ...) only compute a new `Layout`; no data moves.
+///
+/// Every element count, span and offset is computed with arithmetic that cannot wrap: a layout whose
+/// numbers overflow has a `numel`/`span_end` of `usize::MAX` and fails [`Layout::check_fits`] for any
+/// real buffer. Every fallible constructor and view also checks [`Layout::validate`]: element count,
+/// strides, offset and span all at most [`MAX_ELEMENTS`], so that kernels can turn any index of a
+/// fitting layout into a pointer offset (index x element size <= `isize::MAX`) without overflow.
 ///
 /// ```
 /// use ember_storage::Layout;
@@ -40,7 +46,42 @@ impl Layout {
                 format!("shape {shape:?} and strides {strides:?} have different lengths"),
             ));
         }
-        Ok(Layout { shape: Dims::from_slice(shape), strides: Dims::from_slice(strides), offset })
+        Layout { shape: Dims::from_slice(shape), strides: Dims::from_slice(strides), offset }.validate("as_strided")
+    }
+
+    /// Checks the invariants every layout handed to a kernel must hold: element count, every stride,
+    /// the offset and the span (one past the last reachable index) at most [`MAX_ELEMENTS`].
+    /// Returns the layout, so views can end with `.validate(op)`.
+    pub fn validate(self, op: &str) -> Result<Self> {
+        checked_numel(&self.shape, op)?;
+        if let Some(s) = self.strides.iter().chain([&self.offset]).find(|&&s| s > MAX_ELEMENTS) {
+            return Err(Error::invalid(
+                op,
+                format!("stride or offset {s} of shape {:?} exceeds the largest allowed ({MAX_ELEMENTS})", self.shape),
+            ));
+        }
+        match self.checked_span_end() {
+            Some(end) if end <= MAX_ELEMENTS => Ok(self),
+            _ => Err(Error::invalid(
+                op,
+                format!(
+                    "layout (shape {:?}, strides {:?}, offset {}) reaches past the largest allowed index ({MAX_ELEMENTS})",
+                    self.shape, self.strides, self.offset
+                ),
+            )),
+        }
+    }
+
+    /// One past the largest index this layout can touch, `None` when that overflows `usize`.
+    fn checked_span_end(&self) -> Option<usize> {
+        if self.shape.contains(&0) {
+            return Some(0);
+        }
+        let mut end = self.offset.checked_add(1)?;
+        for (&n, &s) in self.shape.iter().zip(&self.strides) {
+            end = end.checked_add((n - 1).checked_mul(s)?)?;
+        }
+        Some(end)
     }
 
     /// The sizes.
@@ -64,17 +105,30 @@ impl Layout {
         numel(&self.shape)
     }
 
-    /// One past the largest buffer index this layout can touch (0 when it has no elements).
+    /// One past the largest buffer index this layout can touch (0 when it has no elements);
+    /// `usize::MAX` when that overflows, which no buffer fits.
     pub fn span_end(&self) -> usize {
-        if self.numel() == 0 {
-            return 0;
-        }
-        self.offset + self.shape.iter().zip(&self.strides).map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1
+        self.checked_span_end().unwrap_or(usize::MAX)
     }
 
-    /// Checks that every element lies inside a buffer of `len` elements.
+    /// Checks that every element lies inside a buffer of `len` elements, with arithmetic that cannot
+    /// wrap, and that the layout holds [`Layout::validate`]'s bounds. Kernels rely on this before
+    /// reading through raw pointers.
     pub fn check_fits(&self, len: usize, op: &str) -> Result<()> {
-        if self.span_end() > len {
+        if self.numel() > MAX_ELEMENTS
+            || self.offset > MAX_ELEMENTS
+            || self.strides.iter().chain(&self.shape).any(|&s| s > MAX_ELEMENTS)
+        {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "layout (shape {:?}, strides {:?}, offset {}) exceeds the largest allowed size, stride or offset ({MAX_ELEMENTS})",
+                    self.shape, self.strides, self.offset
+                ),
+            ));
+        }
+        // an empty view may not point past the end either: kernels slice the buffer from the offset
+        if self.span_end() > len || self.offset > len {
             return Err(Error::invalid(
                 op,
                 format!(
@@ -82,7 +136,7 @@ impl Layout {
                     self.shape,
                     self.strides,
                     self.offset,
-                    self.span_end() - 1
+                    self.span_end().saturating_sub(1)
                 ),
             ));
         }
@@ -96,7 +150,10 @@ impl Layout {
             if self.shape[i] != 1 && self.strides[i] != expected {
                 return false;
             }
-            expected *= self.shape[i];
+            expected = match expected.checked_mul(self.shape[i]) {
+                Some(e) => e,
+                None => return false,
+            };
         }
         true
     }
@@ -104,7 +161,7 @@ impl Layout {
     /// `Some((start, end))` when the elements are one dense row-major run of the buffer.
     pub fn contiguous_range(&self) -> Option<(usize, usize)> {
         if self.is_contiguous() {
-            Some((self.offset, self.offset + self.numel()))
+            Some((self.offset, self.offset.checked_add(self.numel())?))
         } else {
             None
         }
@@ -112,7 +169,7 @@ impl Layout {
 
     /// A view with a new shape, where the strides allow it (PyTorch's `view`); `None` when a copy is needed.
     pub fn reshape(&self, new_shape: &[usize]) -> Option<Layout> {
-        if numel(new_shape) != self.numel() {
+        if numel(new_shape) != self.numel() || self.numel() > MAX_ELEMENTS {
             return None;
         }
         if self.is_contiguous() {
@@ -199,8 +256,9 @@ impl Layout {
 
     /// The elements `start..start+len` along `dim`.
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Layout> {
-        self.slice(dim, start, start + len, 1).and_then(|l| {
-            if start + len > self.shape[dim] {
+        let end = start.saturating_add(len);
+        self.slice(dim, start, end, 1).and_then(|l| {
+            if end > self.shape[dim] {
                 Err(Error::invalid(
                     "narrow",
                     format!("start {start} + length {len} exceeds size {} of dim {dim}", self.shape[dim]),
@@ -228,8 +286,12 @@ impl Layout {
             l.offset += start * self.strides[dim];
         }
         l.shape[dim] = len;
-        l.strides[dim] *= step;
-        Ok(l)
+        if len > 1 {
+            // the stride of a dim with at most one element is never used: keep it, as PyTorch
+            // multiplies it but never reads through it
+            l.strides[dim] = l.strides[dim].saturating_mul(step);
+        }
+        l.validate("slice")
     }
 
     /// Removes `dim` by fixing it at `index`.
@@ -274,7 +336,7 @@ impl Layout {
                 ));
             }
         }
-        Ok(Layout { shape: Dims::from_slice(shape), strides, offset: self.offset })
+        Layout { shape: Dims::from_slice(shape), strides, offset: self.offset }.validate("expand")
     }
 
     /// Inserts a size-1 dim at `dim` (0..=ndim).
@@ -283,9 +345,9 @@ impl Layout {
             return Err(Error::invalid("unsqueeze", format!("dim {dim} out of range for shape {:?}", self.shape)));
         }
         let mut l = self.clone();
-        let st = if dim < self.ndim() { self.strides[dim] * self.shape[dim] } else { 1 };
+        let st = if dim < self.ndim() { self.strides[dim].saturating_mul(self.shape[dim]) } else { 1 };
         l.shape.insert(dim, 1);
-        l.strides.insert(dim, st);
+        l.strides.insert(dim, st.min(MAX_ELEMENTS));
         Ok(l)
     }
 
@@ -312,12 +374,13 @@ impl Layout {
             ));
         }
         let (s1, s2) = (self.shape[d1], self.shape[d2]);
+        let o = offset.unsigned_abs();
         let (len, start) = if offset >= 0 {
-            let o = offset as usize;
-            (s1.min(s2.saturating_sub(o)), o * self.strides[d2])
+            let len = s1.min(s2.saturating_sub(o));
+            (len, if len > 0 { o * self.strides[d2] } else { 0 })
         } else {
-            let o = (-offset) as usize;
-            (s1.saturating_sub(o).min(s2), o * self.strides[d1])
+            let len = s1.saturating_sub(o).min(s2);
+            (len, if len > 0 { o * self.strides[d1] } else { 0 })
         };
         let mut shape = Dims::new();
         let mut strides = Dims::new();
@@ -328,8 +391,8 @@ impl Layout {
             }
         }
         shape.push(len);
-        strides.push(self.strides[d1] + self.strides[d2]);
-        Ok(Layout { shape, strides, offset: self.offset + if len > 0 { start } else { 0 } })
+        strides.push(self.strides[d1].saturating_add(self.strides[d2]));
+        Layout { shape, strides, offset: self.offset + start }.validate("diagonal")
     }
 
     /// Sliding windows of `size` every `step` along `dim`; the window becomes a new last dim (`Tensor.unfold`).
@@ -350,11 +413,13 @@ impl Layout {
         let dstride = if n == 0 { 1 } else { self.strides[d] };
         if n > 0 {
             l.shape[d] = (dsize - size) / step + 1;
-            l.strides[d] = dstride * step;
+            if l.shape[d] > 1 {
+                l.strides[d] = dstride.saturating_mul(step);
+            }
         }
         l.shape.push(size);
         l.strides.push(dstride);
-        Ok(l)
+        l.validate("unfold")
     }
 
     /// Dims of size 1 dropped, e.g. to compare layouts for equivalence.

@@ -13,6 +13,7 @@
 //! Nothing here assumes host memory: a CUDA or remote backend implements [`Backend`] unchanged.
 #![warn(missing_docs)]
 
+pub mod alloc;
 mod backend;
 mod buffer;
 mod device;

@@ -322,23 +322,36 @@ pub struct WindowGeometry {
 }
 
 impl WindowGeometry {
-    /// Output spatial sizes; `None` when the window does not fit.
+    /// Output spatial sizes; `None` when the window does not fit, a stride or kernel size is 0, or
+    /// any size derived from the geometry (padded input, dilated kernel, the patch matrix
+    /// `N x C x K x L`) overflows [`crate::shape::MAX_ELEMENTS`]. All arithmetic is checked, so
+    /// absurd padding or dilation can never wrap around to a geometry that looks valid.
     pub fn output(&self) -> Option<Vec<usize>> {
-        (0..self.input.len())
+        let n = self.input.len();
+        if self.kernel.len() != n || self.stride.len() != n || self.padding.len() != n || self.dilation.len() != n {
+            return None;
+        }
+        let out: Vec<usize> = (0..n)
             .map(|i| {
-                let eff = self.dilation[i] * (self.kernel[i].checked_sub(1)?) + 1;
-                let padded = self.input[i] + 2 * self.padding[i];
-                if padded < eff || self.stride[i] == 0 {
+                let eff = self.dilation[i].checked_mul(self.kernel[i].checked_sub(1)?)?.checked_add(1)?;
+                let padded = self.padding[i].checked_mul(2)?.checked_add(self.input[i])?;
+                if padded < eff || self.stride[i] == 0 || padded > crate::shape::MAX_ELEMENTS {
                     None
                 } else {
                     Some((padded - eff) / self.stride[i] + 1)
                 }
             })
-            .collect()
+            .collect::<Option<_>>()?;
+        let mut all = vec![self.batch, self.channels];
+        all.extend(&self.kernel);
+        all.extend(&out);
+        crate::shape::checked_numel(&all, "window").ok()?;
+        crate::shape::checked_numel(&[&[self.batch, self.channels][..], &self.input].concat(), "window").ok()?;
+        Some(out)
     }
 
     /// Number of kernel positions (product of kernel sizes).
     pub fn kernel_numel(&self) -> usize {
-        self.kernel.iter().product()
+        crate::shape::numel(&self.kernel)
     }
 }

@@ -2,18 +2,50 @@
 
 use crate::{Error, Result};
 
-/// Number of elements of a shape (1 for a scalar's empty shape).
+/// The most elements (and the largest element index, offset or stride) any tensor may have:
+/// `isize::MAX / 8`, so that an element index times the widest element size (8 bytes) is a valid
+/// pointer offset. Every layout Ember builds is checked against it with arithmetic that cannot wrap.
+pub const MAX_ELEMENTS: usize = isize::MAX as usize / 8;
+
+/// Number of elements of a shape (1 for a scalar's empty shape). Saturates at `usize::MAX` when the
+/// product overflows, so that an overflowing shape never compares equal to a small buffer; use
+/// [`checked_numel`] to reject such shapes with an error.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    if shape.contains(&0) {
+        return 0;
+    }
+    shape.iter().try_fold(1usize, |acc, &n| acc.checked_mul(n)).unwrap_or(usize::MAX)
 }
 
-/// Row-major (C-contiguous) strides for `shape`.
+/// Number of elements of `shape`, or an error naming `op` and the shape when the count exceeds
+/// [`MAX_ELEMENTS`] or any single size does (even in an empty shape: sizes must stay valid `i64`s
+/// for PyTorch-style signed shape arithmetic). PyTorch says "numel: integer multiplication overflow".
+///
+/// ```
+/// use ember_storage::shape::checked_numel;
+/// assert_eq!(checked_numel(&[2, 3], "zeros").unwrap(), 6);
+/// assert!(checked_numel(&[4, 1 << 62], "zeros").is_err());
+/// assert_eq!(checked_numel(&[1 << 40, 1 << 40, 0], "zeros").unwrap(), 0);
+/// ```
+pub fn checked_numel(shape: &[usize], op: &str) -> Result<usize> {
+    let n = numel(shape);
+    if n > MAX_ELEMENTS || shape.iter().any(|&d| d > MAX_ELEMENTS) {
+        return Err(Error::invalid(
+            op,
+            format!("shape {shape:?} has more elements than any tensor can hold (at most {MAX_ELEMENTS})"),
+        ));
+    }
+    Ok(n)
+}
+
+/// Row-major (C-contiguous) strides for `shape`. Saturating: the strides of a shape that passes
+/// [`checked_numel`] are exact; those of an overflowing shape never wrap to small values.
 pub fn contiguous_strides(shape: &[usize]) -> crate::Dims {
     let mut strides: crate::Dims = smallvec::smallvec![0; shape.len()];
-    let mut acc = 1;
+    let mut acc = 1usize;
     for i in (0..shape.len()).rev() {
         strides[i] = acc;
-        acc *= shape[i].max(1);
+        acc = acc.saturating_mul(shape[i].max(1));
     }
     strides
 }
@@ -90,6 +122,12 @@ mod tests {
         assert!(contiguous_strides(&[]).is_empty());
         assert_eq!(numel(&[]), 1);
         assert_eq!(numel(&[2, 0]), 0);
+        assert_eq!(numel(&[4, 1 << 62]), usize::MAX, "saturates instead of wrapping to 0");
+        assert_eq!(numel(&[usize::MAX, usize::MAX, 0]), 0);
+        assert!(checked_numel(&[1 << 31, 1 << 31, 1 << 2], "x").is_err());
+        assert!(checked_numel(&[0, usize::MAX], "x").is_err());
+        assert_eq!(checked_numel(&[0, 1 << 59], "x").unwrap(), 0);
+        assert_eq!(contiguous_strides(&[4, 1 << 62, 1 << 62]).as_slice(), &[usize::MAX, 1 << 62, 1]);
     }
 
     #[test]
