@@ -70,3 +70,90 @@ fn dtype_mismatches_are_errors() {
     assert!(i.add_(0.5).is_err());
     assert!(f.add_(1).is_ok());
 }
+
+/// Inputs that used to panic (or were silently wrong) now give PyTorch's result or a clear error.
+#[test]
+fn former_panics_and_silent_results_are_errors_or_pytorch_results() {
+    use ember::{ConvPadding, InterpMode};
+    let x = Tensor::randn(&[1, 1, 4, 4]).unwrap();
+    let mut o = PoolOptions::new(&[2, 2]);
+    o.stride = vec![0, 0];
+    assert!(err(x.max_pool(&o).map(|t| t.0)).contains("must be positive"));
+    assert!(err(x.avg_pool(&PoolOptions::new(&[0, 0]))).contains("must be positive"));
+    let mut o = PoolOptions::new(&[2, 2]);
+    o.divisor_override = Some(0);
+    assert!(err(x.avg_pool(&o)).contains("divisor_override"));
+    // empty inputs
+    let e = Tensor::zeros(&[0]).unwrap();
+    assert_eq!(e.nonzero().unwrap().shape(), &[0, 1]);
+    assert_eq!(e.masked_select(&e.gt(0.0).unwrap()).unwrap().shape(), &[0]);
+    assert!(err(Tensor::zeros(&[0, 0]).unwrap().linalg_inv()).contains("empty matrices"));
+    // absurd convolution geometry: an error on the caller's thread, never a panic on a pool thread
+    let w = Tensor::randn(&[1, 1, 3, 3]).unwrap();
+    let mut c = ConvOptions::new(2);
+    c.padding = ConvPadding::Explicit(vec![1 << 62, 1 << 62]);
+    assert!(x.conv(&w, None, &c).is_err());
+    c.padding = ConvPadding::Explicit(vec![1 << 62, 0]);
+    c.dilation = vec![1 << 63, 1];
+    assert!(x.conv(&w, None, &c).is_err());
+    // integer edge cases, as PyTorch
+    let mn = Tensor::from_vec(vec![i64::MIN], &[1]).unwrap();
+    let m1 = Tensor::from_vec(vec![-1i64], &[1]).unwrap();
+    assert_eq!(mn.floor_divide(&m1).unwrap().to_vec::<i64>().unwrap(), vec![i64::MIN]);
+    assert_eq!(mn.remainder(&m1).unwrap().to_vec::<i64>().unwrap(), vec![0]);
+    assert!(err(Tensor::from_vec(vec![2i64], &[1]).unwrap().pow(&m1)).contains("negative integer powers"));
+    let b = Tensor::from_vec(vec![true], &[1]).unwrap();
+    assert!(err(b.sub(&b)).contains("logical_xor"));
+    assert!(Tensor::arange_with(0.0, f64::NAN, 1.0, DType::F32, ember::Device::Cpu).is_err());
+    let r = Tensor::randint(i64::MIN, i64::MAX, &[64]).unwrap().to_vec::<i64>().unwrap();
+    assert!(r.iter().any(|&v| v < 0) && r.iter().any(|&v| v > 0), "the full i64 range is sampled: {r:?}");
+    assert!(err(Tensor::zeros(&[3]).unwrap().expand(&[-1, 3])).contains("-1"));
+    // interpolate
+    assert!(x.interpolate(Some(&[0, 0]), None, InterpMode::Nearest, false).is_err());
+    assert!(x.interpolate(None, Some(&[f64::NAN]), InterpMode::Nearest, false).is_err());
+    assert!(x.interpolate(None, Some(&[-2.0]), InterpMode::Linear, false).is_err());
+    assert!(x.interpolate(None, Some(&[1e12]), InterpMode::Nearest, false).is_err());
+    assert!(Tensor::from_vec(vec![0i64], &[1]).unwrap().one_hot(1 << 40).is_err());
+}
+
+/// Autograd rejects gradients of the wrong shape, dtype or count, naming where they came from.
+#[test]
+fn wrong_gradients_are_errors() {
+    use ember::{apply, Context, Function};
+    let x = Tensor::randn(&[4]).unwrap().requires_grad_(true).unwrap();
+    x.register_hook(|g| Some(g.sum().unwrap())).unwrap();
+    let e = x.mul(2.0).unwrap().sum().unwrap().backward().unwrap_err().to_string();
+    assert!(e.contains("hook") && e.contains("[4]"), "{e}");
+
+    struct TooFew;
+    impl Function for TooFew {
+        fn forward(&self, _: &mut Context, xs: &[Tensor]) -> ember::Result<Tensor> {
+            xs[0].add(&xs[1])
+        }
+        fn backward(&self, _: &Context, g: &Tensor) -> ember::Result<Vec<Option<Tensor>>> {
+            Ok(vec![Some(g.clone())])
+        }
+        fn name(&self) -> &'static str {
+            "TooFew"
+        }
+    }
+    let (a, b) = (Tensor::randn(&[3]).unwrap().requires_grad_(true).unwrap(), Tensor::randn(&[3]).unwrap());
+    let e = apply(TooFew, &[a.clone(), b]).unwrap().sum().unwrap().backward().unwrap_err().to_string();
+    assert!(e.contains("TooFewBackward") && e.contains("expected 2, got 1"), "{e}");
+
+    struct WrongShape;
+    impl Function for WrongShape {
+        fn forward(&self, _: &mut Context, xs: &[Tensor]) -> ember::Result<Tensor> {
+            xs[0].mul(2.0)
+        }
+        fn backward(&self, _: &Context, g: &Tensor) -> ember::Result<Vec<Option<Tensor>>> {
+            Ok(vec![Some(g.sum()?)])
+        }
+    }
+    let e = apply(WrongShape, &[a.clone()]).unwrap().sum().unwrap().backward().unwrap_err().to_string();
+    assert!(e.contains("invalid gradient at index 0") && e.contains("[3]"), "{e}");
+
+    let y = a.mul(2.0).unwrap();
+    let e = y.backward_opts(&Tensor::from_vec(vec![1i64, 1, 1], &[3]).unwrap(), false, false).unwrap_err();
+    assert!(e.to_string().contains("floating"), "{e}");
+}

@@ -80,9 +80,13 @@ impl Tensor {
             return Err(Error::invalid("randint", format!("high ({high}) must be greater than low ({low})")));
         }
         let u = Tensor::random_with(shape, RngOp::Uniform { low: 0.0, high: 1.0 }, DType::F64, Device::Cpu)?;
-        let span = (high - low) as f64;
-        let v: Vec<i64> =
-            u.to_vec::<f64>()?.into_iter().map(|x| low + ((x * span) as i64).min(high - low - 1)).collect();
+        // i128: the span of the full i64 range does not fit an i64
+        let span = high as i128 - low as i128;
+        let v: Vec<i64> = u
+            .to_vec::<f64>()?
+            .into_iter()
+            .map(|x| (low as i128 + ((x * span as f64) as i128).min(span - 1)) as i64)
+            .collect();
         Tensor::from_vec(v, shape)
     }
     /// A random permutation of 0..n (i64), drawn from the global generator.

@@ -128,7 +128,16 @@ impl Tensor {
         if op.needs_float() && !dt.is_float() {
             dt = DEFAULT_FLOAT;
         }
+        if op == BinaryOp::Sub && dt == DType::Bool {
+            return Err(Error::dtype(
+                "sub",
+                "subtraction of two bool tensors is not supported; use logical_xor() instead (as in PyTorch)",
+            ));
+        }
         let (x, y) = (self.to_dtype(dt)?.broadcast_to(&shape)?, b.to_dtype(dt)?.broadcast_to(&shape)?);
+        if op == BinaryOp::Pow && !dt.is_float() && dt != DType::Bool && y.lt(0.0)?.any()?.item()? != 0.0 {
+            return Err(Error::invalid("pow", "integers to negative integer powers are not allowed (as in PyTorch)"));
+        }
         let buf = x.backend().binary(op, x.v(), y.v())?;
         let out = x.same_backend(buf, &shape);
         if op.is_predicate() || !out.dtype().is_float() {

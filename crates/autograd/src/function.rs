@@ -62,7 +62,43 @@ pub fn apply<F: Function>(f: F, inputs: &[Tensor]) -> Result<Tensor> {
     let saved_refs: Vec<&Tensor> = saved.iter().collect();
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let name = f.name();
-    Ok(record_saving(out, name, &refs, &saved_refs, move |g| f.backward(&ctx, g).map(crate::graph::Grads::from_vec)))
+    let metas: Vec<(Vec<usize>, ember_storage::DType)> =
+        inputs.iter().map(|t| (t.shape().to_vec(), t.dtype())).collect();
+    Ok(record_saving(out, name, &refs, &saved_refs, move |g| {
+        let grads = f.backward(&ctx, g)?;
+        check_function_grads(name, &metas, &grads)?;
+        Ok(crate::graph::Grads::from_vec(grads))
+    }))
+}
+
+/// A custom backward must return one gradient (or `None`) per input, each of its input's shape and
+/// a floating dtype, as PyTorch checks ("function MyBackward returned an incorrect number of
+/// gradients (expected 2, got 1)").
+fn check_function_grads(
+    name: &str,
+    inputs: &[(Vec<usize>, ember_storage::DType)],
+    grads: &[Option<Tensor>],
+) -> Result<()> {
+    if grads.len() != inputs.len() {
+        return Err(ember_storage::Error::autograd(format!(
+            "function {name}Backward returned an incorrect number of gradients (expected {}, got {})",
+            inputs.len(),
+            grads.len()
+        )));
+    }
+    for (i, (g, (shape, dtype))) in grads.iter().zip(inputs).enumerate() {
+        if let Some(g) = g {
+            if g.shape() != shape.as_slice() || (dtype.is_float() && !g.dtype().is_float()) {
+                return Err(ember_storage::Error::autograd(format!(
+                    "function {name}Backward returned an invalid gradient at index {i}: got shape {:?} ({}) but \
+                     expected shape {shape:?} ({dtype})",
+                    g.shape(),
+                    g.dtype()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Activation checkpointing: runs `f` without keeping its intermediate tensors, and recomputes them

@@ -415,13 +415,44 @@ fn snapshot<T: ?Sized>(list: &Mutex<Vec<Arc<T>>>) -> Vec<Arc<T>> {
     list.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-fn run_hooks(hooks: &Mutex<Vec<Hook>>, mut g: Tensor) -> Tensor {
+/// Runs gradient hooks in order; a replacement must keep the gradient's shape and dtype
+/// (PyTorch: "hook has changed the size of value").
+fn run_hooks(hooks: &Mutex<Vec<Hook>>, mut g: Tensor, owner: &str) -> Result<Tensor> {
     for h in snapshot(hooks).iter() {
         if let Some(r) = h(&g) {
+            if r.shape() != g.shape() || r.dtype() != g.dtype() {
+                return Err(Error::autograd(format!(
+                    "a hook on {owner} returned a gradient of shape {:?} ({}) for a gradient of shape {:?} ({})",
+                    r.shape(),
+                    r.dtype(),
+                    g.shape(),
+                    g.dtype()
+                )));
+            }
             g = r;
         }
     }
-    g
+    Ok(g)
+}
+
+/// A gradient on its way into a leaf must have the leaf's shape and dtype: a custom `Function` or
+/// a hook that returns another would otherwise broadcast silently into `.grad`.
+fn check_grad_matches(
+    what: &str,
+    layout: &ember_storage::Layout,
+    dtype: ember_storage::DType,
+    g: &Tensor,
+) -> Result<()> {
+    if g.shape() != layout.shape() || g.dtype() != dtype {
+        return Err(Error::autograd(format!(
+            "the gradient computed for {what} of shape {:?} ({dtype}) has shape {:?} ({}); a custom Function's \
+             backward or a hook returned a wrong gradient",
+            layout.shape(),
+            g.shape(),
+            g.dtype()
+        )));
+    }
+    Ok(())
 }
 
 /// What the engine does with gradients that reach leaves or requested inputs.
@@ -497,6 +528,7 @@ fn run_here(
     let mut leaf_order: Vec<Arc<TensorImpl>> = vec![];
     let mut leaf_sums: PtrMap<Tensor> = PtrMap::default();
     let mut leaf_grad = |leaf: &Arc<TensorImpl>, g: Tensor| -> Result<()> {
+        check_grad_matches("a leaf", &leaf.layout, leaf.dtype, &g)?;
         let k = Arc::as_ptr(leaf) as usize;
         if !leaf_sums.contains_key(&k) {
             leaf_order.push(leaf.clone());
@@ -516,6 +548,12 @@ fn run_here(
             return Err(Error::shape(
                 "backward",
                 format!("gradient shape {:?} does not match output shape {:?}", g.shape(), t.shape()),
+            ));
+        }
+        if !g.dtype().is_float() {
+            return Err(Error::dtype(
+                "backward",
+                format!("the gradient must be floating (the output is {}), got {}", t.dtype(), g.dtype()),
             ));
         }
         match &t.grad_fn() {
@@ -551,7 +589,7 @@ fn run_here(
         let edges = &n.edges;
         let mut input_grads = Grads::new();
         if let Some(g) = grad {
-            let g = run_hooks(&n.hooks, g);
+            let g = run_hooks(&n.hooks, g, n.name)?;
             let retained: Vec<_> =
                 n.retained.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|w| w.upgrade()).collect();
             for t in retained {
@@ -626,7 +664,7 @@ fn run_here(
     }
     for leaf in leaf_order {
         let g = leaf_sums.remove(&(Arc::as_ptr(&leaf) as usize)).expect("summed");
-        let g = run_hooks(&leaf.hooks, g);
+        let g = run_hooks(&leaf.hooks, g, "a leaf")?;
         match &sink {
             Sink::Leaves => {
                 let g = if create_graph { g } else { g.detach() };

@@ -291,7 +291,7 @@ impl Tensor {
                 }
             }
         }
-        let n = out.len().checked_div(nd).unwrap_or((v[0] != 0.0) as usize);
+        let n = out.len().checked_div(nd).unwrap_or_else(|| v.first().is_some_and(|&x| x != 0.0) as usize);
         Tensor::from_vec(out, &[n, nd])?.to(self.device())
     }
 

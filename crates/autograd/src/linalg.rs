@@ -358,8 +358,14 @@ fn matrices(t: &Tensor, op: &str, square: bool) -> Result<(Vec<Vec<f64>>, usize,
     if square && r != c {
         return Err(Error::shape(op, format!("needs square matrices, got {:?}", t.shape())));
     }
+    if r * c == 0 {
+        return Err(Error::unsupported(
+            op,
+            format!("empty matrices (shape {:?}); PyTorch returns empty results here, Ember does not yet", t.shape()),
+        ));
+    }
     let v = t.to_vec_f64()?;
-    Ok((v.chunks(r * c).map(|m| m.to_vec()).collect::<Vec<_>>().into_iter().filter(|_| r * c > 0).collect(), r, c))
+    Ok((v.chunks(r * c).map(|m| m.to_vec()).collect(), r, c))
 }
 
 /// A host-computed f64 result as a tensor of `t`'s dtype and device (not recorded).

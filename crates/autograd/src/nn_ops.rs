@@ -91,11 +91,17 @@ fn add_channel_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     }
 }
 
+/// A pooling window's output size; `None` for a zero kernel, stride or dilation, a window larger
+/// than the padded input, or sizes whose arithmetic would overflow.
 fn out_size(input: usize, k: usize, s: usize, p: usize, d: usize, ceil: bool) -> Option<usize> {
-    let eff = d * (k - 1) + 1;
-    let span = (input + 2 * p).checked_sub(eff)?;
+    if s == 0 {
+        return None;
+    }
+    let eff = d.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+    let padded = p.checked_mul(2)?.checked_add(input)?;
+    let span = padded.checked_sub(eff)?;
     let mut o = if ceil { span.div_ceil(s) + 1 } else { span / s + 1 };
-    if ceil && (o - 1) * s >= input + p {
+    if ceil && (o - 1).checked_mul(s)? >= input + p {
         o -= 1;
     }
     Some(o)
@@ -363,7 +369,16 @@ impl Tensor {
         if self.ndim() != d + 2 {
             return Err(Error::shape(op, format!("expects a {}-d input [N, C, ...], got {:?}", d + 2, self.shape())));
         }
-        if o.padding.iter().zip(&o.kernel).any(|(&p, &k)| 2 * p > k) {
+        if o.kernel.contains(&0) || o.stride.contains(&0) || o.dilation.contains(&0) {
+            return Err(Error::invalid(
+                op,
+                format!("kernel {:?}, stride {:?} and dilation {:?} must be positive", o.kernel, o.stride, o.dilation),
+            ));
+        }
+        if o.divisor_override == Some(0) {
+            return Err(Error::invalid(op, "divisor_override must not be zero"));
+        }
+        if o.padding.iter().zip(&o.kernel).any(|(&p, &k)| p > k / 2) {
             return Err(Error::invalid(
                 op,
                 format!("padding {:?} should be at most half of kernel {:?}", o.padding, o.kernel),

@@ -61,6 +61,19 @@ impl Tensor {
                 ))
             }
         };
+        if out.contains(&0) || scale.is_some_and(|f| f.iter().any(|&s| !(s.is_finite() && s > 0.0))) {
+            return Err(Error::invalid(
+                "interpolate",
+                format!("output size {out:?} and scale factors {scale:?} must be positive and finite"),
+            ));
+        }
+        let mut full = self.shape()[..2].to_vec();
+        full.extend(&out);
+        ember_storage::shape::checked_numel(&full, "interpolate")?;
+        for &o in &out {
+            // the index and weight vectors are host memory: allocate them fallibly
+            ember_storage::alloc::try_with_capacity::<f64>("interpolate", o.saturating_mul(4))?;
+        }
         let (x, back) = self.upcast_low_precision()?;
         let mut t = x;
         for i in 0..d {

@@ -313,8 +313,15 @@ impl Tensor {
         let shape: Vec<usize> = size
             .iter()
             .enumerate()
-            .map(|(i, &s)| if s == -1 && i >= lead { self.shape()[i - lead] } else { s.max(0) as usize })
-            .collect();
+            .map(|(i, &s)| match s {
+                -1 if i >= lead => Ok(self.shape()[i - lead]),
+                s if s >= 0 => Ok(s as usize),
+                _ => Err(Error::invalid(
+                    "expand",
+                    format!("size {s} at dim {i} of {size:?} is not allowed (-1 only keeps an existing dim)"),
+                )),
+            })
+            .collect::<Result<_>>()?;
         self.broadcast_to(&shape)
     }
 

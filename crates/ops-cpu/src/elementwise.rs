@@ -299,9 +299,12 @@ pub(crate) fn binary_int<T: Element + Sync>(
         Maximum | Fmax => f(|x, y| x.max(y)),
         ThresholdBackward => f(|x, y| if y <= 0 { 0 } else { x }),
         Minimum | Fmin => f(|x, y| x.min(y)),
-        Remainder => f(|x, y| x.rem_euclid(y) + if y < 0 && x.rem_euclid(y) != 0 { y } else { 0 }),
+        // wrapping: i64::MIN by -1 gives i64::MIN and 0 as in PyTorch, instead of an overflow panic
+        Remainder => f(|x, y| x.wrapping_rem_euclid(y) + if y < 0 && x.wrapping_rem_euclid(y) != 0 { y } else { 0 }),
         Fmod => f(|x, y| x.wrapping_rem(y)),
-        FloorDivide => f(|x, y| x.div_euclid(y) - if y < 0 && x.rem_euclid(y) != 0 { 1 } else { 0 }),
+        FloorDivide => {
+            f(|x, y| x.wrapping_div_euclid(y).wrapping_sub(if y < 0 && x.wrapping_rem_euclid(y) != 0 { 1 } else { 0 }))
+        }
         Div | Atan2 | Copysign | Hypot => {
             return Err(Error::dtype(op.name(), format!("needs floating inputs, got {}", T::DTYPE)))
         }
