@@ -122,3 +122,55 @@ fn concurrent_lstm_backward_finishes_and_accumulates_every_contribution() {
         }
     }
 }
+
+#[test]
+fn checkpoint_writes_use_unique_temporaries_and_clean_stale_ones() {
+    let dir = std::env::temp_dir().join(format!("ember-atomic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    // a temporary left by a killed save (pid 999999999 does not run)
+    let stale = dir.join(".model.safetensors.999999999.0.tmp");
+    std::fs::write(&stale, b"half a checkpoint").unwrap();
+    // concurrent saves to one path all succeed (they shared one temporary name before)
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    let t = Tensor::full(&[256], i as f64).unwrap();
+                    ember::io::save_safetensors(&path, &[("w", &t)]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let loaded = ember::io::load_safetensors(&path).unwrap();
+    let v = loaded[0].1.to_vec::<f32>().unwrap();
+    assert!(v.iter().all(|&x| x == v[0]), "one writer's complete file, not a mix");
+    assert!(!stale.exists(), "the stale temporary was removed");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 1, "no temporaries left: {left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_decompression_bomb_is_rejected_after_reading_only_what_the_header_declares() {
+    use std::io::Write;
+    // an .npz entry declaring 4 f32 values followed by 64 MiB of zeros (deflated to ~64 KiB)
+    let dir = std::env::temp_dir().join(format!("ember-bomb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut npy = ember::io::to_npy_bytes(&Tensor::zeros(&[4]).unwrap()).unwrap();
+    npy.extend(std::iter::repeat_n(0u8, 64 << 20));
+    let path = dir.join("bomb.npz");
+    let mut zw = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zw.start_file("x.npy", opts).unwrap();
+    zw.write_all(&npy).unwrap();
+    zw.finish().unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() < 1 << 20);
+    let e = ember::io::load_npz(&path).unwrap_err().to_string();
+    assert!(e.contains("data has 17 bytes") && e.contains("needs 16"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
