@@ -3,8 +3,11 @@
 //!
 //! Determinism: worker `w` loads batches `w, w + W, w + 2W, ...` and the consumer reads the
 //! workers' queues round-robin, so batches arrive in sampler order for any number of workers.
-//! A worker's error is delivered as that batch's `Err`; a panicking worker becomes an `Err` too;
-//! dropping the iterator closes the queues, and the workers stop at their next send.
+//! A worker's error is delivered as that batch's `Err`. A `Dataset::get` (or collate) that panics
+//! is caught: that batch is an `Err` carrying the panic message, and loading continues with the
+//! next batch, the same for every `num_workers` (0 included). Dropping the iterator closes the
+//! queues, and the workers stop at their next send. An epoch whose index lists cannot be
+//! allocated (a dataset of length 2^40), or `batch_size: 0`, yields one `Err` and ends.
 
 use crate::dataset::Dataset;
 use crate::sampler::{BatchSampler, RandomSampler, Sampler, SequentialSampler};
@@ -117,9 +120,18 @@ impl<D: Dataset + 'static> DataLoader<D> {
         .batches(epoch)
     }
 
-    /// Number of batches per epoch.
+    /// Number of batches per epoch (0 when `batch_size` is 0; computed without listing the indices
+    /// unless a custom sampler is set).
     pub fn len(&self) -> usize {
-        self.batches(0).len()
+        let bs = self.options.batch_size;
+        if bs == 0 {
+            return 0;
+        }
+        match &self.sampler {
+            Some(_) => self.batches(0).len(),
+            None if self.options.drop_last => self.dataset.len() / bs,
+            None => self.dataset.len().div_ceil(bs),
+        }
     }
 
     /// Whether an epoch has no batches.
@@ -127,18 +139,31 @@ impl<D: Dataset + 'static> DataLoader<D> {
         self.len() == 0
     }
 
+    /// Whether an epoch's index lists can be built: a positive batch size, and memory for one index
+    /// per sample (checked fallibly, so a huge dataset is an error rather than an abort).
+    fn check_epoch(&self) -> Result<()> {
+        if self.options.batch_size == 0 {
+            return Err(Error::invalid("DataLoader", "batch_size must be positive, got 0"));
+        }
+        let n = self.dataset.len();
+        ember_autograd::alloc::try_with_capacity::<usize>("DataLoader", n.saturating_mul(2)).map(drop)
+    }
+
     /// The batches of `epoch`, in order.
     pub fn iter(&self, epoch: u64) -> BatchIter {
+        if let Err(e) = self.check_epoch() {
+            return BatchIter { next: 0, total: 1, source: Source::Failed(Some(e)), handles: vec![] };
+        }
         let batches = Arc::new(self.batches(epoch));
         let total = batches.len();
         let load = {
             let ds = self.dataset.clone();
             let collate = self.collate.clone();
             move |idx: &[usize]| -> Result<Vec<Tensor>> {
-                match ds.get_batch(idx) {
+                catch_panic(idx, || match ds.get_batch(idx) {
                     Some(b) => b,
                     None => collate(idx.iter().map(|&i| ds.get(i)).collect::<Result<Vec<_>>>()?),
-                }
+                })
             }
         };
         let workers = self.options.num_workers;
@@ -171,6 +196,19 @@ impl<D: Dataset + 'static> DataLoader<D> {
         }
         BatchIter { next: 0, total, source: Source::Workers(queues), handles }
     }
+}
+
+/// Runs one batch's loading, turning a panic into that batch's error with the panic's message.
+fn catch_panic(idx: &[usize], f: impl FnOnce() -> Result<Vec<Tensor>>) -> Result<Vec<Tensor>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic payload".into());
+        let first = idx.first().map_or(String::new(), |i| format!(" (first index {i})"));
+        Err(Error::backend("DataLoader", format!("loading a batch of {} samples{first} panicked: {msg}", idx.len())))
+    })
 }
 
 struct ArcSampler(Arc<dyn Sampler>);

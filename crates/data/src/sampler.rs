@@ -53,6 +53,9 @@ impl Sampler for RandomSampler {
         let seed = epoch_seed(self.seed, epoch);
         let count = self.num_samples.unwrap_or(self.n);
         if self.replacement {
+            if self.n == 0 {
+                return vec![]; // nothing to draw from (index 0 would be out of range)
+            }
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             (0..count).map(|_| rng.random_range(0..self.n.max(1))).collect()
         } else {

@@ -159,3 +159,65 @@ fn transforms_are_reproducible() {
     assert_eq!(run(3), run(3));
     assert_eq!(pipeline.apply(&img, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1)).unwrap().shape(), &[1, 4, 4]);
 }
+
+/// Sample 3 panics; every other sample is its own index.
+struct Panicky(usize);
+
+impl Dataset for Panicky {
+    fn len(&self) -> usize {
+        self.0
+    }
+    fn get(&self, i: usize) -> Result<Vec<Tensor>> {
+        if i == 3 {
+            panic!("sample {i} is corrupt");
+        }
+        Ok(vec![Tensor::scalar(i as i64)])
+    }
+}
+
+#[test]
+fn a_panicking_get_is_that_batch_error_and_loading_continues_for_every_worker_count() {
+    for workers in [0, 1, 3] {
+        let loader =
+            DataLoader::new(Panicky(8), LoaderOptions { batch_size: 2, num_workers: workers, ..Default::default() });
+        let out: Vec<Result<Vec<Tensor>>> = loader.iter(0).collect();
+        assert_eq!(out.len(), 4, "{workers} workers: every batch is delivered");
+        for (b, r) in out.iter().enumerate() {
+            match r {
+                Ok(t) => assert_eq!(t[0].to_vec::<i64>().unwrap(), vec![2 * b as i64, 2 * b as i64 + 1]),
+                Err(e) => {
+                    assert_eq!(b, 1, "{workers} workers: only batch 1 holds sample 3");
+                    assert!(e.to_string().contains("sample 3 is corrupt"), "{e}");
+                }
+            }
+        }
+        assert!(out[1].is_err());
+    }
+}
+
+/// A dataset that claims 2^40 samples (it never loads one).
+struct Huge;
+
+impl Dataset for Huge {
+    fn len(&self) -> usize {
+        1 << 40
+    }
+    fn get(&self, _: usize) -> Result<Vec<Tensor>> {
+        Err(Error::invalid("Huge", "not loadable"))
+    }
+}
+
+#[test]
+fn impossible_epochs_are_one_error_not_an_abort() {
+    let loader = DataLoader::new(Huge, LoaderOptions { batch_size: 4, shuffle: true, ..Default::default() });
+    assert_eq!(loader.len(), 1 << 38, "the batch count needs no index list");
+    let out: Vec<_> = loader.iter(0).collect();
+    assert_eq!(out.len(), 1);
+    assert!(out[0].as_ref().unwrap_err().to_string().contains("out of memory"));
+    let zero = DataLoader::new(dataset(4), LoaderOptions { batch_size: 0, ..Default::default() });
+    assert_eq!(zero.len(), 0);
+    let out: Vec<_> = zero.iter(0).collect();
+    assert!(out.len() == 1 && out[0].as_ref().unwrap_err().to_string().contains("batch_size"));
+    let empty = RandomSampler { n: 0, seed: 1, replacement: true, num_samples: Some(5) };
+    assert!(empty.indices(0).is_empty(), "no index 0 of an empty dataset");
+}
