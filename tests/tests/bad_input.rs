@@ -150,7 +150,7 @@ fn wrong_gradients_are_errors() {
             Ok(vec![Some(g.sum()?)])
         }
     }
-    let e = apply(WrongShape, &[a.clone()]).unwrap().sum().unwrap().backward().unwrap_err().to_string();
+    let e = apply(WrongShape, std::slice::from_ref(&a)).unwrap().sum().unwrap().backward().unwrap_err().to_string();
     assert!(e.contains("invalid gradient at index 0") && e.contains("[3]"), "{e}");
 
     let y = a.mul(2.0).unwrap();

@@ -174,3 +174,12 @@ fn a_decompression_bomb_is_rejected_after_reading_only_what_the_header_declares(
     assert!(e.contains("data has 17 bytes") && e.contains("needs 16"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn optimizer_settings_are_validated() {
+    let w = || vec![Tensor::zeros(&[3]).unwrap().requires_grad_(true).unwrap()];
+    assert!(Sgd::sgd(w(), SgdOptions::new(-0.1)).err().unwrap().to_string().contains("learning rate"));
+    assert!(Sgd::sgd(w(), SgdOptions::new(f64::NAN)).is_err());
+    assert!(Sgd::sgd(w(), SgdOptions::new(0.1).momentum(-0.5)).err().unwrap().to_string().contains("momentum"));
+    assert!(Sgd::sgd(w(), SgdOptions::new(0.1).momentum(0.9)).is_ok());
+}

@@ -141,6 +141,16 @@ impl<A: Algorithm> Optim<A> {
 
     /// Adds a group (PyTorch's `add_param_group`); a parameter may belong to one group only.
     pub fn add_param_group(&mut self, g: ParamGroup<A::Options>) -> Result<()> {
+        // PyTorch's checks: "Invalid learning rate", "Invalid momentum value"
+        let lr = g.options.lr();
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::invalid(A::NAME, format!("invalid learning rate: {lr} (must be finite and >= 0)")));
+        }
+        if let Some(m) = g.options.momentum() {
+            if !(m.is_finite() && m >= 0.0) {
+                return Err(Error::invalid(A::NAME, format!("invalid momentum value: {m} (must be finite and >= 0)")));
+            }
+        }
         for (i, p) in g.params.iter().enumerate() {
             if !p.is_leaf() || !p.dtype().is_float() {
                 return Err(Error::invalid(A::NAME, "can only optimize floating leaf tensors"));
