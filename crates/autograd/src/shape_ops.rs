@@ -137,9 +137,9 @@ impl Tensor {
             } else if s < 0 {
                 return Err(Error::invalid(op, format!("invalid size {s} in {shape:?}")));
             } else {
-                known = known.checked_mul(s as usize).ok_or_else(|| {
-                    Error::invalid(op, format!("shape {shape:?} has more elements than any tensor can hold"))
-                })?;
+                // saturating: a 0 elsewhere in the shape still makes the count 0, and an
+                // overflowing count fails the checked_numel below
+                known = if known == 0 || s == 0 { 0 } else { known.saturating_mul(s as usize) };
             }
         }
         let mut out: Vec<usize> = shape.iter().map(|&s| s.max(0) as usize).collect();

@@ -38,14 +38,16 @@ pub fn checked_numel(shape: &[usize], op: &str) -> Result<usize> {
     Ok(n)
 }
 
-/// Row-major (C-contiguous) strides for `shape`. Saturating: the strides of a shape that passes
-/// [`checked_numel`] are exact; those of an overflowing shape never wrap to small values.
+/// Row-major (C-contiguous) strides for `shape`. Saturating at [`MAX_ELEMENTS`]: the strides of a
+/// non-empty shape that passes [`checked_numel`] are exact; those of an empty shape with huge
+/// sizes (`[0, 2^48, 2^44]`, never read through) stay valid, and those of an overflowing shape never
+/// wrap to small values.
 pub fn contiguous_strides(shape: &[usize]) -> crate::Dims {
     let mut strides: crate::Dims = smallvec::smallvec![0; shape.len()];
     let mut acc = 1usize;
     for i in (0..shape.len()).rev() {
         strides[i] = acc;
-        acc = acc.saturating_mul(shape[i].max(1));
+        acc = acc.saturating_mul(shape[i].max(1)).min(MAX_ELEMENTS);
     }
     strides
 }
@@ -127,7 +129,8 @@ mod tests {
         assert!(checked_numel(&[1 << 31, 1 << 31, 1 << 2], "x").is_err());
         assert!(checked_numel(&[0, usize::MAX], "x").is_err());
         assert_eq!(checked_numel(&[0, 1 << 59], "x").unwrap(), 0);
-        assert_eq!(contiguous_strides(&[4, 1 << 62, 1 << 62]).as_slice(), &[usize::MAX, 1 << 62, 1]);
+        assert_eq!(contiguous_strides(&[4, 1 << 62, 1 << 62]).as_slice(), &[MAX_ELEMENTS, MAX_ELEMENTS, 1]);
+        assert_eq!(contiguous_strides(&[0, 1 << 48, 1 << 44]).as_slice(), &[MAX_ELEMENTS, 1 << 44, 1]);
     }
 
     #[test]
