@@ -442,7 +442,7 @@ fn run_scheduler(name: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -> R<Ve
     for _ in 0..K {
         lrs.push(opt.lr(0));
         opt.step()?;
-        sched.step(&mut opt);
+        sched.step(&mut opt)?;
     }
     Ok(vec![Tensor::from_vec(lrs, &[K])?])
 }

@@ -183,3 +183,53 @@ fn optimizer_settings_are_validated() {
     assert!(Sgd::sgd(w(), SgdOptions::new(0.1).momentum(-0.5)).err().unwrap().to_string().contains("momentum"));
     assert!(Sgd::sgd(w(), SgdOptions::new(0.1).momentum(0.9)).is_ok());
 }
+
+#[test]
+fn adam_family_settings_are_validated() {
+    use ember::optim::{Adam, AdamOptions};
+    let w = || vec![Tensor::zeros(&[3]).unwrap().requires_grad_(true).unwrap()];
+    let bad_beta = AdamOptions { betas: (0.9, 1.0), ..AdamOptions::adam(1e-3) };
+    assert!(Adam::adam(w(), bad_beta).err().unwrap().to_string().contains("beta parameter at index 1"));
+    let bad_eps = AdamOptions { eps: -1.0, ..AdamOptions::adam(1e-3) };
+    assert!(Adam::adam(w(), bad_eps).err().unwrap().to_string().contains("epsilon"));
+    let bad_wd = AdamOptions { weight_decay: f64::INFINITY, ..AdamOptions::adam(1e-3) };
+    assert!(Adam::adam(w(), bad_wd).err().unwrap().to_string().contains("weight_decay"));
+    let mut nesterov = SgdOptions::new(0.1);
+    nesterov.nesterov = true;
+    assert!(Sgd::sgd(w(), nesterov).err().unwrap().to_string().contains("Nesterov"));
+}
+
+#[test]
+fn schedulers_stop_at_their_end_and_never_loop_forever() {
+    use ember::optim::lr_scheduler::{cosine_annealing_warm_restarts, one_cycle_lr, OneCycleOptions};
+    let w = vec![Tensor::zeros(&[3]).unwrap().requires_grad_(true).unwrap()];
+    let mut opt = Sgd::sgd(w.clone(), SgdOptions::new(0.1).momentum(0.9)).unwrap();
+    let mut s = one_cycle_lr(&mut opt, OneCycleOptions::new(0.1, 4)).unwrap();
+    for _ in 0..4 {
+        s.step(&mut opt).unwrap();
+    }
+    let e = s.step(&mut opt).unwrap_err().to_string();
+    assert!(e.contains("tried to step 5 times") && e.contains("total steps is 4"), "{e}");
+    let mut opt = Sgd::sgd(w, SgdOptions::new(0.1)).unwrap();
+    let mut s = cosine_annealing_warm_restarts(&mut opt, 3, u64::MAX / 2, 0.0);
+    s.set_last_epoch(&mut opt, u64::MAX - 1); // returns: the cycle length saturates instead of wrapping
+    assert!(opt.lr(0).is_finite());
+}
+
+#[test]
+fn optimizer_state_with_out_of_range_steps_or_unknown_names_is_rejected() {
+    use ember::optim::{Adam, AdamOptions};
+    let w = Tensor::zeros(&[3]).unwrap().requires_grad_(true).unwrap();
+    let mut opt = Adam::adam(vec![w.clone()], AdamOptions::adam(1e-3)).unwrap();
+    w.set_grad(Some(Tensor::ones(&[3]).unwrap()));
+    opt.step().unwrap();
+    let mut sd = opt.state_dict();
+    opt.load_state_dict(&sd).unwrap();
+    let step = sd.iter_mut().find(|(k, _)| k.ends_with(".step")).expect("a step entry");
+    step.1 = Tensor::scalar((1u64 << 31) as f64);
+    let e = opt.load_state_dict(&sd).unwrap_err().to_string();
+    assert!(e.contains("step") && e.contains("2147483648"), "{e}");
+    let mut sd = opt.state_dict();
+    sd.push(("state.0.made_up".into(), Tensor::zeros(&[3]).unwrap()));
+    assert!(opt.load_state_dict(&sd).unwrap_err().to_string().contains("made_up"));
+}

@@ -232,7 +232,7 @@ fn run(args: Args) -> Result<History> {
             let loss = F::cross_entropy(&logits, y, &Default::default())?;
             loss.backward()?;
             opt.step()?;
-            sched.step(&mut opt);
+            sched.step(&mut opt)?;
             let b = y.shape()[0];
             seen += b;
             loss_sum += loss.item()? * b as f64;

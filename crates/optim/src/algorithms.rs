@@ -48,8 +48,11 @@ macro_rules! lr_options {
             }
         }
     };
-    ($t:ty, momentum: $($field:tt)+) => {
+    ($t:ty, validate: $check:path, momentum: $($field:tt)+) => {
         impl GroupOptions for $t {
+            fn validate(&self) -> std::result::Result<(), String> {
+                $check(self)
+            }
             fn lr(&self) -> f64 {
                 self.lr
             }
@@ -64,6 +67,62 @@ macro_rules! lr_options {
             }
         }
     };
+}
+
+/// A weight decay must be finite and non-negative ("Invalid weight_decay value").
+fn check_decay(wd: f64) -> std::result::Result<(), String> {
+    if wd.is_finite() && wd >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!("invalid weight_decay value: {wd} (must be finite and >= 0)"))
+    }
+}
+
+fn check_sgd(o: &SgdOptions) -> std::result::Result<(), String> {
+    check_decay(o.weight_decay)?;
+    if o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0) {
+        return Err("Nesterov momentum requires a momentum and zero dampening".into());
+    }
+    Ok(())
+}
+
+/// The settings every Adam-family option set shares: betas in [0, 1), eps and weight decay >= 0.
+trait AdamLike {
+    fn betas_eps_decay(&self) -> ((f64, f64), f64, f64);
+}
+
+macro_rules! adam_like {
+    ($($t:ty),*) => {$(
+        impl AdamLike for $t {
+            fn betas_eps_decay(&self) -> ((f64, f64), f64, f64) {
+                (self.betas, self.eps, self.weight_decay)
+            }
+        }
+    )*};
+}
+adam_like!(AdamOptions, AdamaxOptions, NAdamOptions);
+
+fn check_betas_eps(o: &impl AdamLike) -> std::result::Result<(), String> {
+    let ((b1, b2), eps, wd) = o.betas_eps_decay();
+    for (i, b) in [b1, b2].into_iter().enumerate() {
+        if !(0.0..1.0).contains(&b) {
+            return Err(format!("invalid beta parameter at index {i}: {b} (must be in [0, 1))"));
+        }
+    }
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(format!("invalid epsilon value: {eps} (must be finite and >= 0)"));
+    }
+    check_decay(wd)
+}
+
+fn check_rmsprop(o: &RmsPropOptions) -> std::result::Result<(), String> {
+    if !(o.alpha.is_finite() && o.alpha >= 0.0) {
+        return Err(format!("invalid alpha value: {}", o.alpha));
+    }
+    if !(o.eps.is_finite() && o.eps >= 0.0) {
+        return Err(format!("invalid epsilon value: {}", o.eps));
+    }
+    check_decay(o.weight_decay)
 }
 
 // ---------------------------------------------------------------- SGD
@@ -97,7 +156,7 @@ impl SgdOptions {
     }
 }
 
-lr_options!(SgdOptions, momentum: momentum);
+lr_options!(SgdOptions, validate: check_sgd, momentum: momentum);
 
 /// Stochastic gradient descent with momentum, dampening, Nesterov, weight decay.
 pub struct SgdAlgo;
@@ -163,7 +222,7 @@ impl AdamOptions {
     }
 }
 
-lr_options!(AdamOptions, momentum: betas.0);
+lr_options!(AdamOptions, validate: check_betas_eps, momentum: betas.0);
 
 /// Adam; with `decoupled` the weight decay is AdamW's (`p ← p·(1 − lr·wd)` before the update).
 pub struct AdamAlgo {
@@ -187,9 +246,9 @@ impl Algorithm for AdamAlgo {
         }
         st.step += 1;
         let (m, v) = adam_moments(st, &p, &g, b1, b2)?;
-        let t = st.step as i32;
-        let bc1 = 1.0 - b1.powi(t);
-        let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
+        let t = st.step as f64;
+        let bc1 = 1.0 - b1.powf(t);
+        let bc2_sqrt = (1.0 - b2.powf(t)).sqrt();
         let second = if o.amsgrad {
             let mx = st.buffer_or("max_exp_avg_sq", zeros(&p))?.maximum(&v)?;
             st.set_buffer("max_exp_avg_sq", mx.clone());
@@ -256,7 +315,7 @@ impl Default for RmsPropOptions {
     }
 }
 
-lr_options!(RmsPropOptions, momentum: momentum);
+lr_options!(RmsPropOptions, validate: check_rmsprop, momentum: momentum);
 
 /// RMSprop.
 pub struct RmsPropAlgo;
@@ -415,7 +474,7 @@ impl Default for AdamaxOptions {
     }
 }
 
-lr_options!(AdamaxOptions, momentum: betas.0);
+lr_options!(AdamaxOptions, validate: check_betas_eps, momentum: betas.0);
 
 /// Adamax (Adam with the infinity norm).
 pub struct AdamaxAlgo;
@@ -431,7 +490,7 @@ impl Algorithm for AdamaxAlgo {
         let u = st.buffer_or("exp_inf", zeros(p))?.mul(o.betas.1)?.maximum(&g.abs()?.add(o.eps)?)?;
         st.set_buffer("exp_avg", m.clone());
         st.set_buffer("exp_inf", u.clone());
-        let clr = o.lr / (1.0 - o.betas.0.powi(st.step as i32));
+        let clr = o.lr / (1.0 - o.betas.0.powf(st.step as f64));
         p.sub(&m.div(&u)?.mul(clr)?)
     }
 }
@@ -479,7 +538,7 @@ impl NAdamOptions {
     }
 }
 
-lr_options!(NAdamOptions, momentum: betas.0);
+lr_options!(NAdamOptions, validate: check_betas_eps, momentum: betas.0);
 
 fn decay_nadam(o: &NAdamOptions, p: &Tensor, g: Tensor) -> Result<(Tensor, Tensor)> {
     if o.weight_decay == 0.0 {

@@ -64,10 +64,10 @@ pub(crate) fn adam(o: &AdamOptions, decoupled: bool, p: &Tensor, grad: &Tensor, 
         return Ok(false);
     }
     st.step += 1;
-    let t = st.step as i32;
+    let t = st.step as f64;
     let (b1, b2) = o.betas;
-    let step_size = (o.lr / (1.0 - b1.powi(t))) as f32;
-    let bc2_sqrt = (1.0 - b2.powi(t)).sqrt() as f32;
+    let step_size = (o.lr / (1.0 - b1.powf(t))) as f32;
+    let bc2_sqrt = (1.0 - b2.powf(t)).sqrt() as f32;
     let decay = if decoupled { (1.0 - o.lr * o.weight_decay) as f32 } else { 1.0 };
     let l2 = if decoupled { 0.0 } else { o.weight_decay as f32 };
     let (b1, b2, eps, max) = (b1 as f32, b2 as f32, o.eps as f32, o.maximize);

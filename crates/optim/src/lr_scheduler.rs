@@ -11,7 +11,7 @@
 //! for _ in 0..5 {
 //!     lrs.push(opt.lr(0));
 //!     opt.step().unwrap();
-//!     sched.step(&mut opt);
+//!     sched.step(&mut opt).unwrap();
 //! }
 //! assert_eq!(lrs, [0.1, 0.1, 0.05, 0.05, 0.025]);
 //! ```
@@ -29,13 +29,15 @@ pub struct Scheduler {
     last_epoch: u64,
     rule: Rule,
     last_lrs: Vec<f64>,
+    /// The last step the rule is defined for (OneCycle's `total_steps`); stepping past it is an error.
+    limit: Option<u64>,
 }
 
 impl Scheduler {
     /// Wraps `rule`, taking the optimizer's current rates as the base rates, and applies step 0.
     pub fn new(opt: &mut dyn Optimizer, rule: Rule) -> Self {
         let base_lrs: Vec<f64> = (0..opt.num_groups()).map(|g| opt.lr(g)).collect();
-        let mut s = Scheduler { last_lrs: base_lrs.clone(), base_lrs, last_epoch: 0, rule };
+        let mut s = Scheduler { last_lrs: base_lrs.clone(), base_lrs, last_epoch: 0, rule, limit: None };
         s.apply(opt);
         s
     }
@@ -52,10 +54,19 @@ impl Scheduler {
         }
     }
 
-    /// Advances one step and sets the optimizer's rates.
-    pub fn step(&mut self, opt: &mut dyn Optimizer) {
+    /// Advances one step and sets the optimizer's rates. A schedule of fixed length (OneCycle)
+    /// stepped past its end is an error, as in PyTorch ("Tried to step 11 times. The specified
+    /// number of total steps is 10"), and stays where it was.
+    pub fn step(&mut self, opt: &mut dyn Optimizer) -> Result<()> {
+        if let Some(limit) = self.limit.filter(|&l| self.last_epoch >= l) {
+            return Err(Error::invalid(
+                "lr_scheduler",
+                format!("tried to step {} times; the specified number of total steps is {limit}", self.last_epoch + 1),
+            ));
+        }
         self.last_epoch += 1;
         self.apply(opt);
+        Ok(())
     }
 
     /// The rates set last (`get_last_lr()`).
@@ -114,9 +125,15 @@ pub fn cosine_annealing_warm_restarts(opt: &mut dyn Optimizer, t_0: u64, t_mult:
         opt,
         lr_only(move |t, b| {
             let (mut cur, mut len) = (t, t_0);
+            // at most 64 rounds: the cycle length at least doubles each round when t_mult > 1,
+            // and saturates instead of wrapping (a huge t_mult looped forever before)
             while cur >= len {
                 cur -= len;
-                len *= t_mult;
+                if t_mult == 1 {
+                    cur %= len;
+                } else {
+                    len = len.saturating_mul(t_mult);
+                }
             }
             eta_min + (b - eta_min) * (1.0 + (PI * cur as f64 / len as f64).cos()) / 2.0
         }),
@@ -224,7 +241,8 @@ pub fn one_cycle_lr(opt: &mut dyn Optimizer, o: OneCycleOptions) -> Result<Sched
         }
     };
     let cycle_m = o.cycle_momentum;
-    Ok(Scheduler::new(
+    let total_steps = o.total_steps;
+    let mut s = Scheduler::new(
         opt,
         Box::new(move |t, _base| {
             let t = t as f64;
@@ -238,7 +256,9 @@ pub fn one_cycle_lr(opt: &mut dyn Optimizer, o: OneCycleOptions) -> Result<Sched
             }
             (min_lr, None)
         }),
-    ))
+    );
+    s.limit = Some(total_steps);
+    Ok(s)
 }
 
 /// Options of [`cyclic_lr`].

@@ -106,6 +106,11 @@ pub trait GroupOptions: Clone + Send {
     }
     /// Sets the momentum-like coefficient.
     fn set_momentum(&mut self, _m: f64) {}
+    /// Checks the algorithm-specific settings (betas, eps, weight decay, ...) as PyTorch's
+    /// constructors do; the message says which value is out of range.
+    fn validate(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 /// An update rule: how one parameter moves given its gradient, options and state.
@@ -146,6 +151,7 @@ impl<A: Algorithm> Optim<A> {
         if !(lr.is_finite() && lr >= 0.0) {
             return Err(Error::invalid(A::NAME, format!("invalid learning rate: {lr} (must be finite and >= 0)")));
         }
+        g.options.validate().map_err(|msg| Error::invalid(A::NAME, msg))?;
         if let Some(m) = g.options.momentum() {
             if !(m.is_finite() && m >= 0.0) {
                 return Err(Error::invalid(A::NAME, format!("invalid momentum value: {m} (must be finite and >= 0)")));
@@ -287,10 +293,17 @@ impl<A: Algorithm> Optimizer for Optim<A> {
                 }
                 "state" => {
                     let st = fresh.get_mut(i).ok_or_else(bad)?;
-                    let name: &'static str = Box::leak(parts[2].to_string().into_boxed_str());
-                    if name == "step" {
-                        st.step = t.item()? as u64;
-                    } else if t.ndim() == 0 && t.dtype() == DType::F64 && is_scalar_state(name) {
+                    if parts[2] == "step" {
+                        st.step = checked_step(t.item()?).ok_or_else(|| {
+                            Error::invalid(
+                                "load_state_dict",
+                                format!("{k}: step {} is not a count in 0..2^31", t.item().unwrap_or(f64::NAN)),
+                            )
+                        })?;
+                        continue;
+                    }
+                    let name = state_name(parts[2]).ok_or_else(bad)?;
+                    if t.ndim() == 0 && t.dtype() == DType::F64 && is_scalar_state(name) {
                         st.set_scalar(name, t.item()?);
                     } else {
                         st.set_buffer(name, t.clone());
@@ -325,6 +338,33 @@ impl<A: Algorithm> Optimizer for Optim<A> {
         }
         Ok(())
     }
+}
+
+/// The names of per-parameter state the built-in algorithms keep. Loading maps a key onto one of
+/// these instead of leaking a new `&'static str` per load (which grew memory on every load).
+const STATE_NAMES: &[&str] = &[
+    "acc_delta",
+    "exp_avg",
+    "exp_avg_sq",
+    "exp_inf",
+    "grad_avg",
+    "max_exp_avg_sq",
+    "momentum_buffer",
+    "mu_product",
+    "prev",
+    "square_avg",
+    "step_size",
+    "sum",
+];
+
+fn state_name(name: &str) -> Option<&'static str> {
+    STATE_NAMES.iter().copied().find(|&n| n == name)
+}
+
+/// A loaded step count: a whole number in `0..2^31` (bias corrections take it as an `i32`
+/// exponent; a larger count wrapped negative and gave NaN).
+fn checked_step(v: f64) -> Option<u64> {
+    (v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < (1u64 << 31) as f64).then_some(v as u64)
 }
 
 fn is_scalar_state(name: &str) -> bool {

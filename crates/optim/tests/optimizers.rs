@@ -161,7 +161,7 @@ fn one_cycle_cycles_adam_beta1() {
     assert!((opt.lr(0) - 0.01 / 25.0).abs() < 1e-12);
     assert!((opt.momentum(0).unwrap() - 0.95).abs() < 1e-12);
     for _ in 0..2 {
-        s.step(&mut opt);
+        s.step(&mut opt).unwrap();
     }
     // PyTorch's warm-up phase ends at step pct_start * total_steps - 1 = 2
     assert!((opt.lr(0) - 0.01).abs() < 1e-9, "peak at step 2: {}", opt.lr(0));
