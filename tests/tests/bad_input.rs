@@ -87,7 +87,16 @@ fn former_panics_and_silent_results_are_errors_or_pytorch_results() {
     let e = Tensor::zeros(&[0]).unwrap();
     assert_eq!(e.nonzero().unwrap().shape(), &[0, 1]);
     assert_eq!(e.masked_select(&e.gt(0.0).unwrap()).unwrap().shape(), &[0]);
-    assert!(err(Tensor::zeros(&[0, 0]).unwrap().linalg_inv()).contains("empty matrices"));
+    // empty matrices give PyTorch's empty results
+    let z = Tensor::zeros(&[2, 0, 0]).unwrap();
+    assert_eq!(z.linalg_inv().unwrap().shape(), &[2, 0, 0]);
+    assert_eq!(z.linalg_det().unwrap().to_vec::<f32>().unwrap(), vec![1.0, 1.0]);
+    assert_eq!(z.linalg_solve(&Tensor::zeros(&[2, 0, 3]).unwrap()).unwrap().shape(), &[2, 0, 3]);
+    assert_eq!(z.linalg_cholesky().unwrap().shape(), &[2, 0, 0]);
+    assert_eq!(z.linalg_svdvals().unwrap().shape(), &[2, 0]);
+    assert_eq!(z.linalg_eigvalsh().unwrap().shape(), &[2, 0]);
+    let (q, r) = Tensor::zeros(&[3, 0]).unwrap().linalg_qr().unwrap();
+    assert_eq!((q.shape(), r.shape()), (&[3, 0][..], &[0, 0][..]));
     // absurd convolution geometry: an error on the caller's thread, never a panic on a pool thread
     let w = Tensor::randn(&[1, 1, 3, 3]).unwrap();
     let mut c = ConvOptions::new(2);

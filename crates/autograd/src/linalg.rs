@@ -359,10 +359,12 @@ fn matrices(t: &Tensor, op: &str, square: bool) -> Result<(Vec<Vec<f64>>, usize,
         return Err(Error::shape(op, format!("needs square matrices, got {:?}", t.shape())));
     }
     if r * c == 0 {
-        return Err(Error::unsupported(
-            op,
-            format!("empty matrices (shape {:?}); PyTorch returns empty results here, Ember does not yet", t.shape()),
-        ));
+        // empty matrices: one (empty) matrix per batch entry, so each op returns PyTorch's empty
+        // result (det 1, inv/solve/cholesky/qr/svdvals/eigvalsh of the empty shapes)
+        let batch = ember_storage::shape::numel(&t.shape()[..t.ndim() - 2]);
+        let mut mats = ember_storage::alloc::try_with_capacity(op, batch)?;
+        mats.resize(batch, vec![]);
+        return Ok((mats, r, c));
     }
     let v = t.to_vec_f64()?;
     Ok((v.chunks(r * c).map(|m| m.to_vec()).collect(), r, c))
