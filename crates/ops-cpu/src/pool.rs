@@ -90,10 +90,18 @@ pub(crate) fn reserve<U>(n: usize) -> Vec<U> {
 /// A new zeroed vector, allocated fallibly: a refused allocation unwinds to the backend method's
 /// [`crate::oom::guarded`] and becomes an out-of-memory error instead of aborting the process.
 pub(crate) fn fresh<U: Copy + Default>(n: usize) -> Vec<U> {
-    let mut v = reserve(n);
-    v.resize(n, U::default());
-    v
+    // Probe first, then allocate with `vec!`: for zero defaults that is `calloc`, whose fresh
+    // pages arrive zeroed from the OS without a memset (a `resize` would touch every page).
+    // Below PROBE_BYTES the probe is skipped: failing there means the process is out of memory
+    // anyway, and the extra malloc/free would show in per-op overhead.
+    if n.saturating_mul(std::mem::size_of::<U>()) >= PROBE_BYTES {
+        drop(reserve::<U>(n));
+    }
+    vec![U::default(); n]
 }
+
+/// From this size up, [`fresh`] checks that the allocation can succeed before making it.
+const PROBE_BYTES: usize = 1 << 20;
 
 /// [`take`] for a product of sizes: the count saturates instead of wrapping, so an impossible
 /// product becomes an out-of-memory error, never a short buffer that a kernel would overrun.
