@@ -233,3 +233,18 @@ fn optimizer_state_with_out_of_range_steps_or_unknown_names_is_rejected() {
     sd.push(("state.0.made_up".into(), Tensor::zeros(&[3]).unwrap()));
     assert!(opt.load_state_dict(&sd).unwrap_err().to_string().contains("made_up"));
 }
+
+#[test]
+fn adagrad_adadelta_and_rprop_settings_are_validated() {
+    use ember::optim::{
+        Adadelta, AdadeltaAlgo, AdadeltaOptions, Adagrad, AdagradAlgo, AdagradOptions, Rprop, RpropAlgo, RpropOptions,
+    };
+    let w = || vec![Tensor::zeros(&[3]).unwrap().requires_grad_(true).unwrap()];
+    let o = AdagradOptions { lr_decay: -1.0, ..Default::default() };
+    assert!(Adagrad::new(AdagradAlgo, w(), o).err().unwrap().to_string().contains("lr_decay"));
+    let o = AdadeltaOptions { rho: 1.5, ..Default::default() };
+    assert!(Adadelta::new(AdadeltaAlgo, w(), o).err().unwrap().to_string().contains("rho"));
+    let o = RpropOptions { etas: (1.5, 1.2), ..Default::default() };
+    assert!(Rprop::new(RpropAlgo, w(), o).err().unwrap().to_string().contains("eta"));
+    assert!(Rprop::new(RpropAlgo, w(), RpropOptions::default()).is_ok());
+}

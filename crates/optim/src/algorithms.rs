@@ -38,6 +38,19 @@ fn with_decay(g: Tensor, p: &Tensor, wd: f64) -> Result<Tensor> {
 /// `GroupOptions` for an options struct with an `lr` field and, optionally, the field that
 /// schedulers cycle as "momentum" (`momentum`, or `betas.0` for the Adam family).
 macro_rules! lr_options {
+    ($t:ty, validate: $check:path) => {
+        impl GroupOptions for $t {
+            fn lr(&self) -> f64 {
+                self.lr
+            }
+            fn set_lr(&mut self, lr: f64) {
+                self.lr = lr
+            }
+            fn validate(&self) -> std::result::Result<(), String> {
+                $check(self)
+            }
+        }
+    };
     ($t:ty) => {
         impl GroupOptions for $t {
             fn lr(&self) -> f64 {
@@ -123,6 +136,39 @@ fn check_rmsprop(o: &RmsPropOptions) -> std::result::Result<(), String> {
         return Err(format!("invalid epsilon value: {}", o.eps));
     }
     check_decay(o.weight_decay)
+}
+
+fn check_adagrad(o: &AdagradOptions) -> std::result::Result<(), String> {
+    for (name, v) in
+        [("lr_decay", o.lr_decay), ("initial_accumulator_value", o.initial_accumulator_value), ("epsilon", o.eps)]
+    {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(format!("invalid {name} value: {v} (must be finite and >= 0)"));
+        }
+    }
+    check_decay(o.weight_decay)
+}
+
+fn check_adadelta(o: &AdadeltaOptions) -> std::result::Result<(), String> {
+    if !(0.0..=1.0).contains(&o.rho) {
+        return Err(format!("invalid rho value: {} (must be in [0, 1])", o.rho));
+    }
+    if !(o.eps.is_finite() && o.eps >= 0.0) {
+        return Err(format!("invalid epsilon value: {}", o.eps));
+    }
+    check_decay(o.weight_decay)
+}
+
+fn check_rprop(o: &RpropOptions) -> std::result::Result<(), String> {
+    let (minus, plus) = o.etas;
+    if !(0.0 < minus && minus < 1.0 && 1.0 < plus && plus.is_finite()) {
+        return Err(format!("invalid eta values: ({minus}, {plus}) (need 0 < etaminus < 1 < etaplus)"));
+    }
+    let (lo, hi) = o.step_sizes;
+    if !(lo >= 0.0 && lo <= hi && hi.is_finite()) {
+        return Err(format!("invalid step sizes: ({lo}, {hi}) (need 0 <= min <= max, finite)"));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- SGD
@@ -382,7 +428,7 @@ impl Default for AdagradOptions {
     }
 }
 
-lr_options!(AdagradOptions);
+lr_options!(AdagradOptions, validate: check_adagrad);
 
 /// Adagrad.
 pub struct AdagradAlgo;
@@ -426,7 +472,7 @@ impl Default for AdadeltaOptions {
     }
 }
 
-lr_options!(AdadeltaOptions);
+lr_options!(AdadeltaOptions, validate: check_adadelta);
 
 /// Adadelta.
 pub struct AdadeltaAlgo;
@@ -629,7 +675,7 @@ impl Default for RpropOptions {
     }
 }
 
-lr_options!(RpropOptions);
+lr_options!(RpropOptions, validate: check_rprop);
 
 /// Resilient backpropagation: per-element step sizes adapted from gradient signs.
 pub struct RpropAlgo;
