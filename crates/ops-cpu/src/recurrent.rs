@@ -95,6 +95,9 @@ unsafe fn gate_pieces<'a, T>(
     units: &Range<usize>,
 ) -> [&'a mut [T]; 4] {
     // SAFETY: the four pieces are disjoint (gate g covers g*H + units); exclusivity is the caller's promise.
+    // The offsets cannot wrap: they are below the buffer's length, which was allocated from the same
+    // sizes (pool::take_n saturates, so an overflowing size fails to allocate instead), and
+    // `piece_mut` checks its bounds with checked arithmetic.
     [0, 1, 2, 3].map(|g| unsafe { buf.piece_mut(row * 4 * hidden + g * hidden + units.start, units.len()) })
 }
 
