@@ -437,15 +437,10 @@ fn run_hooks(hooks: &Mutex<Vec<Hook>>, mut g: Tensor, owner: &str) -> Result<Ten
 
 /// A gradient on its way into a leaf must have the leaf's shape and dtype: a custom `Function` or
 /// a hook that returns another would otherwise broadcast silently into `.grad`.
-fn check_grad_matches(
-    what: &str,
-    layout: &ember_storage::Layout,
-    dtype: ember_storage::DType,
-    g: &Tensor,
-) -> Result<()> {
+fn check_leaf_grad(layout: &ember_storage::Layout, dtype: ember_storage::DType, g: &Tensor) -> Result<()> {
     if g.shape() != layout.shape() || g.dtype() != dtype {
         return Err(Error::autograd(format!(
-            "the gradient computed for {what} of shape {:?} ({dtype}) has shape {:?} ({}); a custom Function's \
+            "the gradient computed for a leaf of shape {:?} ({dtype}) has shape {:?} ({}); a custom Function's \
              backward or a hook returned a wrong gradient",
             layout.shape(),
             g.shape(),
@@ -528,7 +523,7 @@ fn run_here(
     let mut leaf_order: Vec<Arc<TensorImpl>> = vec![];
     let mut leaf_sums: PtrMap<Tensor> = PtrMap::default();
     let mut leaf_grad = |leaf: &Arc<TensorImpl>, g: Tensor| -> Result<()> {
-        check_grad_matches("a leaf", &leaf.layout, leaf.dtype, &g)?;
+        check_leaf_grad(&leaf.layout, leaf.dtype, &g)?;
         let k = Arc::as_ptr(leaf) as usize;
         if !leaf_sums.contains_key(&k) {
             leaf_order.push(leaf.clone());

@@ -359,7 +359,7 @@ impl Backend for CpuBackend {
     }
 
     fn cast(&self, x: View, dtype: DType) -> Result<Buffer> {
-        guarded("cast", || {
+        guarded("to_dtype", || {
             let b = checked(x, "to_dtype")?;
             let g = b.read();
             Ok(buf(with_host_data!(&*g, v => cast_to(v, x.1, dtype))))
@@ -367,7 +367,7 @@ impl Backend for CpuBackend {
     }
 
     fn assign(&self, dst: View, src: View) -> Result<()> {
-        guarded("assign", || {
+        guarded("copy_", || {
             let (d, s) = (checked(dst, "copy_")?, checked(src, "copy_")?);
             if dst.1.shape() != src.1.shape() || d.dtype() != s.dtype() {
                 return Err(Error::shape(
@@ -388,20 +388,20 @@ impl Backend for CpuBackend {
             let mut gd = d.write();
             let gs = s.read();
             macro_rules! arm {
-            ($($v:ident),*) => {
-                match (&mut *gd, &*gs) {
-                    $((HostData::$v(a), HostData::$v(b)) => strided::assign(a, dst.1, b, src.1),)*
-                    _ => unreachable!("dtypes checked above"),
-                }
-            };
-        }
+                ($($v:ident),*) => {
+                    match (&mut *gd, &*gs) {
+                        $((HostData::$v(a), HostData::$v(b)) => strided::assign(a, dst.1, b, src.1),)*
+                        _ => unreachable!("dtypes checked above"),
+                    }
+                };
+            }
             arm!(Bool, U8, I32, I64, F16, BF16, F32, F64);
             Ok(())
         })
     }
 
     fn unary(&self, op: UnaryOp, x: View) -> Result<Buffer> {
-        guarded("unary", || {
+        guarded(op.name(), || {
             let b = checked(x, op.name())?;
             let g = b.read();
             let l = x.1;
@@ -429,7 +429,7 @@ impl Backend for CpuBackend {
     }
 
     fn binary(&self, op: BinaryOp, a: View, b: View) -> Result<Buffer> {
-        guarded("binary", || {
+        guarded(op.name(), || {
             let (ba, bb) = (checked(a, op.name())?, checked(b, op.name())?);
             if a.1.shape() != b.1.shape() {
                 return Err(Error::shape(

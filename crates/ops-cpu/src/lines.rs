@@ -13,7 +13,7 @@ pub(crate) fn per_line<U: Copy + Send + Default + 'static>(
     out_len: usize,
     f: impl Fn(usize, usize, &mut [U]) + Sync,
 ) -> Vec<U> {
-    if out_len == 0 || l.numel() == 0 && out_len == l.shape().get(dim).copied().unwrap_or(1) {
+    if out_len == 0 {
         // no output elements: do not enumerate the (possibly astronomically many) empty lines
         return Vec::new();
     }
@@ -21,14 +21,13 @@ pub(crate) fn per_line<U: Copy + Send + Default + 'static>(
     let stride = l.strides().get(dim).copied().unwrap_or(1);
     let mut lines: Vec<U> = crate::pool::take_n(&[starts.len(), out_len]);
     if lines.is_empty() {
+        // another dim is 0: the output is empty (and the shape products below could overflow)
         return lines;
     }
-    if out_len > 0 {
-        if lines.len() >= par_threshold() {
-            pool().install(|| lines.par_chunks_mut(out_len).zip(starts.par_iter()).for_each(|(o, &s)| f(s, stride, o)));
-        } else {
-            lines.chunks_mut(out_len).zip(&starts).for_each(|(o, &s)| f(s, stride, o));
-        }
+    if lines.len() >= par_threshold() {
+        pool().install(|| lines.par_chunks_mut(out_len).zip(starts.par_iter()).for_each(|(o, &s)| f(s, stride, o)));
+    } else {
+        lines.chunks_mut(out_len).zip(&starts).for_each(|(o, &s)| f(s, stride, o));
     }
     // lines are [outer..., inner..., out_len]; move out_len back to position `dim`.
     let shape = l.shape();

@@ -243,7 +243,7 @@ pub(crate) fn matmul_int<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
     let (bb, b_rs, b_cs) = batch_of(lb);
     let nd = la.ndim();
     let (m, k, n) = (la.shape()[nd - 2], la.shape()[nd - 1], lb.shape()[nd - 1]);
-    let mut out = crate::pool::reserve(ba.numel() * m * n);
+    let mut out = crate::pool::reserve(ember_storage::shape::numel(&[ba.numel(), m, n]));
     for i in 0..ba.numel() {
         let (oa, ob) = (batch_offset(&ba, i), batch_offset(&bb, i));
         for r in 0..m {

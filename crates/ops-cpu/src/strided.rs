@@ -246,12 +246,12 @@ pub(crate) fn assign<T: Copy>(dst: &mut [T], ld: &Layout, src: &[T], ls: &Layout
 /// Buffer offsets of the start of every line along `dim` (the layout with `dim` removed, row-major).
 pub(crate) fn line_starts(l: &Layout, dim: usize) -> Vec<usize> {
     let rest = l.select(dim, 0).unwrap_or_else(|_| l.clone());
-    let mut v = crate::pool::reserve(rest.numel());
     if l.shape().get(dim) == Some(&0) {
         // no lines have elements, but callers still need the count of (empty) lines
         let others: Vec<usize> = l.shape().iter().enumerate().filter(|&(d, _)| d != dim).map(|(_, &n)| n).collect();
         return crate::pool::fresh(ember_storage::shape::numel(&others));
     }
+    let mut v = crate::pool::reserve(rest.numel());
     ember_storage::for_each_run(&rest, |s, st, n| v.extend((0..n).map(|i| s + i * st)));
     v
 }
