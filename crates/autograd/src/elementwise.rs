@@ -4,7 +4,7 @@ use crate::creation::DEFAULT_FLOAT;
 use crate::tensor::same_device;
 use crate::Tensor;
 use ember_storage::shape::broadcast_shapes;
-use ember_storage::{BinaryOp, DType, DTypeKind, Error, Result, Scalar, UnaryOp};
+use ember_storage::{BinaryOp, DType, DTypeKind, Error, Result, Saves, Scalar, UnaryOp};
 
 /// The right-hand side of a binary op: a tensor or a Python-like scalar (`x.add(&y)`, `x.mul(2.0)`).
 #[derive(Clone, Copy, Debug)]
@@ -98,7 +98,12 @@ impl Tensor {
         }
         let (xs, ys) = (x.clone(), out.detach());
         let y_saved = ys.clone();
-        let saved: &[&Tensor] = if crate::derivatives::uses_output(op) { &[&x, &y_saved] } else { &[&x] };
+        let all = [&x, &y_saved];
+        let saved: &[&Tensor] = match op.saves() {
+            Some(Saves::Output) => &all,
+            Some(Saves::Input) => &all[..1],
+            _ => &[],
+        };
         Ok(crate::graph::record_saving(out, op.name(), &[&x], saved, move |g| {
             // with create_graph the output must be part of the graph: recompute it from the input
             let y = if crate::graph::is_grad_enabled() { xs.unary(op)? } else { ys.clone() };
@@ -146,15 +151,15 @@ impl Tensor {
         if !crate::graph::is_grad_enabled() || !(x.requires_grad() || y.requires_grad()) {
             return Ok(out);
         }
-        // only pow, copysign and hypot use their output in backward
-        let o = matches!(op, BinaryOp::Pow | BinaryOp::Copysign | BinaryOp::Hypot).then(|| out.detach());
+        let saves = op.saves().unwrap_or(Saves::Nothing);
+        let o = (saves == Saves::Output).then(|| out.detach());
         let (xa, yb) = (x.clone(), y.clone());
         let o_saved = o.clone();
         let all = [&x, &y, o_saved.as_ref().unwrap_or(&x)];
-        let saved = match (op, &o_saved) {
-            (BinaryOp::Add | BinaryOp::Sub, _) => &all[..0],
-            (_, Some(_)) => &all[..],
-            _ => &all[..2],
+        let saved = match saves {
+            Saves::Nothing => &all[..0],
+            Saves::Input => &all[..2],
+            Saves::Output => &all[..],
         };
         Ok(crate::graph::record_saving(out, op.name(), &[&x, &y], saved, move |g| {
             let o = match &o {
@@ -216,50 +221,58 @@ impl Tensor {
     }
 }
 
+/// One `Tensor` method for a table row whose `method` column is `yes`.
+macro_rules! tensor_method {
+    (no, $kind:ident, $V:ident, $name:ident) => {};
+    (yes, unary, $V:ident, $name:ident) => {
+        #[doc = concat!("Elementwise `", stringify!($name), "` (`torch.", stringify!($name), "`).")]
+        pub fn $name(&self) -> Result<Tensor> {
+            self.unary(UnaryOp::$V)
+        }
+    };
+    (yes, binary, $V:ident, $name:ident) => {
+        #[doc = concat!("Elementwise `", stringify!($name), "` with broadcasting (`torch.", stringify!($name), "`).")]
+        pub fn $name<'a>(&self, other: impl Into<Rhs<'a>>) -> Result<Tensor> {
+            self.binary(BinaryOp::$V, other)
+        }
+    };
+}
+/// Expands the unary op table into the `Tensor` methods (`x.exp()`, `x.isnan()`, ...).
 macro_rules! unary_methods {
-    ($($name:ident => $op:ident),* $(,)?) => {
+    (
+        math: [$($V:ident($name:ident) {
+            method: $method:ident, class: $class:ident, saves: $saves:ident, domain: $dom:ident,
+            cpu: |$a:ident| $cpu:expr, $(int: |$ia:ident| $int:expr,)? cuda: $cuda:literal,
+            grad: |$gx:ident, $gy:ident, $gg:ident| $grad:expr $(,)?
+        }),* $(,)?]
+        predicates: [$($P:ident($pname:ident) { cpu: |$pa:ident| $pcpu:expr, cuda: $pcuda:literal $(,)? }),* $(,)?]
+    ) => {
         impl Tensor {
-            $(
-                #[doc = concat!("Elementwise `", stringify!($name), "` (`torch.", stringify!($name), "`).")]
-                pub fn $name(&self) -> Result<Tensor> {
-                    self.unary(UnaryOp::$op)
-                }
-            )*
+            $(tensor_method!($method, unary, $V, $name);)*
+            $(tensor_method!(yes, unary, $P, $pname);)*
         }
     };
 }
-unary_methods!(
-    neg => Neg, abs => Abs, sign => Sign, square => Square,
-    exp => Exp, exp2 => Exp2, expm1 => Expm1, log => Log, log2 => Log2, log10 => Log10, log1p => Log1p,
-    sqrt => Sqrt, rsqrt => Rsqrt, reciprocal => Reciprocal,
-    sin => Sin, cos => Cos, tan => Tan, asin => Asin, acos => Acos, atan => Atan,
-    sinh => Sinh, cosh => Cosh, tanh => Tanh, asinh => Asinh, acosh => Acosh, atanh => Atanh,
-    sigmoid => Sigmoid, relu => Relu, silu => Silu,
-    erf => Erf, erfc => Erfc, erfinv => Erfinv, lgamma => Lgamma, digamma => Digamma, trigamma => Trigamma,
-    floor => Floor, ceil => Ceil, round => Round, trunc => Trunc, frac => Frac,
-    isnan => IsNan, isinf => IsInf, isfinite => IsFinite, logical_not => LogicalNot,
-);
+ember_storage::unary_op_table!(unary_methods);
 
+/// Expands the binary op table into the `Tensor` methods (`x.add(&y)`, `x.lt(0.0)`, ...).
 macro_rules! binary_methods {
-    ($($name:ident => $op:ident),* $(,)?) => {
+    (
+        math: [$($V:ident($name:ident) {
+            method: $method:ident, class: $class:ident, saves: $saves:ident, domain: [$da:ident, $db:ident],
+            cpu: |$a:ident, $b:ident| $cpu:expr, $(int: |$ia:ident, $ib:ident| $int:expr,)? cuda: $cuda:literal,
+            grad: |$ga:ident, $gb:ident, $go:ident, $gg:ident| $grad:expr $(,)?
+        }),* $(,)?]
+        compare: [$($P:ident($pname:ident) { cpu: |$pa:ident, $pb:ident| $pcpu:expr, cuda: $pcuda:literal $(,)? }),* $(,)?]
+    ) => {
         impl Tensor {
-            $(
-                #[doc = concat!("Elementwise `", stringify!($name), "` with broadcasting (`torch.", stringify!($name), "`).")]
-                pub fn $name<'a>(&self, other: impl Into<Rhs<'a>>) -> Result<Tensor> {
-                    self.binary(BinaryOp::$op, other)
-                }
-            )*
+            $(tensor_method!($method, binary, $V, $name);)*
+            $(tensor_method!(yes, binary, $P, $pname);)*
         }
     };
 }
-binary_methods!(
-    add => Add, sub => Sub, mul => Mul, div => Div, pow => Pow,
-    maximum => Maximum, minimum => Minimum, fmax => Fmax, fmin => Fmin,
-    atan2 => Atan2, remainder => Remainder, fmod => Fmod, copysign => Copysign, hypot => Hypot,
-    floor_divide => FloorDivide,
-    eq => Eq, ne => Ne, lt => Lt, le => Le, gt => Gt, ge => Ge,
-    logical_and => LogicalAnd, logical_or => LogicalOr, logical_xor => LogicalXor,
-);
+
+ember_storage::binary_op_table!(binary_methods);
 
 /// The std operators: conveniences that panic with the op's error message, as slice indexing does.
 /// Use the methods (`a.add(&b)?`) where shapes come from user input.

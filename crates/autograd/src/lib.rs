@@ -72,4 +72,4 @@ pub use random::{initial_seed, manual_seed};
 pub use shape_ops::PadMode;
 pub use tensor::Tensor;
 
-pub use ember_storage::{alloc, DType, Device, Error, Result, RngOp};
+pub use ember_storage::{alloc, BinaryOp, DType, Device, Domain, Error, OpClass, Result, RngOp, Saves, UnaryOp};

@@ -3,7 +3,7 @@
 //! affine combination both directions end with. Channels run in parallel; within a channel the
 //! order of the sums is fixed, so results do not depend on the thread count.
 
-use crate::elementwise::Real;
+use crate::real::Real;
 use crate::threading::{par_threshold, pool};
 use ember_storage::Element;
 use rayon::prelude::*;

@@ -11,8 +11,9 @@
 //!
 //! Gate order within a row of `4H` is PyTorch's: input, forget, cell candidate, output.
 
-use crate::elementwise::{sigmoid, Real};
 use crate::matmul::{gemm_into, GemmElement, Operand};
+use crate::real::Real;
+use crate::scalar::sigmoid;
 use crate::simd::vectorised;
 use crate::staged::{run_staged, SharedBuf};
 use crate::threading::{par_threshold, pool};

@@ -1,7 +1,7 @@
 //! Fused softmax / log-softmax over one line: max, then exp and sum, then scale (three passes, no
 //! temporaries); contiguous lines take vectorised paths.
 
-use crate::elementwise::Real;
+use crate::real::Real;
 
 /// Writes softmax (or log-softmax) of the `o.len()` elements `x[s], x[s + st], ...` into `o`.
 pub(crate) fn line<T: Real>(x: &[T], s: usize, st: usize, o: &mut [T], log: bool) {

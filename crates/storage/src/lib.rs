@@ -20,6 +20,7 @@ mod device;
 mod dtype;
 mod error;
 mod layout;
+pub mod op_table;
 pub mod ops;
 pub mod shape;
 
@@ -29,4 +30,4 @@ pub use device::{backend_for, register_backend, registered_devices, Device};
 pub use dtype::{DType, DTypeKind, Element};
 pub use error::{Error, Result};
 pub use layout::{for_each_run, Dims, Layout};
-pub use ops::{BinaryOp, IndexOp, ReduceOp, RngKey, RngOp, ScanOp, UnaryOp, WindowGeometry};
+pub use ops::{BinaryOp, Domain, IndexOp, OpClass, ReduceOp, RngKey, RngOp, Saves, ScanOp, UnaryOp, WindowGeometry};

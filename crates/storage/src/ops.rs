@@ -1,204 +1,263 @@
 //! The op enums of the Backend contract: each op family is one trait method and its ops are data.
 
-/// Elementwise ops of one input. Float ops on integer inputs are promoted by the caller (the Tensor layer);
-/// a backend sees a float dtype for every op except `Neg`, `Abs`, `Sign`, `Square` and the predicates.
+/// What an elementwise op computes in and returns (the op table's `class` column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
-pub enum UnaryOp {
-    Neg,
-    Abs,
-    Sign,
-    Square,
-    Exp,
-    Exp2,
-    Expm1,
-    Log,
-    Log2,
-    Log10,
-    Log1p,
-    Sqrt,
-    Rsqrt,
-    Reciprocal,
-    Sin,
-    Cos,
-    Tan,
-    Asin,
-    Acos,
-    Atan,
-    Sinh,
-    Cosh,
-    Tanh,
-    Asinh,
-    Acosh,
-    Atanh,
-    Sigmoid,
-    Relu,
-    Silu,
-    Gelu,
-    GeluTanh,
-    Erf,
-    Erfc,
-    Erfinv,
-    Lgamma,
-    Digamma,
-    /// ψ₁(x), the derivative of digamma (`polygamma(1, x)`).
-    Trigamma,
-    Floor,
-    Ceil,
-    Round,
-    Trunc,
-    Frac,
-    /// Predicates: output dtype is bool.
-    IsNan,
-    IsInf,
-    IsFinite,
-    LogicalNot,
+pub enum OpClass {
+    /// Computes in a float dtype; integer inputs are promoted to the default float by the Tensor layer.
+    Float,
+    /// Closed over the integers: integer inputs keep their dtype (wrapping arithmetic, as PyTorch).
+    KeepsInt,
+    /// Returns bool whatever the input dtype (predicates, comparisons, logical ops).
+    Predicate,
 }
 
-impl UnaryOp {
-    /// The PyTorch name.
-    pub fn name(self) -> &'static str {
-        use UnaryOp::*;
+/// What an op's backward reads besides the incoming gradient (the op table's `saves` column).
+/// Modifying a saved value in place makes backward fail, as PyTorch's version check does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Saves {
+    /// Nothing: the gradient is a function of the incoming gradient alone.
+    Nothing,
+    /// The input(s).
+    Input,
+    /// The input(s) and the output.
+    Output,
+}
+
+/// Where an op is differentiable and well conditioned: the gradient checks sample each input from
+/// its domain (the op table's `domain` column, e.g. `log`: x > 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Domain {
+    /// Every real number.
+    Real,
+    /// x > 0.
+    Positive,
+    /// x > -1.
+    AboveMinusOne,
+    /// x > 1.
+    AboveOne,
+    /// -1 < x < 1.
+    OpenUnit,
+    /// |x| < 1.2 (away from `tan`'s poles).
+    Centered,
+}
+
+impl Domain {
+    /// The open interval `(low, high)` of the domain.
+    pub fn bounds(self) -> (f64, f64) {
         match self {
-            Neg => "neg",
-            Abs => "abs",
-            Sign => "sign",
-            Square => "square",
-            Exp => "exp",
-            Exp2 => "exp2",
-            Expm1 => "expm1",
-            Log => "log",
-            Log2 => "log2",
-            Log10 => "log10",
-            Log1p => "log1p",
-            Sqrt => "sqrt",
-            Rsqrt => "rsqrt",
-            Reciprocal => "reciprocal",
-            Sin => "sin",
-            Cos => "cos",
-            Tan => "tan",
-            Asin => "asin",
-            Acos => "acos",
-            Atan => "atan",
-            Sinh => "sinh",
-            Cosh => "cosh",
-            Tanh => "tanh",
-            Asinh => "asinh",
-            Acosh => "acosh",
-            Atanh => "atanh",
-            Sigmoid => "sigmoid",
-            Relu => "relu",
-            Silu => "silu",
-            Gelu => "gelu",
-            GeluTanh => "gelu_tanh",
-            Erf => "erf",
-            Erfc => "erfc",
-            Erfinv => "erfinv",
-            Lgamma => "lgamma",
-            Digamma => "digamma",
-            Trigamma => "trigamma",
-            Floor => "floor",
-            Ceil => "ceil",
-            Round => "round",
-            Trunc => "trunc",
-            Frac => "frac",
-            IsNan => "isnan",
-            IsInf => "isinf",
-            IsFinite => "isfinite",
-            LogicalNot => "logical_not",
+            Domain::Real => (f64::NEG_INFINITY, f64::INFINITY),
+            Domain::Positive => (0.0, f64::INFINITY),
+            Domain::AboveMinusOne => (-1.0, f64::INFINITY),
+            Domain::AboveOne => (1.0, f64::INFINITY),
+            Domain::OpenUnit => (-1.0, 1.0),
+            Domain::Centered => (-1.2, 1.2),
         }
     }
 
-    /// True when the result is bool whatever the input.
-    pub fn is_predicate(self) -> bool {
-        matches!(self, UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::IsFinite | UnaryOp::LogicalNot)
-    }
-
-    /// True when integer inputs keep their dtype (the op is closed over the integers).
-    pub fn keeps_integers(self) -> bool {
-        use UnaryOp::*;
-        matches!(self, Neg | Abs | Sign | Square | Relu | Floor | Ceil | Round | Trunc)
-    }
-}
-
-/// Elementwise ops of two inputs of one dtype, already broadcast to one shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Pow,
-    Maximum,
-    Minimum,
-    Fmax,
-    Fmin,
-    Atan2,
-    Remainder,
-    Fmod,
-    Copysign,
-    Hypot,
-    FloorDivide,
-    /// `a` where `b > 0`, else 0 (zero also where `b <= 0`; a NaN `b` passes `a`): PyTorch's
-    /// `threshold_backward(a, b, 0)`, relu's gradient in one pass.
-    ThresholdBackward,
-    /// Comparisons and logical ops: output dtype is bool.
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    LogicalAnd,
-    LogicalOr,
-    LogicalXor,
-}
-
-impl BinaryOp {
-    /// The PyTorch name.
-    pub fn name(self) -> &'static str {
-        use BinaryOp::*;
-        match self {
-            Add => "add",
-            Sub => "sub",
-            Mul => "mul",
-            Div => "div",
-            Pow => "pow",
-            Maximum => "maximum",
-            Minimum => "minimum",
-            Fmax => "fmax",
-            Fmin => "fmin",
-            Atan2 => "atan2",
-            Remainder => "remainder",
-            Fmod => "fmod",
-            Copysign => "copysign",
-            Hypot => "hypot",
-            FloorDivide => "floor_divide",
-            ThresholdBackward => "threshold_backward",
-            Eq => "eq",
-            Ne => "ne",
-            Lt => "lt",
-            Le => "le",
-            Gt => "gt",
-            Ge => "ge",
-            LogicalAnd => "logical_and",
-            LogicalOr => "logical_or",
-            LogicalXor => "logical_xor",
+    /// Maps any real `t` into the domain, keeping a margin of `margin` from its bounds
+    /// (a smooth, monotone map, so random samples cover the domain).
+    pub fn map(self, t: f64, margin: f64) -> f64 {
+        match self.bounds() {
+            (lo, hi) if lo.is_infinite() && hi.is_infinite() => t,
+            (lo, hi) if hi.is_infinite() => lo + margin + t.abs(),
+            (lo, hi) => {
+                let (lo, hi) = (lo + margin, hi - margin);
+                lo + (hi - lo) / (1.0 + (-t).exp())
+            }
         }
     }
-
-    /// True when the result is bool.
-    pub fn is_predicate(self) -> bool {
-        use BinaryOp::*;
-        matches!(self, Eq | Ne | Lt | Le | Gt | Ge | LogicalAnd | LogicalOr | LogicalXor)
-    }
-
-    /// True when the op needs floating inputs (integers are promoted by the caller).
-    pub fn needs_float(self) -> bool {
-        matches!(self, BinaryOp::Div | BinaryOp::Atan2 | BinaryOp::Copysign | BinaryOp::Hypot)
-    }
 }
+
+macro_rules! yes_no {
+    (yes) => {
+        true
+    };
+    (no) => {
+        false
+    };
+}
+
+/// Expands the unary op table into `UnaryOp` and its descriptors.
+macro_rules! define_unary_ops {
+    (
+        math: [$($V:ident($name:ident) {
+            method: $method:ident, class: $class:ident, saves: $saves:ident, domain: $dom:ident,
+            cpu: |$a:ident| $cpu:expr, $(int: |$ia:ident| $int:expr,)? cuda: $cuda:literal,
+            grad: |$gx:ident, $gy:ident, $gg:ident| $grad:expr $(,)?
+        }),* $(,)?]
+        predicates: [$($P:ident($pname:ident) { cpu: |$pa:ident| $pcpu:expr, cuda: $pcuda:literal $(,)? }),* $(,)?]
+    ) => {
+        /// Elementwise ops of one input, one per row of [`crate::unary_op_table!`]. Float ops on integer
+        /// inputs are promoted by the caller (the Tensor layer): a backend sees a float dtype for every
+        /// op except the [`OpClass::KeepsInt`] and [`OpClass::Predicate`] ones.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum UnaryOp {
+            $(#[doc = concat!("`torch.", stringify!($name), "`")] $V,)*
+            $(#[doc = concat!("`torch.", stringify!($pname), "` (returns bool)")] $P,)*
+        }
+
+        impl UnaryOp {
+            /// Every unary op, in table order.
+            pub const ALL: &'static [UnaryOp] = &[$(UnaryOp::$V,)* $(UnaryOp::$P,)*];
+
+            /// The PyTorch name (also the conformance name and, where [`Self::has_method`], the
+            /// `Tensor` method).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(UnaryOp::$V => stringify!($name),)*
+                    $(UnaryOp::$P => stringify!($pname),)*
+                }
+            }
+
+            /// The op named `name` (PyTorch's name), if it is in the table.
+            pub fn from_name(name: &str) -> Option<UnaryOp> {
+                Self::ALL.iter().copied().find(|op| op.name() == name)
+            }
+
+            /// What the op computes in and returns.
+            pub fn class(self) -> OpClass {
+                match self {
+                    $(UnaryOp::$V => OpClass::$class,)*
+                    $(UnaryOp::$P => OpClass::Predicate,)*
+                }
+            }
+
+            /// True when `Tensor` has a method of this name that applies exactly this op (false
+            /// for ops reached through another method, e.g. `gelu(approximate)`).
+            pub fn has_method(self) -> bool {
+                match self {
+                    $(UnaryOp::$V => yes_no!($method),)*
+                    $(UnaryOp::$P => true,)*
+                }
+            }
+
+            /// What backward reads (`None` for predicates, which have no gradient).
+            pub fn saves(self) -> Option<Saves> {
+                match self {
+                    $(UnaryOp::$V => Some(Saves::$saves),)*
+                    $(UnaryOp::$P => None,)*
+                }
+            }
+
+            /// Where the op is differentiable (`None` for predicates).
+            pub fn domain(self) -> Option<Domain> {
+                match self {
+                    $(UnaryOp::$V => Some(Domain::$dom),)*
+                    $(UnaryOp::$P => None,)*
+                }
+            }
+
+            /// The op as a CUDA C expression of `x` of type `T` (see the op table's documentation).
+            pub fn cuda_expr(self) -> &'static str {
+                match self {
+                    $(UnaryOp::$V => $cuda,)*
+                    $(UnaryOp::$P => $pcuda,)*
+                }
+            }
+
+            /// True when the result is bool whatever the input.
+            pub fn is_predicate(self) -> bool {
+                self.class() == OpClass::Predicate
+            }
+
+            /// True when integer inputs keep their dtype (the op is closed over the integers).
+            pub fn keeps_integers(self) -> bool {
+                self.class() == OpClass::KeepsInt
+            }
+        }
+    };
+}
+crate::unary_op_table!(define_unary_ops);
+
+/// Expands the binary op table into `BinaryOp` and its descriptors.
+macro_rules! define_binary_ops {
+    (
+        math: [$($V:ident($name:ident) {
+            method: $method:ident, class: $class:ident, saves: $saves:ident, domain: [$da:ident, $db:ident],
+            cpu: |$a:ident, $b:ident| $cpu:expr, $(int: |$ia:ident, $ib:ident| $int:expr,)? cuda: $cuda:literal,
+            grad: |$ga:ident, $gb:ident, $go:ident, $gg:ident| $grad:expr $(,)?
+        }),* $(,)?]
+        compare: [$($P:ident($pname:ident) { cpu: |$pa:ident, $pb:ident| $pcpu:expr, cuda: $pcuda:literal $(,)? }),* $(,)?]
+    ) => {
+        /// Elementwise ops of two inputs of one dtype, already broadcast to one shape, one per row of
+        /// [`crate::binary_op_table!`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum BinaryOp {
+            $(#[doc = concat!("`torch.", stringify!($name), "`")] $V,)*
+            $(#[doc = concat!("`torch.", stringify!($pname), "` (returns bool)")] $P,)*
+        }
+
+        impl BinaryOp {
+            /// Every binary op, in table order.
+            pub const ALL: &'static [BinaryOp] = &[$(BinaryOp::$V,)* $(BinaryOp::$P,)*];
+
+            /// The PyTorch name (also the conformance name and, where [`Self::has_method`], the
+            /// `Tensor` method).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(BinaryOp::$V => stringify!($name),)*
+                    $(BinaryOp::$P => stringify!($pname),)*
+                }
+            }
+
+            /// The op named `name` (PyTorch's name), if it is in the table.
+            pub fn from_name(name: &str) -> Option<BinaryOp> {
+                Self::ALL.iter().copied().find(|op| op.name() == name)
+            }
+
+            /// What the op computes in and returns.
+            pub fn class(self) -> OpClass {
+                match self {
+                    $(BinaryOp::$V => OpClass::$class,)*
+                    $(BinaryOp::$P => OpClass::Predicate,)*
+                }
+            }
+
+            /// True when `Tensor` has a method of this name that applies exactly this op.
+            pub fn has_method(self) -> bool {
+                match self {
+                    $(BinaryOp::$V => yes_no!($method),)*
+                    $(BinaryOp::$P => true,)*
+                }
+            }
+
+            /// What backward reads (`None` for comparisons and logical ops).
+            pub fn saves(self) -> Option<Saves> {
+                match self {
+                    $(BinaryOp::$V => Some(Saves::$saves),)*
+                    $(BinaryOp::$P => None,)*
+                }
+            }
+
+            /// Where each input is differentiable (`None` for comparisons and logical ops).
+            pub fn domain(self) -> Option<[Domain; 2]> {
+                match self {
+                    $(BinaryOp::$V => Some([Domain::$da, Domain::$db]),)*
+                    $(BinaryOp::$P => None,)*
+                }
+            }
+
+            /// The op as a CUDA C expression of `a` and `b` of type `T`.
+            pub fn cuda_expr(self) -> &'static str {
+                match self {
+                    $(BinaryOp::$V => $cuda,)*
+                    $(BinaryOp::$P => $pcuda,)*
+                }
+            }
+
+            /// True when the result is bool.
+            pub fn is_predicate(self) -> bool {
+                self.class() == OpClass::Predicate
+            }
+
+            /// True when the op needs floating inputs (integers are promoted by the caller).
+            pub fn needs_float(self) -> bool {
+                self.class() == OpClass::Float
+            }
+        }
+    };
+}
+crate::binary_op_table!(define_binary_ops);
 
 /// Reductions over a set of dims (the output keeps them with size 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
