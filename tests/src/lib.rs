@@ -7,3 +7,4 @@ pub mod conformance;
 mod dispatch;
 mod dispatch_nn;
 mod dispatch_train;
+pub mod sweep;

@@ -126,3 +126,19 @@ fn tensors_remember_their_custom_device() {
     assert!(err.contains("add") && err.contains("counting:0") && err.contains("cpu"), "{err}");
     let _ = Layout::contiguous(&[1]);
 }
+
+#[test]
+fn the_op_table_gradient_sweep_runs_unchanged_through_a_custom_backend() {
+    let backend = shared();
+    let before = backend.counts.lock().unwrap().get("unary").copied().unwrap_or(0);
+    for (seed, shape, transposed) in [(1u64, vec![2usize, 3], true), (2, vec![3], false), (3, vec![], false)] {
+        ember::manual_seed(seed);
+        let u = ember_tests::sweep::sweep_unary(DEVICE, &shape, transposed).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(u.first.len(), ember_tests::sweep::differentiable_unary().count() - 1, "{:?}", u.unsupported);
+        let b = ember_tests::sweep::sweep_binary(DEVICE, &shape, &shape[shape.len().min(1)..], transposed)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(b.second.len(), ember_tests::sweep::differentiable_binary().count());
+    }
+    let after = backend.counts.lock().unwrap().get("unary").copied().unwrap_or(0);
+    assert!(after > before, "the sweep's ops did not reach the custom backend");
+}

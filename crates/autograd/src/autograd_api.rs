@@ -185,7 +185,7 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], eps
         .map(|t| t.to_dtype(DType::F64).map(|t| t.detach()).and_then(|t| t.requires_grad_(true)))
         .collect::<Result<_>>()?;
     let out = f(&xs)?;
-    let w = Tensor::randn(out.shape())?.to_dtype(DType::F64)?;
+    let w = Tensor::randn(out.shape())?.to_dtype(DType::F64)?.to(out.device())?;
     // probes run with recording on and leaf inputs, so `f` may itself differentiate (second order)
     let loss = |xs: &[Tensor]| -> Result<f64> { f(xs)?.mul(&w)?.sum()?.item() };
     let analytic = grad(&[out.mul(&w)?.sum()?], &xs, None, false, false, true)?;
@@ -201,7 +201,7 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], eps
                 let mut v = base.clone();
                 v[k] += d;
                 let mut ys = xs.clone();
-                ys[i] = Tensor::from_vec(v, x.shape())?.requires_grad_(true)?;
+                ys[i] = Tensor::from_vec(v, x.shape())?.to(x.device())?.requires_grad_(true)?;
                 loss(&ys)
             };
             let numeric = (probe(eps)? - probe(-eps)?) / (2.0 * eps);
