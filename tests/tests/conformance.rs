@@ -19,3 +19,24 @@ fn conformance_cpu() {
     );
     assert!(failed.is_empty(), "{} conformance cases failed: {failed:?}", failed.len());
 }
+
+/// Ember's own PyTorch-computed case set (`tests/edge_cases/gen.py`): every op-table row at special
+/// values (NaN, ±inf, ±0, tiny, huge) and its gradients at edge points, integer wrapping, NaN
+/// propagation in reductions, prod's gradient with zeros, overflow-safe backward formulas, reductions
+/// over empty dims, and f64 constants in activations.
+#[test]
+fn edge_cases_cpu() {
+    let dir = ember_tests::conformance::edge_case_dir();
+    let summary = run_all(&dir, Device::Cpu, false).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+    println!("edge cases: {}", summary.line());
+    let failed: Vec<String> = summary
+        .results
+        .iter()
+        .filter_map(|(id, o)| match o {
+            Outcome::Failed(m) => Some(format!("{id}: {m}")),
+            _ => None,
+        })
+        .collect();
+    assert!(summary.results.len() > 300, "expected the edge case set, found {}", summary.results.len());
+    assert!(failed.is_empty(), "{} edge cases failed:\n{}", failed.len(), failed.join("\n"));
+}

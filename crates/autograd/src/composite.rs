@@ -16,23 +16,20 @@ impl Tensor {
 
     /// Limits values to `[min, max]` (either bound optional; NaN propagates).
     pub fn clamp(&self, min: Option<f64>, max: Option<f64>) -> Result<Tensor> {
-        let mut t = self.clone();
-        if let Some(lo) = min {
-            t = t.maximum(&self.scalar_like(Scalar::F(lo), self.dtype())?)?;
-        }
-        if let Some(hi) = max {
-            t = t.minimum(&self.scalar_like(Scalar::F(hi), self.dtype())?)?;
-        }
-        Ok(t)
+        let lo = min.map(|v| self.scalar_like(Scalar::F(v), self.dtype())).transpose()?;
+        let hi = max.map(|v| self.scalar_like(Scalar::F(v), self.dtype())).transpose()?;
+        self.clamp_tensor(lo.as_ref(), hi.as_ref())
     }
-    /// Clamps with tensor bounds.
+    /// Clamps with tensor bounds. As PyTorch: NaN passes through, a bound above `max` gives `max`,
+    /// and the gradient goes to `self` wherever it lies within the bounds, the boundaries included
+    /// (to a bound where it was taken).
     pub fn clamp_tensor(&self, min: Option<&Tensor>, max: Option<&Tensor>) -> Result<Tensor> {
         let mut t = self.clone();
         if let Some(lo) = min {
-            t = t.maximum(lo)?;
+            t = Tensor::where_cond(&t.lt(lo)?, lo, &t)?;
         }
         if let Some(hi) = max {
-            t = t.minimum(hi)?;
+            t = Tensor::where_cond(&t.gt(hi)?, hi, &t)?;
         }
         Ok(t)
     }
@@ -102,12 +99,13 @@ impl Tensor {
     }
     /// ELU with `alpha`.
     pub fn elu(&self, alpha: f64) -> Result<Tensor> {
-        let neg = self.exp()?.sub(1.0)?.mul(alpha)?;
+        // the exp branch sees min(x, 0), so a large x never makes exp overflow into a NaN gradient
+        let neg = self.clamp(None, Some(0.0))?.exp()?.sub(1.0)?.mul(alpha)?;
         Tensor::where_cond(&self.gt(0.0)?, self, &neg)
     }
     /// CELU with `alpha`.
     pub fn celu(&self, alpha: f64) -> Result<Tensor> {
-        let neg = self.div(alpha)?.exp()?.sub(1.0)?.mul(alpha)?;
+        let neg = self.clamp(None, Some(0.0))?.div(alpha)?.exp()?.sub(1.0)?.mul(alpha)?;
         Tensor::where_cond(&self.gt(0.0)?, self, &neg)
     }
     /// SELU.
@@ -124,9 +122,13 @@ impl Tensor {
     pub fn relu6(&self) -> Result<Tensor> {
         self.hardtanh(0.0, 6.0)
     }
-    /// Clamp to `[min_val, max_val]`.
+    /// Clamp to `[min_val, max_val]`; unlike `clamp`, the gradient is 0 on the boundaries (PyTorch's
+    /// `hardtanh_backward`, so `relu6`'s gradient at 0 is relu's).
     pub fn hardtanh(&self, min_val: f64, max_val: f64) -> Result<Tensor> {
-        self.clamp(Some(min_val), Some(max_val))
+        let lo = self.scalar_like(Scalar::F(min_val), self.dtype())?;
+        let hi = self.scalar_like(Scalar::F(max_val), self.dtype())?;
+        let t = Tensor::where_cond(&self.le(&lo)?, &lo, self)?;
+        Tensor::where_cond(&t.ge(&hi)?, &hi, &t)
     }
     /// `relu6(x + 3) / 6`.
     pub fn hardsigmoid(&self) -> Result<Tensor> {
@@ -152,7 +154,9 @@ impl Tensor {
     /// `log(1 + exp(beta x)) / beta`, linear above `threshold`.
     pub fn softplus(&self, beta: f64, threshold: f64) -> Result<Tensor> {
         let bx = self.mul(beta)?;
-        let soft = bx.exp()?.log1p()?.div(beta)?;
+        // the soft branch sees min(beta * x, threshold): exp cannot overflow where the linear branch
+        // is taken, so the unused branch contributes 0, not inf * 0 = NaN, to the gradient
+        let soft = bx.clamp(None, Some(threshold))?.exp()?.log1p()?.div(beta)?;
         Tensor::where_cond(&bx.gt(threshold)?, self, &soft)
     }
     /// `x / (1 + |x|)`.
@@ -182,7 +186,8 @@ impl Tensor {
     }
     /// `log(sigmoid(x))`, computed stably as `min(x, 0) - log1p(exp(-|x|))`.
     pub fn logsigmoid(&self) -> Result<Tensor> {
-        self.clamp(None, Some(0.0))?.sub(&self.abs()?.neg()?.exp()?.log1p()?)
+        // minimum splits the gradient at 0, so logsigmoid'(0) = sigmoid(0) = 0.5
+        self.minimum(0.0)?.sub(&self.abs()?.neg()?.exp()?.log1p()?)
     }
     /// Gated linear unit along `dim`: `a * sigmoid(b)` for the two halves.
     pub fn glu(&self, dim: isize) -> Result<Tensor> {

@@ -51,6 +51,7 @@ mod nn_norm;
 mod nn_norm_fused;
 mod nn_ops;
 mod nn_sample;
+mod product_grads;
 mod random;
 mod rebase;
 mod recurrent;

@@ -48,7 +48,7 @@ impl Tensor {
                 let y = if crate::graph::is_grad_enabled() { x.reduce_raw(op, &dims_u, true)? } else { y.clone() };
                 Ok(smallvec::smallvec![Some(match op {
                     ReduceOp::Sum => ge,
-                    ReduceOp::Prod => ge.mul(&y.broadcast_to(&full)?)?.div(&x)?,
+                    ReduceOp::Prod => crate::product_grads::prod_backward(&x, &y, &ge, &dims_u)?,
                     _ => {
                         // ties share the gradient equally
                         let mask = x.eq(&y.broadcast_to(&full)?)?.to_dtype(g.dtype())?;
@@ -236,6 +236,12 @@ impl Tensor {
     /// `log(sum(exp(x)))` over `dims`, computed stably.
     pub fn logsumexp(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DEFAULT_FLOAT)? };
+        let d = x.rdims(dims, "logsumexp")?;
+        if d.iter().any(|&i| x.shape()[i] == 0) {
+            // an empty sum of exponentials is 0, whose log is -inf (as PyTorch)
+            let s = x.sum_dim(dims, keepdim)?;
+            return Tensor::where_cond(&s.eq(0.0)?, f64::NEG_INFINITY, &s);
+        }
         let m = x.amax(dims, true)?.detach_value()?;
         // an infinite max would give inf - inf = nan; shift by 0 there instead
         let m = Tensor::where_cond(&m.isinf()?, 0.0, &m)?;
@@ -275,14 +281,24 @@ impl Tensor {
     pub fn median(&self) -> Result<Tensor> {
         let flat = self.reshape(&[-1])?;
         flat.nonempty(&[0], "median")?;
-        let (v, _) = flat.sort(0, false)?;
-        v.select(0, ((flat.numel() - 1) / 2) as isize)
+        Ok(flat.median_dim(0, false)?.0)
     }
-    /// Lower median along `dim`, with its index.
+    /// Lower median along `dim`, with its index. A slice holding a NaN has median NaN, at the index
+    /// of its first NaN (as PyTorch).
     pub fn median_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
         let d = self.rdims(&[dim], "median")?;
         let n = d.first().map(|&i| self.shape()[i]).unwrap_or(1);
-        self.kthvalue(n.div_ceil(2), dim, keepdim)
+        let (v, i) = self.kthvalue(n.div_ceil(2), dim, keepdim)?;
+        if !self.dtype().is_float() || self.ndim() == 0 {
+            return Ok((v, i));
+        }
+        let nan = self.isnan()?;
+        if nan.any()?.item()? == 0.0 {
+            return Ok((v, i));
+        }
+        let has = nan.any_dim(&[dim], keepdim)?;
+        let first = nan.to_dtype(DType::I64)?.argmax(Some(dim), keepdim)?;
+        Ok((Tensor::where_cond(&has, f64::NAN, &v)?, Tensor::where_cond(&has, &first, &i)?))
     }
     /// The k-th smallest (1-based) along `dim`, with its index.
     pub fn kthvalue(&self, k: usize, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
@@ -317,7 +333,7 @@ impl Tensor {
                     ScanOp::Cumsum => g.flip(&[di])?.cumsum(di)?.flip(&[di])?,
                     ScanOp::Cumprod => {
                         let y = if crate::graph::is_grad_enabled() { xs.cumprod(di)? } else { ys.clone() };
-                        g.mul(&y)?.flip(&[di])?.cumsum(di)?.flip(&[di])?.div(&xs)?
+                        crate::product_grads::cumprod_backward(&xs, &y, g, di)?
                     }
                     _ => g.zeros_like()?.scatter_add(di, is.as_ref().expect("indices"), g)?,
                 })])

@@ -216,20 +216,22 @@ fn reduce_typed<T: HostElement + Sync>(op: ReduceOp, v: &[T], l: &Layout, dims: 
             let max = op == ReduceOp::ArgMax;
             let n = l.shape()[*dim];
             HostData::I64(per_line(l, *dim, 1, |s, st, o: &mut [i64]| {
+                // the first NaN wins for both argmax and argmin (NaN propagates, as PyTorch); else the
+                // first occurrence of the extreme value
                 let mut best = 0usize;
-                for i in 1..n {
-                    let (x, b) = (v[s + i * st].to_f64(), v[s + best * st].to_f64());
-                    let c = total_cmp_nan_max(x, b);
-                    if (max && c.is_gt()) || (!max && (c.is_lt() || (x.is_nan() && !b.is_nan()))) {
-                        best = i;
+                let mut b = if n > 0 { v[s].to_f64() } else { 0.0 };
+                if !b.is_nan() {
+                    for i in 1..n {
+                        let x = v[s + i * st].to_f64();
+                        if x.is_nan() {
+                            best = i;
+                            break;
+                        }
+                        if (max && x > b) || (!max && x < b) {
+                            best = i;
+                            b = x;
+                        }
                     }
-                    if b.is_nan() {
-                        break;
-                    }
-                }
-                if n > 0 && v[s + best * st].to_f64().is_nan() {
-                    // the first NaN wins for both argmax and argmin
-                    best = (0..n).find(|&i| v[s + i * st].to_f64().is_nan()).unwrap_or(best);
                 }
                 o[0] = best as i64;
             }))

@@ -21,10 +21,37 @@ pub(crate) fn sign<T: Real>(x: T) -> T {
         T::one()
     } else if x < T::zero() {
         -T::one()
-    } else if x.is_nan() {
-        x
     } else {
+        // 0 for ±0 and for NaN, as PyTorch's sign
         T::zero()
+    }
+}
+
+/// Python's floor division for floats, as PyTorch computes it (`c10::div_floor_floating`): from
+/// `fmod`, so `inf // 1` is NaN and results round to the nearest integer quotient.
+#[inline(always)]
+pub(crate) fn floor_div<T: Real>(a: T, b: T) -> T {
+    if b == T::zero() {
+        return a / b;
+    }
+    let m = a % b;
+    let mut div = (a - m) / b;
+    if m != T::zero() && (b < T::zero()) != (m < T::zero()) {
+        div = div - T::one();
+    }
+    if div != T::zero() {
+        let f = div.floor();
+        if div - f > T::c(0.5) {
+            f + T::one()
+        } else {
+            f
+        }
+    } else {
+        if (a / b).is_sign_negative() {
+            -T::zero()
+        } else {
+            T::zero()
+        }
     }
 }
 

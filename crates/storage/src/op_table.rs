@@ -208,7 +208,9 @@ macro_rules! binary_op_table {
                     },
                     cuda: "pow(a, b)",
                     grad: |a, b, out, g| {
+                        // d/da = b * a^(b - 1), defined as 0 where b == 0 (as PyTorch; 0 * inf otherwise)
                         let ga = g.mul(&b.mul(&a.pow(&b.sub(1.0)?)?)?)?;
+                        let ga = Tensor::where_cond(&b.eq(0.0)?, 0.0, &ga)?;
                         // d/db = out * log(a); PyTorch defines it as 0 where a == 0 and b >= 0
                         let gb = g.mul(&out.mul(&a.log()?)?)?;
                         let gb = Tensor::where_cond(&a.eq(0.0)?.logical_and(&b.ge(0.0)?)?, 0.0, &gb)?;
@@ -231,8 +233,13 @@ macro_rules! binary_op_table {
                 Atan2(atan2) { method: yes, class: Float, saves: Input, domain: [Real, Positive],
                     cpu: |a, b| a.atan2(b), cuda: "atan2(a, b)",
                     grad: |a, b, out, g| {
+                        // 0 at the origin, where PyTorch defines it so
                         let d = a.mul(a)?.add(&b.mul(b)?)?;
-                        (Some(g.mul(b)?.div(&d)?), Some(g.mul(a)?.div(&d)?.neg()?))
+                        let origin = d.eq(0.0)?;
+                        let d = Tensor::where_cond(&origin, 1.0, &d)?;
+                        let ga = Tensor::where_cond(&origin, 0.0, &g.mul(b)?.div(&d)?)?;
+                        let gb = Tensor::where_cond(&origin, 0.0, &g.mul(a)?.div(&d)?.neg()?)?;
+                        (Some(ga), Some(gb))
                     } },
                 Remainder(remainder) { method: yes, class: KeepsInt, saves: Input, domain: [Real, Positive],
                     cpu: |a, b| scalar::py_rem(a, b),
@@ -254,10 +261,10 @@ macro_rules! binary_op_table {
                     cpu: |a, b| a.hypot(b), cuda: "hypot(a, b)",
                     grad: |a, b, out, g| (Some(g.mul(a)?.div(out)?), Some(g.mul(b)?.div(out)?)) },
                 FloorDivide(floor_divide) { method: yes, class: KeepsInt, saves: Nothing, domain: [Real, Positive],
-                    cpu: |a, b| (a / b).floor(),
+                    cpu: |a, b| scalar::floor_div(a, b),
                     int: |a, b| a.wrapping_div_euclid(b)
                         .wrapping_sub(if b < 0 && a.wrapping_rem_euclid(b) != 0 { 1 } else { 0 }),
-                    cuda: "floor(a / b)",
+                    cuda: "ember_floor_divide(a, b)",
                     grad: |a, b, out, g| (Some(g.zeros_like()?), Some(g.zeros_like()?)) },
                 // `a` where `b > 0`, else 0 (a NaN `b` passes `a`): PyTorch's `threshold_backward(a, b, 0)`,
                 // relu's gradient in one pass.

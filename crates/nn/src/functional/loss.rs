@@ -253,7 +253,7 @@ pub fn binary_cross_entropy_with_logits(
 ) -> Result<Tensor> {
     same_shape("binary_cross_entropy_with_logits", input, target)?;
     // log(1 + e^{-x}) computed stably: max(-x, 0) + log(1 + e^{-|x|})
-    let softplus_neg = input.neg()?.clamp(Some(0.0), None)?.add(&input.abs()?.neg()?.exp()?.log1p()?)?;
+    let softplus_neg = input.neg()?.maximum(0.0)?.add(&input.abs()?.neg()?.exp()?.log1p()?)?;
     let one_minus_t = target.neg()?.add(1.0)?;
     let mut l = match pos_weight {
         Some(pw) => {
