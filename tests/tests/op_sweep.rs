@@ -48,3 +48,17 @@ fn the_sweep_covers_the_whole_table() {
     println!("differentiable rows: {u} unary + {b} binary");
     assert!(u >= 40 && b >= 15, "{u} unary, {b} binary");
 }
+
+/// `sinc` was added as one row of the op table and nothing else: its PyTorch cases (special values,
+/// f32 and f64, and gradients at edge points) pass, and the sweep above checks its gradients.
+#[test]
+fn a_row_added_to_the_table_is_a_complete_op() {
+    let dir = ember_tests::conformance::edge_case_dir();
+    let summary = ember_tests::conformance::run_all(&dir, Device::Cpu, true).expect("edge cases load");
+    let sinc: Vec<_> = summary.results.iter().filter(|(id, _)| id.starts_with("sinc/")).collect();
+    assert_eq!(sinc.len(), 3);
+    for (id, outcome) in sinc {
+        assert_eq!(outcome, &ember_tests::conformance::Outcome::Passed, "{id}");
+    }
+    assert!(differentiable_unary().any(|op| op.name() == "sinc"));
+}

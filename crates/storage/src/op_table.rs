@@ -165,6 +165,20 @@ macro_rules! unary_op_table {
                     grad: |x, y, g| g.zeros_like() },
                 Trunc(trunc) { method: yes, class: KeepsInt, saves: Nothing, domain: Real,
                     cpu: |a| a.trunc(), int: |a| a, cuda: "trunc(x)", grad: |x, y, g| g.zeros_like() },
+                Sinc(sinc) { method: yes, class: Float, saves: Input, domain: Real,
+                    cpu: |a| if a == T::zero() { T::one() } else {
+                        let p = a * T::c(::std::f64::consts::PI);
+                        p.sin() / p
+                    },
+                    cuda: "(x == T(0)) ? T(1) : sin(T(3.14159265358979323846) * x) / (T(3.14159265358979323846) * x)",
+                    grad: |x, y, g| {
+                        // (pi x cos(pi x) - sin(pi x)) / (pi x^2), 0 at x = 0
+                        let p = x.mul(::std::f64::consts::PI)?;
+                        let zero = x.eq(0.0)?;
+                        let den = Tensor::where_cond(&zero, 1.0, &p.mul(x)?)?;
+                        let d = p.mul(&p.cos()?)?.sub(&p.sin()?)?.div(&den)?;
+                        g.mul(&Tensor::where_cond(&zero, 0.0, &d)?)
+                    } },
                 Frac(frac) { method: yes, class: Float, saves: Nothing, domain: Real,
                     cpu: |a| a - a.trunc(), cuda: "x - trunc(x)", grad: |x, y, g| Ok(g.clone()) },
             ]
