@@ -1,10 +1,12 @@
 //! A backend written outside the ops crates: it counts every op by family and forwards to the CPU
 //! backend. Registered under its own device, it runs the whole conformance suite unchanged, which
-//! shows that every layer above the Backend trait is device-agnostic.
+//! shows that every layer above the Backend trait is device-agnostic. It is registered twice: once
+//! forwarding the CPU backend's fused kernels (one line, `fused()`), once without them, so both the
+//! fast paths and the composed fallbacks run the suite.
 
 use ember::storage::{
-    register_backend, Backend, BinaryOp, Buffer, DType, Device, HostData, IndexOp, Layout, ReduceOp, Result, RngKey,
-    RngOp, Scalar, ScanOp, UnaryOp, View, WindowGeometry,
+    register_backend, Backend, BinaryOp, Buffer, DType, Device, FusedKernels, HostData, IndexOp, Layout, ReduceOp,
+    Result, RngKey, RngOp, Scalar, ScanOp, UnaryOp, View, WindowGeometry,
 };
 use ember::Tensor;
 use ember_tests::conformance::{default_dir, run_all, Outcome};
@@ -12,22 +14,37 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 const DEVICE: Device = Device::Custom("counting", 0);
+/// The same wrapper without fused kernels: every layer above takes its composed path.
+const COMPOSED: Device = Device::Custom("composed", 0);
 
+/// Counts ops by family; with `FUSED` it also offers the CPU backend's fused kernels.
 #[derive(Debug, Default)]
-struct Counting {
+struct Counting<const FUSED: bool> {
     counts: Mutex<HashMap<&'static str, usize>>,
 }
 
-impl Counting {
+impl<const FUSED: bool> Counting<FUSED> {
     fn inner(&self, family: &'static str) -> Arc<dyn Backend> {
         *self.counts.lock().unwrap().entry(family).or_default() += 1;
         ember::cpu::CpuBackend::shared()
     }
 }
 
-impl Backend for Counting {
+impl<const FUSED: bool> Backend for Counting<FUSED> {
     fn device(&self) -> Device {
-        DEVICE
+        if FUSED {
+            DEVICE
+        } else {
+            COMPOSED
+        }
+    }
+    fn fused(&self) -> Option<&dyn FusedKernels> {
+        static CPU: std::sync::OnceLock<Arc<dyn Backend>> = std::sync::OnceLock::new();
+        if !FUSED {
+            return None;
+        }
+        *self.counts.lock().unwrap().entry("fused").or_default() += 1;
+        CPU.get_or_init(ember::cpu::CpuBackend::shared).fused()
     }
     fn upload(&self, data: HostData) -> Result<Buffer> {
         self.inner("upload").upload(data)
@@ -83,11 +100,22 @@ impl Backend for Counting {
 }
 
 /// One counting backend for the whole test binary (the registry is process-wide and tests run in parallel).
-fn shared() -> Arc<Counting> {
-    static ONE: std::sync::OnceLock<Arc<Counting>> = std::sync::OnceLock::new();
+fn shared() -> Arc<Counting<true>> {
+    static ONE: std::sync::OnceLock<Arc<Counting<true>>> = std::sync::OnceLock::new();
     ONE.get_or_init(|| {
         let b = Arc::new(Counting::default());
         register_backend(DEVICE, b.clone());
+        b
+    })
+    .clone()
+}
+
+/// The wrapper without fused kernels, registered once.
+fn composed() -> Arc<Counting<false>> {
+    static ONE: std::sync::OnceLock<Arc<Counting<false>>> = std::sync::OnceLock::new();
+    ONE.get_or_init(|| {
+        let b = Arc::new(Counting::default());
+        register_backend(COMPOSED, b.clone());
         b
     })
     .clone()
@@ -109,10 +137,25 @@ fn conformance_runs_unchanged_through_a_custom_backend() {
     assert!(wrapped.results.iter().all(|(_, o)| !matches!(o, Outcome::Failed(_))));
     for family in [
         "upload", "download", "unary", "binary", "reduce", "matmul", "index", "im2col", "col2im", "softmax", "sort",
-        "scan",
+        "scan", "fused",
     ] {
         assert!(counts.get(family).copied().unwrap_or(0) > 0, "no {family} op reached the custom backend");
     }
+}
+
+#[test]
+fn conformance_runs_on_the_composed_paths_of_a_backend_without_fused_kernels() {
+    let backend = composed();
+    let dir = default_dir();
+    let on_cpu = run_all(&dir, Device::Cpu, true).expect("cases load");
+    let wrapped = run_all(&dir, COMPOSED, true).expect("cases load");
+    println!("composed: {}", wrapped.line());
+    for ((id, a), (_, b)) in on_cpu.results.iter().zip(&wrapped.results) {
+        assert_eq!(a, b, "case {id} differs between cpu and the backend without fused kernels");
+    }
+    let counts = backend.counts.lock().unwrap().clone();
+    assert!(!counts.contains_key("fused"));
+    assert!(counts.get("im2col").copied().unwrap_or(0) > 0, "convolution did not take the composed path");
 }
 
 #[test]

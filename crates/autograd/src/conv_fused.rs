@@ -4,9 +4,8 @@
 //! `im2col` and `matmul` instead, so higher-order gradients stay available.
 
 use crate::graph::{is_grad_enabled, record_saving, Grads};
-use crate::nn_norm_fused::supported;
 use crate::Tensor;
-use ember_storage::{Result, WindowGeometry};
+use ember_storage::{DType, Result, WindowGeometry};
 
 impl Tensor {
     /// `[N, OC, L]` output of a 2-d convolution of `self` (`[N, C, H, W]`, already padded by
@@ -19,9 +18,10 @@ impl Tensor {
         let (n, cout) = (self.shape()[0], weight.shape()[0]);
         let ck = geom.channels * geom.kernel_numel();
         let w2 = weight.reshape(&[cout as isize, ck as isize])?;
-        let Some(buf) = supported(self.backend().conv2d(self.v(), w2.v(), geom))? else {
+        let Some(fused) = self.fused().filter(|_| matches!(self.dtype(), DType::F32 | DType::F64)) else {
             return Ok(None);
         };
+        let buf = fused.conv2d(self.v(), w2.v(), geom)?;
         let l: usize = geom.output().expect("the caller checked the geometry").iter().product();
         let y = self.same_backend(buf, &[n, cout, l]);
         let (x, w, g) = (self.clone(), weight.clone(), geom.clone());
@@ -39,7 +39,7 @@ impl Tensor {
 fn fused_backward(x: &Tensor, w: &Tensor, g: &WindowGeometry, gy: &Tensor) -> Result<Grads> {
     let w2 = w.reshape(&[w.shape()[0] as isize, -1])?;
     let need = (x.requires_grad(), w.requires_grad());
-    let (dx, dw) = x.backend().conv2d_backward(x.v(), w2.v(), gy.v(), g, need)?;
+    let (dx, dw) = x.fused_for("conv2d backward")?.conv2d_backward(x.v(), w2.v(), gy.v(), g, need)?;
     let dx = dx.map(|b| x.same_backend(b, x.shape()));
     let dw = dw.map(|b| w.same_backend(b, w.shape()));
     Ok(smallvec::smallvec![dx, dw])

@@ -51,6 +51,7 @@ mod nn_norm;
 mod nn_norm_fused;
 mod nn_ops;
 mod nn_sample;
+pub mod optim_kernels;
 mod product_grads;
 mod random;
 mod rebase;
@@ -73,4 +74,6 @@ pub use random::{initial_seed, manual_seed};
 pub use shape_ops::PadMode;
 pub use tensor::Tensor;
 
-pub use ember_storage::{alloc, BinaryOp, DType, Device, Domain, Error, OpClass, Result, RngOp, Saves, UnaryOp};
+pub use ember_storage::{
+    alloc, AdamStep, BinaryOp, DType, Device, Domain, Error, OpClass, Result, RngOp, Saves, SgdStep, UnaryOp,
+};

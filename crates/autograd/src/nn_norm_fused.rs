@@ -7,15 +7,6 @@ use crate::graph::{is_grad_enabled, no_grad, Grads};
 use crate::Tensor;
 use ember_storage::{DType, Error, Result};
 
-/// Turns a backend's "not supported" into `None` (the caller composes instead).
-pub(crate) fn supported<T>(r: Result<T>) -> Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(Error::Unsupported { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// The per-channel operands `(scale, shift)` with `y = x * scale + shift`.
 fn scale_shift(
     mean: &Tensor,
@@ -50,8 +41,10 @@ impl Tensor {
     /// `x * a[c] + k[c]` or `x * a[c] + y * b[c] + k[c]` over dim 1, by the backend's kernel.
     fn channel_affine(&self, a: &Tensor, y: Option<(&Tensor, &Tensor)>, k: &Tensor) -> Result<Option<Tensor>> {
         let yv = y.map(|(y, b)| (y.v(), b.v()));
-        Ok(supported(self.backend().channel_affine(self.v(), a.v(), yv, k.v()))?
-            .map(|buf| self.same_backend(buf, self.shape())))
+        let Some(fused) = self.fused() else {
+            return Ok(None);
+        };
+        Ok(Some(self.same_backend(fused.channel_affine(self.v(), a.v(), yv, k.v())?, self.shape())))
     }
 
     /// Batch norm by fused kernels, or `None` when this input or backend needs the composed path
@@ -79,7 +72,8 @@ impl Tensor {
             return Ok(None);
         }
         let stats = if training {
-            let Some((m, v)) = supported(self.backend().batch_norm_stats(self.v()))? else { return Ok(None) };
+            let Some(fused) = self.fused() else { return Ok(None) };
+            let (m, v) = fused.batch_norm_stats(self.v())?;
             (self.same_backend(m, &[c]), self.same_backend(v, &[c]))
         } else {
             match (running_mean, running_var) {
@@ -138,7 +132,7 @@ fn batch_norm_backward_fused(
     count: usize,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let c = mean.shape()[0];
-    let (sg, sgx) = x.backend().batch_norm_backward_reduce(g.v(), x.v(), mean.v())?;
+    let (sg, sgx) = x.fused_for("batch_norm backward")?.batch_norm_backward_reduce(g.v(), x.v(), mean.v())?;
     let (sum_g, sum_gx) = (x.same_backend(sg, &[c]), x.same_backend(sgx, &[c]));
     let m = count as f64;
     // dx = k * (g - sum_g / m - xhat * sum(g * xhat) / m), k = weight * invstd, xhat = (x - mean) * invstd,

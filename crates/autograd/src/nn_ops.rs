@@ -428,9 +428,10 @@ impl Tensor {
         if g.output().as_deref() != Some(out) {
             return Ok(None);
         }
-        let Some((vals, idx)) = crate::nn_norm_fused::supported(self.backend().max_pool2d(self.v(), &g))? else {
+        let Some(fused) = self.fused().filter(|_| matches!(self.dtype(), DType::F32 | DType::F64)) else {
             return Ok(None);
         };
+        let (vals, idx) = fused.max_pool2d(self.v(), &g)?;
         let shape = [n, c, out[0], out[1]];
         let vals = self.same_backend(vals, &shape);
         let idx = self.same_backend(idx, &shape);

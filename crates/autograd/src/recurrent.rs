@@ -11,9 +11,8 @@
 //! everywhere.
 
 use crate::graph::{is_grad_enabled, no_grad, record_saving, Grads};
-use crate::nn_norm_fused::supported;
 use crate::Tensor;
-use ember_storage::{Error, Result};
+use ember_storage::{DType, Error, Result};
 
 /// The per-step tensors of a forward pass, in time order.
 struct Steps {
@@ -146,9 +145,10 @@ fn forward_fused(
     reverse: bool,
 ) -> Result<Option<(Tensor, Tensor)>> {
     let gib = with_bias(gi, b_hh)?;
-    let Some((y, gates)) = supported(gib.backend().lstm_sequence(gib.v(), h0.v(), c0.v(), w_hh.v(), reverse))? else {
+    let Some(fused) = gib.fused().filter(|_| matches!(gib.dtype(), DType::F32 | DType::F64)) else {
         return Ok(None);
     };
+    let (y, gates) = fused.lstm_sequence(gib.v(), h0.v(), c0.v(), w_hh.v(), reverse)?;
     let (t, b, h) = (gi.shape()[0], h0.shape()[0], h0.shape()[1]);
     Ok(Some((gib.same_backend(y, &[2, t, b, h]), gib.same_backend(gates, &[t, b, 4 * h]))))
 }
@@ -226,7 +226,7 @@ impl Saved {
     /// `(d_pre [T, B, 4H], dh0, dc0, h_prev)`.
     fn backward_fused(&self, g: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
         let (b, h) = (self.h0.shape()[0], self.h0.shape()[1]);
-        let (d_pre, dh0, dc0) = self.gates.backend().lstm_sequence_backward(
+        let (d_pre, dh0, dc0) = self.gates.fused_for("lstm backward")?.lstm_sequence_backward(
             self.gates.v(),
             self.y.v(),
             self.c0.v(),

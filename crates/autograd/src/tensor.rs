@@ -126,6 +126,17 @@ impl Tensor {
         &self.0.storage.backend
     }
 
+    /// The fused kernels of this tensor's backend, if it offers them (DESIGN.md decision 12).
+    pub(crate) fn fused(&self) -> Option<&dyn ember_storage::FusedKernels> {
+        self.backend().fused()
+    }
+
+    /// The fused kernels a backward pass needs because its forward pass used them.
+    pub(crate) fn fused_for(&self, op: &str) -> Result<&dyn ember_storage::FusedKernels> {
+        self.fused()
+            .ok_or_else(|| Error::unsupported(op, "the backend offered fused kernels in forward but not in backward"))
+    }
+
     /// The (buffer, layout) pair a backend op takes.
     pub(crate) fn v(&self) -> View<'_> {
         (&self.0.storage.buffer, &self.0.layout)

@@ -27,6 +27,7 @@ mod matmul;
 mod norm;
 mod oom;
 mod operands;
+mod optim_step;
 pub mod pool;
 mod real;
 mod recurrent;
@@ -46,8 +47,9 @@ pub use threading::{num_threads, set_num_threads, set_par_threshold};
 
 use elementwise::{binary_float, binary_int, binary_predicate, unary_float, unary_int, unary_predicate};
 use ember_storage::{
-    with_host_data, Backend, BinaryOp, Buffer, DType, Device, DeviceBuffer, Element, Error, HostData, HostElement,
-    IndexOp, Layout, ReduceOp, Result, RngKey, RngOp, Scalar, ScanOp, UnaryOp, View, WindowGeometry,
+    with_host_data, AdamStep, Backend, BinaryOp, Buffer, DType, Device, DeviceBuffer, Element, Error, FusedKernels,
+    HostData, HostElement, IndexOp, Layout, ReduceOp, Result, RngKey, RngOp, Scalar, ScanOp, SgdStep, UnaryOp, View,
+    WindowGeometry,
 };
 use half::{bf16, f16};
 use lines::{per_line, total_cmp_nan_max};
@@ -703,6 +705,31 @@ impl Backend for CpuBackend {
         })
     }
 
+    fn run_sequence(&self, f: &mut (dyn FnMut() + Send)) {
+        threading::pool().install(f)
+    }
+
+    fn fused(&self) -> Option<&dyn FusedKernels> {
+        Some(self)
+    }
+
+    fn random(&self, op: RngOp, dtype: DType, numel: usize, key: RngKey) -> Result<Buffer> {
+        guarded("random", || {
+            if !dtype.is_float() {
+                return Err(Error::dtype("random", format!("needs a floating dtype, got {dtype}")));
+            }
+            Ok(buf(match dtype {
+                DType::F32 => HostData::F32(rng::sample_as(op, numel, key, |v| v as f32)),
+                DType::F64 => HostData::F64(rng::sample_as(op, numel, key, |v| v)),
+                DType::F16 => HostData::F16(rng::sample_as(op, numel, key, f16::from_f64)),
+                _ => HostData::BF16(rng::sample_as(op, numel, key, bf16::from_f64)),
+            }))
+        })
+    }
+}
+
+/// The CPU backend's fused kernels: per-sample convolution, max pooling, batch norm and LSTM.
+impl FusedKernels for CpuBackend {
     fn max_pool2d(&self, x: View, geom: &WindowGeometry) -> Result<(Buffer, Buffer)> {
         guarded("max_pool2d", || {
             let b = checked(x, "max_pool2d")?;
@@ -724,7 +751,12 @@ impl Backend for CpuBackend {
                     let (a, i) = with_dense(v, x.1, |d| window::max_pool2d(d, geom, &out_sp, |t: f64| t.is_nan()));
                     (HostData::F64(a), i)
                 }
-                other => return Err(Error::unsupported("max_pool2d", format!("fused kernel for {}", other.dtype()))),
+                other => {
+                    return Err(Error::dtype(
+                        "max_pool2d",
+                        format!("the fused kernel takes f32 or f64, got {}", other.dtype()),
+                    ))
+                }
             };
             Ok((buf(vals), buf(HostData::I64(idx))))
         })
@@ -740,10 +772,6 @@ impl Backend for CpuBackend {
 
     fn channel_affine(&self, x: View, a: View, y: Option<(View, View)>, k: View) -> Result<Buffer> {
         guarded("channel_affine", || norm::entry::channel_affine(x, a, y, k))
-    }
-
-    fn run_sequence(&self, f: &mut (dyn FnMut() + Send)) {
-        threading::pool().install(f)
     }
 
     fn conv2d(&self, x: View, w: View, geom: &WindowGeometry) -> Result<Buffer> {
@@ -777,18 +805,12 @@ impl Backend for CpuBackend {
         guarded("lstm_sequence_backward", || recurrent::entry::lstm_sequence_backward(gates, y, c0, w_hh, gy, reverse))
     }
 
-    fn random(&self, op: RngOp, dtype: DType, numel: usize, key: RngKey) -> Result<Buffer> {
-        guarded("random", || {
-            if !dtype.is_float() {
-                return Err(Error::dtype("random", format!("needs a floating dtype, got {dtype}")));
-            }
-            Ok(buf(match dtype {
-                DType::F32 => HostData::F32(rng::sample_as(op, numel, key, |v| v as f32)),
-                DType::F64 => HostData::F64(rng::sample_as(op, numel, key, |v| v)),
-                DType::F16 => HostData::F16(rng::sample_as(op, numel, key, f16::from_f64)),
-                _ => HostData::BF16(rng::sample_as(op, numel, key, bf16::from_f64)),
-            }))
-        })
+    fn sgd_step(&self, param: View, grad: View, momentum_buffer: Option<View>, s: &SgdStep) -> Result<()> {
+        guarded("sgd_step", || optim_step::sgd(param, grad, momentum_buffer, s))
+    }
+
+    fn adam_step(&self, param: View, grad: View, exp_avg: View, exp_avg_sq: View, s: &AdamStep) -> Result<()> {
+        guarded("adam_step", || optim_step::adam(param, grad, exp_avg, exp_avg_sq, s))
     }
 }
 
