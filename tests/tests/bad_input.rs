@@ -166,3 +166,13 @@ fn wrong_gradients_are_errors() {
     let e = y.backward_opts(&Tensor::from_vec(vec![1i64, 1, 1], &[3]).unwrap(), false, false).unwrap_err();
     assert!(e.to_string().contains("floating"), "{e}");
 }
+
+#[test]
+fn io_errors_keep_the_underlying_error_as_their_source() {
+    let e = ember::io::load_npy("/nonexistent/dir/x.npy").unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/dir/x.npy"), "{e}");
+    let source = std::error::Error::source(&e).expect("an io error has a source");
+    let io = source.downcast_ref::<std::io::Error>().expect("the source is the std::io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    assert!(std::error::Error::source(&ember::Error::invalid("x", "y")).is_none());
+}

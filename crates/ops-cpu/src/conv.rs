@@ -132,9 +132,9 @@ pub(crate) fn backward<T: GemmElement + Send + Sync + std::ops::Add<Output = T> 
 
 /// The backend entry points: shape checks, dtype dispatch, dense copies of strided views.
 pub(crate) mod entry {
+    use crate::host::{buf, checked, with2};
     use crate::operands::{dense_copy, float_dtype, typed};
     use crate::strided::with_dense;
-    use crate::{buf, checked, with2};
     use ember_storage::{Buffer, DType, Error, HostData, HostElement, Result, View, WindowGeometry};
 
     /// Checks `x` `[N, C, H, W]` and `w` `[OC, C * K]` against a 2-d geometry; returns the output size.

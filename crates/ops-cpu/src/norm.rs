@@ -134,9 +134,9 @@ pub(crate) fn affine<T: Real>(x: &[T], a: &[T], y: Option<(&[T], &[T])>, k: &[T]
 /// The backend entry points: dtype dispatch, locking, dense copies of strided views.
 pub(crate) mod entry {
     use super::{affine, backward_reduce, stats, Planes, Real};
+    use crate::host::{buf, checked, with2};
     use crate::operands::{float_dtype, typed};
     use crate::strided::{gather, with_dense};
-    use crate::{buf, checked, with2};
     use ember_storage::{Buffer, DType, Error, HostData, HostElement, Result, View};
 
     fn check_nc(op: &str, v: View) -> Result<Planes> {

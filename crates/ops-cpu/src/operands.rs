@@ -2,7 +2,7 @@
 //! the floating dtypes they cover, typed slices of host data, dense copies of views.
 
 use crate::buffer::CpuBuffer;
-use crate::checked;
+use crate::host::checked;
 use crate::strided::gather;
 use ember_storage::{DType, Error, HostData, HostElement, Result, View};
 

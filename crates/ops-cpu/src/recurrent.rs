@@ -353,7 +353,7 @@ fn backward_units<T: Real>(
 /// The backend entry points: shape checks, dtype dispatch, dense copies of the operands.
 pub(crate) mod entry {
     use super::{Dims, Real};
-    use crate::buf;
+    use crate::host::buf;
     use crate::matmul::GemmElement;
     use crate::operands::{dense_operands, float_dtype, Dense};
     use ember_storage::{Buffer, DType, Error, HostData, HostElement, Result, View};

@@ -1,9 +1,12 @@
 //! The one error type of every Ember layer.
 
 use std::fmt;
+use std::sync::Arc;
 
-/// What went wrong, always naming the op and the offending values.
+/// What went wrong, always naming the op and the offending values. New kinds may be added, so
+/// matches need a wildcard arm.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Error {
     /// Shapes that do not fit the op, e.g. `matmul: shapes [2, 3] and [4, 5] are not compatible`.
     Shape {
@@ -47,12 +50,15 @@ pub enum Error {
         /// Why it was rejected.
         msg: String,
     },
-    /// An I/O error with the path it happened on.
+    /// An I/O error with the path it happened on; the underlying `std::io::Error` is its
+    /// [`std::error::Error::source`].
     Io {
         /// The path.
         path: String,
         /// The OS message.
         msg: String,
+        /// The underlying error.
+        source: IoSource,
     },
     /// An error raised by a backend (a kernel launch, an allocation ...).
     Backend {
@@ -103,7 +109,7 @@ impl Error {
     }
     /// An I/O error on `path`.
     pub fn io(path: impl AsRef<std::path::Path>, e: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().display().to_string(), msg: e.to_string() }
+        Error::Io { path: path.as_ref().display().to_string(), msg: e.to_string(), source: IoSource(Arc::new(e)) }
     }
     /// A backend failure in `op`.
     pub fn backend(op: &str, msg: impl Into<String>) -> Self {
@@ -129,7 +135,7 @@ impl fmt::Display for Error {
             | Error::Backend { op, msg } => write!(f, "{op}: {msg}"),
             Error::Unsupported { op, msg } => write!(f, "{op}: not supported yet: {msg}"),
             Error::Format { what, msg } => write!(f, "{what}: invalid file: {msg}"),
-            Error::Io { path, msg } => write!(f, "{path}: {msg}"),
+            Error::Io { path, msg, .. } => write!(f, "{path}: {msg}"),
             Error::OutOfMemory { op, bytes: usize::MAX } => {
                 write!(f, "{op}: out of memory: the size in bytes overflows the address space")
             }
@@ -139,7 +145,32 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(&*source.0),
+            _ => None,
+        }
+    }
+}
+
+/// The `std::io::Error` behind an [`Error::Io`], shared so that `Error` stays `Clone`; two are
+/// equal when their kinds and messages are.
+#[derive(Clone, Debug)]
+pub struct IoSource(pub Arc<std::io::Error>);
+
+impl IoSource {
+    /// The kind of the underlying error.
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.0.kind()
+    }
+}
+
+impl PartialEq for IoSource {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.kind() == other.0.kind() && self.0.to_string() == other.0.to_string()
+    }
+}
 
 /// `Result` with Ember's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;

@@ -29,7 +29,7 @@ pub use backend::{Backend, Scalar, View};
 pub use buffer::{Buffer, DeviceBuffer, HostData, HostElement};
 pub use device::{backend_for, register_backend, registered_devices, Device};
 pub use dtype::{DType, DTypeKind, Element};
-pub use error::{Error, Result};
+pub use error::{Error, IoSource, Result};
 pub use fused::{AdamStep, FusedKernels, SgdStep};
 pub use layout::{for_each_run, Dims, Layout};
 pub use ops::{BinaryOp, Domain, IndexOp, OpClass, ReduceOp, RngKey, RngOp, Saves, ScanOp, UnaryOp, WindowGeometry};
