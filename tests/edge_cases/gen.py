@@ -134,6 +134,13 @@ for name, fn in BINARY.items():
     if name not in NO_GRAD and name not in ("remainder", "fmod", "floor_divide"):
         # remainder/fmod/floor_divide jump where a/b is an integer, which this grid hits
         case(name, fn, [fa, fb], grad=True, note="gradients at ties, zeros and signs")
+# remainder and fmod away from their jumps (a / b not an integer); PyTorch defines no derivative for
+# floor_divide (its backward raises), so it has no gradient case
+
+ja = torch.tensor([2.3, -2.3, 0.7, -0.7, 5.5, -5.5], dtype=torch.float64)
+jb = torch.tensor([1.5, 1.5, -0.4, -0.4, 2.0, -2.0], dtype=torch.float64)
+for name in ("remainder", "fmod"):
+    case(name, BINARY[name], [ja, jb], grad=True, note="gradients away from the jumps")
 ia = torch.tensor([a for a in INTS for _ in INTS[:5]], dtype=torch.int64)
 ib = torch.tensor([b for _ in INTS for b in INTS[:5]], dtype=torch.int64)
 ib_nz = torch.where(ib == 0, torch.full_like(ib, 3), ib)

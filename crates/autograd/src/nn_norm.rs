@@ -1,7 +1,7 @@
 //! Normalisation kernels of `nn.functional`: layer, group, instance, batch, RMS and local response norm,
 //! `normalize`, cosine similarity and pairwise distance. f16/bf16 compute in f32.
 
-use crate::nn_norm_fused::BatchNormArgs;
+use crate::nn_norm_fused::{update_running_stats, BatchNormArgs};
 use crate::Tensor;
 use ember_storage::{DType, Error, Result};
 
@@ -14,24 +14,6 @@ fn affine(y: Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<T
         Some(b) => y.add(b),
         None => Ok(y),
     }
-}
-
-/// `running = (1 - momentum) * running + momentum * batch`, with the unbiased batch variance
-/// (`count` values per channel); `mean` and `var` are `[C]`.
-pub(crate) fn update_running_stats(
-    rm: &Tensor,
-    rv: &Tensor,
-    mean: &Tensor,
-    var: &Tensor,
-    count: usize,
-    momentum: f64,
-) -> Result<()> {
-    crate::graph::no_grad(|| {
-        let unbiased = var.mul(count as f64 / (count - 1) as f64)?;
-        rm.copy_(&rm.mul(1.0 - momentum)?.add(&mean.mul(momentum)?)?)?;
-        rv.copy_(&rv.mul(1.0 - momentum)?.add(&unbiased.mul(momentum)?)?)?;
-        Ok(())
-    })
 }
 
 /// Reshapes a per-channel vector to broadcast over `[N, C, ...]` of rank `nd`.

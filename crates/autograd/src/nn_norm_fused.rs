@@ -91,7 +91,7 @@ impl Tensor {
         let (Some(y), Some(invstd)) = (y, invstd) else { return Ok(None) };
         if training {
             if let (Some(rm), Some(rv)) = (running_mean, running_var) {
-                crate::nn_norm::update_running_stats(rm, rv, &mean, &var, count, momentum)?;
+                update_running_stats(rm, rv, &mean, &var, count, momentum)?;
             }
         }
         if !needs_grad {
@@ -175,4 +175,22 @@ fn batch_norm_backward_composed(
     };
     let inner = g.sub(&sum_g.mul(1.0 / m)?)?.sub(&xhat.mul(&sum_gxhat.mul(1.0 / m)?)?)?;
     Ok((k.mul(&inner)?, sum_gxhat.reshape(&[-1])?, sum_g.reshape(&[-1])?))
+}
+
+/// `running = (1 - momentum) * running + momentum * batch`, with the unbiased batch variance
+/// (`count` values per channel); `mean` and `var` are `[C]`.
+pub(crate) fn update_running_stats(
+    rm: &Tensor,
+    rv: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    count: usize,
+    momentum: f64,
+) -> Result<()> {
+    crate::graph::no_grad(|| {
+        let unbiased = var.mul(count as f64 / (count - 1) as f64)?;
+        rm.copy_(&rm.mul(1.0 - momentum)?.add(&mean.mul(momentum)?)?)?;
+        rv.copy_(&rv.mul(1.0 - momentum)?.add(&unbiased.mul(momentum)?)?)?;
+        Ok(())
+    })
 }

@@ -44,8 +44,8 @@ pub trait IterableDataset: Send + Sync {
     /// `shard.owns(p)`, in order (PyTorch leaves sharding to the dataset via `get_worker_info`).
     /// The default runs the whole stream and skips the other workers' items; override it when
     /// the dataset can seek (e.g. to skip whole files), so skipped items cost nothing.
-    fn iter_shard(&self, shard: crate::ShardInfo) -> Box<dyn Iterator<Item = Result<Vec<Tensor>>> + Send + '_> {
-        crate::stream_loader::skip_to_shard(self.iter(), shard)
+    fn iter_shard(&self, shard: crate::shard::ShardInfo) -> Box<dyn Iterator<Item = Result<Vec<Tensor>>> + Send + '_> {
+        crate::shard::skip_to_shard(self.iter(), shard)
     }
 }
 

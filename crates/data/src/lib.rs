@@ -10,6 +10,7 @@ mod dataset;
 mod idx;
 mod loader;
 pub mod sampler;
+mod shard;
 mod stream_loader;
 mod tabular;
 pub mod transforms;
@@ -18,5 +19,6 @@ pub use dataset::{random_split, ConcatDataset, Dataset, IterableDataset, Subset,
 pub use idx::{parse_idx_u8, Mnist};
 pub use loader::{default_collate, BatchIter, CollateFn, DataLoader, LoaderOptions};
 pub use sampler::{BatchSampler, DistributedSampler, RandomSampler, Sampler, SequentialSampler, WeightedRandomSampler};
-pub use stream_loader::{iterable_batches, skip_to_shard, IterableDataLoader, ShardInfo, StreamBatchIter};
+pub use shard::{skip_to_shard, ShardInfo};
+pub use stream_loader::{iterable_batches, IterableDataLoader, StreamBatchIter};
 pub use tabular::{csv_dataset, npy_dataset, read_csv};

@@ -224,7 +224,16 @@ impl Algorithm for SgdAlgo {
         p.sub(&g.mul(o.lr)?)
     }
     fn update_fused(&self, o: &SgdOptions, p: &Tensor, grad: &Tensor, st: &mut ParamState) -> Result<bool> {
-        crate::fused::sgd(o, p, grad, st)
+        let s = ember_autograd::SgdStep {
+            lr: o.lr,
+            weight_decay: o.weight_decay,
+            momentum: o.momentum,
+            dampening: o.dampening,
+            nesterov: o.nesterov,
+            maximize: o.maximize,
+            first: false,
+        };
+        crate::fused::sgd(s, p, grad, st)
     }
 }
 
@@ -306,7 +315,19 @@ impl Algorithm for AdamAlgo {
         p.sub(&m.div(&denom)?.mul(o.lr / bc1)?)
     }
     fn update_fused(&self, o: &AdamOptions, p: &Tensor, grad: &Tensor, st: &mut ParamState) -> Result<bool> {
-        crate::fused::adam(o, self.decoupled, p, grad, st)
+        if o.amsgrad {
+            return Ok(false);
+        }
+        let s = ember_autograd::AdamStep {
+            lr: o.lr,
+            betas: o.betas,
+            eps: o.eps,
+            weight_decay: o.weight_decay,
+            decoupled: self.decoupled,
+            maximize: o.maximize,
+            step: 0,
+        };
+        crate::fused::adam(s, p, grad, st)
     }
 }
 
