@@ -15,7 +15,8 @@ use std::time::Instant;
 
 /// The training text: a few of Ember's own source files, embedded at compile time.
 const CORPUS: &[&str] = &[
-    include_str!("../../autograd/src/graph.rs"),
+    include_str!("../../autograd/src/graph/engine.rs"),
+    include_str!("../../autograd/src/graph/node.rs"),
     include_str!("../../autograd/src/shape_ops.rs"),
     include_str!("../../nn/src/layers/rnn.rs"),
     include_str!("../../optim/src/algorithms.rs"),
