@@ -9,25 +9,15 @@ use ember::{
 };
 use proptest::prelude::*;
 
+mod common;
+use common::broadcast_pair;
+
 fn rand64(shape: &[usize]) -> Tensor {
     Tensor::randn(shape).unwrap().to_dtype(DType::F64).unwrap()
 }
 
 fn check(f: impl Fn(&[Tensor]) -> Result<Tensor>, xs: &[Tensor]) {
     gradcheck(f, xs, 1e-6, 1e-5).unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// Shapes that broadcast together: `b` drops leading dims and sets some dims to 1.
-fn broadcast_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
-    (proptest::collection::vec(1..4usize, 1..4), any::<u8>(), 0..2usize).prop_map(|(a, mask, drop)| {
-        let b: Vec<usize> = a
-            .iter()
-            .enumerate()
-            .skip(drop.min(a.len() - 1))
-            .map(|(i, &s)| if mask >> i & 1 == 1 { 1 } else { s })
-            .collect();
-        (a, b)
-    })
 }
 
 proptest! {

@@ -6,18 +6,8 @@ use ember::{manual_seed, Device};
 use ember_tests::sweep::{differentiable_binary, differentiable_unary, sweep_binary, sweep_unary};
 use proptest::prelude::*;
 
-/// Shapes that broadcast together: `b` drops leading dims and sets some dims to 1.
-fn broadcast_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
-    (proptest::collection::vec(1..4usize, 1..4), any::<u8>(), 0..2usize).prop_map(|(a, mask, drop)| {
-        let b: Vec<usize> = a
-            .iter()
-            .enumerate()
-            .skip(drop.min(a.len() - 1))
-            .map(|(i, &s)| if mask >> i & 1 == 1 { 1 } else { s })
-            .collect();
-        (a, b)
-    })
-}
+mod common;
+use common::broadcast_pair;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]

@@ -239,8 +239,7 @@ impl Tensor {
         let d = x.rdims(dims, "logsumexp")?;
         if d.iter().any(|&i| x.shape()[i] == 0) {
             // an empty sum of exponentials is 0, whose log is -inf (as PyTorch)
-            let s = x.sum_dim(dims, keepdim)?;
-            return Tensor::where_cond(&s.eq(0.0)?, f64::NEG_INFINITY, &s);
+            return x.sum_dim(dims, keepdim)?.add(f64::NEG_INFINITY);
         }
         let m = x.amax(dims, true)?.detach_value()?;
         // an infinite max would give inf - inf = nan; shift by 0 there instead

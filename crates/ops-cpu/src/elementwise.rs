@@ -3,8 +3,6 @@
 //! pair compiles to its own inlined loop over the strided view. f16/bf16 are computed in f32 by the
 //! caller (see `dispatch.rs`).
 
-#![allow(clippy::redundant_closure_call)]
-
 use crate::real::Real;
 use crate::scalar;
 use crate::strided::{map1, map2};
