@@ -33,7 +33,6 @@
 mod anomaly;
 mod autograd_api;
 mod composite;
-mod conv_fused;
 mod creation;
 mod derivatives;
 mod device;
@@ -47,15 +46,11 @@ mod inplace;
 pub mod io;
 mod linalg;
 mod linalg_decomp;
-mod nn_norm;
-mod nn_norm_fused;
-mod nn_ops;
-mod nn_sample;
+mod nn;
 pub mod optim_kernels;
 mod product_grads;
 mod random;
 mod rebase;
-mod recurrent;
 mod reduce;
 mod shape_ops;
 mod tensor;
@@ -68,8 +63,10 @@ pub use elementwise::{result_type, Rhs};
 pub use function::{apply, checkpoint, Context, Function};
 pub use graph::{enable_grad, inference_mode, is_grad_enabled, live_nodes, no_grad, set_grad_enabled, GradModeGuard};
 pub use index::{s, SliceItem, ELLIPSIS, NEW_AXIS};
-pub use nn_ops::{ConvOptions, ConvPadding, PoolOptions};
-pub use nn_sample::InterpMode;
+pub use nn::{
+    conv_output_shape, conv_transpose_output_shape, pool_output_shape, ConvOptions, ConvPadding, InterpMode,
+    OpBackward, OpDescriptor, PoolOptions, OPS as NN_OPS,
+};
 pub use random::{initial_seed, manual_seed};
 pub use shape_ops::PadMode;
 pub use tensor::Tensor;

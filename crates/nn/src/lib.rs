@@ -41,3 +41,13 @@ pub use ember_nn_derive::Module;
 pub use layers::Sequential;
 pub use module::{state_dict_of, walk_module, walk_module_mut, Module, ModuleExt, Slot, SlotMut, Traverse};
 pub use state_dict::{load, load_state_dict, save, LoadReport};
+
+/// The descriptors of the non-elementwise ops this crate implements (attention, recurrent layers and
+/// cells); `ember_autograd::NN_OPS` lists the kernels below them.
+pub const OPS: &[ember_autograd::OpDescriptor] = &[
+    functional::SCALED_DOT_PRODUCT_ATTENTION,
+    layers::RNN,
+    layers::RNN_CELL,
+    layers::MULTI_HEAD_ATTENTION,
+    layers::TRANSFORMER_ENCODER_LAYER,
+];

@@ -2,6 +2,17 @@
 
 use ember_autograd::{DType, Error, Result, Tensor};
 
+use ember_autograd::{OpBackward, OpDescriptor};
+
+/// `F.scaled_dot_product_attention`.
+pub const SCALED_DOT_PRODUCT_ATTENTION: OpDescriptor = OpDescriptor {
+    name: "scaled_dot_product_attention",
+    forward: "functional::scaled_dot_product_attention",
+    conformance: &["scaled_dot_product_attention"],
+    shape_rule: "[..., L, E_v] from query [..., L, E], key [..., S, E], value [..., S, E_v]; weights [..., L, S]",
+    backward: OpBackward::Composed,
+};
+
 /// An attention mask: boolean (`true` = attend, as in `F.scaled_dot_product_attention`) or additive.
 pub enum AttnMask<'a> {
     /// `true` where attention is allowed.

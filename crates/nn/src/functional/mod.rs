@@ -5,7 +5,7 @@ mod attention;
 mod ctc;
 mod loss;
 
-pub use attention::{scaled_dot_product_attention, AttnMask};
+pub use attention::{scaled_dot_product_attention, AttnMask, SCALED_DOT_PRODUCT_ATTENTION};
 pub use ctc::{ctc_loss, CtcOptions};
 pub use loss::*;
 

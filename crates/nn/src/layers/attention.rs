@@ -6,6 +6,26 @@ use super::{Dropout, LayerNorm};
 use crate::{functional, init, Module, ModuleExt};
 use ember_autograd::{DType, Error, Result, Tensor};
 
+use ember_autograd::{OpBackward, OpDescriptor};
+
+/// `nn.MultiheadAttention`.
+pub const MULTI_HEAD_ATTENTION: OpDescriptor = OpDescriptor {
+    name: "multi_head_attention",
+    forward: "MultiheadAttention::forward_attn",
+    conformance: &["multi_head_attention"],
+    shape_rule: "[L, N, E] (batch_first: [N, L, E]); weights [N, L, S] averaged over heads",
+    backward: OpBackward::Composed,
+};
+
+/// `nn.TransformerEncoderLayer`.
+pub const TRANSFORMER_ENCODER_LAYER: OpDescriptor = OpDescriptor {
+    name: "transformer_encoder_layer",
+    forward: "TransformerEncoderLayer::forward_masked",
+    conformance: &["transformer_encoder_layer"],
+    shape_rule: "the input's shape",
+    backward: OpBackward::Composed,
+};
+
 /// A mask for attention, PyTorch's convention: boolean `true` = *do not attend*, or additive float.
 #[derive(Clone, Copy)]
 pub enum Mask<'a> {

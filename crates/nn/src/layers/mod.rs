@@ -14,7 +14,7 @@ mod rnn;
 pub use activation::*;
 pub use attention::{
     Mask, MultiheadAttention, Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
-    TransformerEncoderLayer, TransformerOptions,
+    TransformerEncoderLayer, TransformerOptions, MULTI_HEAD_ATTENTION, TRANSFORMER_ENCODER_LAYER,
 };
 pub use container::{ModuleDict, ModuleList, Sequential};
 pub use conv::{Conv, Conv2d, ConvTranspose};
@@ -23,4 +23,4 @@ pub use embedding::{Embedding, EmbeddingBag};
 pub use linear::{Bilinear, Flatten, Identity, Linear, Unflatten};
 pub use norm::{BatchNorm, BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm, LayerNorm, RmsNorm};
 pub use pool::{AdaptiveAvgPool, AdaptiveMaxPool2d, AvgPool, MaxPool, MaxPool2d, PixelShuffle, Upsample};
-pub use rnn::{Lstm, Rnn, RnnCell, RnnMode, RnnOptions};
+pub use rnn::{Lstm, Rnn, RnnCell, RnnMode, RnnOptions, RNN, RNN_CELL};

@@ -5,6 +5,27 @@ use super::linear::uniform_param;
 use crate::{functional, Module, Slot, SlotMut, Traverse};
 use ember_autograd::{Error, Result, Tensor};
 
+use ember_autograd::{OpBackward, OpDescriptor};
+
+/// `nn.RNN`, `nn.GRU` (and `nn.LSTM`, whose per-direction kernel is `ember_autograd`'s
+/// `lstm_sequence` descriptor).
+pub const RNN: OpDescriptor = OpDescriptor {
+    name: "rnn",
+    forward: "Rnn::forward_with_state",
+    conformance: &["gru", "rnn_tanh", "rnn_relu"],
+    shape_rule: "output [T, B, D * H] (batch_first: [B, T, D * H]); h_n [D * layers, B, H]",
+    backward: OpBackward::Composed,
+};
+
+/// `nn.RNNCell`, `nn.LSTMCell`, `nn.GRUCell`.
+pub const RNN_CELL: OpDescriptor = OpDescriptor {
+    name: "rnn_cell",
+    forward: "RnnCell::step",
+    conformance: &["rnn_tanh_cell", "rnn_relu_cell", "lstm_cell", "gru_cell"],
+    shape_rule: "h' [B, H] (and c' [B, H] for LSTM) from x [B, I] and h [B, H]",
+    backward: OpBackward::Composed,
+};
+
 /// Which recurrence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RnnMode {

@@ -14,6 +14,18 @@ use crate::graph::{is_grad_enabled, no_grad, record_saving, Grads};
 use crate::Tensor;
 use ember_storage::{DType, Error, Result};
 
+use super::descriptor::{OpBackward, OpDescriptor};
+/// One direction of an LSTM layer over a sequence (what `nn.LSTM` runs per layer and direction).
+pub const LSTM_SEQUENCE: OpDescriptor = OpDescriptor {
+    name: "lstm",
+    forward: "Tensor::lstm_sequence",
+    conformance: &["lstm"],
+    shape_rule: "hidden states [T, B, H] and the last h, c [B, H], from input gates [T, B, 4H]",
+    backward: OpBackward::Node {
+        formula: "backpropagation through time: the gate gradients of all steps, then the recurrent weight gradient as one product over all steps; composed when a graph is recorded",
+    },
+};
+
 /// The per-step tensors of a forward pass, in time order.
 struct Steps {
     /// Hidden states `[B, H]`.

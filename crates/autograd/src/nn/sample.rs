@@ -5,6 +5,34 @@
 use crate::Tensor;
 use ember_storage::{DType, Error, Result};
 
+use super::descriptor::{OpBackward, OpDescriptor};
+/// `F.interpolate`.
+pub const INTERPOLATE: OpDescriptor = OpDescriptor {
+    name: "interpolate",
+    forward: "Tensor::interpolate",
+    conformance: &["interpolate"],
+    shape_rule: "[N, C, *size], or floor(in * scale_factor)",
+    backward: OpBackward::Composed,
+};
+
+/// `F.grid_sample`.
+pub const GRID_SAMPLE: OpDescriptor = OpDescriptor {
+    name: "grid_sample",
+    forward: "Tensor::grid_sample",
+    conformance: &["grid_sample"],
+    shape_rule: "[N, C, H_out, W_out] from input [N, C, H, W] and grid [N, H_out, W_out, 2]",
+    backward: OpBackward::Composed,
+};
+
+/// `F.affine_grid`.
+pub const AFFINE_GRID: OpDescriptor = OpDescriptor {
+    name: "affine_grid",
+    forward: "Tensor::affine_grid",
+    conformance: &["affine_grid"],
+    shape_rule: "[N, H, W, 2] from theta [N, 2, 3] and size [N, C, H, W]",
+    backward: OpBackward::Composed,
+};
+
 /// Interpolation modes of [`Tensor::interpolate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InterpMode {

@@ -3,9 +3,22 @@
 //! composition of broadcasting ops takes. Used for f32/f64 when the backend has the kernels;
 //! otherwise [`Tensor::batch_norm`] composes the same maths from reductions and broadcasts.
 
+use super::norm::{affine, per_channel};
 use crate::graph::{is_grad_enabled, no_grad, Grads};
 use crate::Tensor;
 use ember_storage::{DType, Error, Result};
+
+use super::descriptor::{OpBackward, OpDescriptor};
+/// `F.batch_norm`.
+pub const BATCH_NORM: OpDescriptor = OpDescriptor {
+    name: "batch_norm",
+    forward: "Tensor::batch_norm",
+    conformance: &["batch_norm"],
+    shape_rule: "the input's shape; weight, bias and running statistics [C]",
+    backward: OpBackward::Node {
+        formula: "f32/f64 in training on a backend with fused kernels: grad_x = w invstd (gy - mean(gy) - x̂ mean(gy x̂)), grad_w = Σ gy x̂, grad_b = Σ gy, by two fused reductions; otherwise composed",
+    },
+};
 
 /// The per-channel operands `(scale, shift)` with `y = x * scale + shift`.
 fn scale_shift(
@@ -38,6 +51,61 @@ pub(crate) struct BatchNormArgs<'a> {
 }
 
 impl Tensor {
+    /// Batch norm over `[N, C, ...]`. In training mode it uses the batch statistics and, when running
+    /// statistics are given, updates them in place (`(1 - momentum) * old + momentum * new`, unbiased
+    /// variance); in eval mode it uses the running statistics.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm(
+        &self,
+        running_mean: Option<&Tensor>,
+        running_var: Option<&Tensor>,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        training: bool,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<Tensor> {
+        if self.ndim() < 2 {
+            return Err(Error::shape("batch_norm", format!("expects [N, C, ...], got {:?}", self.shape())));
+        }
+        let args = BatchNormArgs { running_mean, running_var, weight, bias, training, momentum, eps };
+        if let Some(y) = self.batch_norm_fused(args)? {
+            return Ok(y);
+        }
+        let nd = self.ndim();
+        let dims: Vec<isize> = (0..nd as isize).filter(|&d| d != 1).collect();
+        let (x, back) = self.upcast_low_precision()?;
+        let (mean, var) = if training {
+            let count = self.numel() / self.shape()[1];
+            if count <= 1 {
+                return Err(Error::invalid(
+                    "batch_norm",
+                    format!("expected more than 1 value per channel when training, got input {:?}", self.shape()),
+                ));
+            }
+            let mean = x.mean_dim(&dims, true)?;
+            let xc = x.sub(&mean)?;
+            let var = xc.mul(&xc)?.mean_dim(&dims, true)?;
+            if let (Some(rm), Some(rv)) = (running_mean, running_var) {
+                update_running_stats(rm, rv, &mean.reshape(&[-1])?, &var.reshape(&[-1])?, count, momentum)?;
+            }
+            (mean, var)
+        } else {
+            match (running_mean, running_var) {
+                (Some(rm), Some(rv)) => {
+                    (per_channel(rm, nd)?.to_dtype(x.dtype())?, per_channel(rv, nd)?.to_dtype(x.dtype())?)
+                }
+                _ => return Err(Error::invalid("batch_norm", "eval mode needs running_mean and running_var")),
+            }
+        };
+        let y = x.sub(&mean)?.mul(&var.add(eps)?.rsqrt()?)?.to_dtype(back)?;
+        affine(
+            y,
+            weight.map(|w| per_channel(w, nd)).transpose()?.as_ref(),
+            bias.map(|b| per_channel(b, nd)).transpose()?.as_ref(),
+        )
+    }
+
     /// `x * a[c] + k[c]` or `x * a[c] + y * b[c] + k[c]` over dim 1, by the backend's kernel.
     fn channel_affine(&self, a: &Tensor, y: Option<(&Tensor, &Tensor)>, k: &Tensor) -> Result<Option<Tensor>> {
         let yv = y.map(|(y, b)| (y.v(), b.v()));

@@ -1,11 +1,83 @@
 //! Normalisation kernels of `nn.functional`: layer, group, instance, batch, RMS and local response norm,
 //! `normalize`, cosine similarity and pairwise distance. f16/bf16 compute in f32.
 
-use crate::nn_norm_fused::{update_running_stats, BatchNormArgs};
 use crate::Tensor;
 use ember_storage::{DType, Error, Result};
 
-fn affine(y: Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<Tensor> {
+use super::descriptor::{OpBackward, OpDescriptor};
+/// `F.layer_norm`.
+pub const LAYER_NORM: OpDescriptor = OpDescriptor {
+    name: "layer_norm",
+    forward: "Tensor::layer_norm",
+    conformance: &["layer_norm"],
+    shape_rule: "the input's shape",
+    backward: OpBackward::Composed,
+};
+
+/// `F.rms_norm`.
+pub const RMS_NORM: OpDescriptor = OpDescriptor {
+    name: "rms_norm",
+    forward: "Tensor::rms_norm",
+    conformance: &["rms_norm"],
+    shape_rule: "the input's shape",
+    backward: OpBackward::Composed,
+};
+
+/// `F.group_norm`.
+pub const GROUP_NORM: OpDescriptor = OpDescriptor {
+    name: "group_norm",
+    forward: "Tensor::group_norm",
+    conformance: &["group_norm"],
+    shape_rule: "the input's shape",
+    backward: OpBackward::Composed,
+};
+
+/// `F.instance_norm`.
+pub const INSTANCE_NORM: OpDescriptor = OpDescriptor {
+    name: "instance_norm",
+    forward: "Tensor::instance_norm",
+    conformance: &["instance_norm"],
+    shape_rule: "the input's shape",
+    backward: OpBackward::Composed,
+};
+
+/// `F.local_response_norm`.
+pub const LOCAL_RESPONSE_NORM: OpDescriptor = OpDescriptor {
+    name: "local_response_norm",
+    forward: "Tensor::local_response_norm",
+    conformance: &["local_response_norm"],
+    shape_rule: "the input's shape",
+    backward: OpBackward::Composed,
+};
+
+/// `F.normalize`.
+pub const NORMALIZE: OpDescriptor = OpDescriptor {
+    name: "normalize",
+    forward: "Tensor::normalize",
+    conformance: &["normalize"],
+    shape_rule: "the input's shape",
+    backward: OpBackward::Composed,
+};
+
+/// `F.cosine_similarity`.
+pub const COSINE_SIMILARITY: OpDescriptor = OpDescriptor {
+    name: "cosine_similarity",
+    forward: "Tensor::cosine_similarity",
+    conformance: &["cosine_similarity"],
+    shape_rule: "the broadcast shape without dim",
+    backward: OpBackward::Composed,
+};
+
+/// `F.pairwise_distance`.
+pub const PAIRWISE_DISTANCE: OpDescriptor = OpDescriptor {
+    name: "pairwise_distance",
+    forward: "Tensor::pairwise_distance",
+    conformance: &["pairwise_distance"],
+    shape_rule: "the broadcast shape without the last dim (kept with keepdim)",
+    backward: OpBackward::Composed,
+};
+
+pub(super) fn affine(y: Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<Tensor> {
     let y = match weight {
         Some(w) => y.mul(w)?,
         None => y,
@@ -17,7 +89,7 @@ fn affine(y: Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<T
 }
 
 /// Reshapes a per-channel vector to broadcast over `[N, C, ...]` of rank `nd`.
-fn per_channel(v: &Tensor, nd: usize) -> Result<Tensor> {
+pub(super) fn per_channel(v: &Tensor, nd: usize) -> Result<Tensor> {
     let mut s = vec![1isize; nd];
     if nd > 1 {
         s[1] = -1;
@@ -116,61 +188,6 @@ impl Tensor {
         let var = xc.mul(&xc)?.mean_dim(&dims, true)?;
         let y = xc.mul(&var.add(eps)?.rsqrt()?)?.to_dtype(back)?;
         let nd = self.ndim();
-        affine(
-            y,
-            weight.map(|w| per_channel(w, nd)).transpose()?.as_ref(),
-            bias.map(|b| per_channel(b, nd)).transpose()?.as_ref(),
-        )
-    }
-
-    /// Batch norm over `[N, C, ...]`. In training mode it uses the batch statistics and, when running
-    /// statistics are given, updates them in place (`(1 - momentum) * old + momentum * new`, unbiased
-    /// variance); in eval mode it uses the running statistics.
-    #[allow(clippy::too_many_arguments)]
-    pub fn batch_norm(
-        &self,
-        running_mean: Option<&Tensor>,
-        running_var: Option<&Tensor>,
-        weight: Option<&Tensor>,
-        bias: Option<&Tensor>,
-        training: bool,
-        momentum: f64,
-        eps: f64,
-    ) -> Result<Tensor> {
-        if self.ndim() < 2 {
-            return Err(Error::shape("batch_norm", format!("expects [N, C, ...], got {:?}", self.shape())));
-        }
-        let args = BatchNormArgs { running_mean, running_var, weight, bias, training, momentum, eps };
-        if let Some(y) = self.batch_norm_fused(args)? {
-            return Ok(y);
-        }
-        let nd = self.ndim();
-        let dims: Vec<isize> = (0..nd as isize).filter(|&d| d != 1).collect();
-        let (x, back) = self.upcast_low_precision()?;
-        let (mean, var) = if training {
-            let count = self.numel() / self.shape()[1];
-            if count <= 1 {
-                return Err(Error::invalid(
-                    "batch_norm",
-                    format!("expected more than 1 value per channel when training, got input {:?}", self.shape()),
-                ));
-            }
-            let mean = x.mean_dim(&dims, true)?;
-            let xc = x.sub(&mean)?;
-            let var = xc.mul(&xc)?.mean_dim(&dims, true)?;
-            if let (Some(rm), Some(rv)) = (running_mean, running_var) {
-                update_running_stats(rm, rv, &mean.reshape(&[-1])?, &var.reshape(&[-1])?, count, momentum)?;
-            }
-            (mean, var)
-        } else {
-            match (running_mean, running_var) {
-                (Some(rm), Some(rv)) => {
-                    (per_channel(rm, nd)?.to_dtype(x.dtype())?, per_channel(rv, nd)?.to_dtype(x.dtype())?)
-                }
-                _ => return Err(Error::invalid("batch_norm", "eval mode needs running_mean and running_var")),
-            }
-        };
-        let y = x.sub(&mean)?.mul(&var.add(eps)?.rsqrt()?)?.to_dtype(back)?;
         affine(
             y,
             weight.map(|w| per_channel(w, nd)).transpose()?.as_ref(),
