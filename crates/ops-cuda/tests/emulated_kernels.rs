@@ -1,0 +1,264 @@
+//! The generated CUDA kernels run on the CPU: each dtype's module is compiled as C++ under
+//! `emulation/cuda_emulation.h` (the system `c++`, or `$CXX`), loaded, and every kernel is launched
+//! over strided and broadcast operands with several blocks and a grid-stride loop; its output must
+//! match the CPU backend's for the same op and views. This catches indexing and expression mistakes
+//! before a GPU sees them. A missing C++ compiler skips with a message, unless
+//! `EMBER_REQUIRE_NVRTC=1` (CI), where it fails.
+
+use ember_ops_cpu::CpuBackend;
+use ember_ops_cuda::kernels::dtype::{cuda_type, CUDA_TYPES};
+use ember_ops_cuda::kernels::elementwise::{module_source, ElementwiseOp, KernelSpec};
+use ember_ops_cuda::launch::{elementwise_args, OperandArg, ShapeArg};
+use ember_storage::{Backend, BinaryOp, DType, HostData, Layout};
+use half::{bf16, f16};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Builds the shared library of one dtype's module with its launchers; `None` without a compiler.
+fn build_module(dir: &Path, dtype: DType) -> Option<(PathBuf, Vec<KernelSpec>)> {
+    let (src, specs) = module_source(dtype);
+    let mut cpp = String::from("#include \"cuda_emulation.h\"\n");
+    cpp.push_str(&src);
+    // one launcher per kernel: every block and thread in turn (elementwise kernels never sync)
+    for s in &specs {
+        let (params, args) = match s.op {
+            ElementwiseOp::Unary(_) => {
+                ("const void* in, void* out, const ember_shape* s, const ember_operand* a", "(const IN*)in, (OUT*)out, *s, *a")
+            }
+            ElementwiseOp::Binary(_) => (
+                "const void* x, const void* y, void* out, const ember_shape* s, const ember_operand* a, const ember_operand* b",
+                "(const IN*)x, (const IN*)y, (OUT*)out, *s, *a, *b",
+            ),
+        };
+        let args = args.replace("IN", cuda_type(s.input).storage).replace("OUT", cuda_type(s.output).storage);
+        cpp.push_str(&format!(
+            "extern \"C\" void launch_{n}(unsigned grid, unsigned block, {params}) {{\n    gridDim = {{grid, 1, 1}}; blockDim = {{block, 1, 1}};\n    for (unsigned bi = 0; bi < grid; ++bi) for (unsigned ti = 0; ti < block; ++ti) {{\n        blockIdx = {{bi, 0, 0}}; threadIdx = {{ti, 0, 0}};\n        {n}({args});\n    }}\n}}\n",
+            n = s.name
+        ));
+    }
+    let suffix = cuda_type(dtype).suffix;
+    let (cpp_path, lib) = (dir.join(format!("ew_{suffix}.cpp")), dir.join(format!("libew_{suffix}.so")));
+    std::fs::write(&cpp_path, cpp).unwrap();
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let header_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulation");
+    let out = Command::new(&cxx)
+        .args(["-std=c++17", "-O1", "-fwrapv", "-shared", "-fPIC", "-w"])
+        .arg(format!("-I{}", header_dir.display()))
+        .arg("-o")
+        .arg(&lib)
+        .arg(&cpp_path)
+        .output();
+    match out {
+        Err(e) => {
+            println!("SKIPPED: no C++ compiler ({cxx}: {e})");
+            None
+        }
+        Ok(o) => {
+            assert!(o.status.success(), "{suffix}: {}", String::from_utf8_lossy(&o.stderr));
+            Some((lib, specs))
+        }
+    }
+}
+
+/// Test values of a dtype: ordinary ones in a small range and the special ones.
+fn values(dtype: DType, n: usize, seed: u64, nonzero: bool) -> HostData {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let specials = [0.0, -0.0, 1.0, -1.0, 0.5, -2.5, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 1e-30, 30.0, -30.0];
+    let floats: Vec<f64> = (0..n)
+        .map(|i| {
+            let v = if i % 4 == 3 {
+                specials[(next() as usize) % specials.len()]
+            } else {
+                (next() % 7000) as f64 / 1000.0 - 3.5
+            };
+            if nonzero && v == 0.0 {
+                1.5
+            } else {
+                v
+            }
+        })
+        .collect();
+    let ints: Vec<i64> = (0..n)
+        .map(|i| {
+            let v = match i % 9 {
+                7 => i64::MAX,
+                8 => i64::MIN,
+                _ => (next() % 101) as i64 - 50,
+            };
+            if nonzero && v == 0 {
+                3
+            } else {
+                v
+            }
+        })
+        .collect();
+    match dtype {
+        DType::F32 => HostData::F32(floats.iter().map(|&v| v as f32).collect()),
+        DType::F64 => HostData::F64(floats),
+        DType::F16 => HostData::F16(floats.iter().map(|&v| f16::from_f64(v)).collect()),
+        DType::BF16 => HostData::BF16(floats.iter().map(|&v| bf16::from_f64(v)).collect()),
+        DType::I64 => HostData::I64(ints),
+        DType::I32 => HostData::I32(ints.iter().map(|&v| v as i32).collect()),
+        DType::U8 => HostData::U8(
+            ints.iter().map(|&v| v as u8).filter(|&v| !nonzero || v != 0).chain(std::iter::repeat(1)).take(n).collect(),
+        ),
+        DType::Bool => HostData::Bool(ints.iter().map(|&v| v % 2 == 0).collect()),
+    }
+}
+
+/// The host pointer of a `HostData`'s elements (layouts match the CUDA storage types).
+fn ptr(d: &HostData) -> *const std::ffi::c_void {
+    ember_storage::with_host_data!(d, v => v.as_ptr().cast())
+}
+
+fn zeroed(dtype: DType, n: usize) -> HostData {
+    values(dtype, n, 1, false).map_f64_for_test(n)
+}
+
+trait Zeroed {
+    fn map_f64_for_test(self, n: usize) -> HostData;
+}
+impl Zeroed for HostData {
+    fn map_f64_for_test(self, n: usize) -> HostData {
+        match self {
+            HostData::F32(_) => HostData::F32(vec![0.0; n]),
+            HostData::F64(_) => HostData::F64(vec![0.0; n]),
+            HostData::F16(_) => HostData::F16(vec![f16::ZERO; n]),
+            HostData::BF16(_) => HostData::BF16(vec![bf16::ZERO; n]),
+            HostData::I64(_) => HostData::I64(vec![0; n]),
+            HostData::I32(_) => HostData::I32(vec![0; n]),
+            HostData::U8(_) => HostData::U8(vec![0; n]),
+            HostData::Bool(_) => HostData::Bool(vec![false; n]),
+        }
+    }
+}
+
+/// As f64 for comparison.
+fn as_f64(d: &HostData) -> Vec<f64> {
+    match d {
+        HostData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+        HostData::F64(v) => v.clone(),
+        HostData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
+        HostData::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
+        HostData::I64(v) => v.iter().map(|&x| x as f64).collect(),
+        HostData::I32(v) => v.iter().map(|&x| x as f64).collect(),
+        HostData::U8(v) => v.iter().map(|&x| x as f64).collect(),
+        HostData::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
+    }
+}
+
+/// Relative tolerance per output dtype: ops-cpu's vectorised exp/tanh and libm differ by an ulp
+/// or so; f16/bf16 results round once from f32.
+fn tolerance(dtype: DType) -> f64 {
+    match dtype {
+        DType::F32 => 3e-6,
+        DType::F64 => 1e-13,
+        DType::F16 => 1e-3,
+        DType::BF16 => 8e-3,
+        _ => 0.0,
+    }
+}
+
+fn close(got: f64, want: f64, rtol: f64) -> bool {
+    (got.is_nan() && want.is_nan()) || got == want || (got - want).abs() <= rtol * (1.0 + want.abs())
+}
+
+type Unary =
+    unsafe extern "C" fn(u32, u32, *const std::ffi::c_void, *mut std::ffi::c_void, *const ShapeArg, *const OperandArg);
+type Binary = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const std::ffi::c_void,
+    *const std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *const ShapeArg,
+    *const OperandArg,
+    *const OperandArg,
+);
+
+#[test]
+fn every_elementwise_kernel_matches_the_cpu_backend_under_emulation() {
+    let dir = std::env::temp_dir().join(format!("ember-emulation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let built: Vec<_> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = CUDA_TYPES.iter().map(|t| (t.dtype, scope.spawn(|| build_module(&dir, t.dtype)))).collect();
+        jobs.into_iter().map(|(d, j)| (d, j.join().expect("build thread"))).collect()
+    });
+    if built.iter().any(|(_, b)| b.is_none()) {
+        assert!(std::env::var("EMBER_REQUIRE_NVRTC").is_err(), "CI needs a C++ compiler for this test");
+        return;
+    }
+    let cpu = CpuBackend::new();
+    // a [5, 7] output; the first operand a transposed view of a [7, 5] buffer, the second a [5, 1]
+    // column broadcast along dim 1 (unary kernels read the transposed one)
+    let t_layout = Layout::contiguous(&[7, 5]).transpose(0, 1).unwrap();
+    let b_layout = Layout::contiguous(&[5, 1]).expand(&[5, 7]).unwrap();
+    let n = 35;
+    let (mut checked, mut failures) = (0, vec![]);
+    for (dtype, module) in built {
+        let (lib_path, specs) = module.unwrap();
+        // SAFETY: the library was just built from the generated sources; its launchers have the
+        // signatures declared by `Unary` and `Binary`.
+        let lib = unsafe { libloading::Library::new(&lib_path) }.expect("load the emulated module");
+        for spec in &specs {
+            let int_div = matches!(spec.op, ElementwiseOp::Binary(BinaryOp::Remainder | BinaryOp::FloorDivide))
+                && !dtype.is_float();
+            let a = values(dtype, n, 7, false);
+            let b = values(dtype, 5, 11, int_div);
+            let out = zeroed(spec.output, n);
+            let expected = match spec.op {
+                ElementwiseOp::Unary(op) => {
+                    let (s, o) = elementwise_args("test", &[&t_layout]).unwrap();
+                    // SAFETY: see above; buffers hold every element the layouts address.
+                    unsafe {
+                        let f: libloading::Symbol<Unary> = lib.get(format!("launch_{}", spec.name).as_bytes()).unwrap();
+                        f(3, 4, ptr(&a), ptr(&out).cast_mut(), &s, &o[0]);
+                    }
+                    let buf = cpu.upload(a.clone()).unwrap();
+                    cpu.unary(op, (&buf, &t_layout)).map(|r| cpu.download((&r, &Layout::contiguous(&[5, 7]))).unwrap())
+                }
+                ElementwiseOp::Binary(op) => {
+                    let (s, o) = elementwise_args("test", &[&t_layout, &b_layout]).unwrap();
+                    // SAFETY: as above.
+                    unsafe {
+                        let f: libloading::Symbol<Binary> =
+                            lib.get(format!("launch_{}", spec.name).as_bytes()).unwrap();
+                        f(3, 4, ptr(&a), ptr(&b), ptr(&out).cast_mut(), &s, &o[0], &o[1]);
+                    }
+                    let (ba, bb) = (cpu.upload(a.clone()).unwrap(), cpu.upload(b.clone()).unwrap());
+                    cpu.binary(op, (&ba, &t_layout), (&bb, &b_layout))
+                        .map(|r| cpu.download((&r, &Layout::contiguous(&[5, 7]))).unwrap())
+                }
+            };
+            let expected = match expected {
+                Ok(e) => e,
+                Err(e) => {
+                    failures.push(format!("{}: the CPU backend refuses: {e}", spec.name));
+                    continue;
+                }
+            };
+            assert_eq!(expected.dtype(), spec.output, "{}", spec.name);
+            let (got, want) = (as_f64(&out), as_f64(&expected));
+            let rtol = tolerance(spec.output);
+            let bad: Vec<String> = (0..n)
+                .filter(|&i| !close(got[i], want[i], rtol))
+                .map(|i| format!("[{i}] {} vs CPU {}", got[i], want[i]))
+                .take(3)
+                .collect();
+            if !bad.is_empty() {
+                failures.push(format!("{}: {}", spec.name, bad.join(", ")));
+            }
+            checked += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{checked} kernels ran under emulation and matched the CPU backend");
+    assert!(failures.is_empty(), "{} kernels differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(checked > 300, "{checked}");
+}
