@@ -8,11 +8,45 @@
 use ember_ops_cpu::CpuBackend;
 use ember_ops_cuda::kernels::dtype::{cuda_type, CUDA_TYPES};
 use ember_ops_cuda::kernels::elementwise::{module_source, ElementwiseOp, KernelSpec};
+use ember_ops_cuda::kernels::movement;
 use ember_ops_cuda::launch::{elementwise_args, OperandArg, ShapeArg};
 use ember_storage::{Backend, BinaryOp, DType, HostData, Layout};
 use half::{bf16, f16};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Compiles C++ source to a shared library; `None` (after saying so) without a compiler.
+fn compile_cpp(dir: &Path, stem: &str, cpp: &str) -> Option<PathBuf> {
+    let (cpp_path, lib) = (dir.join(format!("{stem}.cpp")), dir.join(format!("lib{stem}.so")));
+    std::fs::write(&cpp_path, cpp).unwrap();
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let header_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulation");
+    let out = Command::new(&cxx)
+        .args(["-std=c++17", "-O1", "-fwrapv", "-shared", "-fPIC", "-w"])
+        .arg(format!("-I{}", header_dir.display()))
+        .arg("-o")
+        .arg(&lib)
+        .arg(&cpp_path)
+        .output();
+    match out {
+        Err(e) => {
+            println!("SKIPPED: no C++ compiler ({cxx}: {e})");
+            assert!(std::env::var("EMBER_REQUIRE_NVRTC").is_err(), "CI needs a C++ compiler for this test");
+            None
+        }
+        Ok(o) => {
+            assert!(o.status.success(), "{stem}: {}", String::from_utf8_lossy(&o.stderr));
+            Some(lib)
+        }
+    }
+}
+
+/// A launcher running every block and thread of `kernel` in turn (these kernels never sync).
+fn launcher(kernel: &str, params: &str, args: &str) -> String {
+    format!(
+        "extern \"C\" void launch_{kernel}(unsigned grid, unsigned block, {params}) {{\n    gridDim = {{grid, 1, 1}}; blockDim = {{block, 1, 1}};\n    for (unsigned bi = 0; bi < grid; ++bi) for (unsigned ti = 0; ti < block; ++ti) {{\n        blockIdx = {{bi, 0, 0}}; threadIdx = {{ti, 0, 0}};\n        {kernel}({args});\n    }}\n}}\n"
+    )
+}
 
 /// Builds the shared library of one dtype's module with its launchers; `None` without a compiler.
 fn build_module(dir: &Path, dtype: DType) -> Option<(PathBuf, Vec<KernelSpec>)> {
@@ -31,33 +65,10 @@ fn build_module(dir: &Path, dtype: DType) -> Option<(PathBuf, Vec<KernelSpec>)> 
             ),
         };
         let args = args.replace("IN", cuda_type(s.input).storage).replace("OUT", cuda_type(s.output).storage);
-        cpp.push_str(&format!(
-            "extern \"C\" void launch_{n}(unsigned grid, unsigned block, {params}) {{\n    gridDim = {{grid, 1, 1}}; blockDim = {{block, 1, 1}};\n    for (unsigned bi = 0; bi < grid; ++bi) for (unsigned ti = 0; ti < block; ++ti) {{\n        blockIdx = {{bi, 0, 0}}; threadIdx = {{ti, 0, 0}};\n        {n}({args});\n    }}\n}}\n",
-            n = s.name
-        ));
+        cpp.push_str(&launcher(&s.name, params, &args));
     }
-    let suffix = cuda_type(dtype).suffix;
-    let (cpp_path, lib) = (dir.join(format!("ew_{suffix}.cpp")), dir.join(format!("libew_{suffix}.so")));
-    std::fs::write(&cpp_path, cpp).unwrap();
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    let header_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulation");
-    let out = Command::new(&cxx)
-        .args(["-std=c++17", "-O1", "-fwrapv", "-shared", "-fPIC", "-w"])
-        .arg(format!("-I{}", header_dir.display()))
-        .arg("-o")
-        .arg(&lib)
-        .arg(&cpp_path)
-        .output();
-    match out {
-        Err(e) => {
-            println!("SKIPPED: no C++ compiler ({cxx}: {e})");
-            None
-        }
-        Ok(o) => {
-            assert!(o.status.success(), "{suffix}: {}", String::from_utf8_lossy(&o.stderr));
-            Some((lib, specs))
-        }
-    }
+    let lib = compile_cpp(dir, &format!("ew_{}", cuda_type(dtype).suffix), &cpp)?;
+    Some((lib, specs))
 }
 
 /// Test values of a dtype: ordinary ones in a small range and the special ones.
@@ -191,7 +202,6 @@ fn every_elementwise_kernel_matches_the_cpu_backend_under_emulation() {
         jobs.into_iter().map(|(d, j)| (d, j.join().expect("build thread"))).collect()
     });
     if built.iter().any(|(_, b)| b.is_none()) {
-        assert!(std::env::var("EMBER_REQUIRE_NVRTC").is_err(), "CI needs a C++ compiler for this test");
         return;
     }
     let cpu = CpuBackend::new();
@@ -261,4 +271,96 @@ fn every_elementwise_kernel_matches_the_cpu_backend_under_emulation() {
     println!("{checked} kernels ran under emulation and matched the CPU backend");
     assert!(failures.is_empty(), "{} kernels differ:\n{}", failures.len(), failures.join("\n"));
     assert!(checked > 300, "{checked}");
+}
+
+type Cast =
+    unsafe extern "C" fn(u32, u32, *const std::ffi::c_void, *mut std::ffi::c_void, *const ShapeArg, *const OperandArg);
+type Copy = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *const ShapeArg,
+    *const OperandArg,
+    *const OperandArg,
+);
+
+/// Every cast kernel (64 dtype pairs) matches the CPU backend's `cast` on a transposed view, NaN,
+/// infinities and out-of-range values included; every copy kernel writes a transposed view into a
+/// strided destination as the CPU backend's `assign` does.
+#[test]
+fn cast_and_copy_kernels_match_the_cpu_backend_under_emulation() {
+    let dir = std::env::temp_dir().join(format!("ember-emulation-mv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, _) = movement::module_source();
+    let mut cpp = String::from("#include \"cuda_emulation.h\"\n");
+    cpp.push_str(&src);
+    for f in CUDA_TYPES {
+        for t in CUDA_TYPES {
+            let args = format!("(const {}*)in, ({}*)out, *s, *a", f.storage, t.storage);
+            cpp.push_str(&launcher(
+                &movement::cast_name(f.dtype, t.dtype),
+                "const void* in, void* out, const ember_shape* s, const ember_operand* a",
+                &args,
+            ));
+        }
+        let args = format!("(const {0}*)in, ({0}*)out, *s, *a, *b", f.storage);
+        cpp.push_str(&launcher(
+            &movement::copy_name(f.dtype),
+            "const void* in, void* out, const ember_shape* s, const ember_operand* a, const ember_operand* b",
+            &args,
+        ));
+    }
+    let Some(lib_path) = compile_cpp(&dir, "movement", &cpp) else { return };
+    // SAFETY: built just above from the generated sources, with launchers of these signatures.
+    let lib = unsafe { libloading::Library::new(&lib_path) }.expect("load the emulated module");
+    let cpu = CpuBackend::new();
+    let t_layout = Layout::contiguous(&[7, 5]).transpose(0, 1).unwrap();
+    let dense = Layout::contiguous(&[5, 7]);
+    let (n, mut failures, mut checked) = (35, vec![], 0);
+    for f in CUDA_TYPES {
+        let a = values(f.dtype, n, 5, false);
+        let buf = cpu.upload(a.clone()).unwrap();
+        for t in CUDA_TYPES {
+            let out = zeroed(t.dtype, n);
+            let (s, o) = elementwise_args("cast", &[&t_layout]).unwrap();
+            // SAFETY: as above; the buffers hold every element the layouts address.
+            unsafe {
+                let k: libloading::Symbol<Cast> =
+                    lib.get(format!("launch_{}", movement::cast_name(f.dtype, t.dtype)).as_bytes()).unwrap();
+                k(2, 8, ptr(&a), ptr(&out).cast_mut(), &s, &o[0]);
+            }
+            let want = cpu.download((&cpu.cast((&buf, &t_layout), t.dtype).unwrap(), &dense)).unwrap();
+            let (g, w) = (as_f64(&out), as_f64(&want));
+            let bad: Vec<String> = (0..n)
+                .filter(|&i| !close(g[i], w[i], tolerance(t.dtype)))
+                .map(|i| format!("[{i}] {} vs CPU {}", g[i], w[i]))
+                .take(3)
+                .collect();
+            if !bad.is_empty() {
+                failures.push(format!("{}: {}", movement::cast_name(f.dtype, t.dtype), bad.join(", ")));
+            }
+            checked += 1;
+        }
+        // copy: the transposed [5, 7] view into the transposed view of a zeroed [7, 5] destination
+        let out = zeroed(f.dtype, n);
+        let (s, o) = elementwise_args("copy_", &[&t_layout, &t_layout]).unwrap();
+        // SAFETY: as above.
+        unsafe {
+            let k: libloading::Symbol<Copy> =
+                lib.get(format!("launch_{}", movement::copy_name(f.dtype)).as_bytes()).unwrap();
+            k(2, 8, ptr(&a), ptr(&out).cast_mut(), &s, &o[0], &o[1]);
+        }
+        let dst = cpu.upload(zeroed(f.dtype, n)).unwrap();
+        cpu.assign((&dst, &t_layout), (&buf, &t_layout)).unwrap();
+        let want = cpu.download((&dst, &Layout::contiguous(&[7, 5]))).unwrap();
+        let (g, w) = (as_f64(&out), as_f64(&want));
+        if (0..n).any(|i| !close(g[i], w[i], 0.0)) {
+            failures.push(format!("{}: {g:?} vs CPU {w:?}", movement::copy_name(f.dtype)));
+        }
+        checked += 1;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{checked} cast and copy kernels ran under emulation and matched the CPU backend");
+    assert!(failures.is_empty(), "{} kernels differ:\n{}", failures.len(), failures.join("\n"));
 }

@@ -3,6 +3,7 @@
 
 pub mod dtype;
 pub mod elementwise;
+pub mod movement;
 
 /// Index helpers and the `ember_*` scalar functions the op table's CUDA expressions call.
 pub const PRELUDE: &str = include_str!("prelude.cuh");

@@ -58,6 +58,28 @@ template <> __device__ __forceinline__ __nv_bfloat16 ember_store<__nv_bfloat16, 
     return __float2bfloat16_rn(v);
 }
 
+// Conversions with the CPU backend's semantics: through double when a float is involved (one
+// rounding), saturating float-to-integer with NaN to 0 (Rust's `as`), wrapping integer-to-integer.
+template <typename S> __device__ __forceinline__ S ember_from_double(double v) { return (S)v; }
+template <> __device__ __forceinline__ __half ember_from_double<__half>(double v) { return __double2half(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 ember_from_double<__nv_bfloat16>(double v) {
+    return __double2bfloat16(v);
+}
+template <typename I> __device__ __forceinline__ I ember_saturate(double v, double lo, double hi) {
+    return isnan(v) ? I(0) : (v <= lo ? (I)lo : (v >= hi ? (I)hi : (I)v));
+}
+template <> __device__ __forceinline__ long long ember_from_double<long long>(double v) {
+    // 2^63 is the first double above the maximum
+    return isnan(v) ? 0 : (v >= 9223372036854775808.0 ? 0x7fffffffffffffffLL : (v <= -9223372036854775808.0 ? (long long)(0x8000000000000000ULL) : (long long)v));
+}
+template <> __device__ __forceinline__ int ember_from_double<int>(double v) {
+    return ember_saturate<int>(v, -2147483648.0, 2147483647.0);
+}
+template <> __device__ __forceinline__ unsigned char ember_from_double<unsigned char>(double v) {
+    return ember_saturate<unsigned char>(v, 0.0, 255.0);
+}
+template <> __device__ __forceinline__ bool ember_from_double<bool>(double v) { return v != 0.0; }
+
 // sigmoid without overflow: 1 / (1 + e^-|x|), mirrored for negative x.
 template <typename T> __device__ __forceinline__ T ember_sigmoid(T x) {
     T e = exp(-fabs(x));

@@ -72,3 +72,6 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
     u += 0x7fffu + ((u >> 16) & 1u);
     return __nv_bfloat16{(uint16_t)(u >> 16)};
 }
+inline __half __double2half(double d) { return __half{(_Float16)d}; }
+// through f32: a second rounding only for doubles within half an f32 ulp of a bf16 midpoint
+inline __nv_bfloat16 __double2bfloat16(double d) { return __float2bfloat16_rn((float)d); }
