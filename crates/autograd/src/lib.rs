@@ -58,7 +58,7 @@ mod tensor;
 pub use anomaly::set_detect_anomaly;
 pub use autograd_api::{grad, gradcheck};
 pub use creation::DEFAULT_FLOAT;
-pub use device::backend;
+pub use device::{backend, cuda, CudaDeviceExt};
 pub use elementwise::{result_type, Rhs};
 pub use function::{apply, checkpoint, Context, Function};
 pub use graph::{enable_grad, inference_mode, is_grad_enabled, live_nodes, no_grad, set_grad_enabled, GradModeGuard};

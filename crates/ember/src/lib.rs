@@ -23,8 +23,8 @@ pub use ember_storage::{Backend, Layout};
 /// The names most programs need.
 pub mod prelude {
     pub use ember_autograd::{
-        idx, manual_seed, s, ConvOptions, ConvPadding, DType, Device, Error, PadMode, PoolOptions, Result, SliceItem,
-        Tensor, ELLIPSIS, NEW_AXIS,
+        idx, manual_seed, s, ConvOptions, ConvPadding, CudaDeviceExt, DType, Device, Error, PadMode, PoolOptions,
+        Result, SliceItem, Tensor, ELLIPSIS, NEW_AXIS,
     };
     pub use ember_nn::{functional as F, layers as nn_layers, Module, ModuleExt, Sequential};
     pub use ember_optim::{lr_scheduler, Optimizer};

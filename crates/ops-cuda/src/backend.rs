@@ -1,0 +1,360 @@
+//! [`CudaBackend`]: Ember's `Backend` on one NVIDIA GPU through cudarc's driver API.
+//!
+//! One stream per device; kernels are generated from the op table ([`crate::kernels`]), compiled by
+//! NVRTC for the device's architecture on first use (cached per process and on disk) and launched
+//! with strided operands passed by value. Every read back to the host synchronises the stream; a
+//! CUDA error becomes an `Error` naming the op.
+//!
+//! Implemented so far: upload, download, fill, casts between all dtypes, strided assignment, and
+//! the elementwise op table (unary and binary, see [`crate::kernels::elementwise`] for which rows
+//! run on integer dtypes). The other op families (reductions, scans, sort, softmax, matmul, indexing,
+//! im2col/col2im, the RNG) return `Error::Unsupported` naming the op, until they are written.
+
+use crate::host::{from_bytes, to_bytes};
+use crate::kernels::{elementwise, movement};
+use crate::launch::{elementwise_args, grid_for, OperandArg, ShapeArg, BLOCK};
+use crate::nvrtc;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use ember_storage::{
+    Backend, BinaryOp, Buffer, DType, Device, DeviceBuffer, Error, HostData, IndexOp, Layout, ReduceOp, Result, RngKey,
+    RngOp, Scalar, ScanOp, UnaryOp, View, WindowGeometry,
+};
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+// SAFETY: both are #[repr(C)] structs of integers, laid out as the prelude's ember_shape and
+// ember_operand, and passed to kernels by value.
+unsafe impl DeviceRepr for ShapeArg {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for OperandArg {}
+
+/// Device memory holding `len` elements of `dtype`.
+#[derive(Debug)]
+pub struct CudaBuffer {
+    data: CudaSlice<u8>,
+    dtype: DType,
+    len: usize,
+    ordinal: usize,
+}
+
+impl DeviceBuffer for CudaBuffer {
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn device(&self) -> Device {
+        Device::Cuda(self.ordinal)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The CUDA backend of one device.
+#[derive(Debug)]
+pub struct CudaBackend {
+    ordinal: usize,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    arch: &'static str,
+    max_blocks: u32,
+    modules: Mutex<HashMap<String, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<String, CudaFunction>>,
+}
+
+fn driver_err(op: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
+    move |e| Error::backend(op, format!("CUDA: {e}"))
+}
+
+impl CudaBackend {
+    /// The backend of GPU `ordinal`: fails with a clear error when the CUDA driver or the device is
+    /// missing (see [`crate::is_available`]).
+    pub fn new(ordinal: usize) -> Result<CudaBackend> {
+        crate::require_driver()?;
+        let count = crate::device_count();
+        if ordinal >= count {
+            return Err(Error::device("cuda", format!("cuda:{ordinal} does not exist ({count} CUDA devices)")));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(driver_err("cuda init"))?;
+        let (major, minor) = ctx.compute_capability().map_err(driver_err("cuda init"))?;
+        // NVRTC takes the architecture as a 'static option string; there are few of them
+        let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+        let sms = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver_err("cuda init"))?;
+        let stream = ctx.default_stream();
+        Ok(CudaBackend {
+            ordinal,
+            ctx,
+            stream,
+            arch,
+            max_blocks: (sms.max(1) as u32) * 32,
+            modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The device's architecture, e.g. `sm_90`.
+    pub fn arch(&self) -> &str {
+        self.arch
+    }
+
+    /// The kernel `name` of module `module` (compiled from `source()` on first use).
+    fn function(&self, module: &str, source: impl FnOnce() -> String, name: &str) -> Result<CudaFunction> {
+        if let Some(f) = self.functions.lock().expect("kernel cache").get(name) {
+            return Ok(f.clone());
+        }
+        let m = {
+            let mut modules = self.modules.lock().expect("module cache");
+            match modules.get(module) {
+                Some(m) => m.clone(),
+                None => {
+                    let cubin = nvrtc::compile_cached(&source(), module, self.arch)?;
+                    let m = self
+                        .ctx
+                        .load_module(cudarc::nvrtc::Ptx::from_binary(cubin.image))
+                        .map_err(driver_err(module))?;
+                    modules.insert(module.to_string(), m.clone());
+                    m
+                }
+            }
+        };
+        let f = m.load_function(name).map_err(driver_err(name))?;
+        self.functions.lock().expect("kernel cache").insert(name.to_string(), f.clone());
+        Ok(f)
+    }
+
+    fn elementwise_fn(&self, dtype: DType, name: &str) -> Result<CudaFunction> {
+        let module = format!("elementwise_{}", crate::kernels::dtype::cuda_type(dtype).suffix);
+        self.function(&module, || elementwise::module_source(dtype).0, name)
+    }
+
+    fn movement_fn(&self, name: &str) -> Result<CudaFunction> {
+        self.function("movement", || movement::module_source().0, name)
+    }
+
+    fn buffer<'a>(&self, x: &'a Buffer, op: &str) -> Result<&'a CudaBuffer> {
+        x.as_any()
+            .downcast_ref::<CudaBuffer>()
+            .filter(|b| b.ordinal == self.ordinal)
+            .ok_or_else(|| Error::device(op, format!("expected a tensor on cuda:{}, got {}", self.ordinal, x.device())))
+    }
+
+    fn alloc(&self, dtype: DType, len: usize, op: &str) -> Result<CudaBuffer> {
+        let bytes = len.checked_mul(dtype.size_in_bytes()).ok_or_else(|| Error::out_of_memory(op, usize::MAX))?;
+        // SAFETY: u8 has no invalid bit patterns; every byte is written by the kernel that
+        // produces the buffer before anything reads it.
+        let data = unsafe { self.stream.alloc::<u8>(bytes.max(1)) }.map_err(|_| Error::out_of_memory(op, bytes))?;
+        Ok(CudaBuffer { data, dtype, len, ordinal: self.ordinal })
+    }
+
+    fn config(numel: usize, max_blocks: u32) -> LaunchConfig {
+        LaunchConfig { grid_dim: (grid_for(numel, max_blocks), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    fn check(&self, x: View, op: &str) -> Result<()> {
+        let b = self.buffer(x.0, op)?;
+        x.1.check_fits(b.len, op)
+    }
+
+    /// A dense copy of `x` in `dtype` (the cast kernel also gathers strided views).
+    fn gather(&self, x: View, dtype: DType, op: &str) -> Result<CudaBuffer> {
+        self.check(x, op)?;
+        let src = self.buffer(x.0, op)?;
+        let out = self.alloc(dtype, x.1.numel(), op)?;
+        if x.1.numel() == 0 {
+            return Ok(out);
+        }
+        let f = self.movement_fn(&movement::cast_name(src.dtype, dtype))?;
+        let (s, o) = elementwise_args(op, &[x.1])?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&src.data).arg(&out.data).arg(&s).arg(&o[0]);
+        // SAFETY: the kernel reads `src` only at the offsets `o` addresses, which check_fits
+        // validated, and writes `numel` elements of `out`, which holds that many.
+        unsafe { b.launch(Self::config(x.1.numel(), self.max_blocks)) }.map_err(driver_err(op))?;
+        Ok(out)
+    }
+}
+
+fn unsupported(op: &str) -> Error {
+    Error::unsupported(
+        op,
+        "not implemented on CUDA yet (the CUDA backend has data movement and the elementwise op table so far)",
+    )
+}
+
+impl Backend for CudaBackend {
+    fn device(&self) -> Device {
+        Device::Cuda(self.ordinal)
+    }
+
+    fn upload(&self, data: HostData) -> Result<Buffer> {
+        let (dtype, len) = (data.dtype(), data.len());
+        let bytes = to_bytes(&data);
+        let mut out = self.alloc(dtype, len, "to")?;
+        if !bytes.is_empty() {
+            self.stream.memcpy_htod(&bytes, &mut out.data).map_err(driver_err("to"))?;
+        }
+        Ok(Arc::new(out))
+    }
+
+    fn download(&self, x: View) -> Result<HostData> {
+        let dtype = self.buffer(x.0, "to")?.dtype;
+        let dense = self.gather(x, dtype, "to")?;
+        let n = x.1.numel() * dtype.size_in_bytes();
+        let mut bytes = vec![0u8; n];
+        if n > 0 {
+            let view = dense.data.slice(0..n);
+            self.stream.memcpy_dtoh(&view, &mut bytes).map_err(driver_err("to"))?;
+        }
+        self.stream.synchronize().map_err(driver_err("to"))?;
+        Ok(from_bytes(dtype, &bytes))
+    }
+
+    fn full(&self, value: Scalar, dtype: DType, numel: usize) -> Result<Buffer> {
+        let out = self.alloc(dtype, numel, "full")?;
+        if numel > 0 {
+            let f = self.movement_fn(&movement::fill_name(dtype))?;
+            let (fv, iv) = match value {
+                Scalar::F(v) => (v, v as i64),
+                Scalar::I(v) => (v as f64, v),
+                Scalar::B(v) => (f64::from(u8::from(v)), i64::from(v)),
+            };
+            let n = numel as i64;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&out.data).arg(&n).arg(&fv).arg(&iv);
+            // SAFETY: the kernel writes `numel` elements of `out`, which holds that many.
+            unsafe { b.launch(Self::config(numel, self.max_blocks)) }.map_err(driver_err("full"))?;
+        }
+        Ok(Arc::new(out))
+    }
+
+    fn cast(&self, x: View, dtype: DType) -> Result<Buffer> {
+        Ok(Arc::new(self.gather(x, dtype, "to_dtype")?))
+    }
+
+    fn assign(&self, dst: View, src: View) -> Result<()> {
+        self.check(dst, "copy_")?;
+        self.check(src, "copy_")?;
+        let (d, s) = (self.buffer(dst.0, "copy_")?, self.buffer(src.0, "copy_")?);
+        if dst.1.shape() != src.1.shape() || d.dtype != s.dtype {
+            return Err(Error::shape(
+                "copy_",
+                format!(
+                    "destination {:?} {} and source {:?} {} differ",
+                    dst.1.shape(),
+                    d.dtype,
+                    src.1.shape(),
+                    s.dtype
+                ),
+            ));
+        }
+        if dst.1.numel() == 0 {
+            return Ok(());
+        }
+        // a source that shares the destination's memory is copied out first
+        let staged;
+        let (s, src_layout) = if std::ptr::eq(d, s) {
+            staged = self.gather(src, s.dtype, "copy_")?;
+            (&staged, Layout::contiguous(src.1.shape()))
+        } else {
+            (s, src.1.clone())
+        };
+        let f = self.movement_fn(&movement::copy_name(d.dtype))?;
+        let (shape, o) = elementwise_args("copy_", &[&src_layout, dst.1])?;
+        let (src_ptr, _r) = s.data.device_ptr(&self.stream);
+        let (dst_ptr, _w) = d.data.device_ptr(&self.stream);
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&src_ptr).arg(&dst_ptr).arg(&shape).arg(&o[0]).arg(&o[1]);
+        // SAFETY: both layouts were checked against their buffers; the kernel writes only the
+        // destination's addressed elements (distinct, as a validated view's are) and reads a
+        // source that does not alias them.
+        unsafe { b.launch(Self::config(dst.1.numel(), self.max_blocks)) }.map_err(driver_err("copy_"))?;
+        Ok(())
+    }
+
+    fn unary(&self, op: UnaryOp, x: View) -> Result<Buffer> {
+        self.check(x, op.name())?;
+        let src = self.buffer(x.0, op.name())?;
+        if !elementwise::unary_supported(op, src.dtype) {
+            return Err(Error::unsupported(op.name(), format!("no CUDA kernel for {} yet", src.dtype)));
+        }
+        let out_dtype = if op.is_predicate() { DType::Bool } else { src.dtype };
+        let out = self.alloc(out_dtype, x.1.numel(), op.name())?;
+        if x.1.numel() > 0 {
+            let f = self.elementwise_fn(src.dtype, &elementwise::unary_name(op, src.dtype))?;
+            let (s, o) = elementwise_args(op.name(), &[x.1])?;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&src.data).arg(&out.data).arg(&s).arg(&o[0]);
+            // SAFETY: reads only the checked view of `src`, writes `numel` elements of `out`.
+            unsafe { b.launch(Self::config(x.1.numel(), self.max_blocks)) }.map_err(driver_err(op.name()))?;
+        }
+        Ok(Arc::new(out))
+    }
+
+    fn binary(&self, op: BinaryOp, a: View, b: View) -> Result<Buffer> {
+        self.check(a, op.name())?;
+        self.check(b, op.name())?;
+        let (x, y) = (self.buffer(a.0, op.name())?, self.buffer(b.0, op.name())?);
+        if x.dtype != y.dtype {
+            return Err(Error::dtype(op.name(), format!("operands are {} and {}", x.dtype, y.dtype)));
+        }
+        if !elementwise::binary_supported(op, x.dtype) {
+            return Err(Error::unsupported(op.name(), format!("no CUDA kernel for {} yet", x.dtype)));
+        }
+        if matches!(op, BinaryOp::Remainder | BinaryOp::FloorDivide) && !x.dtype.is_float() {
+            // integer division by zero has no defined result on the GPU: check on the host
+            let divisor = self.download(b)?;
+            if ember_storage::with_host_data!(&divisor, v => v.iter().any(|e| *e == Default::default())) {
+                return Err(Error::invalid(op.name(), "integer division by zero"));
+            }
+        }
+        let out_dtype = if op.is_predicate() { DType::Bool } else { x.dtype };
+        let out = self.alloc(out_dtype, a.1.numel(), op.name())?;
+        if a.1.numel() > 0 {
+            let f = self.elementwise_fn(x.dtype, &elementwise::binary_name(op, x.dtype))?;
+            let (s, o) = elementwise_args(op.name(), &[a.1, b.1])?;
+            let mut l = self.stream.launch_builder(&f);
+            l.arg(&x.data).arg(&y.data).arg(&out.data).arg(&s).arg(&o[0]).arg(&o[1]);
+            // SAFETY: reads only the checked views, writes `numel` elements of `out`.
+            unsafe { l.launch(Self::config(a.1.numel(), self.max_blocks)) }.map_err(driver_err(op.name()))?;
+        }
+        Ok(Arc::new(out))
+    }
+
+    fn where_cond(&self, _cond: View, _a: View, _b: View) -> Result<Buffer> {
+        Err(unsupported("where"))
+    }
+    fn reduce(&self, op: ReduceOp, _x: View, _dims: &[usize]) -> Result<Buffer> {
+        Err(unsupported(&format!("{op:?}")))
+    }
+    fn scan(&self, op: ScanOp, _x: View, _dim: usize) -> Result<(Buffer, Option<Buffer>)> {
+        Err(unsupported(&format!("{op:?}")))
+    }
+    fn sort(&self, _x: View, _dim: usize, _descending: bool, _stable: bool) -> Result<(Buffer, Buffer)> {
+        Err(unsupported("sort"))
+    }
+    fn softmax(&self, _x: View, _dim: usize, log: bool) -> Result<Buffer> {
+        Err(unsupported(if log { "log_softmax" } else { "softmax" }))
+    }
+    fn matmul(&self, _a: View, _b: View) -> Result<Buffer> {
+        Err(unsupported("matmul"))
+    }
+    fn index(&self, op: IndexOp, _x: View, _index: View, _src: Option<View>) -> Result<Buffer> {
+        Err(unsupported(&format!("{op:?}")))
+    }
+    fn im2col(&self, _x: View, _geom: &WindowGeometry, _pad_value: f64) -> Result<Buffer> {
+        Err(unsupported("im2col"))
+    }
+    fn col2im(&self, _cols: View, _geom: &WindowGeometry) -> Result<Buffer> {
+        Err(unsupported("col2im"))
+    }
+    fn random(&self, op: RngOp, _dtype: DType, _numel: usize, _key: RngKey) -> Result<Buffer> {
+        Err(unsupported(&format!("{op:?}")))
+    }
+}
