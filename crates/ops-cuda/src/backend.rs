@@ -5,14 +5,14 @@
 //! with strided operands passed by value. Every read back to the host synchronises the stream; a
 //! CUDA error becomes an `Error` naming the op.
 //!
-//! Implemented so far: upload, download, fill, casts between all dtypes, strided assignment, and
-//! the elementwise op table (unary and binary, see [`crate::kernels::elementwise`] for which rows
-//! run on integer dtypes). The other op families (reductions, scans, sort, softmax, matmul, indexing,
-//! im2col/col2im, the RNG) return `Error::Unsupported` naming the op, until they are written.
+//! Implemented so far: upload, download, fill, casts between all dtypes, strided assignment, the
+//! elementwise op table (unary and binary, see [`crate::kernels::elementwise`] for which rows run on
+//! integer dtypes) and the reductions. The other op families (scans, sort, softmax, matmul,
+//! indexing, im2col/col2im, the RNG) return `Error::Unsupported` naming the op, until they are written.
 
 use crate::host::{from_bytes, to_bytes};
-use crate::kernels::{elementwise, movement};
-use crate::launch::{elementwise_args, grid_for, OperandArg, ShapeArg, BLOCK};
+use crate::kernels::{elementwise, movement, reduce};
+use crate::launch::{elementwise_args, grid_for, reduce_view, OperandArg, ShapeArg, BLOCK};
 use crate::nvrtc;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -184,7 +184,7 @@ impl CudaBackend {
 fn unsupported(op: &str) -> Error {
     Error::unsupported(
         op,
-        "not implemented on CUDA yet (the CUDA backend has data movement and the elementwise op table so far)",
+        "not implemented on CUDA yet (the CUDA backend has data movement, the elementwise op table and reductions so far)",
     )
 }
 
@@ -330,8 +330,31 @@ impl Backend for CudaBackend {
     fn where_cond(&self, _cond: View, _a: View, _b: View) -> Result<Buffer> {
         Err(unsupported("where"))
     }
-    fn reduce(&self, op: ReduceOp, _x: View, _dims: &[usize]) -> Result<Buffer> {
-        Err(unsupported(&format!("{op:?}")))
+    fn reduce(&self, op: ReduceOp, x: View, dims: &[usize]) -> Result<Buffer> {
+        self.check(x, "reduce")?;
+        let src = self.buffer(x.0, "reduce")?;
+        if matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin) && dims.len() != 1 {
+            return Err(Error::invalid("argmax", format!("reduces exactly one dim, got {dims:?}")));
+        }
+        let (permuted, rows, k) = reduce_view("reduce", x.1, dims)?;
+        let out = self.alloc(reduce::output_dtype(op, src.dtype), rows, "reduce")?;
+        if rows > 0 {
+            let name = reduce::reduce_name(op, src.dtype);
+            let f = self.function("reduce", || reduce::module_source().0, &name)?;
+            let (s, o) = elementwise_args("reduce", &[&permuted])?;
+            let (rows_i, k_i) = (rows as i64, k as i64);
+            let cfg = LaunchConfig {
+                grid_dim: (rows.min(self.max_blocks as usize) as u32, 1, 1),
+                block_dim: (reduce::REDUCE_BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&src.data).arg(&out.data).arg(&s).arg(&o[0]).arg(&rows_i).arg(&k_i);
+            // SAFETY: reads only the checked view of `src` (permuted, same elements), writes `rows`
+            // elements of `out`; the block size is the one the kernel's shared arrays are sized for.
+            unsafe { b.launch(cfg) }.map_err(driver_err(&name))?;
+        }
+        Ok(Arc::new(out))
     }
     fn scan(&self, op: ScanOp, _x: View, _dim: usize) -> Result<(Buffer, Option<Buffer>)> {
         Err(unsupported(&format!("{op:?}")))

@@ -84,6 +84,23 @@ pub fn elementwise_args(op: &str, layouts: &[&Layout]) -> Result<(ShapeArg, Vec<
     Ok((s, operands))
 }
 
+/// The view of `l` with the `dims` to reduce moved last (kept dims first, in order), the number of
+/// output rows (elements of the kept dims) and the elements per row.
+pub fn reduce_view(op: &str, l: &Layout, dims: &[usize]) -> Result<(Layout, usize, usize)> {
+    let nd = l.ndim();
+    let mut reduced = dims.to_vec();
+    reduced.sort_unstable();
+    reduced.dedup();
+    if reduced.len() != dims.len() || reduced.iter().any(|&d| d >= nd) {
+        return Err(Error::invalid(op, format!("dims {dims:?} must be distinct and below {nd}")));
+    }
+    let mut perm: Vec<usize> = (0..nd).filter(|d| !reduced.contains(d)).collect();
+    let rows = perm.iter().map(|&d| l.shape()[d]).product();
+    let k = reduced.iter().map(|&d| l.shape()[d]).product();
+    perm.extend(&reduced);
+    Ok((l.permute(&perm)?, rows, k))
+}
+
 fn to_i64(op: &str, v: usize) -> Result<i64> {
     i64::try_from(v).map_err(|_| Error::invalid(op, format!("size {v} does not fit a 64-bit index")))
 }

@@ -97,6 +97,12 @@ fn on_a_gpu_elementwise_ops_fill_cast_and_copy_match_the_cpu_backend() {
         let filled = gpu.full(Scalar::F(2.5), ct.dtype, 9).unwrap();
         let want = cpu.download((&cpu.full(Scalar::F(2.5), ct.dtype, 9).unwrap(), &Layout::contiguous(&[9]))).unwrap();
         assert_close(&gpu.download((&filled, &Layout::contiguous(&[9]))).unwrap(), &want, "full");
+        for op in ember_ops_cuda::kernels::reduce::REDUCE_OPS {
+            let dims: &[usize] = &[0]; // [5, 7] -> 7 results, one dim as argmax needs
+            let want = cpu.reduce(op, (&ca, &t), dims).and_then(|r| cpu.download((&r, &Layout::contiguous(&[7]))));
+            let got = gpu.reduce(op, (&ga, &t), dims).and_then(|r| gpu.download((&r, &Layout::contiguous(&[7]))));
+            assert_close(&got.unwrap(), &want.unwrap(), &format!("reduce {op:?} {}", ct.suffix));
+        }
         let dst = gpu.full(Scalar::I(0), ct.dtype, 35).unwrap();
         gpu.assign((&dst, &t), (&ga, &t)).unwrap();
         assert_close(&gpu.download((&dst, &Layout::contiguous(&[35]))).unwrap(), &a, "copy_");

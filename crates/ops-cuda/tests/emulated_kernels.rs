@@ -8,9 +8,9 @@
 use ember_ops_cpu::CpuBackend;
 use ember_ops_cuda::kernels::dtype::{cuda_type, CUDA_TYPES};
 use ember_ops_cuda::kernels::elementwise::{module_source, ElementwiseOp, KernelSpec};
-use ember_ops_cuda::kernels::movement;
-use ember_ops_cuda::launch::{elementwise_args, OperandArg, ShapeArg};
-use ember_storage::{Backend, BinaryOp, DType, HostData, Layout};
+use ember_ops_cuda::kernels::{movement, reduce};
+use ember_ops_cuda::launch::{elementwise_args, reduce_view, OperandArg, ShapeArg};
+use ember_storage::{Backend, BinaryOp, DType, HostData, Layout, ReduceOp};
 use half::{bf16, f16};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,7 +22,7 @@ fn compile_cpp(dir: &Path, stem: &str, cpp: &str) -> Option<PathBuf> {
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     let header_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulation");
     let out = Command::new(&cxx)
-        .args(["-std=c++17", "-O1", "-fwrapv", "-shared", "-fPIC", "-w"])
+        .args(["-std=c++20", "-O1", "-fwrapv", "-pthread", "-shared", "-fPIC", "-w"])
         .arg(format!("-I{}", header_dir.display()))
         .arg("-o")
         .arg(&lib)
@@ -363,4 +363,81 @@ fn cast_and_copy_kernels_match_the_cpu_backend_under_emulation() {
     let _ = std::fs::remove_dir_all(&dir);
     println!("{checked} cast and copy kernels ran under emulation and matched the CPU backend");
     assert!(failures.is_empty(), "{} kernels differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+type Reduce = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *const ShapeArg,
+    *const OperandArg,
+    i64,
+    i64,
+);
+
+/// Every reduction kernel (8 ops x 8 dtypes) over a transposed [4, 6, 5] view, reducing one middle
+/// dim, the outer and inner dims together, and the last dim, with fewer blocks than rows and fewer
+/// threads than elements per row (the grid-stride and block-stride loops and the shared-memory tree
+/// all run, threads meeting at barriers), matches the CPU backend.
+#[test]
+fn reduction_kernels_match_the_cpu_backend_under_emulation() {
+    let dir = std::env::temp_dir().join(format!("ember-emulation-rd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, kernels) = reduce::module_source();
+    let mut cpp = String::from("#include \"cuda_emulation.h\"\n");
+    cpp.push_str(&src);
+    for (op, dtype, name) in &kernels {
+        let (s, o) = (cuda_type(*dtype).storage, cuda_type(reduce::output_dtype(*op, *dtype)).storage);
+        cpp.push_str(&format!(
+            "extern \"C\" void launch_{name}(unsigned grid, unsigned block, const void* in, void* out, const ember_shape* s, const ember_operand* a, long long rows, long long k) {{\n    const ember_shape sv = *s; const ember_operand av = *a;\n    ember_launch_threaded(grid, block, [=] {{ {name}((const {s}*)in, ({o}*)out, sv, av, rows, k); }});\n}}\n"
+        ));
+    }
+    let Some(lib_path) = compile_cpp(&dir, "reduce", &cpp) else { return };
+    // SAFETY: built just above from the generated sources, with launchers of the `Reduce` signature.
+    let lib = unsafe { libloading::Library::new(&lib_path) }.expect("load the emulated module");
+    let cpu = CpuBackend::new();
+    let view = Layout::contiguous(&[6, 4, 5]).transpose(0, 1).unwrap(); // [4, 6, 5], strided
+    let n = 120;
+    let (mut failures, mut checked) = (vec![], 0);
+    for (op, dtype, name) in &kernels {
+        let a = values(*dtype, n, 3, false);
+        let buf = cpu.upload(a.clone()).unwrap();
+        let dim_sets: &[&[usize]] = match op {
+            ReduceOp::ArgMax | ReduceOp::ArgMin => &[&[1], &[2]],
+            _ => &[&[1], &[0, 2], &[2]],
+        };
+        for &dims in dim_sets {
+            let (permuted, rows, k) = reduce_view("test", &view, dims).unwrap();
+            let (s, o) = elementwise_args("test", &[&permuted]).unwrap();
+            let out_dtype = reduce::output_dtype(*op, *dtype);
+            let out = zeroed(out_dtype, rows);
+            // SAFETY: as above; `out` holds `rows` elements, the view addresses the buffer only.
+            unsafe {
+                let f: libloading::Symbol<Reduce> = lib.get(format!("launch_{name}").as_bytes()).unwrap();
+                f(3, 8, ptr(&a), ptr(&out).cast_mut(), &s, &o[0], rows as i64, k as i64);
+            }
+            let want = cpu.reduce(*op, (&buf, &view), dims).unwrap();
+            let want = cpu.download((&want, &Layout::contiguous(&[rows]))).unwrap();
+            assert_eq!(want.dtype(), out_dtype, "{name}");
+            let (g, w) = (as_f64(&out), as_f64(&want));
+            // float sums and products add in another order than the CPU's: a few ulps of the result
+            let rtol = tolerance(out_dtype) * if matches!(op, ReduceOp::Sum | ReduceOp::Prod) { 4.0 } else { 1.0 };
+            let bad: Vec<String> = (0..rows)
+                .filter(|&i| !close(g[i], w[i], rtol))
+                .map(|i| format!("[{i}] {} vs CPU {}", g[i], w[i]))
+                .take(3)
+                .collect();
+            if !bad.is_empty() {
+                failures.push(format!("{name} over {dims:?}: {}", bad.join(", ")));
+            }
+            checked += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "{} reduction kernels ran {checked} reductions under emulation and matched the CPU backend",
+        kernels.len()
+    );
+    assert!(failures.is_empty(), "{} reductions differ:\n{}", failures.len(), failures.join("\n"));
 }

@@ -57,3 +57,21 @@ fn the_fill_copy_and_cast_kernels_compile_for_sm_90() {
     println!("{} fill/copy/cast kernels compiled for sm_90", names.len());
     assert_eq!(names.len(), 8 * 2 + 8 * 8);
 }
+
+#[test]
+fn the_reduction_kernels_compile_for_sm_90() {
+    if !nvrtc::is_available() {
+        let required = std::env::var("EMBER_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
+        assert!(!required, "EMBER_REQUIRE_NVRTC=1 but NVRTC was not found (see .ci/run)");
+        println!("SKIPPED: NVRTC not found (set LD_LIBRARY_PATH; CI installs it from PyPI)");
+        return;
+    }
+    let (src, kernels) = ember_ops_cuda::kernels::reduce::module_source();
+    let cubin = nvrtc::compile(&src, "reduce.cu", "sm_90").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cubin.spill_bytes(), 0, "register spills\n{}", cubin.log);
+    for (_, _, n) in &kernels {
+        assert!(cubin.log.contains(n.as_str()), "{n} missing from ptxas' report");
+    }
+    println!("{} reduction kernels compiled for sm_90", kernels.len());
+    assert_eq!(kernels.len(), 8 * 8);
+}

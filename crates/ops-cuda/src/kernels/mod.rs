@@ -4,6 +4,7 @@
 pub mod dtype;
 pub mod elementwise;
 pub mod movement;
+pub mod reduce;
 
 /// Index helpers and the `ember_*` scalar functions the op table's CUDA expressions call.
 pub const PRELUDE: &str = include_str!("prelude.cuh");

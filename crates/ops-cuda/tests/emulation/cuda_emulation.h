@@ -7,6 +7,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <barrier>
+#include <thread>
+#include <vector>
 
 using namespace std;
 
@@ -75,3 +78,26 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
 inline __half __double2half(double d) { return __half{(_Float16)d}; }
 // through f32: a second rounding only for doubles within half an f32 ulp of a bf16 midpoint
 inline __nv_bfloat16 __double2bfloat16(double d) { return __float2bfloat16_rn((float)d); }
+
+// Kernels with __syncthreads and __shared__ memory: each block's threads run as OS threads that meet
+// at a barrier; shared arrays are function statics (one block runs at a time).
+#define __shared__ static
+static std::barrier<>* ember_block_barrier = nullptr;
+inline void __syncthreads() { ember_block_barrier->arrive_and_wait(); }
+template <typename F> void ember_launch_threaded(unsigned grid, unsigned block, F body) {
+    for (unsigned b = 0; b < grid; ++b) {
+        std::barrier<> bar(block);
+        ember_block_barrier = &bar;
+        std::vector<std::thread> threads;
+        for (unsigned t = 0; t < block; ++t) {
+            threads.emplace_back([=] {
+                gridDim = {grid, 1, 1};
+                blockDim = {block, 1, 1};
+                blockIdx = {b, 0, 0};
+                threadIdx = {t, 0, 0};
+                body();
+            });
+        }
+        for (auto& th : threads) th.join();
+    }
+}
