@@ -7,7 +7,7 @@
 //!
 //! Implemented so far: upload, download, fill, casts between all dtypes, strided assignment, the
 //! elementwise op table (unary and binary, see [`crate::kernels::elementwise`] for which rows run on
-//! integer dtypes) and the reductions. The other op families (scans, sort, softmax, matmul,
+//! integer dtypes), `where`, the reductions and softmax/log_softmax. The other op families (scans, sort, matmul,
 //! indexing, im2col/col2im, the RNG) return `Error::Unsupported` naming the op, until they are written.
 
 use crate::host::{from_bytes, to_bytes};
@@ -184,7 +184,7 @@ impl CudaBackend {
 fn unsupported(op: &str) -> Error {
     Error::unsupported(
         op,
-        "not implemented on CUDA yet (the CUDA backend has data movement, the elementwise op table and reductions so far)",
+        "not implemented on CUDA yet (the CUDA backend has data movement, the elementwise op table, where, reductions and softmax so far)",
     )
 }
 
@@ -327,8 +327,30 @@ impl Backend for CudaBackend {
         Ok(Arc::new(out))
     }
 
-    fn where_cond(&self, _cond: View, _a: View, _b: View) -> Result<Buffer> {
-        Err(unsupported("where"))
+    fn where_cond(&self, cond: View, a: View, b: View) -> Result<Buffer> {
+        for v in [cond, a, b] {
+            self.check(v, "where")?;
+        }
+        let (c, x, y) = (self.buffer(cond.0, "where")?, self.buffer(a.0, "where")?, self.buffer(b.0, "where")?);
+        if c.dtype != DType::Bool || x.dtype != y.dtype {
+            return Err(Error::dtype(
+                "where",
+                format!(
+                    "condition must be bool and the values of one dtype, got {}, {}, {}",
+                    c.dtype, x.dtype, y.dtype
+                ),
+            ));
+        }
+        let out = self.alloc(x.dtype, a.1.numel(), "where")?;
+        if a.1.numel() > 0 {
+            let f = self.movement_fn(&movement::where_name(x.dtype))?;
+            let (s, o) = elementwise_args("where", &[cond.1, a.1, b.1])?;
+            let mut l = self.stream.launch_builder(&f);
+            l.arg(&c.data).arg(&x.data).arg(&y.data).arg(&out.data).arg(&s).arg(&o[0]).arg(&o[1]).arg(&o[2]);
+            // SAFETY: reads only the three checked views (one shape), writes `numel` elements of `out`.
+            unsafe { l.launch(Self::config(a.1.numel(), self.max_blocks)) }.map_err(driver_err("where"))?;
+        }
+        Ok(Arc::new(out))
     }
     fn reduce(&self, op: ReduceOp, x: View, dims: &[usize]) -> Result<Buffer> {
         self.check(x, "reduce")?;
@@ -362,8 +384,37 @@ impl Backend for CudaBackend {
     fn sort(&self, _x: View, _dim: usize, _descending: bool, _stable: bool) -> Result<(Buffer, Buffer)> {
         Err(unsupported("sort"))
     }
-    fn softmax(&self, _x: View, _dim: usize, log: bool) -> Result<Buffer> {
-        Err(unsupported(if log { "log_softmax" } else { "softmax" }))
+    fn softmax(&self, x: View, dim: usize, log: bool) -> Result<Buffer> {
+        let op = if log { "log_softmax" } else { "softmax" };
+        self.check(x, op)?;
+        let src = self.buffer(x.0, op)?;
+        if !src.dtype.is_float() {
+            return Err(Error::dtype(op, format!("needs a floating dtype, got {}", src.dtype)));
+        }
+        if x.1.ndim() == 0 {
+            // a 0-d tensor is one row of one element
+            return self.softmax((x.0, &x.1.unsqueeze(0)?), dim, log);
+        }
+        let out = self.alloc(src.dtype, x.1.numel(), op)?;
+        let (permuted, rows, k) = reduce_view(op, x.1, &[dim])?;
+        let (dense, _, _) = reduce_view(op, &Layout::contiguous(x.1.shape()), &[dim])?;
+        if rows > 0 && k > 0 {
+            let name = reduce::softmax_name(src.dtype);
+            let f = self.function("softmax", || reduce::softmax_source().0, &name)?;
+            let (s, o) = elementwise_args(op, &[&permuted, &dense])?;
+            let (rows_i, k_i, log_i) = (rows as i64, k as i64, i32::from(log));
+            let cfg = LaunchConfig {
+                grid_dim: (rows.min(self.max_blocks as usize) as u32, 1, 1),
+                block_dim: (reduce::REDUCE_BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&src.data).arg(&out.data).arg(&s).arg(&o[0]).arg(&o[1]).arg(&rows_i).arg(&k_i).arg(&log_i);
+            // SAFETY: reads only the checked view, writes each of the `numel` dense output elements
+            // once (the permuted dense layout is a bijection onto them).
+            unsafe { b.launch(cfg) }.map_err(driver_err(op))?;
+        }
+        Ok(Arc::new(out))
     }
     fn matmul(&self, _a: View, _b: View) -> Result<Buffer> {
         Err(unsupported("matmul"))

@@ -103,6 +103,19 @@ fn on_a_gpu_elementwise_ops_fill_cast_and_copy_match_the_cpu_backend() {
             let got = gpu.reduce(op, (&ga, &t), dims).and_then(|r| gpu.download((&r, &Layout::contiguous(&[7]))));
             assert_close(&got.unwrap(), &want.unwrap(), &format!("reduce {op:?} {}", ct.suffix));
         }
+        if ct.dtype.is_float() {
+            for (dim, log) in [(0, false), (1, false), (1, true)] {
+                let want = cpu.softmax((&ca, &t), dim, log).and_then(|r| cpu.download((&r, &dense))).unwrap();
+                let got = gpu.softmax((&ga, &t), dim, log).and_then(|r| gpu.download((&r, &dense))).unwrap();
+                assert_close(&got, &want, &format!("softmax dim {dim} log {log} {}", ct.suffix));
+            }
+        }
+        let cond = cpu.binary(BinaryOp::Gt, (&ca, &t), (&ca, &Layout::contiguous(&[5, 7]))).unwrap();
+        let cond = cpu.download((&cond, &dense)).unwrap();
+        let (cc, gc) = (cpu.upload(cond.clone()).unwrap(), gpu.upload(cond).unwrap());
+        let want = cpu.where_cond((&cc, &dense), (&ca, &t), (&cb, &col)).and_then(|r| cpu.download((&r, &dense)));
+        let got = gpu.where_cond((&gc, &dense), (&ga, &t), (&gb, &col)).and_then(|r| gpu.download((&r, &dense)));
+        assert_close(&got.unwrap(), &want.unwrap(), &format!("where {}", ct.suffix));
         let dst = gpu.full(Scalar::I(0), ct.dtype, 35).unwrap();
         gpu.assign((&dst, &t), (&ga, &t)).unwrap();
         assert_close(&gpu.download((&dst, &Layout::contiguous(&[35]))).unwrap(), &a, "copy_");

@@ -441,3 +441,120 @@ fn reduction_kernels_match_the_cpu_backend_under_emulation() {
     );
     assert!(failures.is_empty(), "{} reductions differ:\n{}", failures.len(), failures.join("\n"));
 }
+
+type Softmax = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *const ShapeArg,
+    *const OperandArg,
+    *const OperandArg,
+    i64,
+    i64,
+    i32,
+);
+type Where = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const std::ffi::c_void,
+    *const std::ffi::c_void,
+    *const std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *const ShapeArg,
+    *const OperandArg,
+    *const OperandArg,
+    *const OperandArg,
+);
+
+/// softmax and log_softmax (f16, bf16, f32, f64) along each dim of a transposed [4, 6, 5] view, and
+/// `where` for every dtype over strided and broadcast operands, match the CPU backend.
+#[test]
+fn softmax_and_where_kernels_match_the_cpu_backend_under_emulation() {
+    let dir = std::env::temp_dir().join(format!("ember-emulation-sm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, kernels) = reduce::softmax_source();
+    let mut cpp = String::from("#include \"cuda_emulation.h\"\n");
+    cpp.push_str(&src);
+    for (dtype, name) in &kernels {
+        let s = cuda_type(*dtype).storage;
+        cpp.push_str(&format!(
+            "extern \"C\" void launch_{name}(unsigned grid, unsigned block, const void* in, void* out, const ember_shape* s, const ember_operand* a, const ember_operand* o, long long rows, long long k, int lg) {{\n    const ember_shape sv = *s; const ember_operand av = *a, ov = *o;\n    ember_launch_threaded(grid, block, [=] {{ {name}((const {s}*)in, ({s}*)out, sv, av, ov, rows, k, lg); }});\n}}\n"
+        ));
+    }
+    let (msrc, _) = movement::module_source();
+    let mut mcpp = String::from("#include \"cuda_emulation.h\"\n");
+    mcpp.push_str(&msrc);
+    for t in CUDA_TYPES {
+        let args = format!("(const bool*)c, (const {0}*)x, (const {0}*)y, ({0}*)out, *s, *oc, *ox, *oy", t.storage);
+        mcpp.push_str(&launcher(&movement::where_name(t.dtype), "const void* c, const void* x, const void* y, void* out, const ember_shape* s, const ember_operand* oc, const ember_operand* ox, const ember_operand* oy", &args));
+    }
+    let (Some(lib_path), Some(mlib_path)) = (compile_cpp(&dir, "softmax", &cpp), compile_cpp(&dir, "where", &mcpp))
+    else {
+        return;
+    };
+    // SAFETY: built just above from the generated sources, with launchers of these signatures.
+    let (lib, mlib) =
+        unsafe { (libloading::Library::new(&lib_path).unwrap(), libloading::Library::new(&mlib_path).unwrap()) };
+    let cpu = CpuBackend::new();
+    let view = Layout::contiguous(&[6, 4, 5]).transpose(0, 1).unwrap();
+    let n = 120;
+    let mut failures = vec![];
+    let mut checked = 0;
+    for (dtype, name) in &kernels {
+        let a = values(*dtype, n, 9, false);
+        let buf = cpu.upload(a.clone()).unwrap();
+        for dim in 0..3 {
+            for log in [false, true] {
+                let (permuted, rows, k) = reduce_view("test", &view, &[dim]).unwrap();
+                let (dense_p, _, _) = reduce_view("test", &Layout::contiguous(&[4, 6, 5]), &[dim]).unwrap();
+                let (s, o) = elementwise_args("test", &[&permuted, &dense_p]).unwrap();
+                let out = zeroed(*dtype, n);
+                // SAFETY: as above; `out` holds the n elements the dense layout addresses.
+                unsafe {
+                    let f: libloading::Symbol<Softmax> = lib.get(format!("launch_{name}").as_bytes()).unwrap();
+                    f(3, 8, ptr(&a), ptr(&out).cast_mut(), &s, &o[0], &o[1], rows as i64, k as i64, i32::from(log));
+                }
+                let want = cpu.softmax((&buf, &view), dim, log).unwrap();
+                let want = cpu.download((&want, &Layout::contiguous(&[4, 6, 5]))).unwrap();
+                let (g, w) = (as_f64(&out), as_f64(&want));
+                let rtol = tolerance(*dtype) * 4.0;
+                let bad: Vec<String> = (0..n)
+                    .filter(|&i| !close(g[i], w[i], rtol))
+                    .map(|i| format!("[{i}] {} vs CPU {}", g[i], w[i]))
+                    .take(3)
+                    .collect();
+                if !bad.is_empty() {
+                    failures.push(format!("{name} dim {dim} log {log}: {}", bad.join(", ")));
+                }
+                checked += 1;
+            }
+        }
+    }
+    let t_layout = Layout::contiguous(&[7, 5]).transpose(0, 1).unwrap();
+    let col = Layout::contiguous(&[5, 1]).expand(&[5, 7]).unwrap();
+    let cond = values(DType::Bool, 35, 13, false);
+    let cbuf = cpu.upload(cond.clone()).unwrap();
+    for t in CUDA_TYPES {
+        let (x, y) = (values(t.dtype, 35, 2, false), values(t.dtype, 5, 4, false));
+        let (s, o) = elementwise_args("where", &[&t_layout, &t_layout, &col]).unwrap();
+        let out = zeroed(t.dtype, 35);
+        // SAFETY: as above.
+        unsafe {
+            let f: libloading::Symbol<Where> =
+                mlib.get(format!("launch_{}", movement::where_name(t.dtype)).as_bytes()).unwrap();
+            f(2, 8, ptr(&cond), ptr(&x), ptr(&y), ptr(&out).cast_mut(), &s, &o[0], &o[1], &o[2]);
+        }
+        let (bx, by) = (cpu.upload(x).unwrap(), cpu.upload(y).unwrap());
+        let want = cpu.where_cond((&cbuf, &t_layout), (&bx, &t_layout), (&by, &col)).unwrap();
+        let want = cpu.download((&want, &Layout::contiguous(&[5, 7]))).unwrap();
+        let (g, w) = (as_f64(&out), as_f64(&want));
+        if (0..35).any(|i| !close(g[i], w[i], 0.0)) {
+            failures.push(format!("{}: {g:?} vs CPU {w:?}", movement::where_name(t.dtype)));
+        }
+        checked += 1;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{checked} softmax and where launches ran under emulation and matched the CPU backend");
+    assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
+}

@@ -41,7 +41,7 @@ fn every_elementwise_kernel_compiles_for_sm_90() {
 }
 
 #[test]
-fn the_fill_copy_and_cast_kernels_compile_for_sm_90() {
+fn the_fill_copy_where_and_cast_kernels_compile_for_sm_90() {
     if !nvrtc::is_available() {
         let required = std::env::var("EMBER_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
         assert!(!required, "EMBER_REQUIRE_NVRTC=1 but NVRTC was not found (see .ci/run)");
@@ -54,8 +54,8 @@ fn the_fill_copy_and_cast_kernels_compile_for_sm_90() {
     for n in &names {
         assert!(cubin.log.contains(n.as_str()), "{n} missing from ptxas' report");
     }
-    println!("{} fill/copy/cast kernels compiled for sm_90", names.len());
-    assert_eq!(names.len(), 8 * 2 + 8 * 8);
+    println!("{} fill/copy/where/cast kernels compiled for sm_90", names.len());
+    assert_eq!(names.len(), 8 * 3 + 8 * 8);
 }
 
 #[test]
@@ -72,6 +72,12 @@ fn the_reduction_kernels_compile_for_sm_90() {
     for (_, _, n) in &kernels {
         assert!(cubin.log.contains(n.as_str()), "{n} missing from ptxas' report");
     }
-    println!("{} reduction kernels compiled for sm_90", kernels.len());
-    assert_eq!(kernels.len(), 8 * 8);
+    let (src, softmax) = ember_ops_cuda::kernels::reduce::softmax_source();
+    let cubin = nvrtc::compile(&src, "softmax.cu", "sm_90").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cubin.spill_bytes(), 0, "register spills\n{}", cubin.log);
+    for (_, n) in &softmax {
+        assert!(cubin.log.contains(n.as_str()), "{n} missing from ptxas' report");
+    }
+    println!("{} reduction and {} softmax kernels compiled for sm_90", kernels.len(), softmax.len());
+    assert_eq!((kernels.len(), softmax.len()), (8 * 8, 4));
 }

@@ -177,3 +177,68 @@ pub fn module_source() -> (String, Vec<(ReduceOp, DType, String)>) {
     }
     (src, names)
 }
+
+/// `softmax_<dtype>(const S* in, S* out, ember_shape s, ember_operand a, ember_operand o, long long
+/// rows, long long k, int log)`: softmax (or log-softmax, `log != 0`) of each row of `k` elements,
+/// the output addressed through `o` (the dense output permuted as the input was). Three passes per
+/// row in double: the maximum (NaN propagates), the sum of `exp(x - max)`, then the results.
+pub fn softmax_name(dtype: DType) -> String {
+    format!("softmax_{}", cuda_type(dtype).suffix)
+}
+
+fn softmax_kernel(t: CudaType) -> String {
+    format!(
+        r#"extern "C" __global__ void {name}(const {s}* __restrict__ in, {s}* __restrict__ out, ember_shape s, ember_operand a, ember_operand o, long long rows, long long k, int log_) {{
+    __shared__ double part[{block}];
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x) {{
+        double m = -EMBER_INF;
+        for (long long j = threadIdx.x; j < k; j += blockDim.x) {{
+            const double v = (double)ember_load(in[ember_offset(row * k + j, s, a)]);
+            m = (isnan(m) || isnan(v)) ? EMBER_NAN : (v > m ? v : m);
+        }}
+        part[threadIdx.x] = m;
+        __syncthreads();
+        for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {{
+            if (threadIdx.x < w) {{
+                const double x = part[threadIdx.x], y = part[threadIdx.x + w];
+                part[threadIdx.x] = (isnan(x) || isnan(y)) ? EMBER_NAN : (x > y ? x : y);
+            }}
+            __syncthreads();
+        }}
+        m = part[0];
+        __syncthreads();
+        double sum = 0.0;
+        for (long long j = threadIdx.x; j < k; j += blockDim.x)
+            sum += exp((double)ember_load(in[ember_offset(row * k + j, s, a)]) - m);
+        part[threadIdx.x] = sum;
+        __syncthreads();
+        for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {{
+            if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+            __syncthreads();
+        }}
+        const double total = part[0];
+        const double shift = m + log(total);
+        for (long long j = threadIdx.x; j < k; j += blockDim.x) {{
+            const double v = (double)ember_load(in[ember_offset(row * k + j, s, a)]);
+            out[ember_offset(row * k + j, s, o)] = ember_from_double<{s}>(log_ ? v - shift : exp(v - m) / total);
+        }}
+        __syncthreads();
+    }}
+}}
+"#,
+        name = softmax_name(t.dtype),
+        s = t.storage,
+        block = REDUCE_BLOCK,
+    )
+}
+
+/// The softmax module: one kernel per floating dtype.
+pub fn softmax_source() -> (String, Vec<(DType, String)>) {
+    let mut src = String::from(super::PRELUDE);
+    let mut names = vec![];
+    for t in CUDA_TYPES.iter().filter(|t| t.dtype.is_float()) {
+        src.push_str(&softmax_kernel(*t));
+        names.push((t.dtype, softmax_name(t.dtype)));
+    }
+    (src, names)
+}
