@@ -14,6 +14,7 @@ use crate::host::{from_bytes, to_bytes};
 use crate::kernels::{elementwise, movement, reduce};
 use crate::launch::{elementwise_args, grid_for, reduce_view, OperandArg, ShapeArg, BLOCK};
 use crate::nvrtc;
+use cudarc::cublas::{sys as cublas_sys, CudaBlas};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
 };
@@ -65,6 +66,7 @@ pub struct CudaBackend {
     max_blocks: u32,
     modules: Mutex<HashMap<String, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
+    blas: Mutex<Option<CudaBlas>>,
 }
 
 fn driver_err(op: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
@@ -96,6 +98,7 @@ impl CudaBackend {
             max_blocks: (sms.max(1) as u32) * 32,
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
+            blas: Mutex::new(None),
         })
     }
 
@@ -127,6 +130,21 @@ impl CudaBackend {
         let f = m.load_function(name).map_err(driver_err(name))?;
         self.functions.lock().expect("kernel cache").insert(name.to_string(), f.clone());
         Ok(f)
+    }
+
+    /// The cuBLAS handle on this backend's stream, created on first use.
+    fn blas(&self) -> Result<std::sync::MutexGuard<'_, Option<CudaBlas>>> {
+        let mut guard = self.blas.lock().expect("cuBLAS handle");
+        if guard.is_none() {
+            // SAFETY: only tries to open the library by its candidate names.
+            if !unsafe { cublas_sys::is_culib_present() } {
+                return Err(Error::unsupported("matmul", "cuBLAS (libcublas.so) was not found on the library path"));
+            }
+            *guard = Some(
+                CudaBlas::new(self.stream.clone()).map_err(|e| Error::backend("matmul", format!("cuBLAS: {e:?}")))?,
+            );
+        }
+        Ok(guard)
     }
 
     fn elementwise_fn(&self, dtype: DType, name: &str) -> Result<CudaFunction> {
@@ -416,8 +434,111 @@ impl Backend for CudaBackend {
         }
         Ok(Arc::new(out))
     }
-    fn matmul(&self, _a: View, _b: View) -> Result<Buffer> {
-        Err(unsupported("matmul"))
+    fn matmul(&self, a: View, b: View) -> Result<Buffer> {
+        self.check(a, "matmul")?;
+        self.check(b, "matmul")?;
+        let (x, y) = (self.buffer(a.0, "matmul")?, self.buffer(b.0, "matmul")?);
+        let (la, lb) = (a.1, b.1);
+        let nd = la.ndim();
+        if nd < 2
+            || lb.ndim() != nd
+            || la.shape()[..nd - 2] != lb.shape()[..nd - 2]
+            || la.shape()[nd - 1] != lb.shape()[nd - 2]
+        {
+            return Err(Error::shape("matmul", format!("backend got shapes {:?} and {:?}", la.shape(), lb.shape())));
+        }
+        if x.dtype != y.dtype {
+            return Err(Error::dtype("matmul", format!("not defined for {} and {}", x.dtype, y.dtype)));
+        }
+        let (data_type, compute) = match x.dtype {
+            DType::F32 => (cublas_sys::cudaDataType_t::CUDA_R_32F, cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F),
+            DType::F64 => (cublas_sys::cudaDataType_t::CUDA_R_64F, cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_64F),
+            DType::F16 => (cublas_sys::cudaDataType_t::CUDA_R_16F, cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F),
+            DType::BF16 => {
+                (cublas_sys::cudaDataType_t::CUDA_R_16BF, cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F)
+            }
+            other => return Err(Error::unsupported("matmul", format!("no CUDA product for {other} yet"))),
+        };
+        let mut shape = la.shape().to_vec();
+        shape[nd - 1] = lb.shape()[nd - 1];
+        let numel: usize = shape.iter().product();
+        if numel == 0 || la.shape()[nd - 1] == 0 {
+            return self.full(Scalar::F(0.0), x.dtype, numel);
+        }
+        // operands cuBLAS cannot read as they are are gathered to dense first
+        let (ga, gb) = crate::gemm::plan_needs(la, lb);
+        let (dense_a, dense_b) = (Layout::contiguous(la.shape()), Layout::contiguous(lb.shape()));
+        let staged_a = if ga { Some(self.gather(a, x.dtype, "matmul")?) } else { None };
+        let staged_b = if gb { Some(self.gather(b, y.dtype, "matmul")?) } else { None };
+        let (xa, la) = match &staged_a {
+            Some(s) => (s, &dense_a),
+            None => (x, la),
+        };
+        let (yb, lb) = match &staged_b {
+            Some(s) => (s, &dense_b),
+            None => (y, lb),
+        };
+        let p =
+            crate::gemm::plan(la, lb).ok_or_else(|| Error::backend("matmul", "dense operands must map to cuBLAS"))?;
+        let int = |v: usize| {
+            i32::try_from(v)
+                .map_err(|_| Error::unsupported("matmul", format!("size {v} exceeds cuBLAS's 32-bit sizes")))
+        };
+        let long = |v: usize| i64::try_from(v).map_err(|_| Error::invalid("matmul", format!("stride {v} too large")));
+        let out = self.alloc(x.dtype, numel, "matmul")?;
+        let blas_guard = self.blas()?;
+        let blas = blas_guard.as_ref().expect("blas() creates the handle");
+        let size = x.dtype.size_in_bytes() as u64;
+        {
+            let (pa, _ra) = yb.data.device_ptr(&self.stream); // cuBLAS's A is Ember's b
+            let (pb, _rb) = xa.data.device_ptr(&self.stream);
+            let (pc, _rc) = out.data.device_ptr(&self.stream);
+            let op = |t: bool| {
+                if t {
+                    cublas_sys::cublasOperation_t::CUBLAS_OP_T
+                } else {
+                    cublas_sys::cublasOperation_t::CUBLAS_OP_N
+                }
+            };
+            let (alpha32, beta32, alpha64, beta64) = (1f32, 0f32, 1f64, 0f64);
+            let (alpha, beta): (*const std::ffi::c_void, *const std::ffi::c_void) = if x.dtype == DType::F64 {
+                ((&alpha64 as *const f64).cast(), (&beta64 as *const f64).cast())
+            } else {
+                ((&alpha32 as *const f32).cast(), (&beta32 as *const f32).cast())
+            };
+            // SAFETY: the plan addresses only elements inside the checked views (tested against a
+            // reference column-major product); `out` holds batch * m * n elements written densely;
+            // alpha and beta live until the call returns and match the compute type.
+            unsafe {
+                cudarc::cublas::result::gemm_strided_batched_ex(
+                    *blas.handle(),
+                    op(p.a.transpose),
+                    op(p.b.transpose),
+                    int(p.m)?,
+                    int(p.n)?,
+                    int(p.k)?,
+                    alpha,
+                    (pa + p.a.offset as u64 * size) as *const std::ffi::c_void,
+                    data_type,
+                    int(p.a.ld)?,
+                    long(p.a.batch_stride)?,
+                    (pb + p.b.offset as u64 * size) as *const std::ffi::c_void,
+                    data_type,
+                    int(p.b.ld)?,
+                    long(p.b.batch_stride)?,
+                    beta,
+                    pc as *mut std::ffi::c_void,
+                    data_type,
+                    int(p.m)?,
+                    long(p.m * p.n)?,
+                    int(p.batch)?,
+                    compute,
+                    cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+            }
+            .map_err(|e| Error::backend("matmul", format!("cuBLAS: {e:?}")))?;
+        }
+        Ok(Arc::new(out))
     }
     fn index(&self, op: IndexOp, _x: View, _index: View, _src: Option<View>) -> Result<Buffer> {
         Err(unsupported(&format!("{op:?}")))

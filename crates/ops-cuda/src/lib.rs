@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+pub mod gemm;
 mod host;
 pub mod kernels;
 pub mod launch;

@@ -116,6 +116,22 @@ fn on_a_gpu_elementwise_ops_fill_cast_and_copy_match_the_cpu_backend() {
         let want = cpu.where_cond((&cc, &dense), (&ca, &t), (&cb, &col)).and_then(|r| cpu.download((&r, &dense)));
         let got = gpu.where_cond((&gc, &dense), (&ga, &t), (&gb, &col)).and_then(|r| gpu.download((&r, &dense)));
         assert_close(&got.unwrap(), &want.unwrap(), &format!("where {}", ct.suffix));
+        if ct.dtype.is_float() {
+            // [5, 7] (transposed view) x [7, 5] (dense), and a batch with a broadcast operand
+            let (cm, gm) = (cpu.upload(sample(ct.dtype, 35)).unwrap(), gpu.upload(sample(ct.dtype, 35)).unwrap());
+            let l75 = Layout::contiguous(&[7, 5]);
+            let want =
+                cpu.matmul((&ca, &t), (&cm, &l75)).and_then(|r| cpu.download((&r, &Layout::contiguous(&[5, 5]))));
+            let got = gpu.matmul((&ga, &t), (&gm, &l75)).and_then(|r| gpu.download((&r, &Layout::contiguous(&[5, 5]))));
+            assert_close(&got.unwrap(), &want.unwrap(), &format!("matmul {}", ct.suffix));
+            let bt = Layout::contiguous(&[1, 5, 7]).expand(&[3, 5, 7]).unwrap();
+            let b3 = Layout::contiguous(&[3, 7, 5]).narrow(0, 0, 3).unwrap();
+            let (c3, g3) = (cpu.upload(sample(ct.dtype, 105)).unwrap(), gpu.upload(sample(ct.dtype, 105)).unwrap());
+            let out = Layout::contiguous(&[3, 5, 5]);
+            let want = cpu.matmul((&ca, &bt), (&c3, &b3)).and_then(|r| cpu.download((&r, &out)));
+            let got = gpu.matmul((&ga, &bt), (&g3, &b3)).and_then(|r| gpu.download((&r, &out)));
+            assert_close(&got.unwrap(), &want.unwrap(), &format!("batched matmul {}", ct.suffix));
+        }
         let dst = gpu.full(Scalar::I(0), ct.dtype, 35).unwrap();
         gpu.assign((&dst, &t), (&ga, &t)).unwrap();
         assert_close(&gpu.download((&dst, &Layout::contiguous(&[35]))).unwrap(), &a, "copy_");
