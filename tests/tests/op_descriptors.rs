@@ -196,3 +196,20 @@ proptest! {
         prop_assert!((lhs - rhs).abs() <= 1e-9 * (1.0 + lhs.abs()), "{} vs {}", lhs, rhs);
     }
 }
+
+/// Found by the shape-rule sweep: a kernel column with no input column in bounds (a 1x1 input,
+/// padding 2, dilation 2) made im2col and col2im slice out of bounds (a panic) instead of padding.
+#[test]
+fn a_window_column_entirely_in_the_padding_is_padding() {
+    let mut o = ConvOptions::new(2);
+    o.padding = ConvPadding::Explicit(vec![2, 2]);
+    o.dilation = vec![2, 2];
+    let x = Tensor::from_vec(vec![3.0f32], &[1, 1, 1, 1]).unwrap().requires_grad_(true).unwrap();
+    let w = Tensor::arange(9).unwrap().to_dtype(ember::DType::F32).unwrap().reshape(&[1, 1, 3, 3]).unwrap();
+    let y = x.conv(&w, None, &o).unwrap();
+    assert_eq!(y.shape(), conv_output_shape(x.shape(), w.shape(), &o).unwrap().as_slice());
+    // only the centre tap (weight 4) reaches the single input element
+    assert_eq!(y.to_vec::<f32>().unwrap(), vec![12.0]);
+    y.sum().unwrap().backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec::<f32>().unwrap(), vec![4.0]);
+}

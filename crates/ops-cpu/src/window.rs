@@ -37,7 +37,8 @@ impl Rows2d {
         let y = (oy * g.stride[0] + ki * g.dilation[0]) as isize - g.padding[0] as isize;
         (y >= 0 && (y as usize) < self.h).then_some(y as usize)
     }
-    /// Output columns `[lo, hi)` whose input column is in bounds, and the input column of `lo`.
+    /// Output columns `[lo, hi)` whose input column is in bounds, and the input column of `lo` (0
+    /// when the range is empty, so callers' empty slices stay in bounds).
     #[inline]
     fn col_range(&self, g: &WindowGeometry, kj: usize) -> (usize, usize, isize) {
         let (s, off) = (g.stride[1] as isize, (kj * g.dilation[1]) as isize - g.padding[1] as isize);
@@ -45,7 +46,7 @@ impl Rows2d {
         let lo = if off >= 0 { 0 } else { ((-off + s - 1) / s) as usize };
         let hi = if (self.w as isize) - off <= 0 { 0 } else { (((self.w as isize - off) + s - 1) / s) as usize };
         let (lo, hi) = (lo.min(self.ow), hi.min(self.ow).max(lo.min(self.ow)));
-        (lo, hi, lo as isize * s + off)
+        (lo, hi, if hi > lo { lo as isize * s + off } else { 0 })
     }
 }
 

@@ -180,6 +180,16 @@ fn close(got: f64, want: f64, rtol: f64) -> bool {
     (got.is_nan() && want.is_nan()) || got == want || (got - want).abs() <= rtol * (1.0 + want.abs())
 }
 
+/// Up to three "[i] got vs CPU want" lines for the elements of `got` and `want` that differ.
+fn differences(got: &HostData, want: &HostData, rtol: f64) -> Vec<String> {
+    let (g, w) = (as_f64(got), as_f64(want));
+    (0..g.len())
+        .filter(|&i| !close(g[i], w[i], rtol))
+        .map(|i| format!("[{i}] {} vs CPU {}", g[i], w[i]))
+        .take(3)
+        .collect()
+}
+
 type Unary =
     unsafe extern "C" fn(u32, u32, *const std::ffi::c_void, *mut std::ffi::c_void, *const ShapeArg, *const OperandArg);
 type Binary = unsafe extern "C" fn(
@@ -254,13 +264,7 @@ fn every_elementwise_kernel_matches_the_cpu_backend_under_emulation() {
                 }
             };
             assert_eq!(expected.dtype(), spec.output, "{}", spec.name);
-            let (got, want) = (as_f64(&out), as_f64(&expected));
-            let rtol = tolerance(spec.output);
-            let bad: Vec<String> = (0..n)
-                .filter(|&i| !close(got[i], want[i], rtol))
-                .map(|i| format!("[{i}] {} vs CPU {}", got[i], want[i]))
-                .take(3)
-                .collect();
+            let bad = differences(&out, &expected, tolerance(spec.output));
             if !bad.is_empty() {
                 failures.push(format!("{}: {}", spec.name, bad.join(", ")));
             }
@@ -331,12 +335,7 @@ fn cast_and_copy_kernels_match_the_cpu_backend_under_emulation() {
                 k(2, 8, ptr(&a), ptr(&out).cast_mut(), &s, &o[0]);
             }
             let want = cpu.download((&cpu.cast((&buf, &t_layout), t.dtype).unwrap(), &dense)).unwrap();
-            let (g, w) = (as_f64(&out), as_f64(&want));
-            let bad: Vec<String> = (0..n)
-                .filter(|&i| !close(g[i], w[i], tolerance(t.dtype)))
-                .map(|i| format!("[{i}] {} vs CPU {}", g[i], w[i]))
-                .take(3)
-                .collect();
+            let bad = differences(&out, &want, tolerance(t.dtype));
             if !bad.is_empty() {
                 failures.push(format!("{}: {}", movement::cast_name(f.dtype, t.dtype), bad.join(", ")));
             }
@@ -420,14 +419,9 @@ fn reduction_kernels_match_the_cpu_backend_under_emulation() {
             let want = cpu.reduce(*op, (&buf, &view), dims).unwrap();
             let want = cpu.download((&want, &Layout::contiguous(&[rows]))).unwrap();
             assert_eq!(want.dtype(), out_dtype, "{name}");
-            let (g, w) = (as_f64(&out), as_f64(&want));
             // float sums and products add in another order than the CPU's: a few ulps of the result
             let rtol = tolerance(out_dtype) * if matches!(op, ReduceOp::Sum | ReduceOp::Prod) { 4.0 } else { 1.0 };
-            let bad: Vec<String> = (0..rows)
-                .filter(|&i| !close(g[i], w[i], rtol))
-                .map(|i| format!("[{i}] {} vs CPU {}", g[i], w[i]))
-                .take(3)
-                .collect();
+            let bad = differences(&out, &want, rtol);
             if !bad.is_empty() {
                 failures.push(format!("{name} over {dims:?}: {}", bad.join(", ")));
             }
@@ -517,13 +511,7 @@ fn softmax_and_where_kernels_match_the_cpu_backend_under_emulation() {
                 }
                 let want = cpu.softmax((&buf, &view), dim, log).unwrap();
                 let want = cpu.download((&want, &Layout::contiguous(&[4, 6, 5]))).unwrap();
-                let (g, w) = (as_f64(&out), as_f64(&want));
-                let rtol = tolerance(*dtype) * 4.0;
-                let bad: Vec<String> = (0..n)
-                    .filter(|&i| !close(g[i], w[i], rtol))
-                    .map(|i| format!("[{i}] {} vs CPU {}", g[i], w[i]))
-                    .take(3)
-                    .collect();
+                let bad = differences(&out, &want, tolerance(*dtype) * 4.0);
                 if !bad.is_empty() {
                     failures.push(format!("{name} dim {dim} log {log}: {}", bad.join(", ")));
                 }

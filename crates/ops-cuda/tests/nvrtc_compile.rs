@@ -5,12 +5,29 @@
 use ember_ops_cuda::kernels::{dtype::CUDA_TYPES, elementwise};
 use ember_ops_cuda::nvrtc;
 
+/// True (after saying so) when NVRTC is missing and that is allowed; fails under `EMBER_REQUIRE_NVRTC=1`.
+fn skip_without_nvrtc() -> bool {
+    if nvrtc::is_available() {
+        return false;
+    }
+    let required = std::env::var("EMBER_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
+    assert!(!required, "EMBER_REQUIRE_NVRTC=1 but NVRTC was not found (see .ci/run)");
+    println!("SKIPPED: NVRTC not found (set LD_LIBRARY_PATH; CI installs it from PyPI)");
+    true
+}
+
+/// Compiles `src` for sm_90 and checks it has no spills and every kernel in `names`.
+fn compile_all<'a>(src: &str, file: &str, names: impl IntoIterator<Item = &'a str>) {
+    let cubin = nvrtc::compile(src, file, "sm_90").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cubin.spill_bytes(), 0, "{file}: register spills\n{}", cubin.log);
+    for n in names {
+        assert!(cubin.log.contains(n), "{n} missing from ptxas' report");
+    }
+}
+
 #[test]
 fn every_elementwise_kernel_compiles_for_sm_90() {
-    if !nvrtc::is_available() {
-        let required = std::env::var("EMBER_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
-        assert!(!required, "EMBER_REQUIRE_NVRTC=1 but NVRTC was not found (see .ci/run)");
-        println!("SKIPPED: NVRTC not found (set LD_LIBRARY_PATH; CI installs it from PyPI)");
+    if skip_without_nvrtc() {
         return;
     }
     // one module per dtype, compiled on as many threads as there are cores
@@ -42,42 +59,24 @@ fn every_elementwise_kernel_compiles_for_sm_90() {
 
 #[test]
 fn the_fill_copy_where_and_cast_kernels_compile_for_sm_90() {
-    if !nvrtc::is_available() {
-        let required = std::env::var("EMBER_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
-        assert!(!required, "EMBER_REQUIRE_NVRTC=1 but NVRTC was not found (see .ci/run)");
-        println!("SKIPPED: NVRTC not found (set LD_LIBRARY_PATH; CI installs it from PyPI)");
+    if skip_without_nvrtc() {
         return;
     }
     let (src, names) = ember_ops_cuda::kernels::movement::module_source();
-    let cubin = nvrtc::compile(&src, "movement.cu", "sm_90").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cubin.spill_bytes(), 0, "register spills\n{}", cubin.log);
-    for n in &names {
-        assert!(cubin.log.contains(n.as_str()), "{n} missing from ptxas' report");
-    }
+    compile_all(&src, "movement.cu", names.iter().map(String::as_str));
     println!("{} fill/copy/where/cast kernels compiled for sm_90", names.len());
     assert_eq!(names.len(), 8 * 3 + 8 * 8);
 }
 
 #[test]
 fn the_reduction_kernels_compile_for_sm_90() {
-    if !nvrtc::is_available() {
-        let required = std::env::var("EMBER_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
-        assert!(!required, "EMBER_REQUIRE_NVRTC=1 but NVRTC was not found (see .ci/run)");
-        println!("SKIPPED: NVRTC not found (set LD_LIBRARY_PATH; CI installs it from PyPI)");
+    if skip_without_nvrtc() {
         return;
     }
     let (src, kernels) = ember_ops_cuda::kernels::reduce::module_source();
-    let cubin = nvrtc::compile(&src, "reduce.cu", "sm_90").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cubin.spill_bytes(), 0, "register spills\n{}", cubin.log);
-    for (_, _, n) in &kernels {
-        assert!(cubin.log.contains(n.as_str()), "{n} missing from ptxas' report");
-    }
+    compile_all(&src, "reduce.cu", kernels.iter().map(|(_, _, n)| n.as_str()));
     let (src, softmax) = ember_ops_cuda::kernels::reduce::softmax_source();
-    let cubin = nvrtc::compile(&src, "softmax.cu", "sm_90").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cubin.spill_bytes(), 0, "register spills\n{}", cubin.log);
-    for (_, n) in &softmax {
-        assert!(cubin.log.contains(n.as_str()), "{n} missing from ptxas' report");
-    }
+    compile_all(&src, "softmax.cu", softmax.iter().map(|(_, n)| n.as_str()));
     println!("{} reduction and {} softmax kernels compiled for sm_90", kernels.len(), softmax.len());
     assert_eq!((kernels.len(), softmax.len()), (8 * 8, 4));
 }
