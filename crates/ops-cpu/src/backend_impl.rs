@@ -284,17 +284,7 @@ impl Backend for CpuBackend {
         guarded("matmul", || {
             let (ba, bb) = (checked(a, "matmul")?, checked(b, "matmul")?);
             let (la, lb) = (a.1, b.1);
-            let nd = la.ndim();
-            if nd < 2
-                || lb.ndim() != nd
-                || la.shape()[..nd - 2] != lb.shape()[..nd - 2]
-                || la.shape()[nd - 1] != lb.shape()[nd - 2]
-            {
-                return Err(Error::shape(
-                    "matmul",
-                    format!("backend got shapes {:?} and {:?}", la.shape(), lb.shape()),
-                ));
-            }
+            ember_storage::shape::check_matmul_shapes(la.shape(), lb.shape())?;
             with2(ba, bb, |da, db| {
                 Ok(buf(match (da, db) {
                     (HostData::F32(x), HostData::F32(y)) => HostData::F32(matmul::matmul(x, la, y, lb)),

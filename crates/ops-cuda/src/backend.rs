@@ -62,7 +62,7 @@ pub struct CudaBackend {
     ordinal: usize,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    arch: &'static str,
+    arch: String,
     max_blocks: u32,
     modules: Mutex<HashMap<String, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
@@ -84,8 +84,7 @@ impl CudaBackend {
         }
         let ctx = CudaContext::new(ordinal).map_err(driver_err("cuda init"))?;
         let (major, minor) = ctx.compute_capability().map_err(driver_err("cuda init"))?;
-        // NVRTC takes the architecture as a 'static option string; there are few of them
-        let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+        let arch = format!("sm_{major}{minor}");
         let sms = ctx
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(driver_err("cuda init"))?;
@@ -104,7 +103,7 @@ impl CudaBackend {
 
     /// The device's architecture, e.g. `sm_90`.
     pub fn arch(&self) -> &str {
-        self.arch
+        &self.arch
     }
 
     /// The kernel `name` of module `module` (compiled from `source()` on first use).
@@ -117,7 +116,7 @@ impl CudaBackend {
             match modules.get(module) {
                 Some(m) => m.clone(),
                 None => {
-                    let cubin = nvrtc::compile_cached(&source(), module, self.arch)?;
+                    let cubin = nvrtc::compile_cached(&source(), module, &self.arch)?;
                     let m = self
                         .ctx
                         .load_module(cudarc::nvrtc::Ptx::from_binary(cubin.image))
@@ -222,12 +221,19 @@ impl Backend for CudaBackend {
     }
 
     fn download(&self, x: View) -> Result<HostData> {
-        let dtype = self.buffer(x.0, "to")?.dtype;
-        let dense = self.gather(x, dtype, "to")?;
-        let n = x.1.numel() * dtype.size_in_bytes();
+        self.check(x, "to")?;
+        let src = self.buffer(x.0, "to")?;
+        let dtype = src.dtype;
+        // a contiguous view is copied as it is; others are gathered to dense on the device first
+        let (staged, start) = match x.1.contiguous_range() {
+            Some((start, _)) => (None, start),
+            None => (Some(self.gather(x, dtype, "to")?), 0),
+        };
+        let data = staged.as_ref().map_or(&src.data, |s| &s.data);
+        let (size, n) = (dtype.size_in_bytes(), x.1.numel() * dtype.size_in_bytes());
         let mut bytes = vec![0u8; n];
         if n > 0 {
-            let view = dense.data.slice(0..n);
+            let view = data.slice(start * size..start * size + n);
             self.stream.memcpy_dtoh(&view, &mut bytes).map_err(driver_err("to"))?;
         }
         self.stream.synchronize().map_err(driver_err("to"))?;
@@ -439,14 +445,8 @@ impl Backend for CudaBackend {
         self.check(b, "matmul")?;
         let (x, y) = (self.buffer(a.0, "matmul")?, self.buffer(b.0, "matmul")?);
         let (la, lb) = (a.1, b.1);
+        ember_storage::shape::check_matmul_shapes(la.shape(), lb.shape())?;
         let nd = la.ndim();
-        if nd < 2
-            || lb.ndim() != nd
-            || la.shape()[..nd - 2] != lb.shape()[..nd - 2]
-            || la.shape()[nd - 1] != lb.shape()[nd - 2]
-        {
-            return Err(Error::shape("matmul", format!("backend got shapes {:?} and {:?}", la.shape(), lb.shape())));
-        }
         if x.dtype != y.dtype {
             return Err(Error::dtype("matmul", format!("not defined for {} and {}", x.dtype, y.dtype)));
         }

@@ -129,24 +129,15 @@ fn ptr(d: &HostData) -> *const std::ffi::c_void {
 }
 
 fn zeroed(dtype: DType, n: usize) -> HostData {
-    values(dtype, n, 1, false).map_f64_for_test(n)
-}
-
-trait Zeroed {
-    fn map_f64_for_test(self, n: usize) -> HostData;
-}
-impl Zeroed for HostData {
-    fn map_f64_for_test(self, n: usize) -> HostData {
-        match self {
-            HostData::F32(_) => HostData::F32(vec![0.0; n]),
-            HostData::F64(_) => HostData::F64(vec![0.0; n]),
-            HostData::F16(_) => HostData::F16(vec![f16::ZERO; n]),
-            HostData::BF16(_) => HostData::BF16(vec![bf16::ZERO; n]),
-            HostData::I64(_) => HostData::I64(vec![0; n]),
-            HostData::I32(_) => HostData::I32(vec![0; n]),
-            HostData::U8(_) => HostData::U8(vec![0; n]),
-            HostData::Bool(_) => HostData::Bool(vec![false; n]),
-        }
+    match dtype {
+        DType::F32 => HostData::F32(vec![0.0; n]),
+        DType::F64 => HostData::F64(vec![0.0; n]),
+        DType::F16 => HostData::F16(vec![f16::ZERO; n]),
+        DType::BF16 => HostData::BF16(vec![bf16::ZERO; n]),
+        DType::I64 => HostData::I64(vec![0; n]),
+        DType::I32 => HostData::I32(vec![0; n]),
+        DType::U8 => HostData::U8(vec![0; n]),
+        DType::Bool => HostData::Bool(vec![false; n]),
     }
 }
 
@@ -190,8 +181,10 @@ fn differences(got: &HostData, want: &HostData, rtol: f64) -> Vec<String> {
         .collect()
 }
 
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
 type Unary =
     unsafe extern "C" fn(u32, u32, *const std::ffi::c_void, *mut std::ffi::c_void, *const ShapeArg, *const OperandArg);
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
 type Binary = unsafe extern "C" fn(
     u32,
     u32,
@@ -277,8 +270,10 @@ fn every_elementwise_kernel_matches_the_cpu_backend_under_emulation() {
     assert!(checked > 300, "{checked}");
 }
 
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
 type Cast =
     unsafe extern "C" fn(u32, u32, *const std::ffi::c_void, *mut std::ffi::c_void, *const ShapeArg, *const OperandArg);
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
 type Copy = unsafe extern "C" fn(
     u32,
     u32,
@@ -364,6 +359,7 @@ fn cast_and_copy_kernels_match_the_cpu_backend_under_emulation() {
     assert!(failures.is_empty(), "{} kernels differ:\n{}", failures.len(), failures.join("\n"));
 }
 
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
 type Reduce = unsafe extern "C" fn(
     u32,
     u32,
@@ -436,6 +432,7 @@ fn reduction_kernels_match_the_cpu_backend_under_emulation() {
     assert!(failures.is_empty(), "{} reductions differ:\n{}", failures.len(), failures.join("\n"));
 }
 
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
 type Softmax = unsafe extern "C" fn(
     u32,
     u32,
@@ -448,6 +445,7 @@ type Softmax = unsafe extern "C" fn(
     i64,
     i32,
 );
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
 type Where = unsafe extern "C" fn(
     u32,
     u32,

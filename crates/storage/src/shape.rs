@@ -114,6 +114,16 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize], op: &str) -> Result<crate::Dim
     Ok(out)
 }
 
+/// Checks the operands a backend's `matmul` receives: `a` `[..., m, k]` and `b` `[..., k, n]` with
+/// equal batch dims (the Tensor layer broadcasts first).
+pub fn check_matmul_shapes(a: &[usize], b: &[usize]) -> Result<()> {
+    let nd = a.len();
+    if nd < 2 || b.len() != nd || a[..nd - 2] != b[..nd - 2] || a[nd - 1] != b[nd - 2] {
+        return Err(Error::shape("matmul", format!("backend got shapes {a:?} and {b:?}")));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,51 +107,44 @@ fn output_dtype(predicate: bool, dtype: DType) -> DType {
     }
 }
 
-/// `unary_<op>_<dtype>(const S* in, O* out, ember_shape s, ember_operand a)`.
-fn unary_kernel(op: UnaryOp, t: CudaType) -> String {
-    let out = cuda_type(output_dtype(op.is_predicate(), t.dtype));
-    let store = if op.is_predicate() { "(bool)(r)".to_string() } else { format!("ember_store<{}>(r)", out.storage) };
+/// One op-table kernel: a grid-stride loop over the contiguous output that binds each input
+/// (`(pointer, operand, variable)`) as `T` for element `i`, evaluates the row's expression of those
+/// variables and stores it (`bool` for predicates).
+fn table_kernel(name: &str, t: CudaType, predicate: bool, inputs: &[(&str, &str, &str)], expr: &str) -> String {
+    let out = cuda_type(output_dtype(predicate, t.dtype));
+    let store = if predicate { "(bool)(r)".to_string() } else { format!("ember_store<{}>(r)", out.storage) };
+    let pointers: String = inputs.iter().map(|(p, _, _)| format!("const {}* __restrict__ {p}, ", t.storage)).collect();
+    let operands: String = inputs.iter().map(|(_, o, _)| format!(", ember_operand {o}")).collect();
+    let loads: String = inputs
+        .iter()
+        .map(|(p, o, v)| {
+            format!("        const T {v} = (T)ember_load({p}[s.contiguous ? i : ember_offset(i, s, {o})]);\n")
+        })
+        .collect();
     format!(
-        r#"extern "C" __global__ void {name}(const {s}* __restrict__ in, {o}* __restrict__ out, ember_shape s, ember_operand a) {{
+        r#"extern "C" __global__ void {name}({pointers}{o}* __restrict__ out, ember_shape s{operands}) {{
     typedef {c} T;
     long long step = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < s.numel; i += step) {{
-        const T x = (T)ember_load(in[s.contiguous ? i : ember_offset(i, s, a)]);
-        const auto r = ({expr});
+{loads}        const auto r = ({expr});
         out[i] = {store};
     }}
 }}
 "#,
-        name = unary_name(op, t.dtype),
-        s = t.storage,
         o = out.storage,
         c = t.compute,
-        expr = op.cuda_expr(),
     )
 }
 
-/// `binary_<op>_<dtype>(const S* x, const S* y, O* out, ember_shape s, ember_operand a, ember_operand b)`.
+/// `unary_<op>_<dtype>(const S* in, O* out, ember_shape s, ember_operand a)`.
+fn unary_kernel(op: UnaryOp, t: CudaType) -> String {
+    table_kernel(&unary_name(op, t.dtype), t, op.is_predicate(), &[("in", "a", "x")], op.cuda_expr())
+}
+
+/// `binary_<op>_<dtype>(const S* x, const S* y, O* out, ember_shape s, ember_operand oa, ember_operand ob)`.
 fn binary_kernel(op: BinaryOp, t: CudaType) -> String {
-    let out = cuda_type(output_dtype(op.is_predicate(), t.dtype));
-    let store = if op.is_predicate() { "(bool)(r)".to_string() } else { format!("ember_store<{}>(r)", out.storage) };
-    format!(
-        r#"extern "C" __global__ void {name}(const {s}* __restrict__ x, const {s}* __restrict__ y, {o}* __restrict__ out, ember_shape s, ember_operand oa, ember_operand ob) {{
-    typedef {c} T;
-    long long step = (long long)blockDim.x * gridDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < s.numel; i += step) {{
-        const T a = (T)ember_load(x[s.contiguous ? i : ember_offset(i, s, oa)]);
-        const T b = (T)ember_load(y[s.contiguous ? i : ember_offset(i, s, ob)]);
-        const auto r = ({expr});
-        out[i] = {store};
-    }}
-}}
-"#,
-        name = binary_name(op, t.dtype),
-        s = t.storage,
-        o = out.storage,
-        c = t.compute,
-        expr = op.cuda_expr(),
-    )
+    let inputs = [("x", "oa", "a"), ("y", "ob", "b")];
+    table_kernel(&binary_name(op, t.dtype), t, op.is_predicate(), &inputs, op.cuda_expr())
 }
 
 /// The elementwise module of one dtype: every unary and binary kernel the table gives for it, after
