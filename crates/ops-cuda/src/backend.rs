@@ -11,7 +11,8 @@
 //! indexing, im2col/col2im, the RNG) return `Error::Unsupported` naming the op, until they are written.
 
 use crate::host::{from_bytes, to_bytes};
-use crate::kernels::{elementwise, movement, reduce};
+use crate::indexing::{self, IndexKernel};
+use crate::kernels::{elementwise, index, movement, reduce};
 use crate::launch::{elementwise_args, grid_for, reduce_view, OperandArg, ShapeArg, BLOCK};
 use crate::nvrtc;
 use cudarc::cublas::{sys as cublas_sys, CudaBlas};
@@ -166,7 +167,8 @@ impl CudaBackend {
         let bytes = len.checked_mul(dtype.size_in_bytes()).ok_or_else(|| Error::out_of_memory(op, usize::MAX))?;
         // SAFETY: u8 has no invalid bit patterns; every byte is written by the kernel that
         // produces the buffer before anything reads it.
-        let data = unsafe { self.stream.alloc::<u8>(bytes.max(1)) }.map_err(|_| Error::out_of_memory(op, bytes))?;
+        let data = unsafe { self.stream.alloc::<u8>(bytes.max(1).next_multiple_of(8)) }
+            .map_err(|_| Error::out_of_memory(op, bytes))?;
         Ok(CudaBuffer { data, dtype, len, ordinal: self.ordinal })
     }
 
@@ -540,8 +542,72 @@ impl Backend for CudaBackend {
         }
         Ok(Arc::new(out))
     }
-    fn index(&self, op: IndexOp, _x: View, _index: View, _src: Option<View>) -> Result<Buffer> {
-        Err(unsupported(&format!("{op:?}")))
+    fn index(&self, op: IndexOp, x: View, index: View, src: Option<View>) -> Result<Buffer> {
+        let name = indexing::op_name(op);
+        self.check(x, name)?;
+        self.check(index, name)?;
+        let (bx, bi) = (self.buffer(x.0, name)?, self.buffer(index.0, name)?);
+        if bi.dtype != DType::I64 {
+            return Err(Error::dtype(name, format!("indices must be i64, got {}", bi.dtype)));
+        }
+        let bs = match src {
+            Some(s) => {
+                self.check(s, name)?;
+                let b = self.buffer(s.0, name)?;
+                if b.dtype != bx.dtype {
+                    return Err(Error::dtype(name, format!("src is {} but the input is {}", b.dtype, bx.dtype)));
+                }
+                Some(b)
+            }
+            None => None,
+        };
+        let p = indexing::plan(op, x.1, index.1, src.map(|s| s.1))?;
+        let err = self.stream.alloc_zeros::<i64>(2).map_err(driver_err(name))?;
+        let (stride, size) = (p.stride as i64, p.size as i64);
+        let out = match p.kernel {
+            IndexKernel::Gather => {
+                let out = self.alloc(bx.dtype, p.write.numel(), name)?;
+                if p.write.numel() > 0 {
+                    let f = self.function("index", || index::module_source().0, &index::gather_name(bx.dtype))?;
+                    let (s, o) = elementwise_args(name, &[&p.read, &p.index])?;
+                    let mut b = self.stream.launch_builder(&f);
+                    b.arg(&bx.data).arg(&bi.data).arg(&out.data).arg(&s).arg(&o[0]).arg(&o[1]);
+                    b.arg(&stride).arg(&size).arg(&err);
+                    // SAFETY: the plan's layouts lie within the checked views (zero stride along the
+                    // indexed dim, whose positions the kernel checks against `size` before reading);
+                    // `out` holds the loop's `numel` elements.
+                    unsafe { b.launch(Self::config(p.write.numel(), self.max_blocks)) }.map_err(driver_err(name))?;
+                }
+                out
+            }
+            IndexKernel::Scatter | IndexKernel::ScatterAdd => {
+                let out = self.gather(x, bx.dtype, name)?;
+                let bs = bs.ok_or_else(|| Error::invalid(name, "needs a src tensor"))?;
+                if p.index.numel() > 0 {
+                    let kernel = index::scatter_name(bx.dtype, p.kernel == IndexKernel::ScatterAdd);
+                    let f = self.function("index", || index::module_source().0, &kernel)?;
+                    let (s, o) = elementwise_args(name, &[&p.read, &p.index, &p.write])?;
+                    let mut b = self.stream.launch_builder(&f);
+                    b.arg(&bs.data).arg(&bi.data).arg(&out.data).arg(&s).arg(&o[0]).arg(&o[1]).arg(&o[2]);
+                    b.arg(&stride).arg(&size).arg(&err);
+                    // SAFETY: as above; writes land in the dense copy `out` at positions inside the
+                    // input's shape (checked indices along `dim`, the loop no larger elsewhere).
+                    unsafe { b.launch(Self::config(p.index.numel(), self.max_blocks)) }.map_err(driver_err(name))?;
+                }
+                out
+            }
+        };
+        // one synchronisation: an out-of-range index becomes an error here, never a device assert
+        let mut flag = [0i64; 2];
+        self.stream.memcpy_dtoh(&err, &mut flag).map_err(driver_err(name))?;
+        self.stream.synchronize().map_err(driver_err(name))?;
+        if flag[0] != 0 {
+            return Err(Error::invalid(
+                name,
+                format!("index {} is out of bounds for dimension with size {}", flag[1], p.size),
+            ));
+        }
+        Ok(Arc::new(out))
     }
     fn im2col(&self, _x: View, _geom: &WindowGeometry, _pad_value: f64) -> Result<Buffer> {
         Err(unsupported("im2col"))

@@ -16,6 +16,7 @@
 mod backend;
 pub mod gemm;
 mod host;
+pub mod indexing;
 pub mod kernels;
 pub mod launch;
 pub mod nvrtc;

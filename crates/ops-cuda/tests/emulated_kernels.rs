@@ -544,3 +544,204 @@ fn softmax_and_where_kernels_match_the_cpu_backend_under_emulation() {
     println!("{checked} softmax and where launches ran under emulation and matched the CPU backend");
     assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
+type Gather = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const std::ffi::c_void,
+    *const i64,
+    *mut std::ffi::c_void,
+    *const ShapeArg,
+    *const OperandArg,
+    *const OperandArg,
+    i64,
+    i64,
+    *mut i64,
+);
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
+type Scatter = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const std::ffi::c_void,
+    *const i64,
+    *mut std::ffi::c_void,
+    *const ShapeArg,
+    *const OperandArg,
+    *const OperandArg,
+    *const OperandArg,
+    i64,
+    i64,
+    *mut i64,
+);
+
+/// `d`'s bytes in 8-byte words: the scatter kernels' compare-and-swap reads the aligned 32-bit word
+/// around a 1- or 2-byte element, so the test's buffers are aligned and padded as the backend's are.
+fn aligned_words(d: &HostData) -> Vec<u64> {
+    let bytes = d.len() * d.dtype().size_in_bytes();
+    let mut words = vec![0u64; bytes.div_ceil(8)];
+    // SAFETY: `words` holds at least `bytes` bytes; the source holds exactly that many.
+    unsafe { std::ptr::copy_nonoverlapping(ptr(d).cast::<u8>(), words.as_mut_ptr().cast::<u8>(), bytes) };
+    words
+}
+
+/// The first `n` elements of `dtype` in `words`.
+fn from_words(words: &[u64], dtype: DType, n: usize) -> HostData {
+    let out = zeroed(dtype, n);
+    // SAFETY: `out` holds `n` elements of `dtype`; `words` at least as many bytes (built for them).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            words.as_ptr().cast::<u8>(),
+            ptr(&out).cast_mut().cast(),
+            n * dtype.size_in_bytes(),
+        )
+    };
+    out
+}
+
+/// One indexing test: the op, the index values, the index's layout and the src shape.
+type IndexCase = (ember_storage::IndexOp, Vec<i64>, Layout, Option<Vec<usize>>);
+
+/// index_select, gather, scatter, scatter_add and index_add for every dtype, over a transposed
+/// [4, 6, 5] input and strided indices (repeated ones for the adds), through the same host plan
+/// the backend uses ([`ember_ops_cuda::indexing::plan`]), match the CPU backend; an index out of
+/// range sets the error flag (and the CPU backend refuses it too).
+#[test]
+fn indexing_kernels_match_the_cpu_backend_under_emulation() {
+    use ember_ops_cuda::indexing::{plan, IndexKernel};
+    use ember_ops_cuda::kernels::index;
+    use ember_storage::IndexOp;
+    let dir = std::env::temp_dir().join(format!("ember-emulation-ix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, _) = index::module_source();
+    let mut cpp = String::from("#include \"cuda_emulation.h\"\n");
+    cpp.push_str(&src);
+    for t in CUDA_TYPES {
+        let args = format!("(const {0}*)x, idx, ({0}*)out, *s, *a, *b, stride, size, err", t.storage);
+        cpp.push_str(&launcher(&index::gather_name(t.dtype), "const void* x, const long long* idx, void* out, const ember_shape* s, const ember_operand* a, const ember_operand* b, long long stride, long long size, long long* err", &args));
+        for add in [false, true] {
+            let args = format!("(const {0}*)x, idx, ({0}*)out, *s, *a, *b, *c, stride, size, err", t.storage);
+            cpp.push_str(&launcher(&index::scatter_name(t.dtype, add), "const void* x, const long long* idx, void* out, const ember_shape* s, const ember_operand* a, const ember_operand* b, const ember_operand* c, long long stride, long long size, long long* err", &args));
+        }
+    }
+    let Some(lib_path) = compile_cpp(&dir, "index", &cpp) else { return };
+    // SAFETY: built just above from the generated sources, with launchers of these signatures.
+    let lib = unsafe { libloading::Library::new(&lib_path) }.expect("load the emulated module");
+    let cpu = CpuBackend::new();
+    let view = Layout::contiguous(&[6, 4, 5]).transpose(0, 1).unwrap(); // [4, 6, 5]
+                                                                        // (op, index values, index layout, src shape): every second element of a longer index buffer
+                                                                        // for index_select; a transposed index for gather; one permutation per line for scatter
+    let perm: Vec<i64> = (0..2 * 6 * 5).map(|k| ((k / 5 + 2 * (k % 5) + k / 30) % 4) as i64).collect();
+    let cases: Vec<IndexCase> = vec![
+        (
+            IndexOp::IndexSelect { dim: 1 },
+            vec![5, 9, 0, 9, 3, 9, 3],
+            Layout::contiguous(&[7]).slice(0, 0, 7, 2).unwrap(),
+            None,
+        ),
+        (
+            IndexOp::Gather { dim: 2 },
+            (0..18).map(|k| (k * 7 % 5) as i64).collect(),
+            Layout::contiguous(&[3, 6, 1]).transpose(0, 2).unwrap().expand(&[4, 6, 3]).unwrap(),
+            None,
+        ),
+        (
+            IndexOp::Gather { dim: 0 },
+            (0..40).map(|k| (k % 4) as i64).collect(),
+            Layout::contiguous(&[2, 4, 5]).transpose(0, 1).unwrap().narrow(1, 0, 1).unwrap(),
+            None,
+        ),
+        (IndexOp::Scatter { dim: 0 }, perm.clone(), Layout::contiguous(&[2, 6, 5]), Some(vec![3, 6, 5])),
+        (
+            IndexOp::ScatterAdd { dim: 1 },
+            (0..60).map(|k| (k * 5 % 6) as i64).collect(),
+            Layout::contiguous(&[4, 3, 5]),
+            Some(vec![4, 6, 5]),
+        ),
+        (IndexOp::IndexAdd { dim: 2 }, vec![2, 0, 2], Layout::contiguous(&[3]), Some(vec![4, 6, 3])),
+        (IndexOp::Gather { dim: 1 }, vec![1, 6, 0], Layout::contiguous(&[1, 3, 1]), None), // 6 is out of range
+    ];
+    let (mut failures, mut checked) = (vec![], 0);
+    for t in CUDA_TYPES {
+        let x = values(t.dtype, 120, 21, false);
+        let xbuf = cpu.upload(x.clone()).unwrap();
+        let dense_x =
+            cpu.download((&cpu.cast((&xbuf, &view), t.dtype).unwrap(), &Layout::contiguous(&[4, 6, 5]))).unwrap();
+        for (op, idx, il, src_shape) in &cases {
+            let src = src_shape.as_ref().map(|s| values(t.dtype, s.iter().product(), 17, false));
+            let sl = src_shape.as_ref().map(|s| Layout::contiguous(s));
+            let p = plan(*op, &view, il, sl.as_ref()).unwrap();
+            let mut err = [0i64; 2];
+            let out_n: usize = p.out_shape.iter().product();
+            let mut words = match p.kernel {
+                IndexKernel::Gather => aligned_words(&zeroed(t.dtype, out_n)),
+                _ => aligned_words(&dense_x),
+            };
+            // SAFETY: as above; the plan's layouts address only the buffers' elements, the output
+            // words hold `out_n` elements and are 8-byte aligned and padded.
+            unsafe {
+                if p.kernel == IndexKernel::Gather {
+                    let (s, o) = elementwise_args("test", &[&p.read, &p.index]).unwrap();
+                    let f: libloading::Symbol<Gather> =
+                        lib.get(format!("launch_{}", index::gather_name(t.dtype)).as_bytes()).unwrap();
+                    f(
+                        3,
+                        8,
+                        ptr(&x),
+                        idx.as_ptr(),
+                        words.as_mut_ptr().cast(),
+                        &s,
+                        &o[0],
+                        &o[1],
+                        p.stride as i64,
+                        p.size as i64,
+                        err.as_mut_ptr(),
+                    );
+                } else {
+                    let (s, o) = elementwise_args("test", &[&p.read, &p.index, &p.write]).unwrap();
+                    let name = index::scatter_name(t.dtype, p.kernel == IndexKernel::ScatterAdd);
+                    let f: libloading::Symbol<Scatter> = lib.get(format!("launch_{name}").as_bytes()).unwrap();
+                    let sv = src.as_ref().unwrap();
+                    f(
+                        3,
+                        8,
+                        ptr(sv),
+                        idx.as_ptr(),
+                        words.as_mut_ptr().cast(),
+                        &s,
+                        &o[0],
+                        &o[1],
+                        &o[2],
+                        p.stride as i64,
+                        p.size as i64,
+                        err.as_mut_ptr(),
+                    );
+                }
+            }
+            let ibuf = cpu.upload(HostData::I64(idx.clone())).unwrap();
+            let sbuf = src.map(|s| cpu.upload(s).unwrap());
+            let want = cpu.index(*op, (&xbuf, &view), (&ibuf, il), sbuf.as_ref().zip(sl.as_ref()));
+            let label = format!("{:?} {}", op, t.suffix);
+            match want {
+                Err(_) => {
+                    if err != [1, 6] {
+                        failures.push(format!("{label}: the CPU refuses, the kernel's flag is {err:?}"));
+                    }
+                }
+                Ok(w) => {
+                    let w = cpu.download((&w, &Layout::contiguous(&p.out_shape))).unwrap();
+                    let got = from_words(&words, t.dtype, out_n);
+                    let bad = differences(&got, &w, tolerance(t.dtype) * 4.0);
+                    if err[0] != 0 || !bad.is_empty() {
+                        failures.push(format!("{label}: flag {err:?}; {}", bad.join(", ")));
+                    }
+                }
+            }
+            checked += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{checked} indexing launches ran under emulation and matched the CPU backend");
+    assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(checked, 8 * 7);
+}

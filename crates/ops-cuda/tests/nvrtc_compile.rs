@@ -80,3 +80,14 @@ fn the_reduction_kernels_compile_for_sm_90() {
     println!("{} reduction and {} softmax kernels compiled for sm_90", kernels.len(), softmax.len());
     assert_eq!((kernels.len(), softmax.len()), (8 * 8, 4));
 }
+
+#[test]
+fn the_indexing_kernels_compile_for_sm_90() {
+    if skip_without_nvrtc() {
+        return;
+    }
+    let (src, names) = ember_ops_cuda::kernels::index::module_source();
+    compile_all(&src, "index.cu", names.iter().map(String::as_str));
+    println!("{} gather/scatter/scatter_add kernels compiled for sm_90", names.len());
+    assert_eq!(names.len(), 8 * 3);
+}

@@ -3,6 +3,7 @@
 
 pub mod dtype;
 pub mod elementwise;
+pub mod index;
 pub mod movement;
 pub mod reduce;
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <atomic>
 #include <barrier>
 #include <thread>
 #include <vector>
@@ -78,6 +79,26 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
 inline __half __double2half(double d) { return __half{(_Float16)d}; }
 // through f32: a second rounding only for doubles within half an f32 ulp of a bf16 midpoint
 inline __nv_bfloat16 __double2bfloat16(double d) { return __float2bfloat16_rn((float)d); }
+
+// Bits of the 16-bit float types, and the atomics the indexing kernels use (std::atomic_ref, so
+// they stay atomic under the threaded launcher too).
+inline unsigned short __half_as_ushort(__half h) { unsigned short u; memcpy(&u, &h, 2); return u; }
+inline __half __ushort_as_half(unsigned short u) { __half h; memcpy(&h, &u, 2); return h; }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.bits; }
+inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) { return __nv_bfloat16{u}; }
+template <typename T> inline T atomicCAS(T* p, T compare, T value) {
+    std::atomic_ref<T>(*p).compare_exchange_strong(compare, value);
+    return compare; // the old value, as CUDA's
+}
+template <typename T> inline T atomicAdd(T* p, T v) {
+    if constexpr (std::is_floating_point_v<T>) {
+        T old = std::atomic_ref<T>(*p).load();
+        while (!std::atomic_ref<T>(*p).compare_exchange_weak(old, old + v)) {}
+        return old;
+    } else {
+        return std::atomic_ref<T>(*p).fetch_add(v);
+    }
+}
 
 // Kernels with __syncthreads and __shared__ memory: each block's threads run as OS threads that meet
 // at a barrier; shared arrays are function statics (one block runs at a time).
