@@ -59,7 +59,7 @@ pub(crate) fn forward<T: GemmElement + Send + Sync + 'static>(
 /// Gradients of [`forward`] from `gy` `[N, OC, L]`: the input's `[N, C, H, W]` (when `need_x`)
 /// and the weight's `[OC, C * K]` (when `need_w`).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward<T: GemmElement + Send + Sync + std::ops::Add<Output = T> + 'static>(
+pub(crate) fn backward<T: GemmElement + Send + Sync + crate::window::Accumulate + 'static>(
     x: &[T],
     w: &[T],
     cout: usize,
@@ -120,7 +120,7 @@ pub(crate) fn backward<T: GemmElement + Send + Sync + std::ops::Add<Output = T> 
             for (c, row) in part.chunks(d.cout).enumerate() {
                 for (o, &v) in row.iter().enumerate() {
                     let at = &mut dw[o * d.ck + c];
-                    *at = if gi == 0 { v } else { *at + v };
+                    *at = if gi == 0 { v } else { at.accumulate(v) };
                 }
             }
         }
@@ -189,7 +189,7 @@ pub(crate) mod entry {
             return Err(Error::shape(OP, format!("output gradient {:?} should be {want:?}", gy.1.shape())));
         }
         type Grads = (Option<Buffer>, Option<Buffer>);
-        fn go<T: super::GemmElement + HostElement + Send + Sync + std::ops::Add<Output = T> + 'static>(
+        fn go<T: super::GemmElement + HostElement + Send + Sync + crate::window::Accumulate + 'static>(
             x: View,
             w: View,
             gy: View,

@@ -6,6 +6,28 @@ use ember_storage::WindowGeometry;
 use rayon::prelude::*;
 
 /// For kernel position `kk` and output position `p`, the flat input index, or `None` in the padding.
+/// The sum col2im folds with: float addition, and wrapping addition for integers (as PyTorch's
+/// integer arithmetic; a plain `+` would panic on overflow in debug builds).
+pub(crate) trait Accumulate: Copy {
+    /// `self + v`.
+    fn accumulate(self, v: Self) -> Self;
+}
+impl Accumulate for f32 {
+    fn accumulate(self, v: Self) -> Self {
+        self + v
+    }
+}
+impl Accumulate for f64 {
+    fn accumulate(self, v: Self) -> Self {
+        self + v
+    }
+}
+impl Accumulate for i64 {
+    fn accumulate(self, v: Self) -> Self {
+        self.wrapping_add(v)
+    }
+}
+
 #[inline]
 fn source(g: &WindowGeometry, kk: &[usize], p: &[usize]) -> Option<usize> {
     let mut flat = 0usize;
@@ -83,7 +105,7 @@ fn im2col_plane_2d<T: Copy>(xp: &[T], o: &mut [T], g: &WindowGeometry, r: &Rows2
 }
 
 /// The adjoint of [`im2col_plane_2d`].
-fn col2im_plane_2d<T: Copy + std::ops::Add<Output = T>>(cp: &[T], o: &mut [T], g: &WindowGeometry, r: &Rows2d) {
+fn col2im_plane_2d<T: Copy + Accumulate>(cp: &[T], o: &mut [T], g: &WindowGeometry, r: &Rows2d) {
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
     let l = r.oh * r.ow;
     let sx = g.stride[1];
@@ -99,13 +121,13 @@ fn col2im_plane_2d<T: Copy + std::ops::Add<Output = T>>(cp: &[T], o: &mut [T], g
                         // contiguous on both sides: a plain (vectorisable) row add
                         let x0 = x0 as usize;
                         for (d, &v) in dst[x0..x0 + src.len()].iter_mut().zip(src) {
-                            *d = *d + v;
+                            *d = d.accumulate(v);
                         }
                         continue;
                     }
                     for (j, &v) in src.iter().enumerate() {
                         let x = x0 as usize + j * sx;
-                        dst[x] = dst[x] + v;
+                        dst[x] = dst[x].accumulate(v);
                     }
                 }
             }
@@ -123,12 +145,7 @@ pub(crate) fn im2col_sample_2d<T: Copy>(xs: &[T], o: &mut [T], g: &WindowGeometr
 }
 
 /// The adjoint of [`im2col_sample_2d`]: adds `[C * K, L]` columns into one sample's `[C, H, W]`.
-pub(crate) fn col2im_sample_2d<T: Copy + std::ops::Add<Output = T>>(
-    cols: &[T],
-    o: &mut [T],
-    g: &WindowGeometry,
-    out_sp: &[usize],
-) {
+pub(crate) fn col2im_sample_2d<T: Copy + Accumulate>(cols: &[T], o: &mut [T], g: &WindowGeometry, out_sp: &[usize]) {
     let r = Rows2d::new(g, out_sp);
     let (plane, kl) = (r.h * r.w, g.kernel_numel() * r.oh * r.ow);
     for c in 0..g.channels {
@@ -182,7 +199,7 @@ pub(crate) fn im2col<T: Copy + Send + Sync + Default + 'static>(
 }
 
 /// The adjoint of [`im2col`]: sums dense `[N, C * K, L]` columns into dense `[N, C, *input]`.
-pub(crate) fn col2im<T: Copy + Send + Sync + Default + 'static + std::ops::Add<Output = T>>(
+pub(crate) fn col2im<T: Copy + Send + Sync + Default + 'static + Accumulate>(
     cols: &[T],
     g: &WindowGeometry,
     out_sp: &[usize],
@@ -213,7 +230,7 @@ pub(crate) fn col2im<T: Copy + Send + Sync + Default + 'static + std::ops::Add<O
                 let mut j = 0;
                 for_each_index(out_sp, |p| {
                     if let Some(s) = source(g, kk, p) {
-                        o[s] = o[s] + src[j];
+                        o[s] = o[s].accumulate(src[j]);
                     }
                     j += 1;
                 });
@@ -329,4 +346,31 @@ pub(crate) fn max_pool2d<T: Copy + Send + Sync + Default + PartialOrd + 'static>
             .for_each(|(p, (vo, io))| per_plane(p, vo, io))
     });
     (vals, idx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Integer col2im wraps on overflow as PyTorch's integer sums do (it panicked in debug builds;
+    /// found by the CUDA backend's emulation test, which feeds i64 extremes).
+    #[test]
+    fn integer_col2im_wraps_instead_of_panicking() {
+        // one input element read by two windows (kernel 2, padding 1): 1-d and 2-d paths
+        for (input, kernel) in [(vec![1], vec![2]), (vec![1, 1], vec![1, 2])] {
+            let n = input.len();
+            let g = WindowGeometry {
+                batch: 1,
+                channels: 1,
+                input,
+                kernel,
+                stride: vec![1; n],
+                padding: [vec![0; n - 1], vec![1]].concat(),
+                dilation: vec![1; n],
+            };
+            let out_sp = g.output().unwrap();
+            let cols = vec![i64::MAX; g.kernel_numel() * out_sp.iter().product::<usize>()];
+            assert_eq!(col2im(&cols, &g, &out_sp), vec![i64::MAX.wrapping_add(i64::MAX)], "{g:?}");
+        }
+    }
 }

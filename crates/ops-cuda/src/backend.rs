@@ -5,15 +5,19 @@
 //! with strided operands passed by value. Every read back to the host synchronises the stream; a
 //! CUDA error becomes an `Error` naming the op.
 //!
-//! Implemented so far: upload, download, fill, casts between all dtypes, strided assignment, the
-//! elementwise op table (unary and binary, see [`crate::kernels::elementwise`] for which rows run on
-//! integer dtypes), `where`, the reductions and softmax/log_softmax. The other op families (scans, sort, matmul,
-//! indexing, im2col/col2im, the RNG) return `Error::Unsupported` naming the op, until they are written.
+//! Every `Backend` op runs on the device: upload/download, fill, casts between all dtypes,
+//! strided assignment, the elementwise op table (see [`crate::kernels::elementwise`] for which rows
+//! run on integer dtypes), `where`, reductions, scans, a stable merge sort, softmax/log_softmax,
+//! matmul through cuBLAS (floating dtypes), the indexing ops (indices checked on the device, see
+//! [`crate::kernels::index`]), im2col/col2im and the Philox RNG. No fused kernels yet
+//! (`Backend::fused` is `None`): convolution, pooling and norms compose from these ops.
 
 use crate::host::{from_bytes, to_bytes};
 use crate::indexing::{self, IndexKernel};
-use crate::kernels::{elementwise, index, movement, reduce};
-use crate::launch::{elementwise_args, grid_for, reduce_view, OperandArg, ShapeArg, BLOCK};
+use crate::kernels::{elementwise, index, movement, random, reduce, scan, sort, window};
+use crate::launch::{
+    elementwise_args, grid_for, raw_operand, reduce_view, window_arg, OperandArg, ShapeArg, WindowArg, BLOCK,
+};
 use crate::nvrtc;
 use cudarc::cublas::{sys as cublas_sys, CudaBlas};
 use cudarc::driver::{
@@ -32,6 +36,8 @@ use std::sync::{Arc, Mutex};
 unsafe impl DeviceRepr for ShapeArg {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for OperandArg {}
+// SAFETY: a #[repr(C)] struct of integers laid out as the window kernels' ember_window.
+unsafe impl DeviceRepr for WindowArg {}
 
 /// Device memory holding `len` elements of `dtype`.
 #[derive(Debug)]
@@ -198,13 +204,6 @@ impl CudaBackend {
         unsafe { b.launch(Self::config(x.1.numel(), self.max_blocks)) }.map_err(driver_err(op))?;
         Ok(out)
     }
-}
-
-fn unsupported(op: &str) -> Error {
-    Error::unsupported(
-        op,
-        "not implemented on CUDA yet (the CUDA backend has data movement, the elementwise op table, where, reductions and softmax so far)",
-    )
 }
 
 impl Backend for CudaBackend {
@@ -404,11 +403,84 @@ impl Backend for CudaBackend {
         }
         Ok(Arc::new(out))
     }
-    fn scan(&self, op: ScanOp, _x: View, _dim: usize) -> Result<(Buffer, Option<Buffer>)> {
-        Err(unsupported(&format!("{op:?}")))
+    fn scan(&self, op: ScanOp, x: View, dim: usize) -> Result<(Buffer, Option<Buffer>)> {
+        self.check(x, "scan")?;
+        let src = self.buffer(x.0, "scan")?;
+        if x.1.ndim() == 0 {
+            // a 0-d tensor is one row of one element
+            return self.scan(op, (x.0, &x.1.unsqueeze(0)?), dim);
+        }
+        let (permuted, rows, k) = reduce_view("scan", x.1, &[dim])?;
+        let (dense, _, _) = reduce_view("scan", &Layout::contiguous(x.1.shape()), &[dim])?;
+        let out = self.alloc(src.dtype, x.1.numel(), "scan")?;
+        let idx = if scan::has_indices(op) { Some(self.alloc(DType::I64, x.1.numel(), "scan")?) } else { None };
+        if rows > 0 && k > 0 {
+            let name = scan::scan_name(op, src.dtype);
+            let f = self.function("scan", || scan::module_source().0, &name)?;
+            let (s, o) = elementwise_args("scan", &[&permuted, &dense])?;
+            let (rows_i, k_i) = (rows as i64, k as i64);
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&src.data).arg(&out.data);
+            if let Some(i) = &idx {
+                b.arg(&i.data);
+            }
+            b.arg(&s).arg(&o[0]).arg(&o[1]).arg(&rows_i).arg(&k_i);
+            // SAFETY: reads only the checked view; writes each of the `numel` dense output (and
+            // index) elements once through the permuted dense layout, a bijection onto them.
+            unsafe { b.launch(Self::config(rows, self.max_blocks)) }.map_err(driver_err(&name))?;
+        }
+        Ok((Arc::new(out), idx.map(|i| Arc::new(i) as Buffer)))
     }
-    fn sort(&self, _x: View, _dim: usize, _descending: bool, _stable: bool) -> Result<(Buffer, Buffer)> {
-        Err(unsupported("sort"))
+    fn sort(&self, x: View, dim: usize, descending: bool, _stable: bool) -> Result<(Buffer, Buffer)> {
+        // every sort here is stable (a merge sort)
+        self.check(x, "sort")?;
+        let src = self.buffer(x.0, "sort")?;
+        if x.1.ndim() == 0 {
+            return self.sort((x.0, &x.1.unsqueeze(0)?), dim, descending, true);
+        }
+        let numel = x.1.numel();
+        let (permuted, _, k) = reduce_view("sort", x.1, &[dim])?;
+        let (dense, _, _) = reduce_view("sort", &Layout::contiguous(x.1.shape()), &[dim])?;
+        let (values, indices) = (self.alloc(src.dtype, numel, "sort")?, self.alloc(DType::I64, numel, "sort")?);
+        if numel == 0 {
+            return Ok((Arc::new(values), Arc::new(indices)));
+        }
+        let widths = sort::merge_widths(k);
+        let init = self.function("sort", || sort::module_source().0, &sort::init_name(src.dtype))?;
+        let merge = self.function("sort", || sort::module_source().0, &sort::merge_name(src.dtype))?;
+        let rows_layout = Layout::contiguous(permuted.shape());
+        // ping-pong buffers for the passes before the last, which writes `values` and `indices`
+        let mut scratch = vec![];
+        for _ in 0..widths.len().min(2) {
+            scratch.push((self.alloc(src.dtype, numel, "sort")?, self.alloc(DType::I64, numel, "sort")?));
+        }
+        let k_i = k as i64;
+        {
+            // the input, permuted to rows, into the first scratch pair (or the result when k <= 1)
+            let (s, o) = elementwise_args("sort", &[&permuted, if widths.is_empty() { &dense } else { &rows_layout }])?;
+            let (v, i) = scratch.first().map_or((&values, &indices), |(v, i)| (v, i));
+            let mut b = self.stream.launch_builder(&init);
+            b.arg(&src.data).arg(&v.data).arg(&i.data).arg(&s).arg(&o[0]).arg(&o[1]).arg(&k_i);
+            // SAFETY: reads the checked view; writes each of the `numel` elements of `v` and `i`
+            // once (a contiguous or permuted dense layout of their shape).
+            unsafe { b.launch(Self::config(numel, self.max_blocks)) }.map_err(driver_err("sort"))?;
+        }
+        let (n_i, desc) = (numel as i64, i32::from(descending));
+        for (pass, &width) in widths.iter().enumerate() {
+            let last = pass + 1 == widths.len();
+            let (from_v, from_i) = (&scratch[pass % 2].0, &scratch[pass % 2].1);
+            let (to_v, to_i) =
+                if last { (&values, &indices) } else { (&scratch[(pass + 1) % 2].0, &scratch[(pass + 1) % 2].1) };
+            let (s, o) = elementwise_args("sort", &[if last { &dense } else { &rows_layout }])?;
+            let w_i = width as i64;
+            let mut b = self.stream.launch_builder(&merge);
+            b.arg(&from_v.data).arg(&from_i.data).arg(&to_v.data).arg(&to_i.data).arg(&s).arg(&o[0]);
+            b.arg(&n_i).arg(&k_i).arg(&w_i).arg(&desc);
+            // SAFETY: reads `numel` dense elements; each lands at a distinct place of its row
+            // (a merge's positions are a permutation), written once through a dense layout.
+            unsafe { b.launch(Self::config(numel, self.max_blocks)) }.map_err(driver_err("sort"))?;
+        }
+        Ok((Arc::new(values), Arc::new(indices)))
     }
     fn softmax(&self, x: View, dim: usize, log: bool) -> Result<Buffer> {
         let op = if log { "log_softmax" } else { "softmax" };
@@ -609,13 +681,72 @@ impl Backend for CudaBackend {
         }
         Ok(Arc::new(out))
     }
-    fn im2col(&self, _x: View, _geom: &WindowGeometry, _pad_value: f64) -> Result<Buffer> {
-        Err(unsupported("im2col"))
+    fn im2col(&self, x: View, geom: &WindowGeometry, pad_value: f64) -> Result<Buffer> {
+        self.check(x, "im2col")?;
+        let src = self.buffer(x.0, "im2col")?;
+        let w = window_arg("im2col", geom)?;
+        let mut expect = vec![geom.batch, geom.channels];
+        expect.extend(&geom.input);
+        if x.1.shape() != expect.as_slice() {
+            return Err(Error::shape(
+                "im2col",
+                format!("input {:?} does not match the window's {expect:?}", x.1.shape()),
+            ));
+        }
+        let numel = (w.batch * w.channels * w.kernel_numel * w.out_numel) as usize;
+        let out = self.alloc(src.dtype, numel, "im2col")?;
+        if numel > 0 {
+            let f = self.function("window", || window::module_source().0, &window::im2col_name(src.dtype))?;
+            let ox = raw_operand("im2col", x.1)?;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&src.data).arg(&out.data).arg(&w).arg(&ox).arg(&pad_value);
+            // SAFETY: reads the checked view only at coordinates inside its shape (positions
+            // outside the input are padding); writes the `numel` elements of `out`.
+            unsafe { b.launch(Self::config(numel, self.max_blocks)) }.map_err(driver_err("im2col"))?;
+        }
+        Ok(Arc::new(out))
     }
-    fn col2im(&self, _cols: View, _geom: &WindowGeometry) -> Result<Buffer> {
-        Err(unsupported("col2im"))
+    fn col2im(&self, cols: View, geom: &WindowGeometry) -> Result<Buffer> {
+        self.check(cols, "col2im")?;
+        let src = self.buffer(cols.0, "col2im")?;
+        if !window::col2im_supported(src.dtype) {
+            return Err(Error::dtype("col2im", format!("not defined for {}", src.dtype)));
+        }
+        let w = window_arg("col2im", geom)?;
+        let expect = [geom.batch, geom.channels * geom.kernel_numel(), w.out_numel as usize];
+        if cols.1.shape() != expect.as_slice() {
+            return Err(Error::shape(
+                "col2im",
+                format!("columns {:?} do not match the window's {expect:?}", cols.1.shape()),
+            ));
+        }
+        let numel = geom.batch * geom.channels * geom.input.iter().product::<usize>();
+        let out = self.alloc(src.dtype, numel, "col2im")?;
+        if numel > 0 {
+            let f = self.function("window", || window::module_source().0, &window::col2im_name(src.dtype))?;
+            let oc = raw_operand("col2im", cols.1)?;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&src.data).arg(&out.data).arg(&w).arg(&oc);
+            // SAFETY: reads the checked [N, C*K, L] view at coordinates inside its shape; writes
+            // the `numel` elements of `out`.
+            unsafe { b.launch(Self::config(numel, self.max_blocks)) }.map_err(driver_err("col2im"))?;
+        }
+        Ok(Arc::new(out))
     }
-    fn random(&self, op: RngOp, _dtype: DType, _numel: usize, _key: RngKey) -> Result<Buffer> {
-        Err(unsupported(&format!("{op:?}")))
+    fn random(&self, op: RngOp, dtype: DType, numel: usize, key: RngKey) -> Result<Buffer> {
+        if !dtype.is_float() {
+            return Err(Error::dtype("random", format!("needs a floating dtype, got {dtype}")));
+        }
+        let out = self.alloc(dtype, numel, "random")?;
+        if numel > 0 {
+            let f = self.function("random", || random::module_source().0, &random::random_name(dtype))?;
+            let (kind, a, b_arg) = random::random_args(op);
+            let n = numel as i64;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&out.data).arg(&n).arg(&key.seed).arg(&key.offset).arg(&kind).arg(&a).arg(&b_arg);
+            // SAFETY: writes the `numel` elements of `out`.
+            unsafe { b.launch(Self::config(numel, self.max_blocks)) }.map_err(driver_err("random"))?;
+        }
+        Ok(Arc::new(out))
     }
 }

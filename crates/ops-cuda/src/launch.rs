@@ -2,7 +2,7 @@
 //! `ember_shape` and `ember_operand` in the prelude, field for field), with adjacent dims merged
 //! where every operand allows it, and the grid size of a grid-stride loop.
 
-use ember_storage::{Error, Layout, Result};
+use ember_storage::{Error, Layout, Result, WindowGeometry};
 
 /// The most dims a kernel indexes (`EMBER_MAX_DIMS` in the prelude), after merging.
 pub const MAX_DIMS: usize = 8;
@@ -99,6 +99,78 @@ pub fn reduce_view(op: &str, l: &Layout, dims: &[usize]) -> Result<(Layout, usiz
     let k = reduced.iter().map(|&d| l.shape()[d]).product();
     perm.extend(&reduced);
     Ok((l.permute(&perm)?, rows, k))
+}
+
+/// `ember_window`: a window geometry by value (mirrors the struct in `kernels::window`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowArg {
+    /// N.
+    pub batch: i64,
+    /// C.
+    pub channels: i64,
+    /// Kernel positions (product of the kernel sizes).
+    pub kernel_numel: i64,
+    /// Output positions (product of the output sizes).
+    pub out_numel: i64,
+    /// Spatial dims in use.
+    pub nsp: i32,
+    /// Input sizes.
+    pub input: [i64; crate::kernels::window::WINDOW_DIMS],
+    /// Kernel sizes.
+    pub kernel: [i64; crate::kernels::window::WINDOW_DIMS],
+    /// Strides.
+    pub stride: [i64; crate::kernels::window::WINDOW_DIMS],
+    /// Paddings.
+    pub padding: [i64; crate::kernels::window::WINDOW_DIMS],
+    /// Dilations.
+    pub dilation: [i64; crate::kernels::window::WINDOW_DIMS],
+    /// Output sizes.
+    pub output: [i64; crate::kernels::window::WINDOW_DIMS],
+}
+
+/// The kernel argument of a window geometry: `Err` when the window does not fit the input or has
+/// more spatial dims than the kernels handle.
+pub fn window_arg(op: &str, g: &WindowGeometry) -> Result<WindowArg> {
+    const D: usize = crate::kernels::window::WINDOW_DIMS;
+    let out = g.output().ok_or_else(|| Error::invalid(op, format!("window {g:?} does not fit")))?;
+    let nsp = g.input.len();
+    if nsp == 0 || nsp > D {
+        return Err(Error::unsupported(op, format!("CUDA windows have 1 to {D} spatial dims, got {nsp}")));
+    }
+    let fill = |v: &[usize]| -> Result<[i64; D]> {
+        let mut a = [1i64; D];
+        for (a, &v) in a.iter_mut().zip(v) {
+            *a = to_i64(op, v)?;
+        }
+        Ok(a)
+    };
+    Ok(WindowArg {
+        batch: to_i64(op, g.batch)?,
+        channels: to_i64(op, g.channels)?,
+        kernel_numel: to_i64(op, g.kernel_numel())?,
+        out_numel: to_i64(op, out.iter().product())?,
+        nsp: nsp as i32,
+        input: fill(&g.input)?,
+        kernel: fill(&g.kernel)?,
+        stride: fill(&g.stride)?,
+        padding: fill(&g.padding)?,
+        dilation: fill(&g.dilation)?,
+        output: fill(&out)?,
+    })
+}
+
+/// A layout's offset and strides as an `ember_operand` (no dim merging: window kernels address
+/// `[N, C, *spatial]` or `[N, C*K, L]` by coordinates).
+pub fn raw_operand(op: &str, l: &Layout) -> Result<OperandArg> {
+    if l.ndim() > MAX_DIMS {
+        return Err(Error::unsupported(op, format!("at most {MAX_DIMS} dims, got {:?}", l.shape())));
+    }
+    let mut o = OperandArg { offset: to_i64(op, l.offset())?, stride: [0; MAX_DIMS] };
+    for (s, &v) in o.stride.iter_mut().zip(l.strides()) {
+        *s = to_i64(op, v)?;
+    }
+    Ok(o)
 }
 
 fn to_i64(op: &str, v: usize) -> Result<i64> {

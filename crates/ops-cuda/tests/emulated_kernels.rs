@@ -745,3 +745,433 @@ fn indexing_kernels_match_the_cpu_backend_under_emulation() {
     assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
     assert_eq!(checked, 8 * 7);
 }
+
+/// Compiles `src` (a generated module) as C++ with launchers `launch_<name>(grid, block, params)`
+/// that call each kernel of `names` with `args` (in which `S` is the kernel's storage type);
+/// `None` (after saying so) without a compiler.
+fn emulated_module(
+    dir: &Path,
+    stem: &str,
+    src: &str,
+    kernels: &[(String, DType)],
+    params: &str,
+    args: &str,
+) -> Option<libloading::Library> {
+    let mut cpp = String::from("#include \"cuda_emulation.h\"\n");
+    cpp.push_str(src);
+    for (name, dtype) in kernels {
+        cpp.push_str(&launcher(name, params, &args.replace('S', cuda_type(*dtype).storage)));
+    }
+    let path = compile_cpp(dir, stem, &cpp)?;
+    // SAFETY: built just above from the generated sources; callers use the launchers' signatures.
+    Some(unsafe { libloading::Library::new(&path) }.expect("load the emulated module"))
+}
+
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
+type Random = unsafe extern "C" fn(u32, u32, *mut std::ffi::c_void, i64, u64, u64, i32, f64, f64);
+
+/// The Philox stream: uniform, normal and Bernoulli draws for every floating dtype, from a nonzero
+/// offset and a seed above 2^32, are bit-identical to the CPU backend's.
+#[test]
+fn rng_kernels_give_the_cpu_backends_bits_under_emulation() {
+    use ember_ops_cuda::kernels::random;
+    use ember_storage::{RngKey, RngOp};
+    let dir = std::env::temp_dir().join(format!("ember-emulation-rng-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, names) = random::module_source();
+    let kernels: Vec<_> =
+        CUDA_TYPES.iter().filter(|t| t.dtype.is_float()).map(|t| (random::random_name(t.dtype), t.dtype)).collect();
+    assert_eq!(names.len(), kernels.len());
+    let params =
+        "void* out, long long n, unsigned long long seed, unsigned long long offset, int kind, double a, double b";
+    let Some(lib) = emulated_module(&dir, "random", &src, &kernels, params, "(S*)out, n, seed, offset, kind, a, b")
+    else {
+        return;
+    };
+    let cpu = CpuBackend::new();
+    let key = RngKey { seed: 0x1234_5678_9abc, offset: 77 };
+    let n = 1000;
+    let mut failures = vec![];
+    for (name, dtype) in &kernels {
+        for op in [
+            RngOp::Uniform { low: -2.0, high: 3.0 },
+            RngOp::Normal { mean: 0.5, std: 2.0 },
+            RngOp::Bernoulli { p: 0.3, value: 1.0 / 0.7 },
+        ] {
+            let out = zeroed(*dtype, n);
+            let (kind, a, b) = random::random_args(op);
+            // SAFETY: `out` holds the `n` elements the kernel writes.
+            unsafe {
+                let f: libloading::Symbol<Random> = lib.get(format!("launch_{name}").as_bytes()).unwrap();
+                f(3, 16, ptr(&out).cast_mut(), n as i64, key.seed, key.offset, kind, a, b);
+            }
+            let want = cpu.random(op, *dtype, n, key).unwrap();
+            let want = cpu.download((&want, &Layout::contiguous(&[n]))).unwrap();
+            let bad = differences(&out, &want, 0.0);
+            if !bad.is_empty() {
+                failures.push(format!("{name} {op:?}: {}", bad.join(", ")));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{} RNG kernels x 3 distributions gave the CPU backend's values bit for bit", kernels.len());
+    assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
+type ScanValues = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *const ShapeArg,
+    *const OperandArg,
+    *const OperandArg,
+    i64,
+    i64,
+);
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
+type ScanIndexed = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *mut i64,
+    *const ShapeArg,
+    *const OperandArg,
+    *const OperandArg,
+    i64,
+    i64,
+);
+
+/// cumsum, cumprod, cummax and cummin (values and indices) for every dtype along each dim of a
+/// transposed [4, 6, 5] view with NaN, infinities and integer extremes are identical to the CPU
+/// backend's.
+#[test]
+fn scan_kernels_match_the_cpu_backend_under_emulation() {
+    use ember_ops_cuda::kernels::scan;
+    let dir = std::env::temp_dir().join(format!("ember-emulation-scan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, all) = scan::module_source();
+    let values_k: Vec<_> =
+        all.iter().filter(|(op, _, _)| !scan::has_indices(*op)).map(|(_, d, n)| (n.clone(), *d)).collect();
+    let indexed_k: Vec<_> =
+        all.iter().filter(|(op, _, _)| scan::has_indices(*op)).map(|(_, d, n)| (n.clone(), *d)).collect();
+    let common = "const ember_shape* s, const ember_operand* a, const ember_operand* o, long long rows, long long k";
+    let (Some(vlib), Some(ilib)) = (
+        emulated_module(
+            &dir,
+            "scan_v",
+            &src,
+            &values_k,
+            &format!("const void* in, void* out, {common}"),
+            "(const S*)in, (S*)out, *s, *a, *o, rows, k",
+        ),
+        emulated_module(
+            &dir,
+            "scan_i",
+            &src,
+            &indexed_k,
+            &format!("const void* in, void* out, long long* idx, {common}"),
+            "(const S*)in, (S*)out, idx, *s, *a, *o, rows, k",
+        ),
+    ) else {
+        return;
+    };
+    let cpu = CpuBackend::new();
+    let view = Layout::contiguous(&[6, 4, 5]).transpose(0, 1).unwrap();
+    let dense = Layout::contiguous(&[4, 6, 5]);
+    let (mut failures, mut checked) = (vec![], 0);
+    for (op, dtype, name) in &all {
+        let x = values(*dtype, 120, 29, false);
+        let xbuf = cpu.upload(x.clone()).unwrap();
+        for dim in 0..3 {
+            let (permuted, rows, k) = reduce_view("test", &view, &[dim]).unwrap();
+            let (dense_p, _, _) = reduce_view("test", &dense, &[dim]).unwrap();
+            let (s, o) = elementwise_args("test", &[&permuted, &dense_p]).unwrap();
+            let out = zeroed(*dtype, 120);
+            let mut idx = vec![-1i64; 120];
+            // SAFETY: `out` and `idx` hold the 120 elements the dense layout addresses.
+            unsafe {
+                if scan::has_indices(*op) {
+                    let f: libloading::Symbol<ScanIndexed> = ilib.get(format!("launch_{name}").as_bytes()).unwrap();
+                    f(2, 4, ptr(&x), ptr(&out).cast_mut(), idx.as_mut_ptr(), &s, &o[0], &o[1], rows as i64, k as i64);
+                } else {
+                    let f: libloading::Symbol<ScanValues> = vlib.get(format!("launch_{name}").as_bytes()).unwrap();
+                    f(2, 4, ptr(&x), ptr(&out).cast_mut(), &s, &o[0], &o[1], rows as i64, k as i64);
+                }
+            }
+            let (wv, wi) = cpu.scan(*op, (&xbuf, &view), dim).unwrap();
+            let wv = cpu.download((&wv, &dense)).unwrap();
+            let mut bad = differences(&out, &wv, 0.0);
+            if let Some(wi) = wi {
+                let wi = cpu.download((&wi, &dense)).unwrap();
+                if HostData::I64(idx.clone()) != wi {
+                    bad.push(format!("indices {idx:?} vs CPU {wi:?}"));
+                }
+            }
+            if !bad.is_empty() {
+                failures.push(format!("{name} dim {dim}: {}", bad.join(", ")));
+            }
+            checked += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{} scan kernels ran {checked} scans under emulation, identical to the CPU backend", all.len());
+    assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
+type SortInit = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *mut i64,
+    *const ShapeArg,
+    *const OperandArg,
+    *const OperandArg,
+    i64,
+);
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
+type SortMerge = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const std::ffi::c_void,
+    *const i64,
+    *mut std::ffi::c_void,
+    *mut i64,
+    *const ShapeArg,
+    *const OperandArg,
+    i64,
+    i64,
+    i64,
+    i32,
+);
+
+/// The merge sort, driven pass by pass as the backend drives it, ascending and descending along
+/// every dim of strided views (rows of 1 to 37 elements, with repeated keys, NaN and infinities),
+/// gives the CPU backend's values and indices (both stable) for every dtype.
+#[test]
+fn sort_kernels_match_the_cpu_backend_under_emulation() {
+    use ember_ops_cuda::kernels::sort;
+    let dir = std::env::temp_dir().join(format!("ember-emulation-sort-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, _) = sort::module_source();
+    let inits: Vec<_> = CUDA_TYPES.iter().map(|t| (sort::init_name(t.dtype), t.dtype)).collect();
+    let merges: Vec<_> = CUDA_TYPES.iter().map(|t| (sort::merge_name(t.dtype), t.dtype)).collect();
+    let (Some(ilib), Some(mlib)) = (
+        emulated_module(&dir, "sort_i", &src, &inits, "const void* x, void* v, long long* idx, const ember_shape* s, const ember_operand* a, const ember_operand* o, long long k", "(const S*)x, (S*)v, idx, *s, *a, *o, k"),
+        emulated_module(&dir, "sort_m", &src, &merges, "const void* iv, const long long* ii, void* ov, long long* oi, const ember_shape* s, const ember_operand* o, long long n, long long k, long long w, int desc", "(const S*)iv, ii, (S*)ov, oi, *s, *o, n, k, w, desc"),
+    ) else {
+        return;
+    };
+    let cpu = CpuBackend::new();
+    let views = [
+        (Layout::contiguous(&[6, 4, 5]).transpose(0, 1).unwrap(), 120),
+        (Layout::contiguous(&[37, 2]).transpose(0, 1).unwrap(), 74),
+        (Layout::contiguous(&[3, 1]), 3),
+    ];
+    let (mut failures, mut checked) = (vec![], 0);
+    for t in CUDA_TYPES {
+        for (view, n) in &views {
+            let x = values(t.dtype, *n, 31, false);
+            let xbuf = cpu.upload(x.clone()).unwrap();
+            let dense = Layout::contiguous(view.shape());
+            for dim in 0..view.ndim() {
+                for descending in [false, true] {
+                    let (permuted, _, k) = reduce_view("test", view, &[dim]).unwrap();
+                    let (dense_p, _, _) = reduce_view("test", &dense, &[dim]).unwrap();
+                    let rows_layout = Layout::contiguous(permuted.shape());
+                    let widths = sort::merge_widths(k);
+                    let (vals, idx) = (zeroed(t.dtype, *n), vec![0i64; *n]);
+                    let mut scratch = [(zeroed(t.dtype, *n), vec![0i64; *n]), (zeroed(t.dtype, *n), vec![0i64; *n])];
+                    // SAFETY: every buffer holds the `n` elements the layouts address.
+                    unsafe {
+                        let init: libloading::Symbol<SortInit> =
+                            ilib.get(format!("launch_{}", sort::init_name(t.dtype)).as_bytes()).unwrap();
+                        let merge: libloading::Symbol<SortMerge> =
+                            mlib.get(format!("launch_{}", sort::merge_name(t.dtype)).as_bytes()).unwrap();
+                        let target = if widths.is_empty() { &dense_p } else { &rows_layout };
+                        let (s, o) = elementwise_args("test", &[&permuted, target]).unwrap();
+                        let (v0, i0) = if widths.is_empty() {
+                            (ptr(&vals).cast_mut(), idx.as_ptr().cast_mut())
+                        } else {
+                            (ptr(&scratch[0].0).cast_mut(), scratch[0].1.as_mut_ptr())
+                        };
+                        init(2, 8, ptr(&x), v0, i0, &s, &o[0], &o[1], k as i64);
+                        for (pass, &w) in widths.iter().enumerate() {
+                            let last = pass + 1 == widths.len();
+                            let (s, o) =
+                                elementwise_args("test", &[if last { &dense_p } else { &rows_layout }]).unwrap();
+                            let (from, to) = (pass % 2, (pass + 1) % 2);
+                            let (fv, fi) = (ptr(&scratch[from].0), scratch[from].1.as_ptr());
+                            let (tv, ti) = if last {
+                                (ptr(&vals).cast_mut(), idx.as_ptr().cast_mut())
+                            } else {
+                                (ptr(&scratch[to].0).cast_mut(), scratch[to].1.as_mut_ptr())
+                            };
+                            merge(
+                                2,
+                                8,
+                                fv,
+                                fi,
+                                tv,
+                                ti,
+                                &s,
+                                &o[0],
+                                *n as i64,
+                                k as i64,
+                                w as i64,
+                                i32::from(descending),
+                            );
+                        }
+                    }
+                    let (wv, wi) = cpu.sort((&xbuf, view), dim, descending, true).unwrap();
+                    let (wv, wi) = (cpu.download((&wv, &dense)).unwrap(), cpu.download((&wi, &dense)).unwrap());
+                    let mut bad = differences(&vals, &wv, 0.0);
+                    if HostData::I64(idx.clone()) != wi {
+                        bad.push(format!("indices {idx:?} vs CPU {wi:?}"));
+                    }
+                    if !bad.is_empty() {
+                        failures.push(format!(
+                            "{} {:?} dim {dim} desc {descending}: {}",
+                            t.suffix,
+                            view.shape(),
+                            bad.join(", ")
+                        ));
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{checked} sorts ran under emulation, identical to the CPU backend (values and indices)");
+    assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
+type Im2col = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *const ember_ops_cuda::launch::WindowArg,
+    *const OperandArg,
+    f64,
+);
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
+type Col2im = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *const ember_ops_cuda::launch::WindowArg,
+    *const OperandArg,
+);
+
+/// im2col (every dtype) and col2im (floats and i64) over 1-, 2- and 3-d windows with stride,
+/// padding beyond small inputs and dilation, on strided inputs, match the CPU backend.
+#[test]
+fn window_kernels_match_the_cpu_backend_under_emulation() {
+    use ember_ops_cuda::kernels::window;
+    use ember_ops_cuda::launch::{raw_operand, window_arg};
+    use ember_storage::WindowGeometry;
+    let dir = std::env::temp_dir().join(format!("ember-emulation-win-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, _) = window::module_source();
+    let im: Vec<_> = CUDA_TYPES.iter().map(|t| (window::im2col_name(t.dtype), t.dtype)).collect();
+    let col: Vec<_> = CUDA_TYPES
+        .iter()
+        .filter(|t| window::col2im_supported(t.dtype))
+        .map(|t| (window::col2im_name(t.dtype), t.dtype))
+        .collect();
+    let (Some(ilib), Some(clib)) = (
+        emulated_module(
+            &dir,
+            "im2col",
+            &src,
+            &im,
+            "const void* x, void* out, const ember_window* w, const ember_operand* o, double pad",
+            "(const S*)x, (S*)out, *w, *o, pad",
+        ),
+        emulated_module(
+            &dir,
+            "col2im",
+            &src,
+            &col,
+            "const void* x, void* out, const ember_window* w, const ember_operand* o",
+            "(const S*)x, (S*)out, *w, *o",
+        ),
+    ) else {
+        return;
+    };
+    let geom =
+        |input: &[usize], kernel: &[usize], stride: &[usize], padding: &[usize], dilation: &[usize]| WindowGeometry {
+            batch: 2,
+            channels: 3,
+            input: input.to_vec(),
+            kernel: kernel.to_vec(),
+            stride: stride.to_vec(),
+            padding: padding.to_vec(),
+            dilation: dilation.to_vec(),
+        };
+    let geoms = [
+        geom(&[7], &[3], &[2], &[1], &[2]),
+        geom(&[5, 6], &[2, 3], &[2, 1], &[1, 2], &[1, 2]),
+        geom(&[1, 1], &[3, 2], &[1, 1], &[2, 2], &[2, 1]),
+        geom(&[3, 4, 3], &[2, 2, 2], &[1, 2, 1], &[0, 1, 1], &[1, 1, 2]),
+    ];
+    let cpu = CpuBackend::new();
+    let (mut failures, mut checked) = (vec![], 0);
+    for g in &geoms {
+        let w = window_arg("test", g).unwrap();
+        // the input as a view with batch and channels swapped in memory
+        let mut mem = vec![g.channels, g.batch];
+        mem.extend(&g.input);
+        let xl = Layout::contiguous(&mem).transpose(0, 1).unwrap();
+        let (ncols, l) = (g.channels * g.kernel_numel(), w.out_numel as usize);
+        let cl = Layout::contiguous(&[g.batch, l, ncols]).transpose(1, 2).unwrap(); // strided columns
+        for t in CUDA_TYPES {
+            let x = values(t.dtype, xl.numel(), 41, false);
+            let xbuf = cpu.upload(x.clone()).unwrap();
+            let out = zeroed(t.dtype, g.batch * ncols * l);
+            // SAFETY: `out` holds the patch matrix; the operand addresses `x` only inside its shape.
+            unsafe {
+                let f: libloading::Symbol<Im2col> =
+                    ilib.get(format!("launch_{}", window::im2col_name(t.dtype)).as_bytes()).unwrap();
+                f(3, 8, ptr(&x), ptr(&out).cast_mut(), &w, &raw_operand("test", &xl).unwrap(), -0.5);
+            }
+            let want = cpu.im2col((&xbuf, &xl), g, -0.5).unwrap();
+            let want = cpu.download((&want, &Layout::contiguous(&[out.len()]))).unwrap();
+            let bad = differences(&out, &want, 0.0);
+            if !bad.is_empty() {
+                failures.push(format!("im2col {} {g:?}: {}", t.suffix, bad.join(", ")));
+            }
+            checked += 1;
+            if !window::col2im_supported(t.dtype) {
+                continue;
+            }
+            let c = values(t.dtype, cl.numel(), 43, false);
+            let cbuf = cpu.upload(c.clone()).unwrap();
+            let out = zeroed(t.dtype, xl.numel());
+            // SAFETY: `out` holds [N, C, *input]; the operand addresses `c` only inside its shape.
+            unsafe {
+                let f: libloading::Symbol<Col2im> =
+                    clib.get(format!("launch_{}", window::col2im_name(t.dtype)).as_bytes()).unwrap();
+                f(3, 8, ptr(&c), ptr(&out).cast_mut(), &w, &raw_operand("test", &cl).unwrap());
+            }
+            let want = cpu.col2im((&cbuf, &cl), g).unwrap();
+            let want = cpu.download((&want, &Layout::contiguous(&[out.len()]))).unwrap();
+            let bad = differences(&out, &want, 0.0);
+            if !bad.is_empty() {
+                failures.push(format!("col2im {} {g:?}: {}", t.suffix, bad.join(", ")));
+            }
+            checked += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{checked} im2col/col2im launches ran under emulation and matched the CPU backend exactly");
+    assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
+}

@@ -91,3 +91,27 @@ fn the_indexing_kernels_compile_for_sm_90() {
     println!("{} gather/scatter/scatter_add kernels compiled for sm_90", names.len());
     assert_eq!(names.len(), 8 * 3);
 }
+
+#[test]
+fn the_rng_scan_sort_and_window_kernels_compile_for_sm_90() {
+    if skip_without_nvrtc() {
+        return;
+    }
+    use ember_ops_cuda::kernels::{random, scan, sort, window};
+    let (src, rng) = random::module_source();
+    compile_all(&src, "random.cu", rng.iter().map(String::as_str));
+    let (src, scans) = scan::module_source();
+    compile_all(&src, "scan.cu", scans.iter().map(|(_, _, n)| n.as_str()));
+    let (src, sorts) = sort::module_source();
+    compile_all(&src, "sort.cu", sorts.iter().map(String::as_str));
+    let (src, windows) = window::module_source();
+    compile_all(&src, "window.cu", windows.iter().map(String::as_str));
+    println!(
+        "{} RNG, {} scan, {} sort and {} im2col/col2im kernels compiled for sm_90",
+        rng.len(),
+        scans.len(),
+        sorts.len(),
+        windows.len()
+    );
+    assert_eq!((rng.len(), scans.len(), sorts.len(), windows.len()), (4, 32, 16, 8 + 5));
+}

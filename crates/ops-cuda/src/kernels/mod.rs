@@ -5,7 +5,11 @@ pub mod dtype;
 pub mod elementwise;
 pub mod index;
 pub mod movement;
+pub mod random;
 pub mod reduce;
+pub mod scan;
+pub mod sort;
+pub mod window;
 
 /// Index helpers and the `ember_*` scalar functions the op table's CUDA expressions call.
 pub const PRELUDE: &str = include_str!("prelude.cuh");
