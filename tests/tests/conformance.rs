@@ -20,6 +20,31 @@ fn conformance_cpu() {
     assert!(failed.is_empty(), "{} conformance cases failed: {failed:?}", failed.len());
 }
 
+/// The shared case set on the CUDA backend, where a GPU is present (the GPU check of
+/// `crates/ops-cuda/gpu/` runs it; without one it says it was skipped). Cases the CUDA backend
+/// refuses (an op with no CUDA kernel for a dtype) are listed; wrong results fail.
+#[test]
+fn conformance_cuda() {
+    if !ember::cuda::is_available() {
+        println!(
+            "SKIPPED: no CUDA device (conformance_cpu covers the cases; a GPU runs them in crates/ops-cuda/gpu/run.sh)"
+        );
+        return;
+    }
+    let dir = default_dir();
+    let summary = run_all(&dir, Device::Cuda(0), true).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+    println!("cuda:0: {}", summary.line());
+    let failed: Vec<(&String, &String)> = summary
+        .results
+        .iter()
+        .filter_map(|(id, o)| match o {
+            Outcome::Failed(why) => Some((id, why)),
+            _ => None,
+        })
+        .collect();
+    assert!(failed.is_empty(), "{} conformance cases failed on cuda:0: {failed:#?}", failed.len());
+}
+
 /// Ember's own PyTorch-computed case set (`tests/edge_cases/gen.py`): every op-table row at special
 /// values (NaN, ±inf, ±0, tiny, huge) and its gradients at edge points, integer wrapping, NaN
 /// propagation in reductions, prod's gradient with zeros, overflow-safe backward formulas, reductions

@@ -82,3 +82,24 @@ fn every_differentiable_row_has_pytorch_cases_with_gradients() {
         names.filter(|n| *n != "floor_divide" && !with_grads.contains(conformance_name(n))).collect();
     assert!(missing.is_empty(), "rows without PyTorch cases with gradients: {missing:?}");
 }
+
+/// The same sweep on the CUDA backend (f64 kernels, strided and broadcast views), over a few fixed
+/// shapes. Runs where a GPU is present (the GPU check of `crates/ops-cuda/gpu/`); elsewhere it says
+/// it was skipped.
+#[test]
+fn the_sweep_passes_on_cuda() {
+    if !ember::cuda::is_available() {
+        println!("SKIPPED: no CUDA device (the sweep runs on the CPU above; on a GPU in crates/ops-cuda/gpu/run.sh)");
+        return;
+    }
+    manual_seed(3);
+    let cuda = Device::Cuda(0);
+    for (shape, transposed) in [(vec![], false), (vec![3], false), (vec![2, 3], true), (vec![2, 1, 3], false)] {
+        let checked = sweep_unary(cuda, &shape, transposed).unwrap_or_else(|e| panic!("{shape:?}: {e}"));
+        assert_eq!(checked.first.len(), differentiable_unary().count() - 1, "{shape:?}");
+    }
+    for (sa, sb) in [(vec![2, 3], vec![3]), (vec![4, 1], vec![1, 2]), (vec![], vec![2])] {
+        let checked = sweep_binary(cuda, &sa, &sb, true).unwrap_or_else(|e| panic!("{sa:?} {sb:?}: {e}"));
+        assert_eq!(checked.first.len(), differentiable_binary().count(), "{sa:?} {sb:?}");
+    }
+}

@@ -1,9 +1,30 @@
 //! The reference workloads (W1-W4 so far), timed like `torch_ref.py`: warm-ups, then the median of
 //! repetitions, short calls repeated inside one repetition until it lasts 20 ms.
 
-use ember::Tensor;
+use ember::{Device, Tensor};
 use serde_json::json;
+use std::sync::OnceLock;
 use std::time::Instant;
+
+/// The device the workloads run on (set once by [`run`]).
+static DEVICE: OnceLock<Device> = OnceLock::new();
+
+/// The workloads' device.
+pub(crate) fn device() -> Device {
+    *DEVICE.get().unwrap_or(&Device::Cpu)
+}
+
+/// Waits for the device's queued work (a no-op on the CPU, whose ops finish before they return).
+pub(crate) fn sync() {
+    if let Device::Cuda(i) = device() {
+        ember::cuda::synchronize(i).expect("synchronize");
+    }
+}
+
+/// `t` on the workloads' device.
+pub(crate) fn on_device(t: Tensor) -> Tensor {
+    t.to(device()).expect("to device")
+}
 
 pub(crate) struct Timing {
     pub(crate) median_s: f64,
@@ -17,8 +38,10 @@ pub(crate) fn bench(reps: usize, mut f: impl FnMut()) -> Timing {
     for _ in 0..3 {
         f();
     }
+    sync();
     let t0 = Instant::now();
     f();
+    sync();
     let one = t0.elapsed().as_secs_f64();
     let inner = ((0.02 / one.max(1e-9)) as usize).max(1);
     let mut times: Vec<f64> = (0..reps)
@@ -27,6 +50,7 @@ pub(crate) fn bench(reps: usize, mut f: impl FnMut()) -> Timing {
             for _ in 0..inner {
                 f();
             }
+            sync();
             t.elapsed().as_secs_f64() / inner as f64
         })
         .collect();
@@ -44,7 +68,7 @@ pub(crate) fn emit(
     note: Option<&str>,
 ) {
     let mut rec = json!({
-        "id": id, "lib": "ember", "device": "cpu", "threads": threads, "params": params,
+        "id": id, "lib": "ember", "device": device_name(), "threads": threads, "params": params,
         "value": (value * 1e4).round() / 1e4, "unit": unit,
         "median_ms": t.median_s * 1e3, "min_ms": t.min_s * 1e3, "max_ms": t.max_s * 1e3,
         "reps": t.reps, "inner": t.inner,
@@ -55,12 +79,21 @@ pub(crate) fn emit(
     println!("{rec}");
 }
 
+/// The device as torch_ref.py names it (`cpu`, `cuda`).
+pub(crate) fn device_name() -> &'static str {
+    match device() {
+        Device::Cpu => "cpu",
+        _ => "cuda",
+    }
+}
+
 fn randn(shape: &[usize]) -> Tensor {
-    Tensor::randn(shape).expect("randn")
+    on_device(Tensor::randn(shape).expect("randn"))
 }
 
 /// Runs the selected workloads (all when `only` is empty).
-pub fn run(only: &[String], threads: usize, reps: usize) {
+pub fn run(only: &[String], threads: usize, reps: usize, device: Device) -> ember::Result<()> {
+    DEVICE.set(device).map_err(|_| ember::Error::invalid("bench", "the device is set once"))?;
     ember::cpu::set_num_threads(threads);
     ember::manual_seed(0);
     let on = |id: &str| only.is_empty() || only.iter().any(|o| o == id);
@@ -69,12 +102,24 @@ pub fn run(only: &[String], threads: usize, reps: usize) {
         json!({"id": "env", "lib": "ember", "version": env!("CARGO_PKG_VERSION"), "threads": threads, "os": std::env::consts::OS, "arch": std::env::consts::ARCH})
     );
     if on("W1") {
-        for n in [128usize, 256, 512, 1024, 2048] {
+        // as torch_ref.py: 4096 and 8192 too on a GPU, and bf16 products (f32 accumulation) there
+        let gpu = device != Device::Cpu;
+        let large: &[usize] = if gpu { &[4096, 8192] } else { &[] };
+        for &n in [128usize, 256, 512, 1024, 2048].iter().chain(large) {
             let (a, b) = (randn(&[n, n]), randn(&[n, n]));
             let t = bench(reps, || {
                 a.matmul(&b).expect("matmul");
             });
             emit("W1", threads, json!({"N": n}), 2.0 * (n as f64).powi(3) / t.median_s / 1e9, "GFLOP/s", &t, None);
+        }
+        for &n in large {
+            let bf = |t: Tensor| t.to_dtype(ember::DType::BF16).expect("bf16");
+            let (a, b) = (bf(randn(&[n, n])), bf(randn(&[n, n])));
+            let t = bench(reps, || {
+                a.matmul(&b).expect("matmul");
+            });
+            let params = json!({"N": n, "dtype": "bf16"});
+            emit("W1", threads, params, 2.0 * (n as f64).powi(3) / t.median_s / 1e9, "GFLOP/s", &t, None);
         }
     }
     let n = 1usize << 24;
@@ -124,9 +169,8 @@ pub fn run(only: &[String], threads: usize, reps: usize) {
     }
     if on("W9") {
         let n_ops = 1000usize;
-        let a = Tensor::full(&[1], 0.999).and_then(|t| t.requires_grad_(true)).expect("a");
-        let b = Tensor::full(&[1], 0.001).and_then(|t| t.requires_grad_(true)).expect("b");
-        let x0 = Tensor::ones(&[1]).and_then(|t| t.requires_grad_(true)).expect("x0");
+        let leaf = |t: ember::Result<Tensor>| on_device(t.expect("leaf")).requires_grad_(true).expect("leaf");
+        let (a, b, x0) = (leaf(Tensor::full(&[1], 0.999)), leaf(Tensor::full(&[1], 0.001)), leaf(Tensor::ones(&[1])));
         let forward = || -> Tensor {
             let mut y = x0.clone();
             for _ in 0..n_ops / 2 {
@@ -144,7 +188,7 @@ pub fn run(only: &[String], threads: usize, reps: usize) {
             forward();
         });
         let mut rec = json!({
-            "id": "W9", "lib": "ember", "device": "cpu", "threads": threads,
+            "id": "W9", "lib": "ember", "device": device_name(), "threads": threads,
             "params": {"ops": n_ops, "shape": [1], "mix": "alternating mul/add, all requires_grad"},
             "value": t.median_s / n_ops as f64 * 1e6, "unit": "us/op",
             "median_ms": t.median_s * 1e3, "reps": t.reps, "inner": t.inner,
@@ -183,4 +227,5 @@ pub fn run(only: &[String], threads: usize, reps: usize) {
     }
     let explicit = |id: &str| only.iter().any(|o| o == id);
     crate::bench_nn::run(&on, &explicit, threads, reps);
+    Ok(())
 }

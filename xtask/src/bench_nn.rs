@@ -1,6 +1,6 @@
 //! The model workloads W5-W8, W10, W11 (nn + optim), timed like `torch_ref.py`.
 
-use crate::bench::{bench, emit};
+use crate::bench::{bench, device, emit, on_device};
 use ember::nn::layers::{
     BatchNorm2d, Conv2d, Linear, ReLU, Rnn, RnnOptions, TransformerEncoderLayer, TransformerOptions,
 };
@@ -10,7 +10,13 @@ use ember::{ConvOptions, ConvPadding, PoolOptions, Tensor};
 use serde_json::json;
 
 fn randn(shape: &[usize]) -> Tensor {
-    Tensor::randn(shape).expect("randn")
+    on_device(Tensor::randn(shape).expect("randn"))
+}
+
+/// `m` moved to the workloads' device.
+fn placed<M: Module>(mut m: M) -> M {
+    m.to_device(device()).expect("module to device");
+    m
 }
 
 fn conv_opts(pad: usize) -> ConvOptions {
@@ -117,9 +123,9 @@ pub fn run(on: &dyn Fn(&str) -> bool, explicit: &dyn Fn(&str) -> bool, threads: 
         emit("W5", threads, params, t.median_s * 1e3, "ms", &t, Some("loss = sum; grads for input and both weights"));
     }
     if on("W6") {
-        let conv1 = Conv2d::with_options(64, 64, &[3, 3], conv_opts(1), false).expect("conv1");
-        let bn1 = BatchNorm2d::new(64).expect("bn");
-        let conv2 = Conv2d::with_options(64, 64, &[3, 3], conv_opts(1), false).expect("conv2");
+        let conv1 = placed(Conv2d::with_options(64, 64, &[3, 3], conv_opts(1), false).expect("conv1"));
+        let bn1 = placed(BatchNorm2d::new(64).expect("bn"));
+        let conv2 = placed(Conv2d::with_options(64, 64, &[3, 3], conv_opts(1), false).expect("conv2"));
         let x = randn(&[8, 64, 56, 56]).requires_grad_(true).expect("x");
         let t = bench(reps, || {
             x.set_grad(None);
@@ -134,15 +140,17 @@ pub fn run(on: &dyn Fn(&str) -> bool, explicit: &dyn Fn(&str) -> bool, threads: 
         emit("W6", threads, params, t.median_s * 1e3, "ms", &t, None);
     }
     if on("W7") {
-        let model = Sequential::new()
-            .layer(Linear::new(784, 512, true).expect("l1"))
-            .layer(ReLU::default())
-            .layer(Linear::new(512, 256, true).expect("l2"))
-            .layer(ReLU::default())
-            .layer(Linear::new(256, 10, true).expect("l3"));
+        let model = placed(
+            Sequential::new()
+                .layer(Linear::new(784, 512, true).expect("l1"))
+                .layer(ReLU::default())
+                .layer(Linear::new(512, 256, true).expect("l2"))
+                .layer(ReLU::default())
+                .layer(Linear::new(256, 10, true).expect("l3")),
+        );
         let mut opt = ember::optim::Adam::adam(model.parameters(), AdamOptions::adam(1e-3)).expect("adam");
         let x = randn(&[128, 784]);
-        let y = Tensor::randint(0, 10, &[128]).expect("y");
+        let y = on_device(Tensor::randint(0, 10, &[128]).expect("y"));
         let t = bench(reps, || {
             opt.zero_grad(true).expect("zero_grad");
             let loss = F::cross_entropy(&model.forward(&x).expect("fwd"), &y, &Default::default()).expect("loss");
@@ -160,10 +168,10 @@ pub fn run(on: &dyn Fn(&str) -> bool, explicit: &dyn Fn(&str) -> bool, threads: 
         );
     }
     if on("W8") {
-        let model = LeNet::new();
+        let model = placed(LeNet::new());
         let mut opt = Sgd::sgd(model.parameters(), SgdOptions::new(0.05).momentum(0.9)).expect("sgd");
-        let x = Tensor::rand(&[64, 1, 28, 28]).expect("x");
-        let y = Tensor::randint(0, 10, &[64]).expect("y");
+        let x = on_device(Tensor::rand(&[64, 1, 28, 28]).expect("x"));
+        let y = on_device(Tensor::randint(0, 10, &[64]).expect("y"));
         let t = bench(reps, || {
             opt.zero_grad(true).expect("zero_grad");
             F::cross_entropy(&model.forward(&x).expect("fwd"), &y, &Default::default())
@@ -175,7 +183,7 @@ pub fn run(on: &dyn Fn(&str) -> bool, explicit: &dyn Fn(&str) -> bool, threads: 
         emit("W8", threads, params, t.median_s * 1e3, "ms", &t, None);
     }
     if on("W10") {
-        let lstm = Rnn::lstm(200, 200, RnnOptions { num_layers: 2, ..Default::default() }).expect("lstm");
+        let lstm = placed(Rnn::lstm(200, 200, RnnOptions { num_layers: 2, ..Default::default() }).expect("lstm"));
         let x = randn(&[35, 20, 200]);
         let t = bench(reps, || {
             lstm.zero_grad();
@@ -196,7 +204,7 @@ pub fn run(on: &dyn Fn(&str) -> bool, explicit: &dyn Fn(&str) -> bool, threads: 
         o.dim_feedforward = 1024;
         o.dropout = 0.0;
         o.batch_first = true;
-        let layer = TransformerEncoderLayer::new(&o).expect("layer");
+        let layer = placed(TransformerEncoderLayer::new(&o).expect("layer"));
         let x = randn(&[16, 128, 256]);
         let t = bench(reps, || {
             layer.zero_grad();

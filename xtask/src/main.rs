@@ -1,9 +1,11 @@
 //! `cargo xtask <command>`: Ember's chores.
 //!
-//! - `conformance [--dir DIR] [--quiet]`: runs the PyTorch conformance cases on the CPU backend.
-//! - `bench [--only W1,W2] [--threads N] [--reps R]`: runs the reference workloads of
+//! - `conformance [--dir DIR] [--quiet] [--device cpu|cuda|cuda:N]`: runs the PyTorch conformance
+//!   cases on a device (the CPU by default).
+//! - `bench [--only W1,W2] [--threads N] [--reps R] [--device D]`: runs the reference workloads of
 //!   `../shared/perf/WORKLOADS.md` that exist so far and prints one JSON line per figure, in the
-//!   format of `../shared/perf/torch_ref.py`, so the two outputs pair up by `id` + `params`.
+//!   format of `../shared/perf/torch_ref.py`, so the two outputs pair up by `id` + `params`. On a
+//!   GPU every repetition ends with a device synchronisation, as torch_ref.py's `--device cuda`.
 
 mod bench;
 mod bench_nn;
@@ -13,11 +15,21 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    // the device, checked usable before any work (a missing GPU is one clear error, not 615)
+    let device = ember::Device::parse(&flag("--device").unwrap_or_else(|| "cpu".into()))
+        .and_then(|d| ember::Tensor::zeros(&[1])?.to(d).map(|_| d));
+    let device = match device {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match args.first().map(String::as_str) {
         Some("conformance") => {
             let dir = flag("--dir").map(std::path::PathBuf::from).unwrap_or_else(ember_tests::conformance::default_dir);
             let quiet = args.iter().any(|a| a == "--quiet");
-            match ember_tests::conformance::run_all(&dir, ember::Device::Cpu, quiet) {
+            match ember_tests::conformance::run_all(&dir, device, quiet) {
                 Ok(s) => {
                     println!("{}", s.line());
                     if s.counts().1 == 0 {
@@ -37,11 +49,16 @@ fn main() -> ExitCode {
                 flag("--only").map(|s| s.split(',').map(String::from).collect()).unwrap_or_default();
             let threads: usize = flag("--threads").and_then(|s| s.parse().ok()).unwrap_or(2);
             let reps: usize = flag("--reps").and_then(|s| s.parse().ok()).unwrap_or(15);
-            bench::run(&only, threads, reps);
-            ExitCode::SUCCESS
+            match bench::run(&only, threads, reps, device) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         _ => {
-            eprintln!("usage: cargo xtask conformance [--dir DIR] [--quiet]\n       cargo xtask bench [--only W1,W2] [--threads N] [--reps R]");
+            eprintln!("usage: cargo xtask conformance [--dir DIR] [--quiet] [--device D]\n       cargo xtask bench [--only W1,W2] [--threads N] [--reps R] [--device D]");
             ExitCode::FAILURE
         }
     }

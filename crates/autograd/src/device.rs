@@ -26,7 +26,9 @@ fn register_cuda(ordinal: usize) -> Result<Arc<dyn Backend>> {
     if let Ok(b) = backend_for(Device::Cuda(ordinal)) {
         return Ok(b);
     }
-    let b: Arc<dyn Backend> = Arc::new(ember_ops_cuda::CudaBackend::new(ordinal)?);
+    let typed = Arc::new(ember_ops_cuda::CudaBackend::new(ordinal)?);
+    cuda::REGISTERED.lock().unwrap_or_else(|e| e.into_inner()).push(typed.clone());
+    let b: Arc<dyn Backend> = typed;
     register_backend(Device::Cuda(ordinal), b.clone());
     Ok(b)
 }
@@ -58,6 +60,70 @@ pub mod cuda {
     /// Whether at least one CUDA device can be used (`torch.cuda.is_available()`).
     pub fn is_available() -> bool {
         device_count() > 0
+    }
+
+    /// The CUDA backends created so far (a device's on its first use).
+    #[cfg(feature = "cuda")]
+    pub(super) static REGISTERED: std::sync::Mutex<Vec<std::sync::Arc<ember_ops_cuda::CudaBackend>>> =
+        std::sync::Mutex::new(Vec::new());
+
+    /// Evaluates `$body` with `$b` bound to GPU `$device`'s backend when it has been used, else
+    /// `$default` (always `$default` without the `cuda` feature).
+    macro_rules! on_device {
+        ($device:expr, $default:expr, |$b:ident| $body:expr) => {{
+            #[cfg(feature = "cuda")]
+            {
+                use ember_storage::Backend as _;
+                let all = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
+                match all.iter().find(|b| b.device() == ember_storage::Device::Cuda($device)) {
+                    Some($b) => $body,
+                    None => $default,
+                }
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = $device;
+                $default
+            }
+        }};
+    }
+
+    /// Bytes held by tensors on GPU `device` (`torch.cuda.memory_allocated`); 0 for a device not
+    /// used yet (or without the `cuda` feature).
+    pub fn memory_allocated(device: usize) -> usize {
+        on_device!(device, 0, |b| b.memory_allocated())
+    }
+
+    /// The most bytes held at once on GPU `device` since the start or the last reset
+    /// (`torch.cuda.max_memory_allocated`).
+    pub fn max_memory_allocated(device: usize) -> usize {
+        on_device!(device, 0, |b| b.max_memory_allocated())
+    }
+
+    /// Restarts peak tracking on GPU `device` (`torch.cuda.reset_peak_memory_stats`).
+    pub fn reset_peak_memory_stats(device: usize) {
+        on_device!(device, (), |b| b.reset_peak_memory_stats())
+    }
+
+    /// Bytes GPU `device`'s memory pool has reserved: live tensors plus cached free blocks
+    /// (`torch.cuda.memory_reserved`).
+    pub fn memory_reserved(device: usize) -> ember_storage::Result<usize> {
+        on_device!(device, Ok(0), |b| b.memory_reserved())
+    }
+
+    /// Waits for the ops queued on GPU `device` (`torch.cuda.synchronize`); nothing to wait for on
+    /// a device not used yet.
+    pub fn synchronize(device: usize) -> ember_storage::Result<()> {
+        on_device!(device, Ok(()), |b| b.synchronize())
+    }
+
+    /// Returns the cached free blocks of every GPU used so far to the driver (`torch.cuda.empty_cache`).
+    pub fn empty_cache() -> ember_storage::Result<()> {
+        #[cfg(feature = "cuda")]
+        for b in REGISTERED.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            b.empty_cache()?;
+        }
+        Ok(())
     }
 }
 

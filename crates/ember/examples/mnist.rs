@@ -14,7 +14,7 @@ use ember::data::{DataLoader, LoaderOptions, Mnist, TensorDataset};
 use ember::nn::layers::{BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU};
 use ember::nn::{functional as F, Module, ModuleExt, Sequential};
 use ember::optim::{lr_scheduler, AdamOptions, AdamW, Optimizer};
-use ember::{io, manual_seed, no_grad, DType, Error, PadMode, Result, Tensor};
+use ember::{io, manual_seed, no_grad, DType, Device, Error, PadMode, Result, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -38,7 +38,7 @@ struct Args {
     /// Seed of the initialisation, shuffling, shifts and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// cpu or cuda.
+    /// cpu, cuda or cuda:N (CUDA needs the `cuda` feature: `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Directory with MNIST's IDX files (train-*/t10k-*, raw or .gz); default: the bundled subset.
@@ -59,6 +59,9 @@ struct Args {
     /// Stop after this many epochs (as if interrupted; continue later with --resume).
     #[arg(long)]
     stop_after: Option<usize>,
+    /// Write every training step's loss to this file, one per line (to compare devices step by step).
+    #[arg(long)]
+    loss_log: Option<PathBuf>,
 }
 
 fn model() -> Result<Sequential> {
@@ -135,12 +138,9 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<History> {
-    if args.device != "cpu" {
-        return Err(Error::unsupported(
-            "mnist",
-            format!("device {:?}: only cpu is supported in this build", args.device),
-        ));
-    }
+    // cpu, cuda or cuda:N (CUDA needs the `cuda` feature: `--features cuda`); checked before loading
+    let device = Device::parse(&args.device)?;
+    Tensor::zeros(&[1])?.to(device)?;
     let dir = args.data.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-5k"));
     let train = Mnist::load(&dir, true)?;
     let test = Mnist::load(&dir, false)?;
@@ -151,8 +151,8 @@ fn run(args: Args) -> Result<History> {
         xtr = xtr.narrow(0, 0, n)?;
         ytr = ytr.narrow(0, 0, n)?;
     }
-    let xte = test.normalized_images(MEAN, STD)?;
-    let yte = test.labels.clone();
+    let xte = test.normalized_images(MEAN, STD)?.to(device)?;
+    let yte = test.labels.to(device)?;
     let n_train = xtr.shape()[0];
     println!(
         "MNIST from {}: {} training / {} test images; {} epochs, batch {}, {} thread(s)",
@@ -166,6 +166,7 @@ fn run(args: Args) -> Result<History> {
 
     manual_seed(args.seed);
     let mut net = model()?;
+    net.to_device(device)?; // initialised on the CPU, so every device starts from the same weights
     let loader = DataLoader::new(
         TensorDataset::new(vec![xtr, ytr])?,
         LoaderOptions {
@@ -206,6 +207,7 @@ fn run(args: Args) -> Result<History> {
         println!("resumed from {} after epoch {start_epoch}", ckpt.display());
     }
 
+    let mut step_losses = String::new();
     let t0 = Instant::now();
     // time in the training loops alone (what PyTorch's W13 reference times), without the
     // per-epoch evaluation, checkpoint and chart
@@ -226,7 +228,8 @@ fn run(args: Args) -> Result<History> {
         let te = Instant::now();
         for batch in loader.iter(epoch as u64) {
             let batch = batch?;
-            let (x, y) = (random_shift(&batch[0], &mut shift_rng)?, &batch[1]);
+            // shifted on the host (one random stream for every device), then moved
+            let (x, y) = (random_shift(&batch[0], &mut shift_rng)?.to(device)?, &batch[1].to(device)?);
             opt.zero_grad(true)?;
             let logits = net.forward(&x)?;
             let loss = F::cross_entropy(&logits, y, &Default::default())?;
@@ -235,7 +238,11 @@ fn run(args: Args) -> Result<History> {
             sched.step(&mut opt)?;
             let b = y.shape()[0];
             seen += b;
-            loss_sum += loss.item()? * b as f64;
+            let step_loss = loss.item()?;
+            loss_sum += step_loss * b as f64;
+            if args.loss_log.is_some() {
+                step_losses.push_str(&format!("{step_loss:e}\n"));
+            }
             correct += no_grad(|| logits.argmax(Some(1), false)?.eq(y)?.to_dtype(DType::F64)?.sum()?.item())?;
             bar.set_position(seen as u64);
             bar.set_message(format!(
@@ -263,6 +270,9 @@ fn run(args: Args) -> Result<History> {
         write_metrics(&args.out, &history)?;
     }
     let wall = t0.elapsed().as_secs_f64();
+    if let Some(path) = &args.loss_log {
+        io::write_atomic(path, step_losses.as_bytes())?;
+    }
     if let Some(&(_, _, _, acc)) = history.rows.last() {
         println!(
             "\nfinal test accuracy: {:.2}%  ({} epochs, {:.1}s this run: {:.1}s training, {:.1}s evaluation and checkpoints)",
@@ -381,6 +391,7 @@ mod tests {
             limit: Some(256),
             workers: 2,
             stop_after: None,
+            loss_log: None,
         }
     }
 
@@ -400,6 +411,11 @@ mod tests {
         assert!(acc2 > 0.5, "test accuracy after two short epochs: {acc2}");
         assert!(b.join("curves.png").exists() && b.join("metrics.csv").exists());
         assert!(run(Args { device: "tpu".into(), ..args(&a, 1, false) }).is_err());
+        if !ember::cuda::is_available() {
+            // no GPU (or no `cuda` feature): a clear error before any work, not a panic
+            let e = run(Args { device: "cuda".into(), ..args(&a, 1, false) }).unwrap_err().to_string();
+            assert!(e.contains("cuda"), "{e}");
+        }
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -18,6 +18,7 @@ use crate::kernels::{elementwise, index, movement, random, reduce, scan, sort, w
 use crate::launch::{
     elementwise_args, grid_for, raw_operand, reduce_view, window_arg, OperandArg, ShapeArg, WindowArg, BLOCK,
 };
+use crate::memory::MemoryStats;
 use crate::nvrtc;
 use cudarc::cublas::{sys as cublas_sys, CudaBlas};
 use cudarc::driver::{
@@ -46,6 +47,14 @@ pub struct CudaBuffer {
     dtype: DType,
     len: usize,
     ordinal: usize,
+    stats: Arc<MemoryStats>,
+}
+
+impl Drop for CudaBuffer {
+    fn drop(&mut self) {
+        // the slice returns its memory to the stream-ordered pool as it drops
+        self.stats.sub(self.data.len());
+    }
 }
 
 impl DeviceBuffer for CudaBuffer {
@@ -74,6 +83,39 @@ pub struct CudaBackend {
     modules: Mutex<HashMap<String, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
     blas: Mutex<Option<CudaBlas>>,
+    stats: Arc<MemoryStats>,
+}
+
+/// The device's default memory pool (the one `cuMemAllocAsync` draws from).
+fn default_pool(ctx: &CudaContext) -> Result<cudarc::driver::sys::CUmemoryPool> {
+    ctx.bind_to_thread().map_err(driver_err("cuda memory pool"))?;
+    let mut pool = std::ptr::null_mut();
+    // SAFETY: `ctx.cu_device()` is a valid device; the pool handle is written to `pool`.
+    unsafe { cudarc::driver::sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) }
+        .result()
+        .map_err(driver_err("cuda memory pool"))?;
+    Ok(pool)
+}
+
+/// Sets the default pool's release threshold to "never", so freed blocks stay cached for reuse
+/// (without it the pool returns memory to the driver at every synchronisation). Devices without
+/// stream-ordered allocation (cudarc then allocates synchronously) are left as they are.
+fn keep_freed_memory_cached(ctx: &CudaContext) -> Result<()> {
+    if !ctx.has_async_alloc() {
+        return Ok(());
+    }
+    let pool = default_pool(ctx)?;
+    let mut threshold = u64::MAX;
+    // SAFETY: `pool` is the device's default pool; the attribute is a u64 read from `threshold`.
+    unsafe {
+        cudarc::driver::sys::cuMemPoolSetAttribute(
+            pool,
+            cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+    }
+    .result()
+    .map_err(driver_err("cuda memory pool"))
 }
 
 fn driver_err(op: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
@@ -96,6 +138,10 @@ impl CudaBackend {
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(driver_err("cuda init"))?;
         let stream = ctx.default_stream();
+        // SAFETY: every buffer of this backend is allocated, used and freed on its one stream, so
+        // cudarc's per-buffer events (which order uses across streams) are not needed.
+        unsafe { ctx.disable_event_tracking() };
+        keep_freed_memory_cached(&ctx)?;
         Ok(CudaBackend {
             ordinal,
             ctx,
@@ -105,7 +151,56 @@ impl CudaBackend {
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
             blas: Mutex::new(None),
+            stats: Arc::new(MemoryStats::default()),
         })
+    }
+
+    /// Bytes held by this device's live tensors (`torch.cuda.memory_allocated`).
+    pub fn memory_allocated(&self) -> usize {
+        self.stats.allocated()
+    }
+
+    /// The most bytes held at once since the start or the last reset (`torch.cuda.max_memory_allocated`).
+    pub fn max_memory_allocated(&self) -> usize {
+        self.stats.peak()
+    }
+
+    /// Restarts peak tracking from what is held now (`torch.cuda.reset_peak_memory_stats`).
+    pub fn reset_peak_memory_stats(&self) {
+        self.stats.reset_peak()
+    }
+
+    /// Bytes the device's memory pool has reserved from the driver (`torch.cuda.memory_reserved`):
+    /// live tensors plus cached free blocks.
+    pub fn memory_reserved(&self) -> Result<usize> {
+        let pool = default_pool(&self.ctx)?;
+        let mut value = 0u64;
+        // SAFETY: `pool` is the device's default pool; the attribute is a u64 written to `value`.
+        unsafe {
+            cudarc::driver::sys::cuMemPoolGetAttribute(
+                pool,
+                cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT,
+                (&mut value as *mut u64).cast(),
+            )
+        }
+        .result()
+        .map_err(driver_err("memory_reserved"))?;
+        Ok(value as usize)
+    }
+
+    /// Returns the pool's cached free blocks to the driver (`torch.cuda.empty_cache`), after the
+    /// stream's pending work.
+    pub fn empty_cache(&self) -> Result<()> {
+        self.stream.synchronize().map_err(driver_err("empty_cache"))?;
+        let pool = default_pool(&self.ctx)?;
+        // SAFETY: `pool` is the device's default pool; trimming only releases unused memory.
+        unsafe { cudarc::driver::sys::cuMemPoolTrimTo(pool, 0) }.result().map_err(driver_err("empty_cache"))
+    }
+
+    /// Waits for every op queued on the device (`torch.cuda.synchronize`): ops return as soon as
+    /// their kernels are queued, so timing them needs this.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(driver_err("synchronize"))
     }
 
     /// The device's architecture, e.g. `sm_90`.
@@ -175,7 +270,8 @@ impl CudaBackend {
         // produces the buffer before anything reads it.
         let data = unsafe { self.stream.alloc::<u8>(bytes.max(1).next_multiple_of(8)) }
             .map_err(|_| Error::out_of_memory(op, bytes))?;
-        Ok(CudaBuffer { data, dtype, len, ordinal: self.ordinal })
+        self.stats.add(data.len());
+        Ok(CudaBuffer { data, dtype, len, ordinal: self.ordinal, stats: self.stats.clone() })
     }
 
     fn config(numel: usize, max_blocks: u32) -> LaunchConfig {

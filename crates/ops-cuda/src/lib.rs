@@ -19,6 +19,7 @@ mod host;
 pub mod indexing;
 pub mod kernels;
 pub mod launch;
+pub mod memory;
 pub mod nvrtc;
 
 pub use backend::{CudaBackend, CudaBuffer};

@@ -138,3 +138,84 @@ fn on_a_gpu_elementwise_ops_fill_cast_and_copy_match_the_cpu_backend() {
     }
     println!("{checked} elementwise kernels matched the CPU backend on {}", gpu.arch());
 }
+
+/// Indexing (with an out-of-range index as an error, after which the device still works), scans,
+/// sort, the RNG (uniform bits identical to the CPU's) and im2col/col2im on the device.
+#[test]
+fn on_a_gpu_indexing_scans_sort_rng_and_windows_match_the_cpu_backend() {
+    use ember_storage::{IndexOp, RngKey, RngOp, ScanOp, WindowGeometry};
+    if skip() {
+        return;
+    }
+    let (cpu, gpu) = (CpuBackend::new(), CudaBackend::new(0).unwrap());
+    let t = Layout::contiguous(&[7, 5]).transpose(0, 1).unwrap();
+    let dense = Layout::contiguous(&[5, 7]);
+    for ct in CUDA_TYPES {
+        let a = sample(ct.dtype, 35);
+        let (ca, ga) = (cpu.upload(a.clone()).unwrap(), gpu.upload(a).unwrap());
+        let idx = HostData::I64(vec![4, 0, 4, 2, 1, 3, 0, 2, 1, 4]);
+        let (ci, gi) = (cpu.upload(idx.clone()).unwrap(), gpu.upload(idx).unwrap());
+        let il = Layout::contiguous(&[2, 5]).transpose(0, 1).unwrap(); // [5, 2]
+        let src = sample(ct.dtype, 10);
+        let (cs, gs) = (cpu.upload(src.clone()).unwrap(), gpu.upload(src).unwrap());
+        let sl = Layout::contiguous(&[5, 2]);
+        for op in [IndexOp::Gather { dim: 1 }, IndexOp::ScatterAdd { dim: 1 }, IndexOp::Scatter { dim: 1 }] {
+            let with_src = !matches!(op, IndexOp::Gather { .. });
+            let out = if with_src { dense.clone() } else { Layout::contiguous(&[5, 2]) };
+            let want = cpu.index(op, (&ca, &t), (&ci, &il), with_src.then_some((&cs, &sl)));
+            let got = gpu.index(op, (&ga, &t), (&gi, &il), with_src.then_some((&gs, &sl)));
+            if matches!(op, IndexOp::Scatter { .. }) {
+                continue; // repeated indices: which write wins is unspecified on a GPU
+            }
+            let (want, got) =
+                (cpu.download((&want.unwrap(), &out)).unwrap(), gpu.download((&got.unwrap(), &out)).unwrap());
+            assert_close(&got, &want, &format!("{op:?} {}", ct.suffix));
+        }
+        let bad = gpu.upload(HostData::I64(vec![0, 9])).unwrap();
+        let e = gpu.index(IndexOp::IndexSelect { dim: 0 }, (&ga, &t), (&bad, &Layout::contiguous(&[2])), None);
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("index_select") && e.contains("index 9 is out of bounds"), "{e}");
+        for op in [ScanOp::Cumsum, ScanOp::Cummax] {
+            let (wv, _) = cpu.scan(op, (&ca, &t), 1).unwrap();
+            let (gv, _) = gpu.scan(op, (&ga, &t), 1).unwrap();
+            assert_close(
+                &gpu.download((&gv, &dense)).unwrap(),
+                &cpu.download((&wv, &dense)).unwrap(),
+                &format!("{op:?}"),
+            );
+        }
+        let (wv, wi) = cpu.sort((&ca, &t), 1, true, true).unwrap();
+        let (gv, gi2) = gpu.sort((&ga, &t), 1, true, true).unwrap();
+        assert_close(&gpu.download((&gv, &dense)).unwrap(), &cpu.download((&wv, &dense)).unwrap(), "sort");
+        assert_eq!(gpu.download((&gi2, &dense)).unwrap(), cpu.download((&wi, &dense)).unwrap(), "sort indices");
+        if ct.dtype.is_float() {
+            let key = RngKey { seed: 5, offset: 3 };
+            let op = RngOp::Uniform { low: 0.0, high: 1.0 };
+            let l = Layout::contiguous(&[4096]);
+            let want = cpu.download((&cpu.random(op, ct.dtype, 4096, key).unwrap(), &l)).unwrap();
+            assert_eq!(gpu.download((&gpu.random(op, ct.dtype, 4096, key).unwrap(), &l)).unwrap(), want, "rng");
+            let g = WindowGeometry {
+                batch: 1,
+                channels: 5,
+                input: vec![7],
+                kernel: vec![3],
+                stride: vec![2],
+                padding: vec![1],
+                dilation: vec![1],
+            };
+            let cols = Layout::contiguous(&[1, 15, 4]);
+            let x3 = t.unsqueeze(0).unwrap();
+            let want = cpu.download((&cpu.im2col((&ca, &x3), &g, 0.0).unwrap(), &cols)).unwrap();
+            let got = gpu.download((&gpu.im2col((&ga, &x3), &g, 0.0).unwrap(), &cols)).unwrap();
+            assert_close(&got, &want, "im2col");
+            let (cc, gc) = (cpu.upload(want.clone()).unwrap(), gpu.upload(want).unwrap());
+            let back = Layout::contiguous(&[1, 5, 7]);
+            let want = cpu.download((&cpu.col2im((&cc, &cols), &g).unwrap(), &back)).unwrap();
+            let got = gpu.download((&gpu.col2im((&gc, &cols), &g).unwrap(), &back)).unwrap();
+            assert_close(&got, &want, "col2im");
+        }
+    }
+    // the context survived the index error: a fresh op still runs
+    let l = Layout::contiguous(&[3]);
+    assert_eq!(gpu.download((&gpu.full(Scalar::I(7), DType::I64, 3).unwrap(), &l)).unwrap(), HostData::I64(vec![7; 3]));
+}

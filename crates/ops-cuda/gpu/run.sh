@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The GPU check, run from the repository root on a machine with an NVIDIA GPU (built by prepare.sh):
+# the device; every ember-ops-cuda test (kernels compiled by the machine's NVRTC for its
+# architecture, each op family against the CPU backend); the conformance suite and the gradient
+# sweep on cuda:0; the main job's first 50 steps on CPU and CUDA (losses within 1e-4 relative) and 2
+# epochs on CUDA; then `xtask bench --device cuda` and torch_ref.py --device cuda, alternating, 3
+# rounds. Output: stdout, and the JSON lines in target/gpu-check/bench.jsonl.
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+cuda_lib="${CUDA_HOME:-/usr/local/cuda}/lib64"
+export LD_LIBRARY_PATH="$cuda_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export EMBER_CUDA_CACHE="$here/cache" EMBER_CONFORMANCE_DIR="$PWD/tests/conformance"
+status=0
+step() { echo; echo "== $*"; }
+for t in "$here"/tests/*; do
+    step "$(basename "$t")"
+    timeout 240 "$t" --nocapture --test-threads 1 || status=1
+done
+step "conformance on cuda:0"
+timeout 120 "$here/xtask" conformance --quiet --device cuda --dir tests/conformance || status=1
+step "main job: the first 50 steps on cpu and cuda"
+for d in cpu cuda; do
+    timeout 120 "$here/mnist" --device "$d" --data data/mnist-5k --epochs 1 --limit 3200 --batch-size 64 \
+        --out "$here/runs/$d" --loss-log "$here/loss-$d.txt" | tail -2 || status=1
+done
+python3 - "$here/loss-cpu.txt" "$here/loss-cuda.txt" <<'PY' || status=1
+import sys
+cpu, cuda = ([float(v) for v in open(p)] for p in sys.argv[1:])
+n = min(50, len(cpu), len(cuda))
+worst = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(cpu[:n], cuda[:n]))
+print(f"{n} steps compared; largest relative difference {worst:.2e}")
+sys.exit(0 if n == 50 and worst <= 1e-4 else 1)
+PY
+step "main job: 2 epochs on cuda"
+timeout 180 "$here/mnist" --device cuda --data data/mnist-5k --epochs 2 --out "$here/runs/cuda2" | tail -3 || status=1
+step "bench: ember and PyTorch on cuda, alternating"
+: > "$here/bench.jsonl"
+for round in 1 2 3; do
+    timeout 120 "$here/xtask" bench --device cuda --only W1,W2,W3,W4,W7,W8 --reps 5 | tee -a "$here/bench.jsonl"
+    if [ -f "$here/torch_ref.py" ]; then
+        timeout 120 python3 "$here/torch_ref.py" --device cuda --only W1,W2,W3,W4,W7,W8 | tee -a "$here/bench.jsonl"
+    fi
+done
+exit $status
