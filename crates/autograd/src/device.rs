@@ -111,6 +111,15 @@ pub mod cuda {
         on_device!(device, Ok(0), |b| b.memory_reserved())
     }
 
+    /// Lets f32 matrix products on GPUs use TF32 tensor cores (off by default, as PyTorch's
+    /// `torch.backends.cuda.matmul.allow_tf32`); without the `cuda` feature it does nothing.
+    pub fn set_allow_tf32(allow: bool) {
+        #[cfg(feature = "cuda")]
+        ember_ops_cuda::set_allow_tf32(allow);
+        #[cfg(not(feature = "cuda"))]
+        let _ = allow;
+    }
+
     /// Waits for the ops queued on GPU `device` (`torch.cuda.synchronize`); nothing to wait for on
     /// a device not used yet.
     pub fn synchronize(device: usize) -> ember_storage::Result<()> {

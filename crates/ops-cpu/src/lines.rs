@@ -49,10 +49,12 @@ pub(crate) fn per_line<U: Copy + Send + Default + 'static>(
     out
 }
 
-/// Total order used by sort/argmax: NaN above every number (PyTorch's convention).
+/// Total order used by sort: NaN above every number (PyTorch's convention), values compared in
+/// their own type (an i64 above 2^53 is not rounded through f64). `a != a` is NaN.
 #[inline]
-pub(crate) fn total_cmp_nan_max(a: f64, b: f64) -> std::cmp::Ordering {
-    match (a.is_nan(), b.is_nan()) {
+#[allow(clippy::eq_op)]
+pub(crate) fn total_cmp_nan_max<T: PartialOrd>(a: T, b: T) -> std::cmp::Ordering {
+    match (a != a, b != b) {
         (true, true) => std::cmp::Ordering::Equal,
         (true, false) => std::cmp::Ordering::Greater,
         (false, true) => std::cmp::Ordering::Less,

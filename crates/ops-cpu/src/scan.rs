@@ -35,31 +35,21 @@ pub(crate) fn scan_typed<T: HostElement + Sync>(
         }
         ScanOp::Cummax | ScanOp::Cummin => {
             let max = op == ScanOp::Cummax;
-            let pairs = per_line(l, dim, n, |s, st, o: &mut [(f64, i64)]| {
-                let mut best = (0.0f64, -1i64);
+            // compared natively (an i64 above 2^53 is not rounded through f64); `x != x` is NaN
+            #[allow(clippy::eq_op)]
+            let better = |x: T, best: T| x != x || (best == best && if max { x >= best } else { x <= best });
+            let pairs = per_line(l, dim, n, |s, st, o: &mut [(T, i64)]| {
+                let mut best = (T::default(), -1i64);
                 for (i, o) in o.iter_mut().enumerate() {
-                    let x = v[s + i * st].to_f64();
-                    let better =
-                        i == 0 || x.is_nan() || (!best.0.is_nan() && if max { x >= best.0 } else { x <= best.0 });
-                    if better {
+                    let x = v[s + i * st];
+                    if i == 0 || better(x, best.0) {
                         best = (x, i as i64);
                     }
                     *o = best;
                 }
             });
             let idx: Vec<i64> = pairs.iter().map(|p| p.1).collect();
-            // values re-read exactly from the input through the indices
-            let vals = per_line(l, dim, n, |s, st, o: &mut [T]| {
-                let mut best = 0usize;
-                for (i, o) in o.iter_mut().enumerate() {
-                    let x = v[s + i * st].to_f64();
-                    let b = v[s + best * st].to_f64();
-                    if i == 0 || x.is_nan() || (!b.is_nan() && if max { x >= b } else { x <= b }) {
-                        best = i;
-                    }
-                    *o = v[s + best * st];
-                }
-            });
+            let vals: Vec<T> = pairs.iter().map(|p| p.0).collect();
             (HostData::from_vec(vals), Some(HostData::I64(idx)))
         }
     }

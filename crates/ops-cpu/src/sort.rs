@@ -16,7 +16,7 @@ pub(crate) fn sort_typed<T: HostElement + Sync>(
     let idx = per_line(l, dim, n, |s, st, o: &mut [i64]| {
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&i, &j| {
-            let c = total_cmp_nan_max(v[s + i * st].to_f64(), v[s + j * st].to_f64());
+            let c = total_cmp_nan_max(v[s + i * st], v[s + j * st]);
             if descending {
                 c.reverse()
             } else {
@@ -31,4 +31,24 @@ pub(crate) fn sort_typed<T: HostElement + Sync>(
     let vals = index::index_op(IndexOp::Gather { dim }, v, l, &idx, &Layout::contiguous(l.shape()), None, add_elem)
         .expect("sort indices are in range by construction");
     (HostData::from_vec(vals), HostData::I64(idx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::scan_typed;
+    use ember_storage::ScanOp;
+
+    /// i64 keys above 2^53 that differ by less than an f64 ulp order correctly (they were compared
+    /// through f64, so they tied and kept their input order), in sort and in cummin.
+    #[test]
+    fn large_i64_keys_are_compared_exactly() {
+        let (a, b) = ((1i64 << 53) + 1, 1i64 << 53);
+        let l = Layout::contiguous(&[2]);
+        let (vals, idx) = sort_typed(&[a, b], &l, 0, false);
+        assert_eq!((vals, idx), (HostData::I64(vec![b, a]), HostData::I64(vec![1, 0])));
+        // cummin keeps the smaller b (the f64 compare saw a tie and moved to a, the last extreme)
+        let (vals, idx) = scan_typed(ScanOp::Cummin, &[b, a], &l, 0);
+        assert_eq!((vals, idx), (HostData::I64(vec![b, b]), Some(HostData::I64(vec![0, 0]))));
+    }
 }

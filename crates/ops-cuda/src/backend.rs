@@ -8,15 +8,17 @@
 //! Every `Backend` op runs on the device: upload/download, fill, casts between all dtypes,
 //! strided assignment, the elementwise op table (see [`crate::kernels::elementwise`] for which rows
 //! run on integer dtypes), `where`, reductions, scans, a stable merge sort, softmax/log_softmax,
-//! matmul through cuBLAS (floating dtypes), the indexing ops (indices checked on the device, see
-//! [`crate::kernels::index`]), im2col/col2im and the Philox RNG. No fused kernels yet
-//! (`Backend::fused` is `None`): convolution, pooling and norms compose from these ops.
+//! matmul (cuBLAS for floats, with TF32 only when [`crate::set_allow_tf32`] allows it; a kernel for
+//! integers), the indexing ops (indices checked on the device, see [`crate::kernels::index`]),
+//! im2col/col2im and the Philox RNG. No fused kernels yet (`Backend::fused` is `None`): convolution,
+//! pooling and norms compose from these ops.
 
 use crate::host::{from_bytes, to_bytes};
 use crate::indexing::{self, IndexKernel};
-use crate::kernels::{elementwise, index, movement, random, reduce, scan, sort, window};
+use crate::kernels::{elementwise, index, matmul_int, movement, random, reduce, scan, sort, window};
 use crate::launch::{
-    elementwise_args, grid_for, raw_operand, reduce_view, window_arg, OperandArg, ShapeArg, WindowArg, BLOCK,
+    elementwise_args, grid_for, matrix_batch, raw_operand, reduce_view, window_arg, OperandArg, ShapeArg, WindowArg,
+    BLOCK,
 };
 use crate::memory::MemoryStats;
 use crate::nvrtc;
@@ -84,6 +86,33 @@ pub struct CudaBackend {
     functions: Mutex<HashMap<String, CudaFunction>>,
     blas: Mutex<Option<CudaBlas>>,
     stats: Arc<MemoryStats>,
+}
+
+impl CudaBackend {
+    /// Integer products (`U8`, `I32`, `I64`): one thread per output element, wrapping in 64 bits.
+    fn matmul_int(&self, a: View, b: View) -> Result<Buffer> {
+        let (x, y) = (self.buffer(a.0, "matmul")?, self.buffer(b.0, "matmul")?);
+        let (la, lb) = (a.1, b.1);
+        let nd = la.ndim();
+        let (m, k, n) = (la.shape()[nd - 2], la.shape()[nd - 1], lb.shape()[nd - 1]);
+        let (batch_a, a_rs, a_cs) = matrix_batch("matmul", la)?;
+        let (batch_b, b_rs, b_cs) = matrix_batch("matmul", lb)?;
+        let numel = batch_a.numel() * m * n;
+        let out = self.alloc(x.dtype, numel, "matmul")?;
+        if numel > 0 {
+            let f =
+                self.function("matmul_int", || matmul_int::module_source().0, &matmul_int::matmul_int_name(x.dtype))?;
+            let (s, o) = elementwise_args("matmul", &[&batch_a, &batch_b])?;
+            let (m, n, k) = (m as i64, n as i64, k as i64);
+            let mut l = self.stream.launch_builder(&f);
+            l.arg(&x.data).arg(&y.data).arg(&out.data).arg(&s).arg(&o[0]).arg(&o[1]).arg(&m).arg(&n).arg(&k);
+            l.arg(&a_rs).arg(&a_cs).arg(&b_rs).arg(&b_cs);
+            // SAFETY: reads only elements of the checked views (batch offsets plus row/column
+            // strides inside their shapes); writes the `numel` dense output elements.
+            unsafe { l.launch(Self::config(numel, self.max_blocks)) }.map_err(driver_err("matmul"))?;
+        }
+        Ok(Arc::new(out))
+    }
 }
 
 /// The device's default memory pool (the one `cuMemAllocAsync` draws from).
@@ -627,7 +656,13 @@ impl Backend for CudaBackend {
             DType::BF16 => {
                 (cublas_sys::cudaDataType_t::CUDA_R_16BF, cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F)
             }
-            other => return Err(Error::unsupported("matmul", format!("no CUDA product for {other} yet"))),
+            DType::U8 | DType::I32 | DType::I64 => return self.matmul_int(a, b),
+            other => return Err(Error::dtype("matmul", format!("not defined for {other}"))),
+        };
+        let compute = if x.dtype == DType::F32 && crate::allow_tf32() {
+            cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32
+        } else {
+            compute
         };
         let mut shape = la.shape().to_vec();
         shape[nd - 1] = lb.shape()[nd - 1];

@@ -101,6 +101,17 @@ pub fn reduce_view(op: &str, l: &Layout, dims: &[usize]) -> Result<(Layout, usiz
     Ok((l.permute(&perm)?, rows, k))
 }
 
+/// The batch part of a matrix operand `[..., r, c]`: a layout of the batch dims (same offset and
+/// strides), and the row and column strides.
+pub fn matrix_batch(op: &str, l: &Layout) -> Result<(Layout, i64, i64)> {
+    let nd = l.ndim();
+    if nd < 2 {
+        return Err(Error::shape(op, format!("expected a matrix or a batch of them, got shape {:?}", l.shape())));
+    }
+    let batch = Layout::strided(&l.shape()[..nd - 2], &l.strides()[..nd - 2], l.offset())?;
+    Ok((batch, to_i64(op, l.strides()[nd - 2])?, to_i64(op, l.strides()[nd - 1])?))
+}
+
 /// `ember_window`: a window geometry by value (mirrors the struct in `kernels::window`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -56,6 +56,20 @@ pub fn device_count() -> usize {
     cudarc::driver::CudaContext::device_count().map(|n| n.max(0) as usize).unwrap_or(0)
 }
 
+static ALLOW_TF32: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Lets f32 matrix products use TF32 tensor cores (10-bit mantissas inside the product, f32
+/// accumulation): faster, less exact. Off by default, as PyTorch's
+/// `torch.backends.cuda.matmul.allow_tf32`.
+pub fn set_allow_tf32(allow: bool) {
+    ALLOW_TF32.store(allow, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether f32 matrix products may use TF32 (see [`set_allow_tf32`]).
+pub fn allow_tf32() -> bool {
+    ALLOW_TF32.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether at least one CUDA device can be used.
 pub fn is_available() -> bool {
     device_count() > 0

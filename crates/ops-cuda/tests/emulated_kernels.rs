@@ -1175,3 +1175,63 @@ fn window_kernels_match_the_cpu_backend_under_emulation() {
     println!("{checked} im2col/col2im launches ran under emulation and matched the CPU backend exactly");
     assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// A C launcher's signature (calling it is unsafe: the call sites say why each call is sound).
+type MatmulInt = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const std::ffi::c_void,
+    *const std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *const ShapeArg,
+    *const OperandArg,
+    *const OperandArg,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
+
+/// Integer products (u8, i32, i64) of a transposed matrix by a batch-broadcast one, with i64
+/// extremes (wrapping), are identical to the CPU backend's.
+#[test]
+fn integer_matmul_kernels_match_the_cpu_backend_under_emulation() {
+    use ember_ops_cuda::kernels::matmul_int::{matmul_int_name, module_source, INT_MATMUL_TYPES};
+    use ember_ops_cuda::launch::matrix_batch;
+    let dir = std::env::temp_dir().join(format!("ember-emulation-mm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, _) = module_source();
+    let kernels: Vec<_> = INT_MATMUL_TYPES.iter().map(|&d| (matmul_int_name(d), d)).collect();
+    let params = "const void* a, const void* b, void* out, const ember_shape* s, const ember_operand* oa, const ember_operand* ob, long long m, long long n, long long k, long long a_rs, long long a_cs, long long b_rs, long long b_cs";
+    let args = "(const S*)a, (const S*)b, (S*)out, *s, *oa, *ob, m, n, k, a_rs, a_cs, b_rs, b_cs";
+    let Some(lib) = emulated_module(&dir, "matmul_int", &src, &kernels, params, args) else { return };
+    let cpu = CpuBackend::new();
+    // a: [3, 4, 5] with each matrix transposed in memory; b: one [5, 2] matrix broadcast over 3
+    let la = Layout::contiguous(&[3, 5, 4]).transpose(1, 2).unwrap();
+    let lb = Layout::contiguous(&[1, 5, 2]).expand(&[3, 5, 2]).unwrap();
+    let mut failures = vec![];
+    for (name, dtype) in &kernels {
+        let (a, b) = (values(*dtype, 60, 51, false), values(*dtype, 10, 53, false));
+        let ((ba, a_rs, a_cs), (bb, b_rs, b_cs)) =
+            (matrix_batch("test", &la).unwrap(), matrix_batch("test", &lb).unwrap());
+        let (s, o) = elementwise_args("test", &[&ba, &bb]).unwrap();
+        let out = zeroed(*dtype, 24);
+        // SAFETY: `out` holds the 3 x 4 x 2 products; the operands address only `a` and `b`.
+        unsafe {
+            let f: libloading::Symbol<MatmulInt> = lib.get(format!("launch_{name}").as_bytes()).unwrap();
+            f(2, 8, ptr(&a), ptr(&b), ptr(&out).cast_mut(), &s, &o[0], &o[1], 4, 2, 5, a_rs, a_cs, b_rs, b_cs);
+        }
+        let (ca, cb) = (cpu.upload(a).unwrap(), cpu.upload(b).unwrap());
+        let want = cpu.matmul((&ca, &la), (&cb, &lb)).unwrap();
+        let want = cpu.download((&want, &Layout::contiguous(&[24]))).unwrap();
+        if out != want {
+            failures.push(format!("{name}: {:?} vs CPU {:?}", as_f64(&out), as_f64(&want)));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{} integer matmul kernels matched the CPU backend exactly", kernels.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

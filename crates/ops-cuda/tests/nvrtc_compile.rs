@@ -93,7 +93,7 @@ fn the_indexing_kernels_compile_for_sm_90() {
 }
 
 #[test]
-fn the_rng_scan_sort_and_window_kernels_compile_for_sm_90() {
+fn the_rng_scan_sort_window_and_integer_matmul_kernels_compile_for_sm_90() {
     if skip_without_nvrtc() {
         return;
     }
@@ -106,12 +106,15 @@ fn the_rng_scan_sort_and_window_kernels_compile_for_sm_90() {
     compile_all(&src, "sort.cu", sorts.iter().map(String::as_str));
     let (src, windows) = window::module_source();
     compile_all(&src, "window.cu", windows.iter().map(String::as_str));
+    let (src, int_mm) = ember_ops_cuda::kernels::matmul_int::module_source();
+    compile_all(&src, "matmul_int.cu", int_mm.iter().map(String::as_str));
     println!(
-        "{} RNG, {} scan, {} sort and {} im2col/col2im kernels compiled for sm_90",
+        "{} RNG, {} scan, {} sort, {} im2col/col2im and {} integer matmul kernels compiled for sm_90",
         rng.len(),
         scans.len(),
         sorts.len(),
-        windows.len()
+        windows.len(),
+        int_mm.len()
     );
-    assert_eq!((rng.len(), scans.len(), sorts.len(), windows.len()), (4, 32, 16, 8 + 5));
+    assert_eq!((rng.len(), scans.len(), sorts.len(), windows.len(), int_mm.len()), (4, 32, 16, 8 + 5, 3));
 }

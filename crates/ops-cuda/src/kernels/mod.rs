@@ -4,6 +4,7 @@
 pub mod dtype;
 pub mod elementwise;
 pub mod index;
+pub mod matmul_int;
 pub mod movement;
 pub mod random;
 pub mod reduce;

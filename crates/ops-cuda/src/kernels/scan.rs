@@ -2,7 +2,8 @@
 //! walks `rows` rows of `k` elements (read through strides) and writes each result through the
 //! output's permuted dense layout. One thread per row, in order: the same sequence of operations
 //! as the CPU backend (floats accumulate in double and round each output once, integers wrap in 64
-//! bits; cummax/cummin compare as f64 and take the last of equal extremes and the first NaN), so the
+//! bits; cummax/cummin compare in the compute type and take the last of equal extremes and the
+//! latest NaN), so the
 //! results are identical. Many rows fill the device; a single very long row runs on one thread (a
 //! parallel scan would change the float rounding; not written yet).
 
@@ -75,14 +76,15 @@ fn extreme(op: ScanOp, t: CudaType) -> String {
     format!(
         r#"extern "C" __global__ void {name}(const {s}* __restrict__ in, {s}* __restrict__ out, long long* __restrict__ idx, ember_shape s, ember_operand a, ember_operand o, long long rows, long long k) {{
 {ROW_LOOP}
-        double best = 0.0;
+        {c} best{{}};
         long long at = 0;
         {s} best_v{{}};
         for (long long e = 0; e < k; ++e) {{
             const long long q = r * k + e;
             const {s} v = in[ember_offset(q, s, a)];
-            const double x = (double)ember_load(v);
-            if (e == 0 || isnan(x) || (!isnan(best) && x {cmp} best)) {{ best = x; at = e; best_v = v; }}
+            const {c} x = ember_load(v);
+            // compared in the compute type (no rounding of i64 through double); x != x is NaN
+            if (e == 0 || x != x || (best == best && x {cmp} best)) {{ best = x; at = e; best_v = v; }}
             const long long w = ember_offset(q, s, o);
             out[w] = best_v;
             idx[w] = at;
@@ -92,6 +94,7 @@ fn extreme(op: ScanOp, t: CudaType) -> String {
 "#,
         name = scan_name(op, t.dtype),
         s = t.storage,
+        c = t.compute,
     )
 }
 

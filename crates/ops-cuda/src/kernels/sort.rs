@@ -3,8 +3,8 @@
 //! dense rows with indices `0..k`; `sort_merge_<t>` merges runs of `width` into runs of `2 * width`,
 //! each element finding its place by binary search in the other run (left-run elements go before
 //! equal right-run ones: stable). `ceil(log2 k)` passes; the last writes through the output's
-//! permuted dense layout. Keys compare as f64 with NaN the largest (first when descending), exactly
-//! as the CPU backend's sort, so values and indices are identical to it.
+//! permuted dense layout. Keys compare in their own type with NaN the largest (first when
+//! descending), exactly as the CPU backend's sort, so values and indices are identical to it.
 
 use super::dtype::{cuda_type, CudaType, CUDA_TYPES};
 use ember_storage::DType;
@@ -27,9 +27,11 @@ pub fn merge_widths(k: usize) -> Vec<usize> {
 }
 
 const COMPARE: &str = r#"
-// Whether key a sorts strictly before key b (NaN the largest; reversed when descending).
-__device__ __forceinline__ bool ember_sorts_before(double a, double b, int descending) {
-    return descending ? ((isnan(a) && !isnan(b)) || a > b) : ((!isnan(a) && isnan(b)) || a < b);
+// Whether key a sorts strictly before key b (NaN the largest; reversed when descending); keys are
+// compared in their compute type (an i64 is not rounded through double); `a != a` is NaN.
+template <typename K> __device__ __forceinline__ bool ember_sorts_before(K a, K b, int descending) {
+    const bool an = a != a, bn = b != b;
+    return descending ? ((an && !bn) || a > b) : ((!an && bn) || a < b);
 }
 "#;
 
@@ -51,14 +53,14 @@ extern "C" __global__ void {merge}(const {s}* __restrict__ in_v, const long long
         const long long start = (p / (2 * width)) * (2 * width);
         const long long mid = start + width < k ? start + width : k;
         const long long end = start + 2 * width < k ? start + 2 * width : k;
-        const double key = (double)ember_load(in_v[i]);
+        const auto key = ember_load(in_v[i]);
         long long lo, hi, place;
         if (p < mid) {{
             // left run: after the right run's elements that sort strictly before it
             lo = mid; hi = end;
             while (lo < hi) {{
                 const long long m = lo + (hi - lo) / 2;
-                if (ember_sorts_before((double)ember_load(in_v[base + m]), key, descending)) lo = m + 1; else hi = m;
+                if (ember_sorts_before(ember_load(in_v[base + m]), key, descending)) lo = m + 1; else hi = m;
             }}
             place = p + (lo - mid);
         }} else {{
@@ -66,7 +68,7 @@ extern "C" __global__ void {merge}(const {s}* __restrict__ in_v, const long long
             lo = start; hi = mid;
             while (lo < hi) {{
                 const long long m = lo + (hi - lo) / 2;
-                if (!ember_sorts_before(key, (double)ember_load(in_v[base + m]), descending)) lo = m + 1; else hi = m;
+                if (!ember_sorts_before(key, ember_load(in_v[base + m]), descending)) lo = m + 1; else hi = m;
             }}
             place = start + (p - mid) + (lo - start);
         }}
