@@ -20,6 +20,7 @@ for line in sys.stdin:
 ' "$out/tests"
 }
 cargo test -p ember-ops-cuda --release --no-run --message-format=json 2>/dev/null | copy_tests
+cargo bench -p ember-ops-cuda --bench backends --no-run --message-format=json 2>/dev/null | copy_tests
 cargo test -p ember-tests --release --features ember/cuda --test conformance --test op_sweep --no-run \
     --message-format=json 2>/dev/null | copy_tests
 cargo build --release -p xtask

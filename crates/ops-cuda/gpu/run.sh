@@ -20,6 +20,7 @@ for t in "$here"/tests/*; do
     case "$name" in
         conformance) filter=conformance_cuda ;;
         op_sweep) filter=the_sweep_passes_on_cuda ;;
+        backends) continue ;; # the criterion benches run last
         *) filter= ;;
     esac
     step "$name $filter"
@@ -53,4 +54,6 @@ for round in 1 2 3; do
         timeout 120 python3 "$here/torch_ref.py" --device cuda --only W1,W2,W3,W4,W7,W8 | tee -a "$here/bench.jsonl"
     fi
 done
+step "criterion: op families on cpu and cuda"
+timeout 300 "$here/tests/backends" --bench --warm-up-time 0.5 --measurement-time 1 || status=1
 exit $status
