@@ -81,6 +81,11 @@ pub(crate) fn map1<T: Copy + Sync, U: Copy + Send + Default + 'static>(
     let per = rows.rows_per_task();
     let body = |(t, o): (usize, &mut [U])| {
         let count = o.len() / len;
+        if st > 1 {
+            // a strided inner dim (a transposed view): blocks of rows walked column by column
+            tiled_rows(&rows, t * per, count, o, |[b], j| f(x[b + j * st]));
+            return;
+        }
         let mut chunks = o.chunks_mut(len);
         rows.for_rows(t * per, count, |[b]| {
             let o = chunks.next().expect("one chunk per row");
@@ -99,6 +104,33 @@ pub(crate) fn map1<T: Copy + Sync, U: Copy + Send + Default + 'static>(
         body((0, &mut out));
     }
     out
+}
+
+/// Rows per block of [`tiled_rows`]: 16 f32 values are one 64-byte cache line.
+const TILE_ROWS: usize = 16;
+
+/// Writes `count` output rows starting at row `first` as blocks of [`TILE_ROWS`] rows walked column
+/// by column: `o[r * len + j] = at(base of row r, j)`. For views whose inner dim is strided and whose
+/// rows start at neighbouring elements (a transposed matrix), consecutive reads of a column then share
+/// cache lines and only a block's rows of the output are being written, instead of every read landing
+/// on a new line (a 2^20-element transposed add took 91x the contiguous one walked row by row).
+fn tiled_rows<const K: usize, U: Copy>(
+    rows: &Rows<K>,
+    first: usize,
+    count: usize,
+    o: &mut [U],
+    at: impl Fn([usize; K], usize) -> U,
+) {
+    let len = rows.len;
+    let mut bases = Vec::with_capacity(count);
+    rows.for_rows(first, count, |b| bases.push(b));
+    for (block, out) in bases.chunks(TILE_ROWS).zip(o.chunks_mut(TILE_ROWS * len)) {
+        for j in 0..len {
+            for (r, &b) in block.iter().enumerate() {
+                out[r * len + j] = at(b, j);
+            }
+        }
+    }
 }
 
 /// `out[i] = f(a[i], b[i])` over two views of one shape.
@@ -156,6 +188,11 @@ pub(crate) fn map2<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default + 's
     let per = rows.rows_per_task();
     let body = |(t, o): (usize, &mut [U])| {
         let count = o.len() / len;
+        if sta > 1 || stb > 1 {
+            // a strided inner dim (a transposed view): blocks of rows walked column by column
+            tiled_rows(&rows, t * per, count, o, |[ba, bb], j| f(a[ba + j * sta], b[bb + j * stb]));
+            return;
+        }
         let mut chunks = o.chunks_mut(len);
         rows.for_rows(t * per, count, |[ba, bb]| {
             let o = chunks.next().expect("one chunk per row");
@@ -259,4 +296,40 @@ pub(crate) fn line_starts(l: &Layout, dim: usize) -> Vec<usize> {
 fn chunk_len(n: usize) -> usize {
     let threads = pool().current_num_threads().max(1);
     (n / (threads * 4)).max(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The elements of a view in row-major order, one index at a time (the definition).
+    fn naive(x: &[f64], l: &Layout) -> Vec<f64> {
+        let mut out = vec![];
+        crate::index::for_each_index(l.shape(), |m| out.push(x[l.index_of(m)]));
+        out
+    }
+
+    /// The tiled walk of strided views gives the row-major elements: transposed matrices (row counts
+    /// not a multiple of the block), permuted 3-d views, large enough to run in parallel tasks too.
+    #[test]
+    fn strided_views_map_to_their_row_major_elements() {
+        let views = [
+            Layout::contiguous(&[37, 53]).transpose(0, 1).unwrap(),
+            Layout::contiguous(&[5, 7, 9]).permute(&[2, 0, 1]).unwrap(),
+            Layout::contiguous(&[1024, 300]).transpose(0, 1).unwrap(),
+            Layout::contiguous(&[40, 50]).transpose(0, 1).unwrap().narrow(0, 3, 40).unwrap(),
+        ];
+        for l in &views {
+            let n = l.span_end();
+            let (a, b): (Vec<f64>, Vec<f64>) =
+                ((0..n).map(|i| i as f64).collect(), (0..n).map(|i| (i * 3) as f64).collect());
+            let want: Vec<f64> = naive(&a, l).iter().zip(naive(&b, l)).map(|(x, y)| x - 2.0 * y).collect();
+            assert_eq!(map2(&a, l, &b, l, |x, y| x - 2.0 * y), want, "{:?}", l.shape());
+            // one operand strided, the other contiguous
+            let d = Layout::contiguous(l.shape());
+            let dense_b: Vec<f64> = naive(&b, l);
+            assert_eq!(map2(&a, l, &dense_b, &d, |x, y| x - 2.0 * y), want, "{:?} with a dense operand", l.shape());
+            assert_eq!(map1(&a, l, |x| x), naive(&a, l), "{:?}", l.shape());
+        }
+    }
 }
