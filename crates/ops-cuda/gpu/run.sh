@@ -4,7 +4,9 @@
 # architecture, each op family against the CPU backend); the conformance suite and the gradient
 # sweep on cuda:0; the main job's first 50 steps on CPU and CUDA (losses within 1e-4 relative) and 2
 # epochs on CUDA; then `xtask bench --device cuda` and torch_ref.py --device cuda, alternating, 3
-# rounds. Output: stdout, and the JSON lines in target/gpu-check/bench.jsonl.
+# rounds; last the criterion benches. Steps run in order of importance (correctness first, benches
+# last), each under its own timeout, so a run cut short by the device tool's 10-minute limit still
+# reports the checks. Output: stdout, and the JSON lines in target/gpu-check/bench.jsonl.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
@@ -51,7 +53,7 @@ step "bench: ember and PyTorch on cuda, alternating"
 for round in 1 2 3; do
     timeout 120 "$here/xtask" bench --device cuda --only W1,W2,W3,W4,W7,W8 --reps 5 | tee -a "$here/bench.jsonl"
     if [ -f "$here/torch_ref.py" ]; then
-        timeout 120 python3 "$here/torch_ref.py" --device cuda --only W1,W2,W3,W4,W7,W8 | tee -a "$here/bench.jsonl"
+        timeout 120 python3 "$here/torch_ref.py" --device cuda --only W1,W2,W3,W4,W7,W8 --reps 10 | tee -a "$here/bench.jsonl"
     fi
 done
 step "criterion: op families on cpu and cuda"
