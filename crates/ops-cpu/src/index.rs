@@ -52,21 +52,9 @@ pub(crate) fn index_op<T: Element + Sync>(
     src: Option<(&[T], &Layout)>,
     add: impl Fn(T, T) -> T,
 ) -> Result<Vec<T>> {
-    let name = match op {
-        IndexOp::IndexSelect { .. } => "index_select",
-        IndexOp::Gather { .. } => "gather",
-        IndexOp::Scatter { .. } => "scatter",
-        IndexOp::ScatterAdd { .. } => "scatter_add",
-        IndexOp::IndexAdd { .. } => "index_add",
-    };
+    let name = op.name();
     let xs = lx.shape();
-    let dim = match op {
-        IndexOp::IndexSelect { dim }
-        | IndexOp::Gather { dim }
-        | IndexOp::Scatter { dim }
-        | IndexOp::ScatterAdd { dim }
-        | IndexOp::IndexAdd { dim } => dim,
-    };
+    let dim = op.dim();
     if dim >= xs.len()
         || (!matches!(op, IndexOp::IndexSelect { .. } | IndexOp::IndexAdd { .. }) && li.ndim() != xs.len())
     {

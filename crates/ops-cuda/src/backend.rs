@@ -20,7 +20,7 @@ use crate::launch::{
     elementwise_args, grid_for, matrix_batch, raw_operand, reduce_view, window_arg, OperandArg, ShapeArg, WindowArg,
     BLOCK,
 };
-use crate::memory::MemoryStats;
+use crate::memory::{self, MemoryStats};
 use crate::nvrtc;
 use cudarc::cublas::{sys as cublas_sys, CudaBlas};
 use cudarc::driver::{
@@ -115,39 +115,7 @@ impl CudaBackend {
     }
 }
 
-/// The device's default memory pool (the one `cuMemAllocAsync` draws from).
-fn default_pool(ctx: &CudaContext) -> Result<cudarc::driver::sys::CUmemoryPool> {
-    ctx.bind_to_thread().map_err(driver_err("cuda memory pool"))?;
-    let mut pool = std::ptr::null_mut();
-    // SAFETY: `ctx.cu_device()` is a valid device; the pool handle is written to `pool`.
-    unsafe { cudarc::driver::sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) }
-        .result()
-        .map_err(driver_err("cuda memory pool"))?;
-    Ok(pool)
-}
-
-/// Sets the default pool's release threshold to "never", so freed blocks stay cached for reuse
-/// (without it the pool returns memory to the driver at every synchronisation). Devices without
-/// stream-ordered allocation (cudarc then allocates synchronously) are left as they are.
-fn keep_freed_memory_cached(ctx: &CudaContext) -> Result<()> {
-    if !ctx.has_async_alloc() {
-        return Ok(());
-    }
-    let pool = default_pool(ctx)?;
-    let mut threshold = u64::MAX;
-    // SAFETY: `pool` is the device's default pool; the attribute is a u64 read from `threshold`.
-    unsafe {
-        cudarc::driver::sys::cuMemPoolSetAttribute(
-            pool,
-            cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-            (&mut threshold as *mut u64).cast(),
-        )
-    }
-    .result()
-    .map_err(driver_err("cuda memory pool"))
-}
-
-fn driver_err(op: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
+pub(crate) fn driver_err(op: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
     move |e| Error::backend(op, format!("CUDA: {e}"))
 }
 
@@ -170,7 +138,7 @@ impl CudaBackend {
         // SAFETY: every buffer of this backend is allocated, used and freed on its one stream, so
         // cudarc's per-buffer events (which order uses across streams) are not needed.
         unsafe { ctx.disable_event_tracking() };
-        keep_freed_memory_cached(&ctx)?;
+        memory::keep_freed_memory_cached(&ctx)?;
         Ok(CudaBackend {
             ordinal,
             ctx,
@@ -202,28 +170,14 @@ impl CudaBackend {
     /// Bytes the device's memory pool has reserved from the driver (`torch.cuda.memory_reserved`):
     /// live tensors plus cached free blocks.
     pub fn memory_reserved(&self) -> Result<usize> {
-        let pool = default_pool(&self.ctx)?;
-        let mut value = 0u64;
-        // SAFETY: `pool` is the device's default pool; the attribute is a u64 written to `value`.
-        unsafe {
-            cudarc::driver::sys::cuMemPoolGetAttribute(
-                pool,
-                cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT,
-                (&mut value as *mut u64).cast(),
-            )
-        }
-        .result()
-        .map_err(driver_err("memory_reserved"))?;
-        Ok(value as usize)
+        memory::pool_reserved_bytes(&self.ctx)
     }
 
     /// Returns the pool's cached free blocks to the driver (`torch.cuda.empty_cache`), after the
     /// stream's pending work.
     pub fn empty_cache(&self) -> Result<()> {
         self.stream.synchronize().map_err(driver_err("empty_cache"))?;
-        let pool = default_pool(&self.ctx)?;
-        // SAFETY: `pool` is the device's default pool; trimming only releases unused memory.
-        unsafe { cudarc::driver::sys::cuMemPoolTrimTo(pool, 0) }.result().map_err(driver_err("empty_cache"))
+        memory::trim_pool(&self.ctx)
     }
 
     /// Waits for every op queued on the device (`torch.cuda.synchronize`): ops return as soon as
@@ -746,7 +700,7 @@ impl Backend for CudaBackend {
         Ok(Arc::new(out))
     }
     fn index(&self, op: IndexOp, x: View, index: View, src: Option<View>) -> Result<Buffer> {
-        let name = indexing::op_name(op);
+        let name = op.name();
         self.check(x, name)?;
         self.check(index, name)?;
         let (bx, bi) = (self.buffer(x.0, name)?, self.buffer(index.0, name)?);

@@ -36,27 +36,6 @@ pub struct IndexPlan {
     pub out_shape: Vec<usize>,
 }
 
-/// The PyTorch name of an indexing op.
-pub fn op_name(op: IndexOp) -> &'static str {
-    match op {
-        IndexOp::IndexSelect { .. } => "index_select",
-        IndexOp::Gather { .. } => "gather",
-        IndexOp::Scatter { .. } => "scatter",
-        IndexOp::ScatterAdd { .. } => "scatter_add",
-        IndexOp::IndexAdd { .. } => "index_add",
-    }
-}
-
-fn dim_of(op: IndexOp) -> usize {
-    match op {
-        IndexOp::IndexSelect { dim }
-        | IndexOp::Gather { dim }
-        | IndexOp::Scatter { dim }
-        | IndexOp::ScatterAdd { dim }
-        | IndexOp::IndexAdd { dim } => dim,
-    }
-}
-
 /// `l` read over `shape` (no larger in any dim) with a zero stride along `dim`.
 fn without_dim(l: &Layout, shape: &[usize], dim: usize, op: &str) -> Result<Layout> {
     let mut strides = l.strides().to_vec();
@@ -79,8 +58,8 @@ fn along_dim(index: &Layout, shape: &[usize], dim: usize, op: &str) -> Result<La
 /// Plans `op` on input `x`, `index` and (for the scatter family) `src`; errors name the op and the
 /// shapes when they do not fit.
 pub fn plan(op: IndexOp, x: &Layout, index: &Layout, src: Option<&Layout>) -> Result<IndexPlan> {
-    let name = op_name(op);
-    let dim = dim_of(op);
+    let name = op.name();
+    let dim = op.dim();
     let xs = x.shape();
     if dim >= xs.len() {
         return Err(Error::invalid(name, format!("dim {dim} is out of range for input shape {xs:?}")));

@@ -1,4 +1,5 @@
-//! Device memory accounting, as PyTorch's `torch.cuda.memory_allocated` and friends report it.
+//! Device memory: the pool settings (caching, trimming, reserved bytes) and accounting, as PyTorch's
+//! `torch.cuda.memory_allocated` and friends report it.
 //!
 //! Allocation itself is CUDA's stream-ordered pool (`cuMemAllocAsync` on the backend's one stream,
 //! through cudarc): the backend sets the device pool's release threshold to "never", so freed
@@ -7,6 +8,9 @@
 //! pool back. [`MemoryStats`] counts the bytes of live Ember buffers (what the program holds, not
 //! what the pool has reserved) and their peak.
 
+use crate::backend::driver_err;
+use cudarc::driver::{sys, CudaContext};
+use ember_storage::Result;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Live and peak bytes of one device's buffers.
@@ -42,6 +46,62 @@ impl MemoryStats {
     pub fn reset_peak(&self) {
         self.peak.store(self.allocated(), Ordering::Relaxed);
     }
+}
+
+/// The device's default memory pool (the one `cuMemAllocAsync` draws from).
+fn default_pool(ctx: &CudaContext) -> Result<sys::CUmemoryPool> {
+    ctx.bind_to_thread().map_err(driver_err("cuda memory pool"))?;
+    let mut pool = std::ptr::null_mut();
+    // SAFETY: `ctx.cu_device()` is a valid device; the pool handle is written to `pool`.
+    unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) }
+        .result()
+        .map_err(driver_err("cuda memory pool"))?;
+    Ok(pool)
+}
+
+/// Sets the default pool's release threshold to "never", so freed blocks stay cached for reuse
+/// (without it the pool returns memory to the driver at every synchronisation). Devices without
+/// stream-ordered allocation (cudarc then allocates synchronously) are left as they are.
+pub(crate) fn keep_freed_memory_cached(ctx: &CudaContext) -> Result<()> {
+    if !ctx.has_async_alloc() {
+        return Ok(());
+    }
+    let pool = default_pool(ctx)?;
+    let mut threshold = u64::MAX;
+    // SAFETY: `pool` is the device's default pool; the attribute is a u64 read from `threshold`.
+    unsafe {
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+    }
+    .result()
+    .map_err(driver_err("cuda memory pool"))
+}
+
+/// Bytes the device's default pool has reserved from the driver (live buffers plus cached blocks).
+pub(crate) fn pool_reserved_bytes(ctx: &CudaContext) -> Result<usize> {
+    let pool = default_pool(ctx)?;
+    let mut value = 0u64;
+    // SAFETY: `pool` is the device's default pool; the attribute is a u64 written to `value`.
+    unsafe {
+        sys::cuMemPoolGetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT,
+            (&mut value as *mut u64).cast(),
+        )
+    }
+    .result()
+    .map_err(driver_err("memory_reserved"))?;
+    Ok(value as usize)
+}
+
+/// Returns the default pool's cached free blocks to the driver.
+pub(crate) fn trim_pool(ctx: &CudaContext) -> Result<()> {
+    let pool = default_pool(ctx)?;
+    // SAFETY: `pool` is the device's default pool; trimming only releases unused memory.
+    unsafe { sys::cuMemPoolTrimTo(pool, 0) }.result().map_err(driver_err("empty_cache"))
 }
 
 #[cfg(test)]

@@ -323,6 +323,30 @@ pub enum IndexOp {
     },
 }
 
+impl IndexOp {
+    /// PyTorch's name of the op (`index_select`, `gather`, ...), for errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            IndexOp::IndexSelect { .. } => "index_select",
+            IndexOp::Gather { .. } => "gather",
+            IndexOp::Scatter { .. } => "scatter",
+            IndexOp::ScatterAdd { .. } => "scatter_add",
+            IndexOp::IndexAdd { .. } => "index_add",
+        }
+    }
+
+    /// The indexed dim.
+    pub fn dim(self) -> usize {
+        match self {
+            IndexOp::IndexSelect { dim }
+            | IndexOp::Gather { dim }
+            | IndexOp::Scatter { dim }
+            | IndexOp::ScatterAdd { dim }
+            | IndexOp::IndexAdd { dim } => dim,
+        }
+    }
+}
+
 /// Random distributions, drawn from a counter-based generator keyed by (seed, offset).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RngOp {
