@@ -10,8 +10,8 @@
 //! run on integer dtypes), `where`, reductions, scans, a stable merge sort, softmax/log_softmax,
 //! matmul (cuBLAS for floats, with TF32 only when [`crate::set_allow_tf32`] allows it; a kernel for
 //! integers), the indexing ops (indices checked on the device, see [`crate::kernels::index`]),
-//! im2col/col2im and the Philox RNG. No fused kernels yet (`Backend::fused` is `None`): convolution,
-//! pooling and norms compose from these ops.
+//! im2col/col2im and the Philox RNG. `Backend::fused` offers every fused kernel (see `fused.rs`):
+//! max pooling, batch norm, LSTM sequences, optimizer steps, and convolution as im2col + cuBLAS.
 
 use crate::host::{from_bytes, to_bytes};
 use crate::indexing::{self, IndexKernel};
@@ -27,8 +27,8 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use ember_storage::{
-    Backend, BinaryOp, Buffer, DType, Device, DeviceBuffer, Error, HostData, IndexOp, Layout, ReduceOp, Result, RngKey,
-    RngOp, Scalar, ScanOp, UnaryOp, View, WindowGeometry,
+    Backend, BinaryOp, Buffer, DType, Device, DeviceBuffer, Error, FusedKernels, HostData, IndexOp, Layout, ReduceOp,
+    Result, RngKey, RngOp, Scalar, ScanOp, UnaryOp, View, WindowGeometry,
 };
 use std::any::Any;
 use std::collections::HashMap;
@@ -45,9 +45,9 @@ unsafe impl DeviceRepr for WindowArg {}
 /// Device memory holding `len` elements of `dtype`.
 #[derive(Debug)]
 pub struct CudaBuffer {
-    data: CudaSlice<u8>,
-    dtype: DType,
-    len: usize,
+    pub(crate) data: CudaSlice<u8>,
+    pub(crate) dtype: DType,
+    pub(crate) len: usize,
     ordinal: usize,
     stats: Arc<MemoryStats>,
 }
@@ -79,9 +79,9 @@ impl DeviceBuffer for CudaBuffer {
 pub struct CudaBackend {
     ordinal: usize,
     ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
+    pub(crate) stream: Arc<CudaStream>,
     arch: String,
-    max_blocks: u32,
+    pub(crate) max_blocks: u32,
     modules: Mutex<HashMap<String, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
     blas: Mutex<Option<CudaBlas>>,
@@ -192,7 +192,7 @@ impl CudaBackend {
     }
 
     /// The kernel `name` of module `module` (compiled from `source()` on first use).
-    fn function(&self, module: &str, source: impl FnOnce() -> String, name: &str) -> Result<CudaFunction> {
+    pub(crate) fn function(&self, module: &str, source: impl FnOnce() -> String, name: &str) -> Result<CudaFunction> {
         if let Some(f) = self.functions.lock().expect("kernel cache").get(name) {
             return Ok(f.clone());
         }
@@ -217,7 +217,7 @@ impl CudaBackend {
     }
 
     /// The cuBLAS handle on this backend's stream, created on first use.
-    fn blas(&self) -> Result<std::sync::MutexGuard<'_, Option<CudaBlas>>> {
+    pub(crate) fn blas(&self) -> Result<std::sync::MutexGuard<'_, Option<CudaBlas>>> {
         let mut guard = self.blas.lock().expect("cuBLAS handle");
         if guard.is_none() {
             // SAFETY: only tries to open the library by its candidate names.
@@ -240,14 +240,14 @@ impl CudaBackend {
         self.function("movement", || movement::module_source().0, name)
     }
 
-    fn buffer<'a>(&self, x: &'a Buffer, op: &str) -> Result<&'a CudaBuffer> {
+    pub(crate) fn buffer<'a>(&self, x: &'a Buffer, op: &str) -> Result<&'a CudaBuffer> {
         x.as_any()
             .downcast_ref::<CudaBuffer>()
             .filter(|b| b.ordinal == self.ordinal)
             .ok_or_else(|| Error::device(op, format!("expected a tensor on cuda:{}, got {}", self.ordinal, x.device())))
     }
 
-    fn alloc(&self, dtype: DType, len: usize, op: &str) -> Result<CudaBuffer> {
+    pub(crate) fn alloc(&self, dtype: DType, len: usize, op: &str) -> Result<CudaBuffer> {
         let bytes = len.checked_mul(dtype.size_in_bytes()).ok_or_else(|| Error::out_of_memory(op, usize::MAX))?;
         // SAFETY: u8 has no invalid bit patterns; every byte is written by the kernel that
         // produces the buffer before anything reads it.
@@ -257,17 +257,17 @@ impl CudaBackend {
         Ok(CudaBuffer { data, dtype, len, ordinal: self.ordinal, stats: self.stats.clone() })
     }
 
-    fn config(numel: usize, max_blocks: u32) -> LaunchConfig {
+    pub(crate) fn config(numel: usize, max_blocks: u32) -> LaunchConfig {
         LaunchConfig { grid_dim: (grid_for(numel, max_blocks), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
     }
 
-    fn check(&self, x: View, op: &str) -> Result<()> {
+    pub(crate) fn check(&self, x: View, op: &str) -> Result<()> {
         let b = self.buffer(x.0, op)?;
         x.1.check_fits(b.len, op)
     }
 
     /// A dense copy of `x` in `dtype` (the cast kernel also gathers strided views).
-    fn gather(&self, x: View, dtype: DType, op: &str) -> Result<CudaBuffer> {
+    pub(crate) fn gather(&self, x: View, dtype: DType, op: &str) -> Result<CudaBuffer> {
         self.check(x, op)?;
         let src = self.buffer(x.0, op)?;
         let out = self.alloc(dtype, x.1.numel(), op)?;
@@ -818,6 +818,10 @@ impl Backend for CudaBackend {
         }
         Ok(Arc::new(out))
     }
+    fn fused(&self) -> Option<&dyn FusedKernels> {
+        Some(self)
+    }
+
     fn random(&self, op: RngOp, dtype: DType, numel: usize, key: RngKey) -> Result<Buffer> {
         if !dtype.is_float() {
             return Err(Error::dtype("random", format!("needs a floating dtype, got {dtype}")));

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod fused;
 pub mod gemm;
 mod host;
 pub mod indexing;

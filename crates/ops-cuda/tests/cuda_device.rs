@@ -219,3 +219,114 @@ fn on_a_gpu_indexing_scans_sort_rng_and_windows_match_the_cpu_backend() {
     let l = Layout::contiguous(&[3]);
     assert_eq!(gpu.download((&gpu.full(Scalar::I(7), DType::I64, 3).unwrap(), &l)).unwrap(), HostData::I64(vec![7; 3]));
 }
+
+/// Every fused kernel on the device against the CPU backend's: pooling, batch norm, convolution
+/// and its backward, LSTM sequences both ways, SGD and Adam steps (f32 and f64).
+#[test]
+fn on_a_gpu_the_fused_kernels_match_the_cpu_backends() {
+    use ember_storage::{AdamStep, SgdStep, WindowGeometry};
+    if skip() {
+        return;
+    }
+    let (cpu, gpu) = (CpuBackend::new(), CudaBackend::new(0).unwrap());
+    let (fc, fg) = (cpu.fused().unwrap(), gpu.fused().expect("the CUDA backend offers fused kernels"));
+    let d = |b: &ember_storage::Buffer, be: &dyn Backend, shape: &[usize]| {
+        be.download((b, &Layout::contiguous(shape))).unwrap()
+    };
+    for dtype in [DType::F32, DType::F64] {
+        let up = |n: usize, seed: usize| {
+            let h = sample(dtype, n + seed);
+            let h = match h {
+                HostData::F32(v) => HostData::F32(v[seed..].to_vec()),
+                HostData::F64(v) => HostData::F64(v[seed..].to_vec()),
+                _ => unreachable!(),
+            };
+            (cpu.upload(h.clone()).unwrap(), gpu.upload(h).unwrap())
+        };
+        let geom = WindowGeometry {
+            batch: 2,
+            channels: 3,
+            input: vec![9, 8],
+            kernel: vec![3, 3],
+            stride: vec![2, 2],
+            padding: vec![1, 1],
+            dilation: vec![1, 1],
+        };
+        let xl = Layout::contiguous(&[2, 3, 9, 8]);
+        let (xc, xg) = up(432, 0);
+        let (vc, ic) = fc.max_pool2d((&xc, &xl), &geom).unwrap();
+        let (vg, ig) = fg.max_pool2d((&xg, &xl), &geom).unwrap();
+        assert_close(&d(&vg, &gpu, &[2, 3, 5, 4]), &d(&vc, &cpu, &[2, 3, 5, 4]), "max_pool2d");
+        assert_close(&d(&ig, &gpu, &[2, 3, 5, 4]), &d(&ic, &cpu, &[2, 3, 5, 4]), "max_pool2d indices");
+        let (mc, sc) = fc.batch_norm_stats((&xc, &xl)).unwrap();
+        let (mg, sg) = fg.batch_norm_stats((&xg, &xl)).unwrap();
+        assert_close(&d(&mg, &gpu, &[3]), &d(&mc, &cpu, &[3]), "batch_norm_stats mean");
+        assert_close(&d(&sg, &gpu, &[3]), &d(&sc, &cpu, &[3]), "batch_norm_stats var");
+        let wl = Layout::contiguous(&[4, 27]);
+        let (wc, wg) = up(108, 3);
+        let yc = fc.conv2d((&xc, &xl), (&wc, &wl), &geom).unwrap();
+        let yg = fg.conv2d((&xg, &xl), (&wg, &wl), &geom).unwrap();
+        assert_close(&d(&yg, &gpu, &[2, 4, 20]), &d(&yc, &cpu, &[2, 4, 20]), "conv2d");
+        let gl = Layout::contiguous(&[2, 4, 20]);
+        let (gc, gg) = up(160, 5);
+        let (gxc, gwc) = fc.conv2d_backward((&xc, &xl), (&wc, &wl), (&gc, &gl), &geom, (true, true)).unwrap();
+        let (gxg, gwg) = fg.conv2d_backward((&xg, &xl), (&wg, &wl), (&gg, &gl), &geom, (true, true)).unwrap();
+        assert_close(&d(&gxg.unwrap(), &gpu, &[432]), &d(&gxc.unwrap(), &cpu, &[432]), "conv2d input gradient");
+        assert_close(&d(&gwg.unwrap(), &gpu, &[108]), &d(&gwc.unwrap(), &cpu, &[108]), "conv2d weight gradient");
+        let (t, b, h) = (5, 3, 8);
+        let (l3, l2, lw, ly) = (
+            Layout::contiguous(&[t, b, 4 * h]),
+            Layout::contiguous(&[b, h]),
+            Layout::contiguous(&[4 * h, h]),
+            Layout::contiguous(&[2, t, b, h]),
+        );
+        let ((gic, gig), (h0c, h0g), (c0c, c0g), (whc, whg), (dyc, dyg)) =
+            (up(t * b * 4 * h, 1), up(b * h, 2), up(b * h, 4), up(4 * h * h, 6), up(2 * t * b * h, 7));
+        for reverse in [false, true] {
+            let (yc, gc) = fc.lstm_sequence((&gic, &l3), (&h0c, &l2), (&c0c, &l2), (&whc, &lw), reverse).unwrap();
+            let (yg, gg) = fg.lstm_sequence((&gig, &l3), (&h0g, &l2), (&c0g, &l2), (&whg, &lw), reverse).unwrap();
+            assert_close(&d(&yg, &gpu, &[2 * t * b * h]), &d(&yc, &cpu, &[2 * t * b * h]), "lstm_sequence states");
+            let (dc, dhc, dcc) = fc
+                .lstm_sequence_backward((&gc, &l3), (&yc, &ly), (&c0c, &l2), (&whc, &lw), (&dyc, &ly), reverse)
+                .unwrap();
+            let (dg, dhg, dcg) = fg
+                .lstm_sequence_backward((&gg, &l3), (&yg, &ly), (&c0g, &l2), (&whg, &lw), (&dyg, &ly), reverse)
+                .unwrap();
+            assert_close(&d(&dg, &gpu, &[t * b * 4 * h]), &d(&dc, &cpu, &[t * b * 4 * h]), "lstm gates gradient");
+            assert_close(&d(&dhg, &gpu, &[b * h]), &d(&dhc, &cpu, &[b * h]), "lstm h0 gradient");
+            assert_close(&d(&dcg, &gpu, &[b * h]), &d(&dcc, &cpu, &[b * h]), "lstm c0 gradient");
+        }
+        let n = 1000;
+        let nl = Layout::contiguous(&[n]);
+        let ((pc, pg), (qc, qg), (mc, mg), (vc, vg)) = (up(n, 1), up(n, 2), up(n, 3), up(n, 0));
+        let (vc, vg) = {
+            let abs = |be: &dyn Backend, v: &ember_storage::Buffer| be.unary(UnaryOp::Abs, (v, &nl)).unwrap();
+            (abs(&cpu, &vc), abs(&gpu, &vg))
+        };
+        let sgd = SgdStep {
+            lr: 0.1,
+            weight_decay: 0.01,
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: true,
+            maximize: false,
+            first: false,
+        };
+        fc.sgd_step((&pc, &nl), (&qc, &nl), Some((&mc, &nl)), &sgd).unwrap();
+        fg.sgd_step((&pg, &nl), (&qg, &nl), Some((&mg, &nl)), &sgd).unwrap();
+        let adam = AdamStep {
+            lr: 0.01,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.01,
+            decoupled: true,
+            maximize: false,
+            step: 3,
+        };
+        fc.adam_step((&pc, &nl), (&qc, &nl), (&mc, &nl), (&vc, &nl), &adam).unwrap();
+        fg.adam_step((&pg, &nl), (&qg, &nl), (&mg, &nl), (&vg, &nl), &adam).unwrap();
+        assert_close(&d(&pg, &gpu, &[n]), &d(&pc, &cpu, &[n]), "sgd + adam parameter");
+        assert_close(&d(&vg, &gpu, &[n]), &d(&vc, &cpu, &[n]), "adam exp_avg_sq");
+    }
+    println!("every fused kernel matched the CPU backend on {}", gpu.arch());
+}

@@ -1235,3 +1235,574 @@ fn integer_matmul_kernels_match_the_cpu_backend_under_emulation() {
     println!("{} integer matmul kernels matched the CPU backend exactly", kernels.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Like [`emulated_module`], but each launch runs a block's threads as OS threads meeting at
+/// `__syncthreads` (for kernels with shared memory and block reductions).
+fn threaded_module(
+    dir: &Path,
+    stem: &str,
+    src: &str,
+    kernels: &[(String, DType, &str, &str)],
+) -> Option<libloading::Library> {
+    let mut cpp = String::from("#include \"cuda_emulation.h\"\n");
+    cpp.push_str(src);
+    for (name, dtype, params, args) in kernels {
+        let args = args.replace('S', cuda_type(*dtype).storage);
+        cpp.push_str(&format!(
+            "extern \"C\" void launch_{name}(unsigned grid, unsigned block, {params}) {{\n    ember_launch_threaded(grid, block, [=] {{ {name}({args}); }});\n}}\n"
+        ));
+    }
+    let path = compile_cpp(dir, stem, &cpp)?;
+    // SAFETY: built just above from the generated sources; callers use the launchers' signatures.
+    Some(unsafe { libloading::Library::new(&path) }.expect("load the emulated module"))
+}
+
+/// Smooth test values in [-2, 2) (no specials: sums over channels stay finite).
+fn smooth(dtype: DType, n: usize, seed: u64) -> HostData {
+    let v: Vec<f64> =
+        (0..n).map(|i| (((i as u64 + 1) * 2654435761 + seed * 97) % 4000) as f64 / 1000.0 - 2.0).collect();
+    match dtype {
+        DType::F32 => HostData::F32(v.iter().map(|&x| x as f32).collect()),
+        _ => HostData::F64(v),
+    }
+}
+
+/// The fused kernels — max pooling (NaN rule and indices), batch norm's statistics, backward
+/// reductions and affine step, the LSTM cell over whole sequences both ways (the recurrent
+/// products done on the host, as the backend does them with cuBLAS), and the SGD and Adam/AdamW
+/// steps — match the CPU backend's fused kernels for f32 and f64 over strided views.
+#[test]
+fn fused_kernels_match_the_cpu_backends_under_emulation() {
+    use ember_ops_cuda::kernels::fused::{module_source, FusedKernel};
+    use ember_ops_cuda::launch::{raw_operand, window_arg, WindowArg};
+    use ember_storage::{AdamStep, SgdStep, WindowGeometry};
+    let dir = std::env::temp_dir().join(format!("ember-emulation-fused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, names) = module_source();
+    let signature = |k: FusedKernel| -> (&'static str, &'static str) {
+        match k {
+            FusedKernel::MaxPool2d => (
+                "const void* x, void* vals, long long* idx, const ember_window* w, const ember_operand* ox",
+                "(const S*)x, (S*)vals, idx, *w, *ox",
+            ),
+            FusedKernel::BatchNormStats => (
+                "const void* x, void* mean, void* var, const ember_shape* s, const ember_operand* ox, long long n, long long c, long long l",
+                "(const S*)x, (S*)mean, (S*)var, *s, *ox, n, c, l",
+            ),
+            FusedKernel::BatchNormBackwardReduce => (
+                "const void* g, const void* x, const void* mean, void* sg, void* sgx, const ember_shape* s, const ember_operand* og, const ember_operand* ox, long long mo, long long ms, long long n, long long c, long long l",
+                "(const S*)g, (const S*)x, (const S*)mean, (S*)sg, (S*)sgx, *s, *og, *ox, mo, ms, n, c, l",
+            ),
+            FusedKernel::ChannelAffine => (
+                "const void* x, const void* y, const void* a, const void* b, const void* k, void* out, const ember_shape* s, const ember_operand* ox, const ember_operand* oy, long long ao, long long as_, long long bo, long long bs, long long ko, long long ks, int has_y, long long c, long long l",
+                "(const S*)x, (const S*)y, (const S*)a, (const S*)b, (const S*)k, (S*)out, *s, *ox, *oy, ao, as_, bo, bs, ko, ks, has_y, c, l",
+            ),
+            FusedKernel::LstmCell => (
+                "void* gates, const void* c0, void* y, long long t, long long prev, long long b, long long h, long long plane",
+                "(S*)gates, (const S*)c0, (S*)y, t, prev, b, h, plane",
+            ),
+            FusedKernel::LstmCellBackward => (
+                "const void* gates, const void* y, const void* c0, const void* gy, void* dpre, const void* dh, void* dc, long long t, long long prev, long long b, long long h, long long plane, int carry",
+                "(const S*)gates, (const S*)y, (const S*)c0, (const S*)gy, (S*)dpre, (const S*)dh, (S*)dc, t, prev, b, h, plane, carry",
+            ),
+            FusedKernel::SgdStep => (
+                "void* w, const void* g, void* buf, long long n, double lr, double wd, double mom, double damp, int flags",
+                "(S*)w, (const S*)g, (S*)buf, n, lr, wd, mom, damp, flags",
+            ),
+            FusedKernel::AdamStep => (
+                "void* w, const void* g, void* m, void* v, long long n, double ss, double bc2, double decay, double l2, double b1, double b2, double eps, int maximize",
+                "(S*)w, (const S*)g, (S*)m, (S*)v, n, ss, bc2, decay, l2, b1, b2, eps, maximize",
+            ),
+        }
+    };
+    let kernels: Vec<_> = names
+        .iter()
+        .map(|(k, dt, n)| {
+            let (p, a) = signature(*k);
+            (n.clone(), *dt, p, a)
+        })
+        .collect();
+    let Some(lib) = threaded_module(&dir, "fused", &src, &kernels) else {
+        return;
+    };
+    let cpu = CpuBackend::new();
+    let fused = cpu.fused().expect("the CPU backend has fused kernels");
+    let vp = |d: &HostData| ptr(d).cast_mut();
+    let (mut failures, mut checked) = (vec![], 0);
+    let mut compare = |what: String, got: &HostData, want: &HostData, rtol: f64| {
+        let bad = differences(got, want, rtol);
+        if !bad.is_empty() {
+            failures.push(format!("{what}: {}", bad.join(", ")));
+        }
+        checked += 1;
+    };
+    let down = |b: &ember_storage::Buffer, shape: &[usize]| cpu.download((b, &Layout::contiguous(shape))).unwrap();
+    for dtype in [DType::F32, DType::F64] {
+        let sym = |k: FusedKernel| k.name(dtype);
+        let rtol = if dtype == DType::F32 { 2e-5 } else { 1e-12 };
+        // max pooling over a transposed [2, 3, 7, 6] view with NaN and infinities
+        let xs = values(dtype, 2 * 3 * 6 * 7, 5, false);
+        let xl = Layout::contiguous(&[2, 3, 6, 7]).transpose(2, 3).unwrap();
+        let xb = cpu.upload(xs.clone()).unwrap();
+        for (k, s, p, d) in [(3, 2, 1, 1), (2, 2, 0, 1), (3, 1, 1, 2), (2, 3, 1, 1)] {
+            let g = WindowGeometry {
+                batch: 2,
+                channels: 3,
+                input: vec![7, 6],
+                kernel: vec![k, k],
+                stride: vec![s, s],
+                padding: vec![p, p],
+                dilation: vec![d, d],
+            };
+            let out = g.output().unwrap();
+            let numel = 6 * out[0] * out[1];
+            let (vals, idx) = (zeroed(dtype, numel), zeroed(DType::I64, numel));
+            let (w, ox) = (window_arg("test", &g).unwrap(), raw_operand("test", &xl).unwrap());
+            type Pool = unsafe extern "C" fn(
+                u32,
+                u32,
+                *const std::ffi::c_void,
+                *mut std::ffi::c_void,
+                *mut std::ffi::c_void,
+                *const WindowArg,
+                *const OperandArg,
+            );
+            // SAFETY: the window is the view's shape; the outputs hold `numel` elements each.
+            unsafe {
+                let f: libloading::Symbol<Pool> =
+                    lib.get(format!("launch_{}", sym(FusedKernel::MaxPool2d)).as_bytes()).unwrap();
+                f(2, 8, ptr(&xs), vp(&vals), vp(&idx), &w, &ox);
+            }
+            let (wv, wi) = fused.max_pool2d((&xb, &xl), &g).unwrap();
+            let shape = [2, 3, out[0], out[1]];
+            compare(format!("max_pool2d {dtype} k{k} s{s} p{p} d{d}"), &vals, &down(&wv, &shape), 0.0);
+            compare(format!("max_pool2d indices {dtype} k{k} s{s} p{p} d{d}"), &idx, &down(&wi, &shape), 0.0);
+        }
+        // batch norm over a permuted [3, 4, 5, 2] view: statistics, backward reductions, affine
+        let (n, c, l) = (3usize, 4usize, 10usize);
+        let xl = Layout::contiguous(&[4, 3, 2, 5]).permute(&[1, 0, 3, 2]).unwrap();
+        let gl = Layout::contiguous(&[3, 4, 5, 2]);
+        let (xs, gs) = (smooth(dtype, 120, 1), smooth(dtype, 120, 2));
+        let (xb, gb) = (cpu.upload(xs.clone()).unwrap(), cpu.upload(gs.clone()).unwrap());
+        let (mean, var) = (zeroed(dtype, c), zeroed(dtype, c));
+        let (s, o) = elementwise_args("test", &[&xl]).unwrap();
+        type Stats = unsafe extern "C" fn(
+            u32,
+            u32,
+            *const std::ffi::c_void,
+            *mut std::ffi::c_void,
+            *mut std::ffi::c_void,
+            *const ShapeArg,
+            *const OperandArg,
+            i64,
+            i64,
+            i64,
+        );
+        // SAFETY: the view addresses the 120 elements of `xs`; the outputs hold `c` elements.
+        unsafe {
+            let f: libloading::Symbol<Stats> =
+                lib.get(format!("launch_{}", sym(FusedKernel::BatchNormStats)).as_bytes()).unwrap();
+            f(3, 16, ptr(&xs), vp(&mean), vp(&var), &s, &o[0], n as i64, c as i64, l as i64);
+        }
+        let (wm, wv) = fused.batch_norm_stats((&xb, &xl)).unwrap();
+        compare(format!("bn_stats mean {dtype}"), &mean, &down(&wm, &[c]), rtol);
+        compare(format!("bn_stats var {dtype}"), &var, &down(&wv, &[c]), rtol);
+        // the mean as a strided [4] view (every other element of 8)
+        let mean8 = smooth(dtype, 8, 3);
+        let ml = Layout::contiguous(&[8]).slice(0, 0, 8, 2).unwrap();
+        let mb = cpu.upload(mean8.clone()).unwrap();
+        let (sg, sgx) = (zeroed(dtype, c), zeroed(dtype, c));
+        let (s, o) = elementwise_args("test", &[&gl, &xl]).unwrap();
+        type Reduce2 = unsafe extern "C" fn(
+            u32,
+            u32,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *mut std::ffi::c_void,
+            *mut std::ffi::c_void,
+            *const ShapeArg,
+            *const OperandArg,
+            *const OperandArg,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+        );
+        // SAFETY: as above; the mean view addresses elements 0, 2, 4, 6 of its 8.
+        unsafe {
+            let f: libloading::Symbol<Reduce2> =
+                lib.get(format!("launch_{}", sym(FusedKernel::BatchNormBackwardReduce)).as_bytes()).unwrap();
+            f(
+                2,
+                16,
+                ptr(&gs),
+                ptr(&xs),
+                ptr(&mean8),
+                vp(&sg),
+                vp(&sgx),
+                &s,
+                &o[0],
+                &o[1],
+                0,
+                2,
+                n as i64,
+                c as i64,
+                l as i64,
+            );
+        }
+        let (wsg, wsgx) = fused.batch_norm_backward_reduce((&gb, &gl), (&xb, &xl), (&mb, &ml)).unwrap();
+        compare(format!("bn_backward_reduce sum(g) {dtype}"), &sg, &down(&wsg, &[c]), rtol);
+        compare(format!("bn_backward_reduce sum(g(x-m)) {dtype}"), &sgx, &down(&wsgx, &[c]), rtol);
+        let cl = Layout::contiguous(&[c]);
+        let (av, bv, kv) = (smooth(dtype, c, 4), smooth(dtype, c, 5), smooth(dtype, c, 6));
+        let (ab, bb, kb) =
+            (cpu.upload(av.clone()).unwrap(), cpu.upload(bv.clone()).unwrap(), cpu.upload(kv.clone()).unwrap());
+        type Affine = unsafe extern "C" fn(
+            u32,
+            u32,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *mut std::ffi::c_void,
+            *const ShapeArg,
+            *const OperandArg,
+            *const OperandArg,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i32,
+            i64,
+            i64,
+        );
+        for has_y in [false, true] {
+            let out = zeroed(dtype, 120);
+            let (s, o) = if has_y {
+                elementwise_args("test", &[&xl, &gl]).unwrap()
+            } else {
+                elementwise_args("test", &[&xl]).unwrap()
+            };
+            let oy = *o.last().unwrap();
+            // SAFETY: x and y views address their 120 elements; a, b, k hold `c`; out holds 120.
+            unsafe {
+                let f: libloading::Symbol<Affine> =
+                    lib.get(format!("launch_{}", sym(FusedKernel::ChannelAffine)).as_bytes()).unwrap();
+                f(
+                    2,
+                    16,
+                    ptr(&xs),
+                    ptr(&gs),
+                    ptr(&av),
+                    ptr(&bv),
+                    ptr(&kv),
+                    vp(&out),
+                    &s,
+                    &o[0],
+                    &oy,
+                    0,
+                    1,
+                    0,
+                    1,
+                    0,
+                    1,
+                    i32::from(has_y),
+                    c as i64,
+                    l as i64,
+                );
+            }
+            let y = has_y.then_some(((&gb, &gl), (&bb, &cl)));
+            let want = fused.channel_affine((&xb, &xl), (&ab, &cl), y, (&kb, &cl)).unwrap();
+            compare(format!("channel_affine {dtype} y={has_y}"), &out, &down(&want, &[3, 4, 5, 2]), 0.0);
+        }
+        // LSTM: T=4, B=3, H=5, both directions, forward and backward
+        let (t_n, b_n, h_n) = (4usize, 3usize, 5usize);
+        let plane = t_n * b_n * h_n;
+        let (gi, h0, c0, w) = (
+            smooth(dtype, 4 * plane, 7),
+            smooth(dtype, b_n * h_n, 8),
+            smooth(dtype, b_n * h_n, 9),
+            smooth(dtype, 4 * h_n * h_n, 10),
+        );
+        let gy = smooth(dtype, 2 * plane, 11);
+        let f64s = |d: &HostData| as_f64(d);
+        let from = |v: &[f64]| match dtype {
+            DType::F32 => HostData::F32(v.iter().map(|&x| x as f32).collect()),
+            _ => HostData::F64(v.to_vec()),
+        };
+        let wf = f64s(&w);
+        type Cell = unsafe extern "C" fn(
+            u32,
+            u32,
+            *mut std::ffi::c_void,
+            *const std::ffi::c_void,
+            *mut std::ffi::c_void,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+        );
+        type CellBack = unsafe extern "C" fn(
+            u32,
+            u32,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *mut std::ffi::c_void,
+            *const std::ffi::c_void,
+            *mut std::ffi::c_void,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i32,
+        );
+        for reverse in [false, true] {
+            let time = |s: usize| if reverse { t_n - 1 - s } else { s };
+            // forward: per step, gates[t] += h_prev W_hhᵀ on the host (the backend's cuBLAS call), then the cell kernel
+            let gates = gi.clone();
+            let y = zeroed(dtype, 2 * plane);
+            for s in 0..t_n {
+                let t = time(s);
+                let prev = (s > 0).then(|| time(s - 1));
+                let hp: Vec<f64> = match prev {
+                    None => f64s(&h0),
+                    Some(p) => f64s(&y)[p * b_n * h_n..(p + 1) * b_n * h_n].to_vec(),
+                };
+                let mut gv = f64s(&gates);
+                for r in 0..b_n {
+                    for j in 0..4 * h_n {
+                        gv[(t * b_n + r) * 4 * h_n + j] +=
+                            (0..h_n).map(|q| hp[r * h_n + q] * wf[j * h_n + q]).sum::<f64>();
+                    }
+                }
+                let gates_now = from(&gv);
+                // SAFETY: the buffers hold [T, B, 4H], [B, H] and [2, T, B, H] elements for t, prev < T.
+                unsafe {
+                    let f: libloading::Symbol<Cell> =
+                        lib.get(format!("launch_{}", sym(FusedKernel::LstmCell)).as_bytes()).unwrap();
+                    f(
+                        2,
+                        4,
+                        vp(&gates_now),
+                        ptr(&c0),
+                        vp(&y),
+                        t as i64,
+                        prev.map_or(-1, |p| p as i64),
+                        b_n as i64,
+                        h_n as i64,
+                        plane as i64,
+                    );
+                }
+                ember_storage::with_host_data!(&gates_now, v => ember_storage::with_host_data!(&gates, g => {
+                    // SAFETY: same dtype and length; the test owns both buffers
+                    unsafe { std::ptr::copy_nonoverlapping(v.as_ptr().cast::<u8>(), g.as_ptr().cast::<u8>().cast_mut(), std::mem::size_of_val(&v[..])) }
+                }));
+            }
+            let up = |d: &HostData| cpu.upload(d.clone()).unwrap();
+            let (gib, h0b, c0b, wb) = (up(&gi), up(&h0), up(&c0), up(&w));
+            let (l3, l2, lw) = (
+                Layout::contiguous(&[t_n, b_n, 4 * h_n]),
+                Layout::contiguous(&[b_n, h_n]),
+                Layout::contiguous(&[4 * h_n, h_n]),
+            );
+            let (wy, wg) = fused.lstm_sequence((&gib, &l3), (&h0b, &l2), (&c0b, &l2), (&wb, &lw), reverse).unwrap();
+            let ly = Layout::contiguous(&[2, t_n, b_n, h_n]);
+            compare(
+                format!("lstm_cell states {dtype} reverse={reverse}"),
+                &y,
+                &down(&wy, &[2, t_n, b_n, h_n]),
+                rtol * 10.0,
+            );
+            compare(
+                format!("lstm_cell gates {dtype} reverse={reverse}"),
+                &gates,
+                &down(&wg, &[t_n, b_n, 4 * h_n]),
+                rtol * 10.0,
+            );
+            // backward from the CPU's forward results (so both start from the same states)
+            let (gates_c, y_c) = (down(&wg, &[t_n, b_n, 4 * h_n]), down(&wy, &[2, t_n, b_n, h_n]));
+            let (dpre, dh, dc) = (zeroed(dtype, 4 * plane), zeroed(dtype, b_n * h_n), zeroed(dtype, b_n * h_n));
+            for s in 0..t_n {
+                let fwd = t_n - 1 - s;
+                let t = time(fwd);
+                let prev = (fwd > 0).then(|| time(fwd - 1));
+                // SAFETY: as above; dh and dc hold [B, H].
+                unsafe {
+                    let f: libloading::Symbol<CellBack> =
+                        lib.get(format!("launch_{}", sym(FusedKernel::LstmCellBackward)).as_bytes()).unwrap();
+                    f(
+                        2,
+                        4,
+                        ptr(&gates_c),
+                        ptr(&y_c),
+                        ptr(&c0),
+                        ptr(&gy),
+                        vp(&dpre),
+                        ptr(&dh),
+                        vp(&dc),
+                        t as i64,
+                        prev.map_or(-1, |p| p as i64),
+                        b_n as i64,
+                        h_n as i64,
+                        plane as i64,
+                        i32::from(s > 0),
+                    );
+                }
+                // dh = dpre[t] W_hh on the host (the backend's cuBLAS call)
+                let dp = f64s(&dpre);
+                let mut dhv = vec![0.0; b_n * h_n];
+                for r in 0..b_n {
+                    for q in 0..h_n {
+                        dhv[r * h_n + q] =
+                            (0..4 * h_n).map(|j| dp[(t * b_n + r) * 4 * h_n + j] * wf[j * h_n + q]).sum();
+                    }
+                }
+                let new = from(&dhv);
+                ember_storage::with_host_data!(&new, v => ember_storage::with_host_data!(&dh, g => {
+                    // SAFETY: same dtype and length; the test owns both buffers
+                    unsafe { std::ptr::copy_nonoverlapping(v.as_ptr().cast::<u8>(), g.as_ptr().cast::<u8>().cast_mut(), std::mem::size_of_val(&v[..])) }
+                }));
+            }
+            let (gyb, gcb, ycb) = (up(&gy), up(&gates_c), up(&y_c));
+            let (wd, wdh, wdc) = fused
+                .lstm_sequence_backward((&gcb, &l3), (&ycb, &ly), (&c0b, &l2), (&wb, &lw), (&gyb, &ly), reverse)
+                .unwrap();
+            compare(
+                format!("lstm_cell_backward gates {dtype} reverse={reverse}"),
+                &dpre,
+                &down(&wd, &[t_n, b_n, 4 * h_n]),
+                rtol * 10.0,
+            );
+            compare(
+                format!("lstm_cell_backward h0 {dtype} reverse={reverse}"),
+                &dh,
+                &down(&wdh, &[b_n, h_n]),
+                rtol * 10.0,
+            );
+            compare(
+                format!("lstm_cell_backward c0 {dtype} reverse={reverse}"),
+                &dc,
+                &down(&wdc, &[b_n, h_n]),
+                rtol * 10.0,
+            );
+        }
+        // optimizer steps in place, from offset views of larger buffers
+        let nn = 37usize;
+        let (w0, g0, b0, v0) =
+            (smooth(dtype, nn + 3, 12), smooth(dtype, nn, 13), smooth(dtype, nn, 14), smooth(dtype, nn, 15));
+        let v0 = from(&f64s(&v0).iter().map(|x| x.abs()).collect::<Vec<_>>());
+        let wl = Layout::contiguous(&[nn + 3]).narrow(0, 3, nn).unwrap();
+        let dl = Layout::contiguous(&[nn]);
+        let at3 = |d: &HostData| {
+            ptr(d).cast::<u8>().wrapping_add(3 * dtype.size_in_bytes()).cast::<std::ffi::c_void>().cast_mut()
+        };
+        type Sgd = unsafe extern "C" fn(
+            u32,
+            u32,
+            *mut std::ffi::c_void,
+            *const std::ffi::c_void,
+            *mut std::ffi::c_void,
+            i64,
+            f64,
+            f64,
+            f64,
+            f64,
+            i32,
+        );
+        for (momentum, nesterov, first, maximize) in [
+            (0.0, false, false, false),
+            (0.9, false, true, false),
+            (0.9, true, false, true),
+            (0.5, false, false, false),
+        ] {
+            let st = SgdStep { lr: 0.1, weight_decay: 0.01, momentum, dampening: 0.1, nesterov, maximize, first };
+            let (w, b) = (w0.clone(), b0.clone());
+            let flags = i32::from(maximize)
+                | (i32::from(momentum != 0.0) << 1)
+                | (i32::from(first) << 2)
+                | (i32::from(nesterov) << 3);
+            // SAFETY: w holds 3 + nn elements (the view starts at 3), g and b hold nn.
+            unsafe {
+                let f: libloading::Symbol<Sgd> =
+                    lib.get(format!("launch_{}", sym(FusedKernel::SgdStep)).as_bytes()).unwrap();
+                f(2, 8, at3(&w), ptr(&g0), vp(&b), nn as i64, st.lr, st.weight_decay, st.momentum, st.dampening, flags);
+            }
+            let (wb, gb, bb) =
+                (cpu.upload(w0.clone()).unwrap(), cpu.upload(g0.clone()).unwrap(), cpu.upload(b0.clone()).unwrap());
+            let buf = (momentum != 0.0).then_some((&bb, &dl));
+            fused.sgd_step((&wb, &wl), (&gb, &dl), buf, &st).unwrap();
+            compare(format!("sgd_step {dtype} {st:?}"), &w, &down(&wb, &[nn + 3]), 0.0);
+            if momentum != 0.0 {
+                compare(format!("sgd_step buffer {dtype} {st:?}"), &b, &down(&bb, &[nn]), 0.0);
+            }
+        }
+        type Adam = unsafe extern "C" fn(
+            u32,
+            u32,
+            *mut std::ffi::c_void,
+            *const std::ffi::c_void,
+            *mut std::ffi::c_void,
+            *mut std::ffi::c_void,
+            i64,
+            f64,
+            f64,
+            f64,
+            f64,
+            f64,
+            f64,
+            f64,
+            i32,
+        );
+        for (decoupled, maximize, step) in [(false, false, 1u64), (true, false, 7), (false, true, 3)] {
+            let st =
+                AdamStep { lr: 0.01, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.05, decoupled, maximize, step };
+            let (w, m, v) = (w0.clone(), b0.clone(), v0.clone());
+            let t = step as f64;
+            let ss = st.lr / (1.0 - st.betas.0.powf(t));
+            let bc2 = (1.0 - st.betas.1.powf(t)).sqrt();
+            let decay = if decoupled { 1.0 - st.lr * st.weight_decay } else { 1.0 };
+            let l2 = if decoupled { 0.0 } else { st.weight_decay };
+            // SAFETY: as above.
+            unsafe {
+                let f: libloading::Symbol<Adam> =
+                    lib.get(format!("launch_{}", sym(FusedKernel::AdamStep)).as_bytes()).unwrap();
+                f(
+                    2,
+                    8,
+                    at3(&w),
+                    ptr(&g0),
+                    vp(&m),
+                    vp(&v),
+                    nn as i64,
+                    ss,
+                    bc2,
+                    decay,
+                    l2,
+                    st.betas.0,
+                    st.betas.1,
+                    st.eps,
+                    i32::from(maximize),
+                );
+            }
+            let up = |d: &HostData| cpu.upload(d.clone()).unwrap();
+            let (wb, gb, mb, vb) = (up(&w0), up(&g0), up(&b0), up(&v0));
+            fused.adam_step((&wb, &wl), (&gb, &dl), (&mb, &dl), (&vb, &dl), &st).unwrap();
+            compare(format!("adam_step {dtype} {st:?}"), &w, &down(&wb, &[nn + 3]), 0.0);
+            compare(format!("adam_step exp_avg {dtype} {st:?}"), &m, &down(&mb, &[nn]), 0.0);
+            compare(format!("adam_step exp_avg_sq {dtype} {st:?}"), &v, &down(&vb, &[nn]), 0.0);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{checked} fused-kernel results (16 kernels) matched the CPU backend's fused kernels under emulation");
+    assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(checked, 2 * (8 + 4 + 2 + 2 * 5 + 7 + 9));
+}

@@ -118,3 +118,14 @@ fn the_rng_scan_sort_window_and_integer_matmul_kernels_compile_for_sm_90() {
     );
     assert_eq!((rng.len(), scans.len(), sorts.len(), windows.len(), int_mm.len()), (4, 32, 16, 8 + 5, 3));
 }
+
+#[test]
+fn the_fused_kernels_compile_for_sm_90() {
+    if skip_without_nvrtc() {
+        return;
+    }
+    let (src, names) = ember_ops_cuda::kernels::fused::module_source();
+    compile_all(&src, "fused.cu", names.iter().map(|(_, _, n)| n.as_str()));
+    println!("{} fused kernels (pooling, batch norm, LSTM cell, optimizer steps) compiled for sm_90", names.len());
+    assert_eq!(names.len(), 8 * 2);
+}

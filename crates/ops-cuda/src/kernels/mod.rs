@@ -3,6 +3,7 @@
 
 pub mod dtype;
 pub mod elementwise;
+pub mod fused;
 pub mod index;
 pub mod matmul_int;
 pub mod movement;

@@ -28,7 +28,8 @@ pub fn col2im_supported(dtype: DType) -> bool {
     dtype.is_float() || dtype == DType::I64
 }
 
-const WINDOW: &str = r#"
+/// The `ember_window` struct (mirrors `launch::WindowArg`), shared with the fused pooling kernel.
+pub(crate) const WINDOW_STRUCT: &str = r#"
 #define EMBER_WINDOW_DIMS 6
 // The geometry of an N-d window, by value (mirrors launch::WindowArg).
 struct ember_window {
@@ -110,7 +111,7 @@ fn col2im(t: CudaType) -> String {
 /// The window module: im2col for every dtype, col2im for the summable ones, and the names.
 pub fn module_source() -> (String, Vec<String>) {
     let mut src = String::from(super::PRELUDE);
-    src.push_str(WINDOW);
+    src.push_str(WINDOW_STRUCT);
     let mut names = vec![];
     for t in CUDA_TYPES {
         src.push_str(&im2col(t));
