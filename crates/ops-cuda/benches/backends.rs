@@ -14,7 +14,7 @@ use ember_storage::{
 /// One backend under test.
 enum Target {
     Cpu(CpuBackend),
-    Cuda(CudaBackend),
+    Cuda(Box<CudaBackend>),
 }
 
 impl Target {
@@ -27,7 +27,7 @@ impl Target {
     fn b(&self) -> &dyn Backend {
         match self {
             Target::Cpu(c) => c,
-            Target::Cuda(c) => c,
+            Target::Cuda(c) => c.as_ref(),
         }
     }
     /// Waits for the backend's queued work (CPU ops finish before they return).
@@ -44,7 +44,7 @@ impl Target {
 fn targets() -> Vec<Target> {
     let mut t = vec![Target::Cpu(CpuBackend::new())];
     match CudaBackend::new(0) {
-        Ok(c) => t.push(Target::Cuda(c)),
+        Ok(c) => t.push(Target::Cuda(Box::new(c))),
         Err(e) => {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| println!("cuda rows skipped: {e}"));

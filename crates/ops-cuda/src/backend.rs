@@ -22,6 +22,7 @@ use crate::launch::{
 };
 use crate::memory::{self, MemoryStats};
 use crate::nvrtc;
+use crate::staging::Staging;
 use cudarc::cublas::{sys as cublas_sys, CudaBlas};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -86,6 +87,7 @@ pub struct CudaBackend {
     functions: Mutex<HashMap<String, CudaFunction>>,
     blas: Mutex<Option<CudaBlas>>,
     stats: Arc<MemoryStats>,
+    staging: Staging,
 }
 
 impl CudaBackend {
@@ -149,6 +151,7 @@ impl CudaBackend {
             functions: Mutex::new(HashMap::new()),
             blas: Mutex::new(None),
             stats: Arc::new(MemoryStats::default()),
+            staging: Staging::default(),
         })
     }
 
@@ -295,7 +298,14 @@ impl Backend for CudaBackend {
         let bytes = to_bytes(&data);
         let mut out = self.alloc(dtype, len, "to")?;
         if !bytes.is_empty() {
-            self.stream.memcpy_htod(&bytes, &mut out.data).map_err(driver_err("to"))?;
+            // mid-sized uploads (a batch of data) go through pinned memory, asynchronously
+            let staged = {
+                let (dst, _sync) = out.data.device_ptr(&self.stream);
+                self.staging.upload(&self.ctx, &self.stream, &bytes, dst)?
+            };
+            if !staged {
+                self.stream.memcpy_htod(&bytes, &mut out.data).map_err(driver_err("to"))?;
+            }
         }
         Ok(Arc::new(out))
     }

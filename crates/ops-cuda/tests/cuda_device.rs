@@ -330,3 +330,24 @@ fn on_a_gpu_the_fused_kernels_match_the_cpu_backends() {
     }
     println!("every fused kernel matched the CPU backend on {}", gpu.arch());
 }
+
+/// Uploads staged through the pinned slots (several in a row, so slots are reused while earlier
+/// copies may be in flight, and one that grows a slot) arrive intact, as do direct ones.
+#[test]
+fn on_a_gpu_uploads_through_pinned_memory_arrive_intact() {
+    use ember_ops_cuda::staging::{PINNED_MAX, PINNED_MIN};
+    if skip() {
+        return;
+    }
+    let gpu = CudaBackend::new(0).unwrap();
+    let sizes = [PINNED_MIN / 8 - 1, PINNED_MIN / 4, 3 << 18, 3 << 18, 1 << 20, 5 << 20, PINNED_MAX / 4 + 1];
+    let mut bufs = vec![];
+    for (k, &n) in sizes.iter().enumerate() {
+        let data: Vec<f32> = (0..n).map(|i| (i as f32) * 0.5 + k as f32).collect();
+        bufs.push((gpu.upload(HostData::F32(data.clone())).unwrap(), data));
+    }
+    for (b, data) in &bufs {
+        let got = gpu.download((b, &Layout::contiguous(&[data.len()]))).unwrap();
+        assert!(got == HostData::F32(data.clone()), "an upload of {} f32 arrived changed", data.len());
+    }
+}
