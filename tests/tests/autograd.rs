@@ -140,6 +140,14 @@ proptest! {
     }
 }
 
+/// The grad functions layer and RMS norm record on the CPU backend (the fused kernels' nodes).
+fn t_fused_norm(x: &Tensor) -> (Option<&'static str>, Option<&'static str>) {
+    let x = x.detach().requires_grad_(true).unwrap();
+    let a = x.layer_norm(&[5], None, None, 1e-5).unwrap();
+    let b = x.rms_norm(&[5], None, None).unwrap();
+    (a.grad_fn_name(), b.grad_fn_name())
+}
+
 #[test]
 fn nn_kernels_gradcheck() {
     manual_seed(1);
@@ -162,6 +170,13 @@ fn nn_kernels_gradcheck() {
     check(|t| t[0].avg_pool(&p), std::slice::from_ref(&x));
     check(|t| t[0].adaptive_avg_pool(&[2, 3]), std::slice::from_ref(&x));
     check(|t| t[0].layer_norm(&[5], Some(&t[1]), None, 1e-5), &[x.clone(), rand64(&[5])]);
+    // layer and RMS norm by the fused kernels: weight and bias, a permuted view, two normalized dims
+    let ln = t_fused_norm(&x);
+    assert_eq!(ln, (Some("layer_norm"), Some("rms_norm")));
+    check(|t| t[0].layer_norm(&[5, 5], Some(&t[1]), Some(&t[2]), 1e-5), &[x.clone(), rand64(&[5, 5]), rand64(&[5, 5])]);
+    check(|t| t[0].permute(&[3, 1, 0, 2])?.layer_norm(&[5], None, Some(&t[1]), 1e-5), &[x.clone(), rand64(&[5])]);
+    check(|t| t[0].rms_norm(&[5], Some(&t[1]), Some(1e-6)), &[x.clone(), rand64(&[5])]);
+    check(|t| t[0].transpose(0, 3)?.rms_norm(&[5, 2], None, None), std::slice::from_ref(&x));
     check(|t| t[0].group_norm(2, None, None, 1e-5), std::slice::from_ref(&x));
     check(|t| t[0].batch_norm(None, None, None, None, true, 0.1, 1e-5), std::slice::from_ref(&x));
     // the fused kernels: with weight and bias, through a permuted (non-contiguous) view, on [N, C]
@@ -213,6 +228,14 @@ fn second_order_gradients_match_finite_differences() {
                 x.batch_norm(None, None, Some(&w), None, true, 0.1, 1e-5)?.pow(3.0)?.sum()
             }),
         ),
+        (
+            "layer_norm",
+            Box::new(|x: &Tensor| {
+                let w = Tensor::from_vec(vec![0.5f64, -1.0, 2.0, 1.5], &[4])?;
+                x.layer_norm(&[4], Some(&w), Some(&w), 1e-5)?.pow(3.0)?.sum()
+            }),
+        ),
+        ("rms_norm", Box::new(|x: &Tensor| x.rms_norm(&[4], None, Some(1e-5))?.pow(3.0)?.sum())),
         ("linalg_inv", Box::new(|x: &Tensor| square(x)?.linalg_inv()?.pow(2.0)?.sum())),
         ("linalg_det", Box::new(|x: &Tensor| square(x)?.linalg_det())),
         ("linalg_solve", Box::new(|x: &Tensor| square(x)?.linalg_solve(&x.narrow(-1, 3, 1)?)?.pow(2.0)?.sum())),

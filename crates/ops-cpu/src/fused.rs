@@ -1,12 +1,12 @@
 //! The CPU backend's fused kernels (DESIGN.md decision 12): per-sample convolution, max pooling,
-//! batch norm, LSTM and optimizer steps.
+//! batch norm, layer/RMS norm, LSTM and optimizer steps.
 
 use crate::host::*;
 use crate::strided::with_dense;
 use crate::CpuBackend;
 
 use crate::oom::guarded;
-use crate::{conv, norm, optim_step, recurrent, window};
+use crate::{conv, layer_norm, norm, optim_step, recurrent, window};
 use ember_storage::{AdamStep, Buffer, Error, FusedKernels, HostData, Result, SgdStep, View, WindowGeometry};
 
 /// The CPU backend's fused kernels: per-sample convolution, max pooling, batch norm and LSTM.
@@ -53,6 +53,29 @@ impl FusedKernels for CpuBackend {
 
     fn channel_affine(&self, x: View, a: View, y: Option<(View, View)>, k: View) -> Result<Buffer> {
         guarded("channel_affine", || norm::entry::channel_affine(x, a, y, k))
+    }
+
+    fn layer_norm(
+        &self,
+        x: View,
+        weight: Option<View>,
+        bias: Option<View>,
+        eps: f64,
+        rms: bool,
+    ) -> Result<(Buffer, Buffer, Buffer)> {
+        guarded("layer_norm", || layer_norm::entry::layer_norm(x, weight, bias, eps, rms))
+    }
+
+    fn layer_norm_backward(
+        &self,
+        gy: View,
+        x: View,
+        mean: View,
+        rstd: View,
+        weight: Option<View>,
+        rms: bool,
+    ) -> Result<Buffer> {
+        guarded("layer_norm_backward", || layer_norm::entry::layer_norm_backward(gy, x, mean, rstd, weight, rms))
     }
 
     fn conv2d(&self, x: View, w: View, geom: &WindowGeometry) -> Result<Buffer> {

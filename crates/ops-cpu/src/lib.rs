@@ -25,6 +25,7 @@ mod elementwise;
 mod fused;
 mod host;
 mod index;
+mod layer_norm;
 mod lines;
 mod matmul;
 mod norm;

@@ -1,7 +1,7 @@
 //! The CUDA backend's fused kernels (`FusedKernels`, DESIGN.md decision 12), on f32 and f64:
 //!
-//! - max pooling, batch norm's statistics, backward reductions and per-channel affine step, and the
-//!   SGD and Adam/AdamW steps are single kernels ([`crate::kernels::fused`]);
+//! - max pooling, batch norm's statistics, backward reductions and per-channel affine step, layer
+//!   and RMS norm and their input gradient, and the SGD and Adam/AdamW steps are single kernels ([`crate::kernels::fused`]);
 //! - an LSTM sequence runs on the host as one cuBLAS product and one cell kernel per step (the
 //!   composed path launches a dozen kernels per step and records them for autograd);
 //! - convolution is im2col (or col2im) plus one strided-batched cuBLAS product with the weight
@@ -162,6 +162,30 @@ impl CudaBackend {
     }
 }
 
+impl CudaBackend {
+    /// `(R, K)` of an `[R, K]` view, with the `[K]` and `[R]` operands' shapes checked.
+    fn rows_of(op: &str, x: &Layout, per_col: &[Option<View>], per_row: &[View]) -> Result<(usize, usize)> {
+        let sh = x.shape();
+        if sh.len() != 2 {
+            return Err(Error::shape(op, format!("expects [R, K] rows, got {sh:?}")));
+        }
+        for v in per_col.iter().flatten() {
+            if v.1.shape() != [sh[1]] {
+                return Err(Error::shape(op, format!("weight and bias should be [{}], got {:?}", sh[1], v.1.shape())));
+            }
+        }
+        for v in per_row {
+            if v.1.shape() != [sh[0]] {
+                return Err(Error::shape(
+                    op,
+                    format!("per-row statistics should be [{}], got {:?}", sh[0], v.1.shape()),
+                ));
+            }
+        }
+        Ok((sh[0], sh[1]))
+    }
+}
+
 /// The time index of the `s`-th step of a sequence of `steps`.
 fn time(s: usize, steps: usize, reverse: bool) -> usize {
     if reverse {
@@ -301,6 +325,81 @@ impl FusedKernels for CudaBackend {
             unsafe { b.launch(Self::config(x.1.numel(), self.max_blocks)) }.map_err(driver_err(OP))?;
         }
         Ok(Arc::new(out))
+    }
+
+    fn layer_norm(
+        &self,
+        x: View,
+        weight: Option<View>,
+        bias: Option<View>,
+        eps: f64,
+        rms: bool,
+    ) -> Result<(Buffer, Buffer, Buffer)> {
+        const OP: &str = "layer_norm";
+        let xs = self.float_operand(x, OP)?;
+        let (rows, k) = Self::rows_of(OP, x.1, &[weight, bias], &[])?;
+        let per: Vec<View> = [weight, bias].into_iter().flatten().collect();
+        let bufs = self.same_dtype(&per, xs.dtype, OP)?;
+        let (y, mean, rstd) =
+            (self.alloc(xs.dtype, rows * k, OP)?, self.alloc(xs.dtype, rows, OP)?, self.alloc(xs.dtype, rows, OP)?);
+        if rows > 0 {
+            let f = self.fused_fn(FusedKernel::LayerNorm, xs.dtype, OP)?;
+            let (s, o) = elementwise_args(OP, &[x.1])?;
+            let col = |v: Option<View>| v.map_or((0, 0), |v| (i64_of(v.1.offset()), i64_of(v.1.strides()[0])));
+            let ((w_off, w_st), (b_off, b_st)) = (col(weight), col(bias));
+            // absent operands are passed as x's pointer and never read (their flag is unset)
+            let mut it = bufs.iter();
+            let wb = weight.and_then(|_| it.next()).map_or(&xs.data, |b| &b.data);
+            let bb = bias.and_then(|_| it.next()).map_or(&xs.data, |b| &b.data);
+            let flags = i32::from(weight.is_some()) | (i32::from(bias.is_some()) << 1) | (i32::from(rms) << 2);
+            let (r, kk) = (i64_of(rows), i64_of(k));
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&xs.data).arg(wb).arg(bb).arg(&y.data).arg(&mean.data).arg(&rstd.data).arg(&s).arg(&o[0]);
+            b.arg(&w_off).arg(&w_st).arg(&b_off).arg(&b_st).arg(&flags).arg(&r).arg(&kk).arg(&eps);
+            // SAFETY: reads the checked [R, K] view and [K] weight/bias views; writes R * K elements
+            // of `y` and R of `mean` and `rstd`.
+            unsafe { b.launch(self.per_channel_config(rows)) }.map_err(driver_err(OP))?;
+        }
+        Ok((Arc::new(y), Arc::new(mean), Arc::new(rstd)))
+    }
+
+    fn layer_norm_backward(
+        &self,
+        gy: View,
+        x: View,
+        mean: View,
+        rstd: View,
+        weight: Option<View>,
+        rms: bool,
+    ) -> Result<Buffer> {
+        const OP: &str = "layer_norm_backward";
+        let xs = self.float_operand(x, OP)?;
+        let (rows, k) = Self::rows_of(OP, x.1, &[weight], &[mean, rstd])?;
+        if gy.1.shape() != x.1.shape() {
+            return Err(Error::shape(OP, format!("gradient {:?} and input {:?} differ", gy.1.shape(), x.1.shape())));
+        }
+        let mut views = vec![gy, mean, rstd];
+        views.extend(weight);
+        let bufs = self.same_dtype(&views, xs.dtype, OP)?;
+        let gx = self.alloc(xs.dtype, rows * k, OP)?;
+        if rows > 0 {
+            let f = self.fused_fn(FusedKernel::LayerNormBackward, xs.dtype, OP)?;
+            let (s, o) = elementwise_args(OP, &[gy.1, x.1])?;
+            let per = |v: View| (i64_of(v.1.offset()), i64_of(v.1.strides()[0]));
+            let ((m_off, m_st), (r_off, r_st)) = (per(mean), per(rstd));
+            let (w_off, w_st) = weight.map_or((0, 0), per);
+            let wb = bufs.get(3).map_or(&xs.data, |b| &b.data);
+            let flags = i32::from(weight.is_some()) | (i32::from(rms) << 2);
+            let (r, kk) = (i64_of(rows), i64_of(k));
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&bufs[0].data).arg(&xs.data).arg(&bufs[1].data).arg(&bufs[2].data).arg(wb).arg(&gx.data);
+            b.arg(&s).arg(&o[0]).arg(&o[1]).arg(&m_off).arg(&m_st).arg(&r_off).arg(&r_st).arg(&w_off).arg(&w_st);
+            b.arg(&flags).arg(&r).arg(&kk);
+            // SAFETY: reads the checked views (gy and x of [R, K], mean and rstd of [R], weight of
+            // [K] when flagged); writes R * K elements of `gx`.
+            unsafe { b.launch(self.per_channel_config(rows)) }.map_err(driver_err(OP))?;
+        }
+        Ok(Arc::new(gx))
     }
 
     fn conv2d(&self, x: View, w: View, geom: &WindowGeometry) -> Result<Buffer> {

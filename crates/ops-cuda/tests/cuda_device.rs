@@ -220,7 +220,7 @@ fn on_a_gpu_indexing_scans_sort_rng_and_windows_match_the_cpu_backend() {
     assert_eq!(gpu.download((&gpu.full(Scalar::I(7), DType::I64, 3).unwrap(), &l)).unwrap(), HostData::I64(vec![7; 3]));
 }
 
-/// Every fused kernel on the device against the CPU backend's: pooling, batch norm, convolution
+/// Every fused kernel on the device against the CPU backend's: pooling, batch norm, layer/RMS norm, convolution
 /// and its backward, LSTM sequences both ways, SGD and Adam steps (f32 and f64).
 #[test]
 fn on_a_gpu_the_fused_kernels_match_the_cpu_backends() {
@@ -262,6 +262,20 @@ fn on_a_gpu_the_fused_kernels_match_the_cpu_backends() {
         let (mg, sg) = fg.batch_norm_stats((&xg, &xl)).unwrap();
         assert_close(&d(&mg, &gpu, &[3]), &d(&mc, &cpu, &[3]), "batch_norm_stats mean");
         assert_close(&d(&sg, &gpu, &[3]), &d(&sc, &cpu, &[3]), "batch_norm_stats var");
+        for rms in [false, true] {
+            let rl = Layout::contiguous(&[48, 9]);
+            let (nc, ng) = up(9, 8);
+            let kl = Layout::contiguous(&[9]);
+            let (yc, mc, rc) = fc.layer_norm((&xc, &rl), Some((&nc, &kl)), Some((&nc, &kl)), 1e-5, rms).unwrap();
+            let (yg, mg, rg) = fg.layer_norm((&xg, &rl), Some((&ng, &kl)), Some((&ng, &kl)), 1e-5, rms).unwrap();
+            assert_close(&d(&yg, &gpu, &[432]), &d(&yc, &cpu, &[432]), "layer_norm");
+            let sl = Layout::contiguous(&[48]);
+            let gxc =
+                fc.layer_norm_backward((&xc, &rl), (&xc, &rl), (&mc, &sl), (&rc, &sl), Some((&nc, &kl)), rms).unwrap();
+            let gxg =
+                fg.layer_norm_backward((&xg, &rl), (&xg, &rl), (&mg, &sl), (&rg, &sl), Some((&ng, &kl)), rms).unwrap();
+            assert_close(&d(&gxg, &gpu, &[432]), &d(&gxc, &cpu, &[432]), "layer_norm_backward");
+        }
         let wl = Layout::contiguous(&[4, 27]);
         let (wc, wg) = up(108, 3);
         let yc = fc.conv2d((&xc, &xl), (&wc, &wl), &geom).unwrap();

@@ -1268,7 +1268,7 @@ fn smooth(dtype: DType, n: usize, seed: u64) -> HostData {
 }
 
 /// The fused kernels — max pooling (NaN rule and indices), batch norm's statistics, backward
-/// reductions and affine step, the LSTM cell over whole sequences both ways (the recurrent
+/// reductions and affine step, layer and RMS norm with their input gradient, the LSTM cell over whole sequences both ways (the recurrent
 /// products done on the host, as the backend does them with cuBLAS), and the SGD and Adam/AdamW
 /// steps — match the CPU backend's fused kernels for f32 and f64 over strided views.
 #[test]
@@ -1296,6 +1296,14 @@ fn fused_kernels_match_the_cpu_backends_under_emulation() {
             FusedKernel::ChannelAffine => (
                 "const void* x, const void* y, const void* a, const void* b, const void* k, void* out, const ember_shape* s, const ember_operand* ox, const ember_operand* oy, long long ao, long long as_, long long bo, long long bs, long long ko, long long ks, int has_y, long long c, long long l",
                 "(const S*)x, (const S*)y, (const S*)a, (const S*)b, (const S*)k, (S*)out, *s, *ox, *oy, ao, as_, bo, bs, ko, ks, has_y, c, l",
+            ),
+            FusedKernel::LayerNorm => (
+                "const void* x, const void* w, const void* b, void* y, void* mean, void* rstd, const ember_shape* s, const ember_operand* ox, long long wo, long long ws, long long bo, long long bs, int flags, long long rows, long long k, double eps",
+                "(const S*)x, (const S*)w, (const S*)b, (S*)y, (S*)mean, (S*)rstd, *s, *ox, wo, ws, bo, bs, flags, rows, k, eps",
+            ),
+            FusedKernel::LayerNormBackward => (
+                "const void* gy, const void* x, const void* mean, const void* rstd, const void* w, void* gx, const ember_shape* s, const ember_operand* og, const ember_operand* ox, long long mo, long long ms, long long ro, long long rs, long long wo, long long ws, int flags, long long rows, long long k",
+                "(const S*)gy, (const S*)x, (const S*)mean, (const S*)rstd, (const S*)w, (S*)gx, *s, *og, *ox, mo, ms, ro, rs, wo, ws, flags, rows, k",
             ),
             FusedKernel::LstmCell => (
                 "void* gates, const void* c0, void* y, long long t, long long prev, long long b, long long h, long long plane",
@@ -1519,6 +1527,128 @@ fn fused_kernels_match_the_cpu_backends_under_emulation() {
             let y = has_y.then_some(((&gb, &gl), (&bb, &cl)));
             let want = fused.channel_affine((&xb, &xl), (&ab, &cl), y, (&kb, &cl)).unwrap();
             compare(format!("channel_affine {dtype} y={has_y}"), &out, &down(&want, &[3, 4, 5, 2]), 0.0);
+        }
+        // layer and RMS norm over a transposed [5, 37] view, weight every other element of 74
+        let (rows, k) = (5usize, 37usize);
+        let xl = Layout::contiguous(&[k, rows]).transpose(0, 1).unwrap();
+        let dl = Layout::contiguous(&[rows, k]);
+        let wl = Layout::contiguous(&[2 * k]).slice(0, 0, 2 * k, 2).unwrap();
+        let kl = Layout::contiguous(&[k]);
+        let (xs, gys, ws, bs) =
+            (smooth(dtype, rows * k, 21), smooth(dtype, rows * k, 22), smooth(dtype, 2 * k, 23), smooth(dtype, k, 24));
+        let up = |d: &HostData| cpu.upload(d.clone()).unwrap();
+        let (xb, gyb, wb, bb) = (up(&xs), up(&gys), up(&ws), up(&bs));
+        type Norm = unsafe extern "C" fn(
+            u32,
+            u32,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *mut std::ffi::c_void,
+            *mut std::ffi::c_void,
+            *mut std::ffi::c_void,
+            *const ShapeArg,
+            *const OperandArg,
+            i64,
+            i64,
+            i64,
+            i64,
+            i32,
+            i64,
+            i64,
+            f64,
+        );
+        type NormBack = unsafe extern "C" fn(
+            u32,
+            u32,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *const std::ffi::c_void,
+            *mut std::ffi::c_void,
+            *const ShapeArg,
+            *const OperandArg,
+            *const OperandArg,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i32,
+            i64,
+            i64,
+        );
+        for rms in [false, true] {
+            let (y, mean, rstd) = (zeroed(dtype, rows * k), zeroed(dtype, rows), zeroed(dtype, rows));
+            let (s, o) = elementwise_args("test", &[&xl]).unwrap();
+            let flags = 1 | (i32::from(!rms) << 1) | (i32::from(rms) << 2);
+            // SAFETY: the view addresses the rows * k elements of `xs`; the weight view 0, 2, ..
+            // of 2k; the outputs hold rows * k and rows elements.
+            unsafe {
+                let f: libloading::Symbol<Norm> =
+                    lib.get(format!("launch_{}", sym(FusedKernel::LayerNorm)).as_bytes()).unwrap();
+                f(
+                    2,
+                    16,
+                    ptr(&xs),
+                    ptr(&ws),
+                    ptr(&bs),
+                    vp(&y),
+                    vp(&mean),
+                    vp(&rstd),
+                    &s,
+                    &o[0],
+                    0,
+                    2,
+                    0,
+                    1,
+                    flags,
+                    rows as i64,
+                    k as i64,
+                    1e-5,
+                );
+            }
+            let bias = (!rms).then_some((&bb, &kl));
+            let (wy, wm, wr) = fused.layer_norm((&xb, &xl), Some((&wb, &wl)), bias, 1e-5, rms).unwrap();
+            compare(format!("layer_norm y {dtype} rms={rms}"), &y, &down(&wy, &[rows, k]), rtol);
+            compare(format!("layer_norm mean {dtype} rms={rms}"), &mean, &down(&wm, &[rows]), rtol);
+            compare(format!("layer_norm rstd {dtype} rms={rms}"), &rstd, &down(&wr, &[rows]), rtol);
+            let gx = zeroed(dtype, rows * k);
+            let (s, o) = elementwise_args("test", &[&dl, &xl]).unwrap();
+            // SAFETY: as above; mean and rstd hold `rows` elements.
+            unsafe {
+                let f: libloading::Symbol<NormBack> =
+                    lib.get(format!("launch_{}", sym(FusedKernel::LayerNormBackward)).as_bytes()).unwrap();
+                f(
+                    2,
+                    16,
+                    ptr(&gys),
+                    ptr(&xs),
+                    ptr(&mean),
+                    ptr(&rstd),
+                    ptr(&ws),
+                    vp(&gx),
+                    &s,
+                    &o[0],
+                    &o[1],
+                    0,
+                    1,
+                    0,
+                    1,
+                    0,
+                    2,
+                    1 | (i32::from(rms) << 2),
+                    rows as i64,
+                    k as i64,
+                );
+            }
+            let rl = Layout::contiguous(&[rows]);
+            let want = fused
+                .layer_norm_backward((&gyb, &dl), (&xb, &xl), (&wm, &rl), (&wr, &rl), Some((&wb, &wl)), rms)
+                .unwrap();
+            compare(format!("layer_norm_backward {dtype} rms={rms}"), &gx, &down(&want, &[rows, k]), rtol * 10.0);
         }
         // LSTM: T=4, B=3, H=5, both directions, forward and backward
         let (t_n, b_n, h_n) = (4usize, 3usize, 5usize);
@@ -1802,7 +1932,7 @@ fn fused_kernels_match_the_cpu_backends_under_emulation() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    println!("{checked} fused-kernel results (16 kernels) matched the CPU backend's fused kernels under emulation");
+    println!("{checked} fused-kernel results (20 kernels) matched the CPU backend's fused kernels under emulation");
     assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
-    assert_eq!(checked, 2 * (8 + 4 + 2 + 2 * 5 + 7 + 9));
+    assert_eq!(checked, 2 * (8 + 4 + 2 + 8 + 2 * 5 + 7 + 9));
 }

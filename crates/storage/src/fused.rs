@@ -28,6 +28,34 @@ pub trait FusedKernels: Send + Sync {
     /// dtype. Batch norm's forward and backward both end with one.
     fn channel_affine(&self, x: View, a: View, y: Option<(View, View)>, k: View) -> Result<Buffer>;
 
+    /// Layer norm over the last dim of a floating `[R, K]` view (RMS norm with `rms`: no centring,
+    /// the mean square in place of the variance): per row `mean` (0 for RMS norm) and
+    /// `rstd = 1 / sqrt(var + eps)` with the biased variance, and `y = ((x - mean) * rstd) * weight + bias`
+    /// with the optional `[K]` views `weight` and `bias`. Returns `y` `[R, K]`, `mean` and `rstd`
+    /// `[R]`, in the view's dtype. Callers without it compose the norm from reductions.
+    fn layer_norm(
+        &self,
+        x: View,
+        weight: Option<View>,
+        bias: Option<View>,
+        eps: f64,
+        rms: bool,
+    ) -> Result<(Buffer, Buffer, Buffer)>;
+
+    /// The input's gradient of [`FusedKernels::layer_norm`] from the output's gradient `gy` `[R, K]`
+    /// and the forward's `mean` and `rstd`: per row `rstd * (g - mean(g) - xhat * mean(g * xhat))`
+    /// with `g = gy * weight` and `xhat = (x - mean) * rstd` (RMS norm: without the `mean(g)` term).
+    /// The weight's and bias's gradients are sums the caller composes.
+    fn layer_norm_backward(
+        &self,
+        gy: View,
+        x: View,
+        mean: View,
+        rstd: View,
+        weight: Option<View>,
+        rms: bool,
+    ) -> Result<Buffer>;
+
     /// 2-d convolution without groups, fused per sample (patches, product, no batch-wide patch
     /// tensor): `x` is `[N, C, H, W]` and the geometry's input, `w` is `[OC, C * kh * kw]`; returns
     /// `[N, OC, oh * ow]`. Callers without it

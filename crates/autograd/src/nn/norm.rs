@@ -11,7 +11,9 @@ pub const LAYER_NORM: OpDescriptor = OpDescriptor {
     forward: "Tensor::layer_norm",
     conformance: &["layer_norm"],
     shape_rule: "the input's shape",
-    backward: OpBackward::Composed,
+    backward: OpBackward::Node {
+        formula: "f32/f64 on a backend with fused kernels: grad_x = rstd (g - mean(g) - x̂ mean(g x̂)) with g = gy w, one fused pass per row; grad_w = Σ gy x̂, grad_b = Σ gy over the leading dims; otherwise composed",
+    },
 };
 
 /// `F.rms_norm`.
@@ -20,7 +22,9 @@ pub const RMS_NORM: OpDescriptor = OpDescriptor {
     forward: "Tensor::rms_norm",
     conformance: &["rms_norm"],
     shape_rule: "the input's shape",
-    backward: OpBackward::Composed,
+    backward: OpBackward::Node {
+        formula: "f32/f64 on a backend with fused kernels: grad_x = rstd (g - x̂ mean(g x̂)) with g = gy w and x̂ = x rstd, one fused pass per row; grad_w = Σ gy x̂; otherwise composed",
+    },
 };
 
 /// `F.group_norm`.
@@ -115,6 +119,9 @@ impl Tensor {
                 format!("normalized_shape {normalized_shape:?} does not match the end of {:?}", self.shape()),
             ));
         }
+        if let Some(y) = self.norm_fused(normalized_shape, weight, bias, eps, false)? {
+            return Ok(y);
+        }
         let (x, back) = self.upcast_low_precision()?;
         let dims: Vec<isize> = (0..k).map(|i| -(i as isize) - 1).collect();
         let mean = x.mean_dim(&dims, true)?;
@@ -140,6 +147,9 @@ impl Tensor {
             DType::BF16 => 0.007_812_5,
             _ => f32::EPSILON as f64,
         });
+        if let Some(y) = self.norm_fused(normalized_shape, weight, None, eps, true)? {
+            return Ok(y);
+        }
         let (x, back) = self.upcast_low_precision()?;
         let dims: Vec<isize> = (0..k).map(|i| -(i as isize) - 1).collect();
         let y = x.mul(&x.mul(&x)?.mean_dim(&dims, true)?.add(eps)?.rsqrt()?)?.to_dtype(back)?;
@@ -231,4 +241,134 @@ impl Tensor {
     pub fn pairwise_distance(&self, other: &Tensor, p: f64, eps: f64, keepdim: bool) -> Result<Tensor> {
         self.sub(other)?.add(eps)?.vector_norm(p, &[-1], keepdim)
     }
+}
+
+impl Tensor {
+    /// Layer norm (RMS norm with `rms`) by the backend's fused kernels, or `None` when this input
+    /// or backend needs the composed path (dtypes other than f32/f64, a backend without the
+    /// kernels, empty inputs, parameters of another dtype, device or shape).
+    fn norm_fused(
+        &self,
+        normalized_shape: &[usize],
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        rms: bool,
+    ) -> Result<Option<Tensor>> {
+        let dt = self.dtype();
+        let k: usize = normalized_shape.iter().product();
+        let params_fit = [weight, bias]
+            .into_iter()
+            .flatten()
+            .all(|p| p.dtype() == dt && p.device() == self.device() && p.shape() == normalized_shape);
+        if !matches!(dt, DType::F32 | DType::F64) || self.numel() == 0 || k == 0 || !params_fit {
+            return Ok(None);
+        }
+        let Some(fused) = self.fused() else { return Ok(None) };
+        let rows = self.numel() / k;
+        let flat = |t: &Tensor, shape: &[usize]| -> Result<Tensor> {
+            let s: Vec<isize> = shape.iter().map(|&v| v as isize).collect();
+            t.detach().reshape(&s)
+        };
+        let x2 = flat(self, &[rows, k])?;
+        let (w1, b1) = (weight.map(|w| flat(w, &[k])).transpose()?, bias.map(|b| flat(b, &[k])).transpose()?);
+        let (y, mean, rstd) =
+            fused.layer_norm(x2.v(), w1.as_ref().map(|w| w.v()), b1.as_ref().map(|b| b.v()), eps, rms)?;
+        let y = self.same_backend(y, self.shape());
+        let (mean, rstd) = (self.same_backend(mean, &[rows]), self.same_backend(rstd, &[rows]));
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        let mut saved = vec![self];
+        saved.extend(weight);
+        let (x, w, has_bias, shape) = (self.clone(), weight.cloned(), bias.is_some(), normalized_shape.to_vec());
+        Ok(Some(crate::graph::record_saving(
+            y,
+            if rms { "rms_norm" } else { "layer_norm" },
+            &inputs,
+            &saved,
+            move |g| {
+                let (dx, dw, db) = if crate::is_grad_enabled() {
+                    norm_backward_composed(&x, w.as_ref(), g, &shape, eps, rms)?
+                } else {
+                    norm_backward_fused(&x, w.as_ref(), g, &mean, &rstd, &shape, rms)?
+                };
+                let mut grads = crate::graph::Grads::new();
+                grads.push(Some(dx));
+                if w.is_some() {
+                    grads.push(Some(dw));
+                }
+                if has_bias {
+                    grads.push(Some(db));
+                }
+                Ok(grads)
+            },
+        )))
+    }
+}
+
+/// `(dx, dweight, dbias)` of layer/RMS norm by the backend's fused input gradient; the parameters'
+/// gradients are sums over the leading dims (`[R, K]` rows).
+fn norm_backward_fused(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    g: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    normalized_shape: &[usize],
+    rms: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let rows = mean.shape()[0] as isize;
+    let x2 = x.detach().reshape(&[rows, -1])?;
+    let g2 = g.reshape(&[rows, -1])?;
+    let w1 = weight.map(|w| w.detach().reshape(&[-1])).transpose()?;
+    let dx = x.fused_for("layer_norm backward")?.layer_norm_backward(
+        g2.v(),
+        x2.v(),
+        mean.v(),
+        rstd.v(),
+        w1.as_ref().map(|w| w.v()),
+        rms,
+    )?;
+    let dx = x.same_backend(dx, x.shape());
+    let pshape: Vec<isize> = normalized_shape.iter().map(|&v| v as isize).collect();
+    let dw = match weight {
+        Some(_) => {
+            let xhat = x2.sub(&mean.reshape(&[rows, 1])?)?.mul(&rstd.reshape(&[rows, 1])?)?;
+            g2.mul(&xhat)?.sum_dim(&[0], false)?.reshape(&pshape)?
+        }
+        None => dx.clone(),
+    };
+    let db = g2.sum_dim(&[0], false)?.reshape(&pshape)?;
+    Ok((dx, dw, db))
+}
+
+/// `(dx, dweight, dbias)` of layer/RMS norm from differentiable ops, for backward passes that are
+/// themselves recorded (`create_graph`): the statistics are recomputed from `x`, so second
+/// derivatives see their dependence on it.
+fn norm_backward_composed(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    g: &Tensor,
+    normalized_shape: &[usize],
+    eps: f64,
+    rms: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let k = normalized_shape.len();
+    let dims: Vec<isize> = (0..k).map(|i| -(i as isize) - 1).collect();
+    let lead: Vec<isize> = (0..(x.ndim() - k) as isize).collect();
+    let xc = if rms { x.clone() } else { x.sub(&x.mean_dim(&dims, true)?)? };
+    let rstd = xc.mul(&xc)?.mean_dim(&dims, true)?.add(eps)?.rsqrt()?;
+    let xhat = xc.mul(&rstd)?;
+    let gw = match weight {
+        Some(w) => g.mul(w)?,
+        None => g.clone(),
+    };
+    let mut inner = gw.sub(&xhat.mul(&gw.mul(&xhat)?.mean_dim(&dims, true)?)?)?;
+    if !rms {
+        inner = inner.sub(&gw.mean_dim(&dims, true)?)?;
+    }
+    let dx = rstd.mul(&inner)?;
+    let sum_lead = |t: &Tensor| if lead.is_empty() { Ok(t.clone()) } else { t.sum_dim(&lead, false) };
+    Ok((dx, sum_lead(&g.mul(&xhat)?)?, sum_lead(g)?))
 }

@@ -1,6 +1,7 @@
 //! CUDA C for the fused kernels (`FusedKernels`, DESIGN.md decision 12) on f32 and f64: 2-d max
 //! pooling with indices, batch norm's per-channel statistics and backward reductions, the
-//! per-channel affine combination both directions of batch norm end with, the LSTM cell's forward
+//! per-channel affine combination both directions of batch norm end with, layer/RMS norm and its
+//! input gradient (one block per row: statistics and output in one launch), the LSTM cell's forward
 //! and backward step (the recurrent products between steps are cuBLAS calls), and the SGD and
 //! Adam/AdamW steps in place. Convolution has no kernel of its own: the backend builds it from
 //! im2col/col2im and cuBLAS.
@@ -38,6 +39,15 @@ pub enum FusedKernel {
     /// long long b_off, long long b_st, long long k_off, long long k_st, int has_y, long long c,
     /// long long l)`.
     ChannelAffine,
+    /// `layer_norm_<t>(const S* x, const S* w, const S* b, S* y, S* mean, S* rstd, ember_shape s,
+    /// ember_operand ox, long long w_off, long long w_st, long long b_off, long long b_st, int flags,
+    /// long long rows, long long k, double eps)` (flags: 1 weight, 2 bias, 4 RMS norm).
+    LayerNorm,
+    /// `layer_norm_backward_<t>(const S* gy, const S* x, const S* mean, const S* rstd, const S* w,
+    /// S* gx, ember_shape s, ember_operand og, ember_operand ox, long long m_off, long long m_st,
+    /// long long r_off, long long r_st, long long w_off, long long w_st, int flags, long long rows,
+    /// long long k)` (flags as the forward's).
+    LayerNormBackward,
     /// `lstm_cell_<t>(S* gates, const S* c0, S* y, long long t, long long prev, long long b,
     /// long long h, long long plane)`.
     LstmCell,
@@ -55,11 +65,13 @@ pub enum FusedKernel {
 
 impl FusedKernel {
     /// Every family.
-    pub const ALL: [FusedKernel; 8] = [
+    pub const ALL: [FusedKernel; 10] = [
         FusedKernel::MaxPool2d,
         FusedKernel::BatchNormStats,
         FusedKernel::BatchNormBackwardReduce,
         FusedKernel::ChannelAffine,
+        FusedKernel::LayerNorm,
+        FusedKernel::LayerNormBackward,
         FusedKernel::LstmCell,
         FusedKernel::LstmCellBackward,
         FusedKernel::SgdStep,
@@ -72,6 +84,8 @@ impl FusedKernel {
             FusedKernel::BatchNormStats => "bn_stats",
             FusedKernel::BatchNormBackwardReduce => "bn_backward_reduce",
             FusedKernel::ChannelAffine => "channel_affine",
+            FusedKernel::LayerNorm => "layer_norm",
+            FusedKernel::LayerNormBackward => "layer_norm_backward",
             FusedKernel::LstmCell => "lstm_cell",
             FusedKernel::LstmCellBackward => "lstm_cell_backward",
             FusedKernel::SgdStep => "sgd_step",
@@ -215,6 +229,81 @@ fn channel_affine(t: CudaType) -> String {
     )
 }
 
+/// One block per row of `k` elements (grid-stride over rows): the mean (skipped for RMS norm), the
+/// sum of squared deviations, then the output in ops-cpu's order `((x - mean) * rstd) * w + b`.
+fn layer_norm(t: CudaType) -> String {
+    format!(
+        r#"extern "C" __global__ void {name}(const {s}* __restrict__ x, const {s}* __restrict__ w, const {s}* __restrict__ b, {s}* __restrict__ y, {s}* __restrict__ mean, {s}* __restrict__ rstd, ember_shape s, ember_operand ox, long long w_off, long long w_st, long long b_off, long long b_st, int flags, long long rows, long long k, double eps) {{
+    __shared__ double part[{block}];
+    const double kf = k > 0 ? (double)k : 1.0;
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x) {{
+        double acc = 0.0;
+        if (!(flags & 4))
+            for (long long j = threadIdx.x; j < k; j += blockDim.x) {{
+                const long long i = row * k + j;
+                acc += (double)x[s.contiguous ? i : ember_offset(i, s, ox)];
+            }}
+        const {s} m = ({s})(ember_block_sum(part, acc) / kf);
+        acc = 0.0;
+        for (long long j = threadIdx.x; j < k; j += blockDim.x) {{
+            const long long i = row * k + j;
+            const {s} d = x[s.contiguous ? i : ember_offset(i, s, ox)] - m;
+            acc += (double)(d * d);
+        }}
+        const {s} rs = ({s})(1.0 / sqrt(ember_block_sum(part, acc) / kf + eps));
+        for (long long j = threadIdx.x; j < k; j += blockDim.x) {{
+            const long long i = row * k + j;
+            {s} v = (x[s.contiguous ? i : ember_offset(i, s, ox)] - m) * rs;
+            if (flags & 1) v = v * w[w_off + j * w_st];
+            if (flags & 2) v = v + b[b_off + j * b_st];
+            y[i] = v;
+        }}
+        if (threadIdx.x == 0) {{ mean[row] = m; rstd[row] = rs; }}
+    }}
+}}
+"#,
+        name = FusedKernel::LayerNorm.name(t.dtype),
+        s = t.storage,
+        block = FUSED_BLOCK,
+    )
+}
+
+/// One block per row: `sum(g)` and `sum(g * xhat)` with `g = gy * w`, then the input's gradient
+/// `rstd * (g - sum(g) / k - xhat * sum(g * xhat) / k)` (RMS norm: without the `sum(g)` term).
+fn layer_norm_backward(t: CudaType) -> String {
+    format!(
+        r#"extern "C" __global__ void {name}(const {s}* __restrict__ gy, const {s}* __restrict__ x, const {s}* __restrict__ mean, const {s}* __restrict__ rstd, const {s}* __restrict__ w, {s}* __restrict__ gx, ember_shape s, ember_operand og, ember_operand ox, long long m_off, long long m_st, long long r_off, long long r_st, long long w_off, long long w_st, int flags, long long rows, long long k) {{
+    __shared__ double part[{block}];
+    const double kf = k > 0 ? (double)k : 1.0;
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x) {{
+        const {s} m = mean[m_off + row * m_st], rs = rstd[r_off + row * r_st];
+        double a = 0.0, c = 0.0;
+        for (long long j = threadIdx.x; j < k; j += blockDim.x) {{
+            const long long i = row * k + j;
+            const {s} gv = gy[s.contiguous ? i : ember_offset(i, s, og)];
+            const {s} g = (flags & 1) ? gv * w[w_off + j * w_st] : gv;
+            const {s} xv = x[s.contiguous ? i : ember_offset(i, s, ox)];
+            a += (double)g;
+            c += (double)(g * ((xv - m) * rs));
+        }}
+        const double ta = ember_block_sum(part, a), tc = ember_block_sum(part, c);
+        const {s} ma = (flags & 4) ? ({s})0 : ({s})(ta / kf), mc = ({s})(tc / kf);
+        for (long long j = threadIdx.x; j < k; j += blockDim.x) {{
+            const long long i = row * k + j;
+            const {s} gv = gy[s.contiguous ? i : ember_offset(i, s, og)];
+            const {s} g = (flags & 1) ? gv * w[w_off + j * w_st] : gv;
+            const {s} xv = x[s.contiguous ? i : ember_offset(i, s, ox)];
+            gx[i] = rs * (g - ma - (xv - m) * rs * mc);
+        }}
+    }}
+}}
+"#,
+        name = FusedKernel::LayerNormBackward.name(t.dtype),
+        s = t.storage,
+        block = FUSED_BLOCK,
+    )
+}
+
 /// Row `t * b + r` of the gates `[T, B, 4H]` holds the step's pre-activations (input projections
 /// plus the recurrent product) and receives the activations; `prev` is the time index of the step
 /// before (`-1`: the initial cell state `c0`).
@@ -339,6 +428,8 @@ pub fn module_source() -> (String, Vec<(FusedKernel, DType, String)>) {
                 FusedKernel::BatchNormStats => bn_stats(t),
                 FusedKernel::BatchNormBackwardReduce => bn_backward_reduce(t),
                 FusedKernel::ChannelAffine => channel_affine(t),
+                FusedKernel::LayerNorm => layer_norm(t),
+                FusedKernel::LayerNormBackward => layer_norm_backward(t),
                 FusedKernel::LstmCell => lstm_cell(t),
                 FusedKernel::LstmCellBackward => lstm_cell_backward(t),
                 FusedKernel::SgdStep => sgd_step(t),
@@ -357,7 +448,7 @@ mod tests {
     #[test]
     fn every_family_has_a_kernel_per_dtype() {
         let (src, names) = module_source();
-        assert_eq!(names.len(), 16);
+        assert_eq!(names.len(), 20);
         for (_, _, n) in &names {
             assert!(src.contains(&format!("void {n}(")), "{n}");
         }
