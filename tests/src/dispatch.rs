@@ -64,6 +64,14 @@ fn unsupported(op: &str) -> Error {
 
 /// Runs the case's op on its inputs and returns the outputs flattened in order.
 pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Tensor>> {
+    if let Some(inner) = case.op.strip_prefix("autocast.") {
+        // the op inside `torch.autocast("cpu", dtype=args.dtype)`; the dtype is not the op's argument
+        let mut c = case.clone();
+        c.op = inner.to_string();
+        let dtype = c.args.remove("dtype").and_then(|v| v.as_str().and_then(crate::conformance::dtype_of));
+        let dtype = dtype.ok_or_else(|| Error::invalid(&case.op, "autocast cases need args.dtype"))?;
+        return ember::autocast(dtype, || call(&c, inputs));
+    }
     let a = Args(&case.args);
     let pos: Vec<Option<&Tensor>> = inputs.iter().map(|(_, t)| t.as_ref()).collect();
     let named = |n: &str| inputs.iter().find(|(k, _)| k == n).and_then(|(_, t)| t.as_ref());

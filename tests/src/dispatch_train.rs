@@ -230,6 +230,7 @@ pub(crate) fn call_train(op: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -
             let total = optim::clip_grads_by_norm(&grads, f(a, "max_norm", 1.0), f(a, "norm_type", 2.0), false)?;
             Ok(std::iter::once(total).chain(grads).collect())
         })(),
+        "amp.GradScaler" => run_grad_scaler(a, inputs),
         _ if op.starts_with("optim.") => run_optimizer(&op[6..], a, inputs),
         _ if op.starts_with("lr_scheduler.") => run_scheduler(&op[13..], a, inputs),
         _ if op.starts_with("train.") => run_training(&op[6..], a, inputs),
@@ -362,6 +363,39 @@ fn run_optimizer(name: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -> R<Ve
         p.set_grad(Some(g.deep_clone()?));
         opt.step()?;
         outs.push(p.detach().deep_clone()?);
+    }
+    Ok(outs)
+}
+
+/// `amp.GradScaler` driving SGD on one parameter: the loss of step k is `sum(param * grad.k)`, so
+/// its scaled backward leaves `grad.k * scale` in `.grad`; outputs per step the parameter and the
+/// scale after `update()` (F64).
+fn run_grad_scaler(a: &Map<String, Value>, inputs: Inputs<'_>) -> R<Vec<Tensor>> {
+    let get = |n: &str| {
+        inputs
+            .iter()
+            .find(|(k, _)| k == n)
+            .and_then(|(_, t)| t.clone())
+            .ok_or_else(|| Error::invalid("amp.GradScaler", format!("missing {n}")))
+    };
+    let p = get("param")?.deep_clone()?.requires_grad_(true)?;
+    let mut opt = optim::Sgd::sgd(vec![p.clone()], optim::SgdOptions::new(f(a, "lr", 0.1)))?;
+    let mut scaler = optim::GradScaler::new(optim::GradScalerOptions {
+        init_scale: f(a, "init_scale", 65536.0),
+        growth_factor: f(a, "growth_factor", 2.0),
+        backoff_factor: f(a, "backoff_factor", 0.5),
+        growth_interval: i(a, "growth_interval", 2000).max(1) as u64,
+        enabled: true,
+    });
+    let mut outs = vec![];
+    for k in 1.. {
+        let Ok(g) = get(&format!("grad.{k}")) else { break };
+        opt.zero_grad(true)?;
+        scaler.scale(&p.mul(&g)?.sum()?)?.backward()?;
+        scaler.step(&mut opt)?;
+        scaler.update()?;
+        outs.push(p.detach().deep_clone()?);
+        outs.push(Tensor::scalar(scaler.get_scale()));
     }
     Ok(outs)
 }

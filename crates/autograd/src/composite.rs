@@ -200,6 +200,9 @@ impl Tensor {
     }
     /// PReLU with a learnable `weight` (one value, or one per channel on dim 1).
     pub fn prelu(&self, weight: &Tensor) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("prelu", &[self, weight], |t| t[0].prelu(&t[1]))? {
+            return Ok(y);
+        }
         let w = if weight.numel() == 1 || self.ndim() < 2 {
             weight.reshape(&[])?
         } else {

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod anomaly;
+pub mod autocast;
 mod autograd_api;
 mod composite;
 mod creation;
@@ -56,6 +57,10 @@ mod shape_ops;
 mod tensor;
 
 pub use anomaly::set_detect_anomaly;
+pub use autocast::{
+    autocast, autocast_cache_len, autocast_disabled, autocast_dtype, autocast_op, autocast_op_multi,
+    is_autocast_enabled,
+};
 pub use autograd_api::{grad, gradcheck};
 pub use creation::DEFAULT_FLOAT;
 pub use device::{backend, cuda, CudaDeviceExt};

@@ -10,6 +10,9 @@ impl Tensor {
     /// Matrix product with `torch.matmul`'s rules: 1-d operands get a dim added then removed; batch
     /// dims broadcast.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("matmul", &[self, other], |t| t[0].matmul(&t[1]))? {
+            return Ok(y);
+        }
         crate::tensor::same_device("matmul", &[self, other])?;
         let (an, bn) = (self.ndim(), other.ndim());
         if an == 0 || bn == 0 {
@@ -84,6 +87,9 @@ impl Tensor {
     }
     /// 2-d matrix product.
     pub fn mm(&self, other: &Tensor) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("mm", &[self, other], |t| t[0].mm(&t[1]))? {
+            return Ok(y);
+        }
         if self.ndim() != 2 || other.ndim() != 2 {
             return Err(Error::shape(
                 "mm",
@@ -94,6 +100,9 @@ impl Tensor {
     }
     /// Batched (3-d) matrix product without broadcasting.
     pub fn bmm(&self, other: &Tensor) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("bmm", &[self, other], |t| t[0].bmm(&t[1]))? {
+            return Ok(y);
+        }
         if self.ndim() != 3 || other.ndim() != 3 || self.shape()[0] != other.shape()[0] {
             return Err(Error::shape(
                 "bmm",
@@ -104,11 +113,21 @@ impl Tensor {
     }
     /// `beta * self + alpha * (m1 @ m2)`.
     pub fn addmm(&self, m1: &Tensor, m2: &Tensor, beta: f64, alpha: f64) -> Result<Tensor> {
+        if let Some(y) =
+            crate::autocast::autocast_op("addmm", &[self, m1, m2], |t| t[0].addmm(&t[1], &t[2], beta, alpha))?
+        {
+            return Ok(y);
+        }
         let p = m1.mm(m2)?;
         scaled_sum(self, &p, beta, alpha)
     }
     /// `beta * self + alpha * (b1 @ b2)` for batches.
     pub fn baddbmm(&self, b1: &Tensor, b2: &Tensor, beta: f64, alpha: f64) -> Result<Tensor> {
+        if let Some(y) =
+            crate::autocast::autocast_op("baddbmm", &[self, b1, b2], |t| t[0].baddbmm(&t[1], &t[2], beta, alpha))?
+        {
+            return Ok(y);
+        }
         let p = b1.bmm(b2)?;
         scaled_sum(self, &p, beta, alpha)
     }
@@ -134,6 +153,9 @@ impl Tensor {
     }
     /// Sum of the main diagonal of a 2-d tensor.
     pub fn trace(&self) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("trace", &[self], |t| t[0].trace())? {
+            return Ok(y);
+        }
         if self.ndim() != 2 {
             return Err(Error::shape("trace", format!("needs a 2-d tensor, got {:?}", self.shape())));
         }
@@ -172,6 +194,9 @@ impl Tensor {
     }
     /// Pairwise p-norm distances between the rows of `self` `[.., P, M]` and `other` `[.., R, M]`.
     pub fn cdist(&self, other: &Tensor, p: f64) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("cdist", &[self, other], |t| t[0].cdist(&t[1], p))? {
+            return Ok(y);
+        }
         if self.ndim() < 2 || other.ndim() < 2 || self.shape()[self.ndim() - 1] != other.shape()[other.ndim() - 1] {
             return Err(Error::shape(
                 "cdist",
@@ -438,6 +463,9 @@ impl Tensor {
     /// Inverse of (a batch of) square matrices; an error names a singular matrix.
     /// Backward: `-A^-T g A^-T`.
     pub fn linalg_inv(&self) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("linalg_inv", &[self], |t| t[0].linalg_inv())? {
+            return Ok(y);
+        }
         let (mats, n, _) = matrices(self, "linalg.inv", true)?;
         let eye: Vec<f64> = (0..n * n).map(|k| if k / n == k % n { 1.0 } else { 0.0 }).collect();
         let mut out = vec![];
@@ -455,6 +483,9 @@ impl Tensor {
     }
     /// Determinant of (a batch of) square matrices. Backward: `g det(A) A^-T` (invertible A).
     pub fn linalg_det(&self) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("linalg_det", &[self], |t| t[0].linalg_det())? {
+            return Ok(y);
+        }
         let (mats, n, _) = matrices(self, "linalg.det", true)?;
         let out: Vec<f64> = mats
             .into_iter()
@@ -473,6 +504,9 @@ impl Tensor {
     /// Solves `self @ X = b` (b a matrix or a batch of matrices with the same batch dims, or a vector
     /// per matrix). Backward: `gB = A^-T g`, `gA = -gB X^T`.
     pub fn linalg_solve(&self, b: &Tensor) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("linalg_solve", &[self, b], |t| t[0].linalg_solve(&t[1]))? {
+            return Ok(y);
+        }
         let (mats, n, _) = matrices(self, "linalg.solve", true)?;
         let vector = b.ndim() == self.ndim() - 1;
         let bm = if vector { b.unsqueeze(-1)? } else { b.clone() };
@@ -503,6 +537,9 @@ impl Tensor {
     /// is read). Backward: the symmetric `L^-T Φ(L^T gL) L^-1`, Φ taking the lower triangle with a
     /// halved diagonal, symmetrised (PyTorch's convention).
     pub fn linalg_cholesky(&self) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("linalg_cholesky", &[self], |t| t[0].linalg_cholesky())? {
+            return Ok(y);
+        }
         let (mats, n, _) = matrices(self, "linalg.cholesky", true)?;
         let mut out = vec![];
         for a in mats {
@@ -549,6 +586,9 @@ impl Tensor {
     }
     /// Singular values, descending. Backward: `U diag(g) V^T`.
     pub fn linalg_svdvals(&self) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("linalg_svdvals", &[self], |t| t[0].linalg_svdvals())? {
+            return Ok(y);
+        }
         let (mats, r, c) = matrices(self, "linalg.svdvals", false)?;
         let out: Vec<f64> = mats.iter().flat_map(|a| decomp::jacobi_svd(a, r, c).0).collect();
         let s = host_tensor(self, out, &batch_shape(self, &[r.min(c)]))?;
@@ -570,6 +610,9 @@ impl Tensor {
     /// Eigenvalues of symmetric matrices (the lower triangle is used), ascending.
     /// Backward: `V diag(g) V^T` (symmetric, as PyTorch's).
     pub fn linalg_eigvalsh(&self) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("linalg_eigvalsh", &[self], |t| t[0].linalg_eigvalsh())? {
+            return Ok(y);
+        }
         let (mats, n, _) = matrices(self, "linalg.eigvalsh", true)?;
         let out: Vec<f64> = mats.iter().flat_map(|a| decomp::jacobi_eigh(&lower_symmetric(a, n), n).0).collect();
         let w = host_tensor(self, out, &batch_shape(self, &[n]))?;

@@ -103,11 +103,17 @@ impl Tensor {
     }
     /// Product of all elements.
     pub fn prod(&self) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("prod", &[self], |t| t[0].prod())? {
+            return Ok(y);
+        }
         let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DType::I64)? };
         x.reduce_raw(ReduceOp::Prod, &(0..self.ndim()).collect::<Vec<_>>(), false)
     }
     /// Product over one dim.
     pub fn prod_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("prod", &[self], |t| t[0].prod_dim(dim, keepdim))? {
+            return Ok(y);
+        }
         let d = self.rdims(&[dim], "prod")?;
         let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DType::I64)? };
         x.reduce_raw(ReduceOp::Prod, &d, keepdim)
@@ -235,6 +241,9 @@ impl Tensor {
     }
     /// `log(sum(exp(x)))` over `dims`, computed stably.
     pub fn logsumexp(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("logsumexp", &[self], |t| t[0].logsumexp(dims, keepdim))? {
+            return Ok(y);
+        }
         let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DEFAULT_FLOAT)? };
         let d = x.rdims(dims, "logsumexp")?;
         if d.iter().any(|&i| x.shape()[i] == 0) {
@@ -351,6 +360,9 @@ impl Tensor {
     }
     /// Running sum along `dim` (integers accumulate in i64).
     pub fn cumsum(&self, dim: isize) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("cumsum", &[self], |t| t[0].cumsum(dim))? {
+            return Ok(y);
+        }
         let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DType::I64)? };
         Ok(x.scan(ScanOp::Cumsum, dim)?.0)
     }
@@ -404,10 +416,16 @@ impl Tensor {
 
     /// Softmax along `dim` (integer inputs become f32), one fused backend kernel.
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("softmax", &[self], |t| t[0].softmax(dim))? {
+            return Ok(y);
+        }
         self.softmax_impl(dim, false)
     }
     /// Log-softmax along `dim`, one fused backend kernel.
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+        if let Some(y) = crate::autocast::autocast_op("log_softmax", &[self], |t| t[0].log_softmax(dim))? {
+            return Ok(y);
+        }
         self.softmax_impl(dim, true)
     }
     fn softmax_impl(&self, dim: isize, log: bool) -> Result<Tensor> {

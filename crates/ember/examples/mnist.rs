@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo run --release --example mnist                 # 12 epochs on the bundled 5,000 images
 //! cargo run --release --example mnist -- --resume     # continue from runs/mnist/checkpoint.safetensors
+//! cargo run --release --example mnist -- --amp bf16   # mixed precision (f16: with a GradScaler)
 //! cargo run --release --example mnist -- --help
 //! ```
 
@@ -13,8 +14,8 @@ use clap::Parser;
 use ember::data::{DataLoader, LoaderOptions, Mnist, TensorDataset};
 use ember::nn::layers::{BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU};
 use ember::nn::{functional as F, Module, ModuleExt, Sequential};
-use ember::optim::{lr_scheduler, AdamOptions, AdamW, Optimizer};
-use ember::{io, manual_seed, no_grad, DType, Device, Error, PadMode, Result, Tensor};
+use ember::optim::{lr_scheduler, AdamOptions, AdamW, GradScaler, GradScalerOptions, Optimizer};
+use ember::{autocast, io, manual_seed, no_grad, DType, Device, Error, PadMode, Result, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -62,6 +63,9 @@ struct Args {
     /// Write every training step's loss to this file, one per line (to compare devices step by step).
     #[arg(long)]
     loss_log: Option<PathBuf>,
+    /// Mixed precision: `bf16` (autocast) or `f16` (autocast with a GradScaler); f32 without it.
+    #[arg(long)]
+    amp: Option<String>,
 }
 
 fn model() -> Result<Sequential> {
@@ -180,6 +184,14 @@ fn run(args: Args) -> Result<History> {
     let steps_per_epoch = loader.len();
     let total_steps = (args.epochs * steps_per_epoch) as u64;
     let mut opt = AdamW::adamw(net.parameters(), AdamOptions { weight_decay: 1e-4, ..AdamOptions::adamw(args.lr) })?;
+    // mixed precision: bf16 needs no loss scaling; f16 does (the scaler passes through otherwise)
+    let amp = match args.amp.as_deref() {
+        None => None,
+        Some("bf16") => Some(DType::BF16),
+        Some("f16") => Some(DType::F16),
+        Some(other) => return Err(Error::invalid("mnist", format!("--amp takes bf16 or f16, got {other:?}"))),
+    };
+    let mut scaler = GradScaler::new(GradScalerOptions { enabled: amp == Some(DType::F16), ..Default::default() });
     let mut sched =
         lr_scheduler::one_cycle_lr(&mut opt, lr_scheduler::OneCycleOptions::new(1.5 * args.lr, total_steps.max(1)))?;
 
@@ -231,10 +243,18 @@ fn run(args: Args) -> Result<History> {
             // shifted on the host (one random stream for every device), then moved
             let (x, y) = (random_shift(&batch[0], &mut shift_rng)?.to(device)?, &batch[1].to(device)?);
             opt.zero_grad(true)?;
-            let logits = net.forward(&x)?;
-            let loss = F::cross_entropy(&logits, y, &Default::default())?;
-            loss.backward()?;
-            opt.step()?;
+            let forward = || -> Result<(Tensor, Tensor)> {
+                let logits = net.forward(&x)?;
+                let loss = F::cross_entropy(&logits, y, &Default::default())?;
+                Ok((logits, loss))
+            };
+            let (logits, loss) = match amp {
+                Some(dtype) => autocast(dtype, forward)?,
+                None => forward()?,
+            };
+            scaler.scale(&loss)?.backward()?;
+            scaler.step(&mut opt)?;
+            scaler.update()?;
             sched.step(&mut opt)?;
             let b = y.shape()[0];
             seen += b;
@@ -392,6 +412,7 @@ mod tests {
             workers: 2,
             stop_after: None,
             loss_log: None,
+            amp: None,
         }
     }
 

@@ -23,9 +23,9 @@ pub use ember_storage::{Backend, Layout};
 /// The names most programs need.
 pub mod prelude {
     pub use ember_autograd::{
-        idx, manual_seed, s, ConvOptions, ConvPadding, CudaDeviceExt, DType, Device, Error, PadMode, PoolOptions,
-        Result, SliceItem, Tensor, ELLIPSIS, NEW_AXIS,
+        autocast, idx, manual_seed, no_grad, s, ConvOptions, ConvPadding, CudaDeviceExt, DType, Device, Error, PadMode,
+        PoolOptions, Result, SliceItem, Tensor, ELLIPSIS, NEW_AXIS,
     };
     pub use ember_nn::{functional as F, layers as nn_layers, Module, ModuleExt, Sequential};
-    pub use ember_optim::{lr_scheduler, Optimizer};
+    pub use ember_optim::{lr_scheduler, GradScaler, GradScalerOptions, Optimizer};
 }

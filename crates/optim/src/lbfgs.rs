@@ -395,6 +395,9 @@ impl Optimizer for Lbfgs {
     fn zero_grad(&mut self, set_to_none: bool) -> Result<()> {
         crate::optimizer::zero_grads(&self.params, set_to_none)
     }
+    fn params(&self) -> Vec<Tensor> {
+        self.params.clone()
+    }
     fn num_groups(&self) -> usize {
         1
     }

@@ -2,8 +2,8 @@
 //!
 //! PyTorch's `torch.optim` for Ember: the [`Optimizer`] trait, SGD, Adam, AdamW, RMSprop, Adagrad,
 //! Adadelta, Adamax, NAdam, RAdam, Rprop (updates follow PyTorch's formulas step by step; SGD and
-//! Adam/AdamW have fused single-pass loops for f32 CPU parameters), [`lr_scheduler`]s and
-//! gradient clipping.
+//! Adam/AdamW have fused single-pass loops for f32 CPU parameters), [`lr_scheduler`]s,
+//! gradient clipping and the [`GradScaler`] of mixed-precision training.
 //!
 //! ```
 //! use ember_autograd::Tensor;
@@ -23,11 +23,13 @@
 mod algorithms;
 mod clip;
 mod fused;
+mod grad_scaler;
 mod lbfgs;
 pub mod lr_scheduler;
 mod optimizer;
 
 pub use algorithms::*;
 pub use clip::{clip_grad_norm_, clip_grad_value_, clip_grads_by_norm};
+pub use grad_scaler::{GradScaler, GradScalerOptions};
 pub use lbfgs::{Lbfgs, LbfgsOptions, LineSearch};
 pub use optimizer::{Algorithm, GroupOptions, Optim, Optimizer, ParamGroup, ParamState};

@@ -26,6 +26,8 @@ pub trait Optimizer {
     fn state_dict(&self) -> Vec<(String, Tensor)>;
     /// Restores what [`Optimizer::state_dict`] returned, so training resumes exactly.
     fn load_state_dict(&mut self, state: &[(String, Tensor)]) -> Result<()>;
+    /// Every parameter, group by group (what a [`crate::GradScaler`] unscales and clipping reads).
+    fn params(&self) -> Vec<Tensor>;
 }
 
 /// Clears the gradients of `params`: drops them, or fills them with zeros.
@@ -222,6 +224,10 @@ impl<A: Algorithm> Optimizer for Optim<A> {
 
     fn zero_grad(&mut self, set_to_none: bool) -> Result<()> {
         zero_grads(self.groups.iter().flat_map(|g| &g.params), set_to_none)
+    }
+
+    fn params(&self) -> Vec<Tensor> {
+        self.groups.iter().flat_map(|g| g.params.iter().cloned()).collect()
     }
 
     fn num_groups(&self) -> usize {

@@ -200,11 +200,12 @@ pub(crate) fn run(
     retain_graph: bool,
     create_graph: bool,
 ) -> Result<Vec<Option<Tensor>>> {
+    // the backward pass follows the forward's dtypes: autocast never applies to it
     let Some((first, _)) = roots.first() else {
-        return run_here(roots, sink, retain_graph, create_graph);
+        return crate::autocast::suspended(|| run_here(roots, sink, retain_graph, create_graph));
     };
     let backend = first.backend().clone();
-    in_sequence(backend.as_ref(), || run_here(roots, sink, retain_graph, create_graph))
+    in_sequence(backend.as_ref(), || crate::autocast::suspended(|| run_here(roots, sink, retain_graph, create_graph)))
 }
 
 /// Runs `f` through `backend`'s `run_sequence` hook, carrying this thread's grad mode and anomaly

@@ -6,6 +6,7 @@
 mod batch_norm;
 mod conv;
 mod conv_fused;
+mod conv_half;
 mod descriptor;
 mod embedding_bag;
 mod linear;

@@ -119,6 +119,22 @@ impl Tensor {
                 format!("normalized_shape {normalized_shape:?} does not match the end of {:?}", self.shape()),
             ));
         }
+        let mut ts = vec![self];
+        ts.extend(weight);
+        ts.extend(bias);
+        let (hw, hb) = (weight.is_some(), bias.is_some());
+        let y = crate::autocast::autocast_op("layer_norm", &ts, |t| {
+            t[0].layer_norm(normalized_shape, hw.then(|| &t[1]), hb.then(|| &t[1 + usize::from(hw)]), eps)
+        })?;
+        if let Some(y) = y {
+            return Ok(y);
+        }
+        let low = matches!(self.dtype(), DType::F16 | DType::BF16);
+        if low && ts[1..].iter().any(|p| p.dtype() == DType::F32) {
+            // f16/bf16 input with f32 parameters (as under autocast): computed in f32 and returned in
+            // the input's dtype, as PyTorch's mixed-dtype layer norm
+            return self.to_dtype(DType::F32)?.layer_norm(normalized_shape, weight, bias, eps)?.to_dtype(self.dtype());
+        }
         if let Some(y) = self.norm_fused(normalized_shape, weight, bias, eps, false)? {
             return Ok(y);
         }

@@ -51,6 +51,9 @@ fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
 
 /// Mean squared error.
 pub fn mse_loss(input: &Tensor, target: &Tensor, r: Reduction) -> Result<Tensor> {
+    if let Some(y) = ember_autograd::autocast_op("mse_loss", &[input, target], |t| mse_loss(&t[0], &t[1], r))? {
+        return Ok(y);
+    }
     same_shape("mse_loss", input, target)?;
     let d = input.sub(target)?;
     reduce("mse_loss", d.mul(&d)?, r)
@@ -58,12 +61,20 @@ pub fn mse_loss(input: &Tensor, target: &Tensor, r: Reduction) -> Result<Tensor>
 
 /// Mean absolute error.
 pub fn l1_loss(input: &Tensor, target: &Tensor, r: Reduction) -> Result<Tensor> {
+    if let Some(y) = ember_autograd::autocast_op("l1_loss", &[input, target], |t| l1_loss(&t[0], &t[1], r))? {
+        return Ok(y);
+    }
     same_shape("l1_loss", input, target)?;
     reduce("l1_loss", input.sub(target)?.abs()?, r)
 }
 
 /// Smooth L1: quadratic below `beta`, linear above.
 pub fn smooth_l1_loss(input: &Tensor, target: &Tensor, r: Reduction, beta: f64) -> Result<Tensor> {
+    if let Some(y) =
+        ember_autograd::autocast_op("smooth_l1_loss", &[input, target], |t| smooth_l1_loss(&t[0], &t[1], r, beta))?
+    {
+        return Ok(y);
+    }
     same_shape("smooth_l1_loss", input, target)?;
     let d = input.sub(target)?.abs()?;
     if beta == 0.0 {
@@ -76,6 +87,11 @@ pub fn smooth_l1_loss(input: &Tensor, target: &Tensor, r: Reduction, beta: f64) 
 
 /// Huber: quadratic up to `delta`, then `delta · (|d| − delta/2)`.
 pub fn huber_loss(input: &Tensor, target: &Tensor, r: Reduction, delta: f64) -> Result<Tensor> {
+    if let Some(y) =
+        ember_autograd::autocast_op("huber_loss", &[input, target], |t| huber_loss(&t[0], &t[1], r, delta))?
+    {
+        return Ok(y);
+    }
     same_shape("huber_loss", input, target)?;
     let d = input.sub(target)?.abs()?;
     let quad = d.mul(&d)?.mul(0.5)?;
@@ -125,6 +141,9 @@ fn per_sample_shape(l: Tensor, target_shape: &[usize]) -> Result<Tensor> {
 
 /// Negative log-likelihood of class indices under log-probabilities `[N, C, d...]` (or `[C]`).
 pub fn nll_loss(log_probs: &Tensor, target: &Tensor, o: &ClassLossOptions<'_>) -> Result<Tensor> {
+    if let Some(y) = ember_autograd::autocast_op("nll_loss", &[log_probs, target], |t| nll_loss(&t[0], &t[1], o))? {
+        return Ok(y);
+    }
     let (per, w_sel, _) = nll_parts(log_probs, target, o.weight, o.ignore_index, "nll_loss")?;
     finish_class_loss(per, &w_sel, target.shape(), o.reduction)
 }
@@ -182,6 +201,10 @@ fn finish_class_loss(per: Tensor, w_sel: &Tensor, target_shape: &[usize], r: Red
 /// class probabilities (floating target of the input's shape), with weights, ignore_index and
 /// label smoothing as in PyTorch.
 pub fn cross_entropy(input: &Tensor, target: &Tensor, o: &ClassLossOptions<'_>) -> Result<Tensor> {
+    if let Some(y) = ember_autograd::autocast_op("cross_entropy", &[input, target], |t| cross_entropy(&t[0], &t[1], o))?
+    {
+        return Ok(y);
+    }
     let op = "cross_entropy";
     if input.ndim() == 0 {
         return Err(Error::shape(op, "input must have a class dim"));
@@ -233,6 +256,11 @@ pub fn cross_entropy(input: &Tensor, target: &Tensor, o: &ClassLossOptions<'_>) 
 
 /// Binary cross-entropy of probabilities (logs clamped at −100, as PyTorch).
 pub fn binary_cross_entropy(input: &Tensor, target: &Tensor, weight: Option<&Tensor>, r: Reduction) -> Result<Tensor> {
+    if let Some(y) = ember_autograd::autocast_op("binary_cross_entropy", &[input, target], |t| {
+        binary_cross_entropy(&t[0], &t[1], weight, r)
+    })? {
+        return Ok(y);
+    }
     same_shape("binary_cross_entropy", input, target)?;
     let log_p = input.log()?.clamp(Some(-100.0), None)?;
     let log_q = input.neg()?.add(1.0)?.log()?.clamp(Some(-100.0), None)?;
@@ -251,6 +279,11 @@ pub fn binary_cross_entropy_with_logits(
     pos_weight: Option<&Tensor>,
     r: Reduction,
 ) -> Result<Tensor> {
+    if let Some(y) = ember_autograd::autocast_op("binary_cross_entropy_with_logits", &[input, target], |t| {
+        binary_cross_entropy_with_logits(&t[0], &t[1], weight, pos_weight, r)
+    })? {
+        return Ok(y);
+    }
     same_shape("binary_cross_entropy_with_logits", input, target)?;
     // log(1 + e^{-x}) computed stably: max(-x, 0) + log(1 + e^{-|x|})
     let softplus_neg = input.neg()?.maximum(0.0)?.add(&input.abs()?.neg()?.exp()?.log1p()?)?;
@@ -271,6 +304,9 @@ pub fn binary_cross_entropy_with_logits(
 /// Kullback–Leibler divergence with `input` as log-probabilities; `target` as probabilities, or
 /// log-probabilities with `log_target`.
 pub fn kl_div(input: &Tensor, target: &Tensor, r: Reduction, log_target: bool) -> Result<Tensor> {
+    if let Some(y) = ember_autograd::autocast_op("kl_div", &[input, target], |t| kl_div(&t[0], &t[1], r, log_target))? {
+        return Ok(y);
+    }
     let l = if log_target {
         target.exp()?.mul(&target.sub(input)?)?
     } else {
