@@ -9,6 +9,30 @@ use std::time::Instant;
 /// The device the workloads run on (set once by [`run`]).
 static DEVICE: OnceLock<Device> = OnceLock::new();
 
+/// The autocast dtype of W7 and W11 (`--autocast bf16|f16`, set once by [`run`]).
+static AUTOCAST: OnceLock<Option<ember::DType>> = OnceLock::new();
+
+/// The autocast dtype of W7 and W11, if any.
+pub(crate) fn autocast_dtype() -> Option<ember::DType> {
+    AUTOCAST.get().copied().flatten()
+}
+
+/// Runs `f` under autocast when `--autocast` was given (W7, W11), else as it is.
+pub(crate) fn maybe_autocast<R>(f: impl FnOnce() -> ember::Result<R>) -> ember::Result<R> {
+    match autocast_dtype() {
+        Some(d) => ember::autocast(d, f),
+        None => f(),
+    }
+}
+
+/// `params` with `"autocast": "bf16"` (or f16) when `--autocast` was given, as torch_ref.py.
+pub(crate) fn with_autocast(mut params: serde_json::Value) -> serde_json::Value {
+    if let (Some(d), Some(m)) = (autocast_dtype(), params.as_object_mut()) {
+        m.insert("autocast".into(), json!(if d == ember::DType::F16 { "f16" } else { "bf16" }));
+    }
+    params
+}
+
 /// The workloads' device.
 pub(crate) fn device() -> Device {
     *DEVICE.get().unwrap_or(&Device::Cpu)
@@ -92,8 +116,15 @@ fn randn(shape: &[usize]) -> Tensor {
 }
 
 /// Runs the selected workloads (all when `only` is empty).
-pub fn run(only: &[String], threads: usize, reps: usize, device: Device) -> ember::Result<()> {
+pub fn run(
+    only: &[String],
+    threads: usize,
+    reps: usize,
+    device: Device,
+    autocast: Option<ember::DType>,
+) -> ember::Result<()> {
     DEVICE.set(device).map_err(|_| ember::Error::invalid("bench", "the device is set once"))?;
+    AUTOCAST.set(autocast).map_err(|_| ember::Error::invalid("bench", "the autocast dtype is set once"))?;
     ember::cpu::set_num_threads(threads);
     ember::manual_seed(0);
     let on = |id: &str| only.is_empty() || only.iter().any(|o| o == id);
@@ -102,7 +133,7 @@ pub fn run(only: &[String], threads: usize, reps: usize, device: Device) -> embe
         json!({"id": "env", "lib": "ember", "version": env!("CARGO_PKG_VERSION"), "threads": threads, "os": std::env::consts::OS, "arch": std::env::consts::ARCH})
     );
     if on("W1") {
-        // as torch_ref.py: 4096 and 8192 too on a GPU, and bf16 products (f32 accumulation) there
+        // as torch_ref.py: 4096 and 8192 too on a GPU, and bf16 products (f32 accumulation)
         let gpu = device != Device::Cpu;
         let large: &[usize] = if gpu { &[4096, 8192] } else { &[] };
         for &n in [128usize, 256, 512, 1024, 2048].iter().chain(large) {
@@ -112,7 +143,9 @@ pub fn run(only: &[String], threads: usize, reps: usize, device: Device) -> embe
             });
             emit("W1", threads, json!({"N": n}), 2.0 * (n as f64).powi(3) / t.median_s / 1e9, "GFLOP/s", &t, None);
         }
-        for &n in large {
+        // bf16 rows: N = 1024, 2048 on the CPU, the large sizes on a GPU (as torch_ref.py)
+        let bf16_sizes: &[usize] = if gpu { large } else { &[1024, 2048] };
+        for &n in bf16_sizes {
             let bf = |t: Tensor| t.to_dtype(ember::DType::BF16).expect("bf16");
             let (a, b) = (bf(randn(&[n, n])), bf(randn(&[n, n])));
             let t = bench(reps, || {

@@ -1,6 +1,6 @@
 //! The model workloads W5-W8, W10, W11 (nn + optim), timed like `torch_ref.py`.
 
-use crate::bench::{bench, device, emit, on_device};
+use crate::bench::{bench, device, emit, maybe_autocast, on_device, with_autocast};
 use ember::nn::layers::{
     BatchNorm2d, Conv2d, Linear, ReLU, Rnn, RnnOptions, TransformerEncoderLayer, TransformerOptions,
 };
@@ -153,14 +153,15 @@ pub fn run(on: &dyn Fn(&str) -> bool, explicit: &dyn Fn(&str) -> bool, threads: 
         let y = on_device(Tensor::randint(0, 10, &[128]).expect("y"));
         let t = bench(reps, || {
             opt.zero_grad(true).expect("zero_grad");
-            let loss = F::cross_entropy(&model.forward(&x).expect("fwd"), &y, &Default::default()).expect("loss");
+            // with --autocast the forward and the loss run under autocast, as torch_ref.py
+            let loss = maybe_autocast(|| F::cross_entropy(&model.forward(&x)?, &y, &Default::default())).expect("loss");
             loss.backward().expect("bwd");
             opt.step().expect("step");
         });
         emit(
             "W7",
             threads,
-            json!({"layers": [784, 512, 256, 10], "batch": 128, "opt": "Adam(lr=1e-3)"}),
+            with_autocast(json!({"layers": [784, 512, 256, 10], "batch": 128, "opt": "Adam(lr=1e-3)"})),
             t.median_s * 1e3,
             "ms",
             &t,
@@ -208,9 +209,16 @@ pub fn run(on: &dyn Fn(&str) -> bool, explicit: &dyn Fn(&str) -> bool, threads: 
         let x = randn(&[16, 128, 256]);
         let t = bench(reps, || {
             layer.zero_grad();
-            layer.forward(&x).and_then(|o| o.sum()).and_then(|l| l.backward()).expect("layer");
+            // with --autocast the forward runs under autocast and the loss is the f32 sum of its output
+            maybe_autocast(|| layer.forward(&x))
+                .and_then(|o| o.to_dtype(ember::DType::F32))
+                .and_then(|o| o.sum())
+                .and_then(|l| l.backward())
+                .expect("layer");
         });
-        let params = json!({"d_model": 256, "heads": 4, "ff": 1024, "seq": 128, "batch": 16, "dropout": 0.0, "norm_first": false});
+        let params = with_autocast(
+            json!({"d_model": 256, "heads": 4, "ff": 1024, "seq": 128, "batch": 16, "dropout": 0.0, "norm_first": false}),
+        );
         emit("W11", threads, params, t.median_s * 1e3, "ms", &t, None);
     }
 }

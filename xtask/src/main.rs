@@ -2,7 +2,7 @@
 //!
 //! - `conformance [--dir DIR] [--quiet] [--device cpu|cuda|cuda:N]`: runs the PyTorch conformance
 //!   cases on a device (the CPU by default).
-//! - `bench [--only W1,W2] [--threads N] [--reps R] [--device D]`: runs the reference workloads of
+//! - `bench [--only W1,W2] [--threads N] [--reps R] [--device D] [--autocast bf16|f16]`: runs the reference workloads of
 //!   `../shared/perf/WORKLOADS.md` that exist so far and prints one JSON line per figure, in the
 //!   format of `../shared/perf/torch_ref.py`, so the two outputs pair up by `id` + `params`. On a
 //!   GPU every repetition ends with a device synchronisation, as torch_ref.py's `--device cuda`.
@@ -49,7 +49,16 @@ fn main() -> ExitCode {
                 flag("--only").map(|s| s.split(',').map(String::from).collect()).unwrap_or_default();
             let threads: usize = flag("--threads").and_then(|s| s.parse().ok()).unwrap_or(2);
             let reps: usize = flag("--reps").and_then(|s| s.parse().ok()).unwrap_or(15);
-            match bench::run(&only, threads, reps, device) {
+            let autocast = match flag("--autocast").as_deref() {
+                None => None,
+                Some("bf16") => Some(ember::DType::BF16),
+                Some("f16") => Some(ember::DType::F16),
+                Some(other) => {
+                    eprintln!("bench: --autocast takes bf16 or f16, got {other:?}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match bench::run(&only, threads, reps, device, autocast) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("bench: {e}");
@@ -58,7 +67,7 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: cargo xtask conformance [--dir DIR] [--quiet] [--device D]\n       cargo xtask bench [--only W1,W2] [--threads N] [--reps R] [--device D]");
+            eprintln!("usage: cargo xtask conformance [--dir DIR] [--quiet] [--device D]\n       cargo xtask bench [--only W1,W2] [--threads N] [--reps R] [--device D] [--autocast bf16|f16]");
             ExitCode::FAILURE
         }
     }

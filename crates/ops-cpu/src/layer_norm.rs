@@ -114,24 +114,9 @@ pub(crate) mod entry {
 
     /// `K` of an `[R, K]` view, with the per-row and per-column operands' shapes checked.
     fn cols(op: &str, x: View, per_col: &[Option<View>], per_row: &[View]) -> Result<usize> {
-        let sh = x.1.shape();
-        if sh.len() != 2 {
-            return Err(Error::shape(op, format!("expects [R, K] rows, got {sh:?}")));
-        }
-        for v in per_col.iter().flatten() {
-            if v.1.shape() != [sh[1]] {
-                return Err(Error::shape(op, format!("weight and bias should be [{}], got {:?}", sh[1], v.1.shape())));
-            }
-        }
-        for v in per_row {
-            if v.1.shape() != [sh[0]] {
-                return Err(Error::shape(
-                    op,
-                    format!("per-row statistics should be [{}], got {:?}", sh[0], v.1.shape()),
-                ));
-            }
-        }
-        Ok(sh[1])
+        let cols: Vec<Option<&ember_storage::Layout>> = per_col.iter().map(|v| v.map(|v| v.1)).collect();
+        let rows: Vec<&ember_storage::Layout> = per_row.iter().map(|v| v.1).collect();
+        Ok(ember_storage::layer_norm_rows(op, x.1, &cols, &rows)?.1)
     }
 
     fn opt<T: HostElement + Copy + Send + Sync + Default + 'static>(

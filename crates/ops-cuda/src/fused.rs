@@ -165,24 +165,9 @@ impl CudaBackend {
 impl CudaBackend {
     /// `(R, K)` of an `[R, K]` view, with the `[K]` and `[R]` operands' shapes checked.
     fn rows_of(op: &str, x: &Layout, per_col: &[Option<View>], per_row: &[View]) -> Result<(usize, usize)> {
-        let sh = x.shape();
-        if sh.len() != 2 {
-            return Err(Error::shape(op, format!("expects [R, K] rows, got {sh:?}")));
-        }
-        for v in per_col.iter().flatten() {
-            if v.1.shape() != [sh[1]] {
-                return Err(Error::shape(op, format!("weight and bias should be [{}], got {:?}", sh[1], v.1.shape())));
-            }
-        }
-        for v in per_row {
-            if v.1.shape() != [sh[0]] {
-                return Err(Error::shape(
-                    op,
-                    format!("per-row statistics should be [{}], got {:?}", sh[0], v.1.shape()),
-                ));
-            }
-        }
-        Ok((sh[0], sh[1]))
+        let cols: Vec<Option<&Layout>> = per_col.iter().map(|v| v.map(|v| v.1)).collect();
+        let rows: Vec<&Layout> = per_row.iter().map(|v| v.1).collect();
+        ember_storage::layer_norm_rows(op, x, &cols, &rows)
     }
 }
 

@@ -4,7 +4,7 @@
 //! the basic ops, so `Error::Unsupported` never doubles as a capability probe.
 
 use crate::ops::WindowGeometry;
-use crate::{Buffer, Result, View};
+use crate::{Buffer, Error, Layout, Result, View};
 
 /// The fused kernels of one backend. Every method is required: a backend offers the set or none.
 /// Dtypes: the floating dtypes f32 and f64 (callers take the composed path for others).
@@ -143,4 +143,30 @@ pub struct AdamStep {
     pub maximize: bool,
     /// The step number, from 1 (for the bias corrections).
     pub step: u64,
+}
+
+/// `(R, K)` of layer norm's `[R, K]` input with its `[K]` weight and bias and `[R]` statistics
+/// checked: the shape rule of [`FusedKernels::layer_norm`] and its backward, shared by every
+/// backend.
+pub fn layer_norm_rows(
+    op: &str,
+    x: &Layout,
+    per_col: &[Option<&Layout>],
+    per_row: &[&Layout],
+) -> Result<(usize, usize)> {
+    let sh = x.shape();
+    if sh.len() != 2 {
+        return Err(Error::shape(op, format!("expects [R, K] rows, got {sh:?}")));
+    }
+    for l in per_col.iter().flatten() {
+        if l.shape() != [sh[1]] {
+            return Err(Error::shape(op, format!("weight and bias should be [{}], got {:?}", sh[1], l.shape())));
+        }
+    }
+    for l in per_row {
+        if l.shape() != [sh[0]] {
+            return Err(Error::shape(op, format!("per-row statistics should be [{}], got {:?}", sh[0], l.shape())));
+        }
+    }
+    Ok((sh[0], sh[1]))
 }

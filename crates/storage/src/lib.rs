@@ -30,6 +30,6 @@ pub use buffer::{Buffer, DeviceBuffer, HostData, HostElement};
 pub use device::{backend_for, register_backend, registered_devices, Device};
 pub use dtype::{DType, DTypeKind, Element};
 pub use error::{Error, IoSource, Result};
-pub use fused::{AdamStep, FusedKernels, SgdStep};
+pub use fused::{layer_norm_rows, AdamStep, FusedKernels, SgdStep};
 pub use layout::{for_each_run, Dims, Layout};
 pub use ops::{BinaryOp, Domain, IndexOp, OpClass, ReduceOp, RngKey, RngOp, Saves, ScanOp, UnaryOp, WindowGeometry};
