@@ -415,9 +415,11 @@ impl Tensor {
 
     /// Concatenates along `dim`.
     pub fn cat(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
-        let refs: Vec<&Tensor> = tensors.iter().collect();
-        if let Some(y) = crate::autocast::autocast_op("cat", &refs, |t| Tensor::cat(t, dim))? {
-            return Ok(y);
+        if crate::autocast::is_autocast_enabled() {
+            let refs: Vec<&Tensor> = tensors.iter().collect();
+            if let Some(y) = crate::autocast::autocast_op("cat", &refs, |t| Tensor::cat(t, dim))? {
+                return Ok(y);
+            }
         }
         let first = tensors.first().ok_or_else(|| Error::invalid("cat", "expects a non-empty list of tensors"))?;
         // PyTorch skips 1-d empty tensors in cat
@@ -466,9 +468,11 @@ impl Tensor {
 
     /// Stacks along a new dim.
     pub fn stack(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
-        let refs: Vec<&Tensor> = tensors.iter().collect();
-        if let Some(y) = crate::autocast::autocast_op("stack", &refs, |t| Tensor::stack(t, dim))? {
-            return Ok(y);
+        if crate::autocast::is_autocast_enabled() {
+            let refs: Vec<&Tensor> = tensors.iter().collect();
+            if let Some(y) = crate::autocast::autocast_op("stack", &refs, |t| Tensor::stack(t, dim))? {
+                return Ok(y);
+            }
         }
         let first = tensors.first().ok_or_else(|| Error::invalid("stack", "expects a non-empty list of tensors"))?;
         let d = normalize_dim(dim, first.ndim() + 1, "stack")?;

@@ -1366,6 +1366,7 @@ fn fused_kernels_match_the_cpu_backends_under_emulation() {
             let numel = 6 * out[0] * out[1];
             let (vals, idx) = (zeroed(dtype, numel), zeroed(DType::I64, numel));
             let (w, ox) = (window_arg("test", &g).unwrap(), raw_operand("test", &xl).unwrap());
+            // SAFETY (signature only): each call below says why it is sound.
             type Pool = unsafe extern "C" fn(
                 u32,
                 u32,
@@ -1394,6 +1395,7 @@ fn fused_kernels_match_the_cpu_backends_under_emulation() {
         let (xb, gb) = (cpu.upload(xs.clone()).unwrap(), cpu.upload(gs.clone()).unwrap());
         let (mean, var) = (zeroed(dtype, c), zeroed(dtype, c));
         let (s, o) = elementwise_args("test", &[&xl]).unwrap();
+        // SAFETY (signature only): each call below says why it is sound.
         type Stats = unsafe extern "C" fn(
             u32,
             u32,
@@ -1421,6 +1423,7 @@ fn fused_kernels_match_the_cpu_backends_under_emulation() {
         let mb = cpu.upload(mean8.clone()).unwrap();
         let (sg, sgx) = (zeroed(dtype, c), zeroed(dtype, c));
         let (s, o) = elementwise_args("test", &[&gl, &xl]).unwrap();
+        // SAFETY (signature only): each call below says why it is sound.
         type Reduce2 = unsafe extern "C" fn(
             u32,
             u32,
@@ -1467,6 +1470,7 @@ fn fused_kernels_match_the_cpu_backends_under_emulation() {
         let (av, bv, kv) = (smooth(dtype, c, 4), smooth(dtype, c, 5), smooth(dtype, c, 6));
         let (ab, bb, kb) =
             (cpu.upload(av.clone()).unwrap(), cpu.upload(bv.clone()).unwrap(), cpu.upload(kv.clone()).unwrap());
+        // SAFETY (signature only): each call below says why it is sound.
         type Affine = unsafe extern "C" fn(
             u32,
             u32,
@@ -1538,6 +1542,7 @@ fn fused_kernels_match_the_cpu_backends_under_emulation() {
             (smooth(dtype, rows * k, 21), smooth(dtype, rows * k, 22), smooth(dtype, 2 * k, 23), smooth(dtype, k, 24));
         let up = |d: &HostData| cpu.upload(d.clone()).unwrap();
         let (xb, gyb, wb, bb) = (up(&xs), up(&gys), up(&ws), up(&bs));
+        // SAFETY (signature only): each call below says why it is sound.
         type Norm = unsafe extern "C" fn(
             u32,
             u32,
@@ -1558,6 +1563,7 @@ fn fused_kernels_match_the_cpu_backends_under_emulation() {
             i64,
             f64,
         );
+        // SAFETY (signature only): each call below says why it is sound.
         type NormBack = unsafe extern "C" fn(
             u32,
             u32,
@@ -1666,6 +1672,7 @@ fn fused_kernels_match_the_cpu_backends_under_emulation() {
             _ => HostData::F64(v.to_vec()),
         };
         let wf = f64s(&w);
+        // SAFETY (signature only): each call below says why it is sound.
         type Cell = unsafe extern "C" fn(
             u32,
             u32,
@@ -1678,6 +1685,7 @@ fn fused_kernels_match_the_cpu_backends_under_emulation() {
             i64,
             i64,
         );
+        // SAFETY (signature only): each call below says why it is sound.
         type CellBack = unsafe extern "C" fn(
             u32,
             u32,
@@ -1835,6 +1843,7 @@ fn fused_kernels_match_the_cpu_backends_under_emulation() {
         let at3 = |d: &HostData| {
             ptr(d).cast::<u8>().wrapping_add(3 * dtype.size_in_bytes()).cast::<std::ffi::c_void>().cast_mut()
         };
+        // SAFETY (signature only): each call below says why it is sound.
         type Sgd = unsafe extern "C" fn(
             u32,
             u32,
@@ -1875,6 +1884,7 @@ fn fused_kernels_match_the_cpu_backends_under_emulation() {
                 compare(format!("sgd_step buffer {dtype} {st:?}"), &b, &down(&bb, &[nn]), 0.0);
             }
         }
+        // SAFETY (signature only): each call below says why it is sound.
         type Adam = unsafe extern "C" fn(
             u32,
             u32,

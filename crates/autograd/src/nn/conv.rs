@@ -216,23 +216,26 @@ impl Tensor {
     /// N-d convolution (`F.conv1d/2d/3d`): input `[N, C_in, ...]` (or unbatched `[C_in, ...]`),
     /// weight `[C_out, C_in / groups, ...]`; output shape by [`conv_output_shape`].
     pub fn conv(&self, weight: &Tensor, bias: Option<&Tensor>, opts: &ConvOptions) -> Result<Tensor> {
-        let mut ts = vec![self, weight];
-        ts.extend(bias);
-        // every device but CUDA follows PyTorch's CPU kernels (as autocast's CPU op lists do)
-        let half_cpu =
-            crate::autocast::autocast_dtype() == Some(DType::F16) && !matches!(self.device(), Device::Cuda(_));
-        let y = crate::autocast::autocast_op("conv", &ts, |t| {
-            match (half_cpu && opts.groups == 1 && t[0].ndim() == 4 && t[1].ndim() == 4, &opts.padding) {
-                (true, ConvPadding::Explicit(padding)) => {
-                    let has_bias = t.len() == 3;
-                    let f = super::conv_half::HalfConvCpu { opts: opts.clone(), padding: padding.clone(), has_bias };
-                    crate::function::apply(f, t)
+        if crate::autocast::is_autocast_enabled() {
+            let mut ts = vec![self, weight];
+            ts.extend(bias);
+            // every device but CUDA follows PyTorch's CPU kernels (as autocast's CPU op lists do)
+            let half_cpu =
+                crate::autocast::autocast_dtype() == Some(DType::F16) && !matches!(self.device(), Device::Cuda(_));
+            let y = crate::autocast::autocast_op("conv", &ts, |t| {
+                match (half_cpu && opts.groups == 1 && t[0].ndim() == 4 && t[1].ndim() == 4, &opts.padding) {
+                    (true, ConvPadding::Explicit(padding)) => {
+                        let has_bias = t.len() == 3;
+                        let f =
+                            super::conv_half::HalfConvCpu { opts: opts.clone(), padding: padding.clone(), has_bias };
+                        crate::function::apply(f, t)
+                    }
+                    _ => t[0].conv(&t[1], t.get(2), opts),
                 }
-                _ => t[0].conv(&t[1], t.get(2), opts),
+            })?;
+            if let Some(y) = y {
+                return Ok(y);
             }
-        })?;
-        if let Some(y) = y {
-            return Ok(y);
         }
         let d = weight.ndim().saturating_sub(2);
         if d > 0 && self.ndim() == d + 1 {
@@ -266,12 +269,14 @@ impl Tensor {
     /// N-d transposed convolution (`F.conv_transpose1d/2d/3d`): input `[N, C_in, ...]` (or unbatched),
     /// weight `[C_in, C_out / groups, ...]`; output shape by [`conv_transpose_output_shape`].
     pub fn conv_transpose(&self, weight: &Tensor, bias: Option<&Tensor>, opts: &ConvOptions) -> Result<Tensor> {
-        let mut ts = vec![self, weight];
-        ts.extend(bias);
-        if let Some(y) =
-            crate::autocast::autocast_op("conv_transpose", &ts, |t| t[0].conv_transpose(&t[1], t.get(2), opts))?
-        {
-            return Ok(y);
+        if crate::autocast::is_autocast_enabled() {
+            let mut ts = vec![self, weight];
+            ts.extend(bias);
+            if let Some(y) =
+                crate::autocast::autocast_op("conv_transpose", &ts, |t| t[0].conv_transpose(&t[1], t.get(2), opts))?
+            {
+                return Ok(y);
+            }
         }
         let d = weight.ndim().saturating_sub(2);
         if d > 0 && self.ndim() == d + 1 {

@@ -25,10 +25,12 @@ pub const BILINEAR: OpDescriptor = OpDescriptor {
 impl Tensor {
     /// `x @ weight.T + bias`.
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let mut ts = vec![self, weight];
-        ts.extend(bias);
-        if let Some(y) = crate::autocast::autocast_op("linear", &ts, |t| t[0].linear(&t[1], t.get(2)))? {
-            return Ok(y);
+        if crate::autocast::is_autocast_enabled() {
+            let mut ts = vec![self, weight];
+            ts.extend(bias);
+            if let Some(y) = crate::autocast::autocast_op("linear", &ts, |t| t[0].linear(&t[1], t.get(2)))? {
+                return Ok(y);
+            }
         }
         let y = self.matmul(&weight.t()?)?;
         match bias {
