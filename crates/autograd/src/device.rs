@@ -14,9 +14,22 @@ pub fn backend(device: Device) -> Result<Arc<dyn Backend>> {
         Ok(b) => Ok(b),
         Err(e) => match device {
             Device::Cuda(i) => register_cuda(i),
+            d if d.is_lazy() => register_lazy(d),
             _ => Err(e),
         },
     }
+}
+
+/// Registers the lazy backend of a lazy device over its eager device's backend (ember-lazy).
+fn register_lazy(device: Device) -> Result<Arc<dyn Backend>> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if let Ok(b) = backend_for(device) {
+        return Ok(b);
+    }
+    let b: Arc<dyn Backend> = Arc::new(ember_lazy::LazyBackend::new(backend(device.eager())?));
+    register_backend(device, b.clone());
+    Ok(b)
 }
 
 #[cfg(feature = "cuda")]

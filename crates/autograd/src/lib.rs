@@ -76,6 +76,25 @@ pub use random::{initial_seed, manual_seed};
 pub use shape_ops::PadMode;
 pub use tensor::Tensor;
 
+/// Lazy evaluation and fusion (crate `ember-lazy`, DESIGN.md decision 13): tensors on a lazy
+/// device (`Device::Cpu.lazy()`, `Device::parse("lazy")`) record their elementwise ops and run
+/// them as fused groups when a value is read; results are bit-identical to eager.
+///
+/// ```
+/// use ember_autograd::{lazy, Device, Tensor};
+/// let dev = Device::Cpu.lazy();
+/// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap().to(dev).unwrap();
+/// let y = x.mul(&x).unwrap().add(1.0).unwrap().tanh().unwrap(); // recorded, not run
+/// let eager = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap();
+/// let e = eager.mul(&eager).unwrap().add(1.0).unwrap().tanh().unwrap();
+/// assert_eq!(y.to_vec::<f32>().unwrap(), e.to_vec::<f32>().unwrap()); // one fused pass, same bits
+/// lazy::sync().unwrap();
+/// ```
+pub mod lazy {
+    pub use ember_lazy::schedule::{MAX_DEPTH, MAX_STEPS};
+    pub use ember_lazy::{set_log, stats, sync, LazyStats};
+}
+
 pub use ember_storage::{
     alloc, AdamStep, BinaryOp, DType, Device, Domain, Error, OpClass, Result, RngOp, Saves, SgdStep, UnaryOp,
 };

@@ -5,6 +5,7 @@
 
 use crate::real::Real;
 use crate::scalar;
+use crate::simd::{map_slice, zip_slice};
 use crate::strided::{map1, map2};
 use ember_storage::{BinaryOp, Element, Error, Layout, Result, UnaryOp};
 
@@ -23,6 +24,15 @@ macro_rules! cpu_unary_kernels {
             match op {
                 $(UnaryOp::$V => map1(x, l, |$a: T| $cpu),)*
                 $(UnaryOp::$P)|* => unreachable!("predicates go through unary_predicate"),
+            }
+        }
+
+        /// `o[i] = op(x[i])` over contiguous slices (a fused program's tile): the same per-element
+        /// code as [`unary_float`], so the same bits.
+        pub(crate) fn unary_slice<T: Real>(op: UnaryOp, x: &[T], o: &mut [T]) {
+            match op {
+                $(UnaryOp::$V => map_slice(o, x, |$a: T| $cpu),)*
+                $(UnaryOp::$P)|* => unreachable!("programs hold no predicates"),
             }
         }
 
@@ -66,6 +76,15 @@ macro_rules! cpu_binary_kernels {
             match op {
                 $(BinaryOp::$V => map2(a, la, b, lb, |$a: T, $b: T| $cpu),)*
                 $(BinaryOp::$P)|* => unreachable!("comparisons go through binary_predicate"),
+            }
+        }
+
+        /// `o[i] = op(a[i], b[i])` over contiguous slices (a fused program's tile): the same
+        /// per-element code as [`binary_float`], so the same bits.
+        pub(crate) fn binary_slice<T: Real>(op: BinaryOp, a: &[T], b: &[T], o: &mut [T]) {
+            match op {
+                $(BinaryOp::$V => zip_slice(o, a, b, |$a: T, $b: T| $cpu),)*
+                $(BinaryOp::$P)|* => unreachable!("programs hold no comparisons"),
             }
         }
 

@@ -7,7 +7,9 @@ use crate::CpuBackend;
 
 use crate::oom::guarded;
 use crate::{conv, layer_norm, norm, optim_step, recurrent, window};
-use ember_storage::{AdamStep, Buffer, Error, FusedKernels, HostData, Result, SgdStep, View, WindowGeometry};
+use ember_storage::{
+    AdamStep, Buffer, ElementwiseProgram, Error, FusedKernels, HostData, Result, SgdStep, View, WindowGeometry,
+};
 
 /// The CPU backend's fused kernels: per-sample convolution, max pooling, batch norm and LSTM.
 impl FusedKernels for CpuBackend {
@@ -115,5 +117,9 @@ impl FusedKernels for CpuBackend {
 
     fn adam_step(&self, param: View, grad: View, exp_avg: View, exp_avg_sq: View, s: &AdamStep) -> Result<()> {
         guarded("adam_step", || optim_step::adam(param, grad, exp_avg, exp_avg_sq, s))
+    }
+
+    fn elementwise(&self, program: &ElementwiseProgram, inputs: &[View]) -> Result<Vec<Buffer>> {
+        guarded("elementwise program", || crate::program::run(program, inputs))
     }
 }

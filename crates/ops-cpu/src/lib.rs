@@ -33,6 +33,7 @@ mod oom;
 mod operands;
 mod optim_step;
 mod pool;
+mod program;
 mod real;
 mod recurrent;
 mod reduce;

@@ -14,7 +14,8 @@ use crate::launch::{elementwise_args, raw_operand, window_arg, OperandArg};
 use cudarc::cublas::sys as cublas_sys;
 use cudarc::driver::{CudaFunction, DevicePtr, LaunchConfig, PushKernelArg};
 use ember_storage::{
-    AdamStep, Backend, Buffer, DType, Error, FusedKernels, Layout, ReduceOp, Result, SgdStep, View, WindowGeometry,
+    AdamStep, Backend, Buffer, DType, ElementwiseProgram, Error, FusedKernels, Layout, ReduceOp, Result, SgdStep, View,
+    WindowGeometry,
 };
 use std::sync::Arc;
 
@@ -594,6 +595,10 @@ impl FusedKernels for CudaBackend {
         // SAFETY: the views are checked, contiguous, of `n` elements each, in distinct buffers.
         unsafe { b.launch(Self::config(n as usize, self.max_blocks)) }.map_err(driver_err(OP))?;
         Ok(())
+    }
+
+    fn elementwise(&self, program: &ElementwiseProgram, inputs: &[View]) -> Result<Vec<Buffer>> {
+        crate::program::run_stepwise(self, program, inputs)
     }
 }
 

@@ -22,6 +22,7 @@ pub mod kernels;
 pub mod launch;
 pub mod memory;
 pub mod nvrtc;
+mod program;
 pub mod staging;
 
 pub use backend::{CudaBackend, CudaBuffer};

@@ -4,7 +4,7 @@
 //! the basic ops, so `Error::Unsupported` never doubles as a capability probe.
 
 use crate::ops::WindowGeometry;
-use crate::{Buffer, Error, Layout, Result, View};
+use crate::{Buffer, ElementwiseProgram, Error, Layout, Result, View};
 
 /// The fused kernels of one backend. Every method is required: a backend offers the set or none.
 /// Dtypes: the floating dtypes f32 and f64 (callers take the composed path for others).
@@ -105,6 +105,13 @@ pub trait FusedKernels: Send + Sync {
     /// One Adam or AdamW step in place (`torch.optim.Adam`/`AdamW` without AMSGrad), computed in
     /// the parameter's dtype, on contiguous views of one floating dtype and size in distinct buffers.
     fn adam_step(&self, param: View, grad: View, exp_avg: View, exp_avg_sq: View, s: &AdamStep) -> Result<()>;
+
+    /// Runs a fused group of elementwise ops in one pass (the lazy backend's fusion groups,
+    /// DESIGN.md decision 13): `inputs` are views of the program's dtype broadcast to its shape;
+    /// the result is one dense row-major buffer per entry of `program.outputs`. Every element of
+    /// every step is computed exactly as [`crate::Backend::unary`] / [`crate::Backend::binary`]
+    /// compute it, so the result is bit-identical to running the steps one by one.
+    fn elementwise(&self, program: &ElementwiseProgram, inputs: &[View]) -> Result<Vec<Buffer>>;
 }
 
 /// The settings of one fused SGD step.

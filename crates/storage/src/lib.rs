@@ -23,6 +23,7 @@ mod fused;
 mod layout;
 pub mod op_table;
 pub mod ops;
+mod program;
 pub mod shape;
 
 pub use backend::{Backend, Scalar, View};
@@ -33,3 +34,4 @@ pub use error::{Error, IoSource, Result};
 pub use fused::{layer_norm_rows, AdamStep, FusedKernels, SgdStep};
 pub use layout::{for_each_run, Dims, Layout};
 pub use ops::{BinaryOp, Domain, IndexOp, OpClass, ReduceOp, RngKey, RngOp, Saves, ScanOp, UnaryOp, WindowGeometry};
+pub use program::{ElementwiseProgram, Step};
