@@ -10,8 +10,9 @@ use ember::{lazy, BinaryOp, DType, Device, Tensor, UnaryOp};
 use proptest::prelude::*;
 use std::sync::Mutex;
 
-/// The lazy counters are process-wide: tests that read them run one at a time.
-static COUNTERS: Mutex<()> = Mutex::new(());
+/// The lazy counters and the global random stream are process-wide: tests that read the counters
+/// or seed the stream run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 fn lazy_dev() -> Device {
     Device::Cpu.lazy()
@@ -133,7 +134,7 @@ fn gelu_tanh(x: &Tensor) -> Tensor {
 
 #[test]
 fn a_gelu_chain_runs_as_one_group_with_eager_bits() {
-    let _one = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     ember::manual_seed(3);
     let x = Tensor::randn(&[1000, 37]).unwrap();
     let eager = gelu_tanh(&x);
@@ -150,7 +151,7 @@ fn a_gelu_chain_runs_as_one_group_with_eager_bits() {
 
 #[test]
 fn in_place_writes_see_what_pending_values_read() {
-    let _one = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap().to(lazy_dev()).unwrap();
     let y = x.add(1.0).unwrap().mul(2.0).unwrap(); // pending, reads x
     x.copy_(&Tensor::from_vec(vec![10.0f32, 20.0, 30.0], &[3]).unwrap().to(lazy_dev()).unwrap()).unwrap();
@@ -201,6 +202,8 @@ fn train(device: Device, adam: bool, steps: usize) -> (Vec<u64>, Vec<u64>) {
 
 #[test]
 fn training_in_lazy_mode_gives_eager_losses_to_the_bit() {
+    // the global random stream seeds both models: no other test may draw from it meanwhile
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for adam in [false, true] {
         let (le, we) = train(Device::Cpu, adam, 15);
         let (ll, wl) = train(lazy_dev(), adam, 15);
@@ -211,7 +214,7 @@ fn training_in_lazy_mode_gives_eager_losses_to_the_bit() {
 
 #[test]
 fn a_loop_that_never_reads_keeps_a_bounded_graph() {
-    let _one = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let base = lazy::stats().live_buffers;
     let start = Tensor::randn(&[64]).unwrap();
     let mut eager = start.clone();
@@ -235,7 +238,7 @@ fn ember_lazy_depth() -> usize {
 
 #[test]
 fn a_lazy_training_loop_keeps_a_flat_buffer_count() {
-    let _one = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     ember::manual_seed(11);
     let mut m = Mlp { fc1: Linear::new(4, 8, true).unwrap(), fc2: Linear::new(8, 1, true).unwrap() };
     m.to_device(lazy_dev()).unwrap();

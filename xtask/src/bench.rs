@@ -40,9 +40,20 @@ pub(crate) fn device() -> Device {
 
 /// Waits for the device's queued work (a no-op on the CPU, whose ops finish before they return).
 pub(crate) fn sync() {
-    if let Device::Cuda(i) = device() {
-        ember::cuda::synchronize(i).expect("synchronize");
+    match device() {
+        Device::Cuda(i) => ember::cuda::synchronize(i).expect("synchronize"),
+        d if d.is_lazy() => ember::lazy::sync().expect("lazy sync"),
+        _ => {}
     }
+}
+
+/// Makes sure `t`'s value is computed before it is dropped: on a lazy device a result nobody
+/// reads is never computed, so a timed closure hands its result here (a no-op on eager devices).
+pub(crate) fn realise(t: Tensor) {
+    if t.device().is_lazy() {
+        ember::lazy::sync().expect("lazy sync");
+    }
+    drop(t);
 }
 
 /// `t` on the workloads' device.
@@ -85,12 +96,15 @@ pub(crate) fn bench(reps: usize, mut f: impl FnMut()) -> Timing {
 pub(crate) fn emit(
     id: &str,
     threads: usize,
-    params: serde_json::Value,
+    mut params: serde_json::Value,
     value: f64,
     unit: &str,
     t: &Timing,
     note: Option<&str>,
 ) {
+    if let (true, Some(m)) = (device().is_lazy(), params.as_object_mut()) {
+        m.entry("mode").or_insert(json!("lazy"));
+    }
     let mut rec = json!({
         "id": id, "lib": "ember", "device": device_name(), "threads": threads, "params": params,
         "value": (value * 1e4).round() / 1e4, "unit": unit,
@@ -105,7 +119,7 @@ pub(crate) fn emit(
 
 /// The device as torch_ref.py names it (`cpu`, `cuda`).
 pub(crate) fn device_name() -> &'static str {
-    match device() {
+    match device().eager() {
         Device::Cpu => "cpu",
         _ => "cuda",
     }
@@ -159,7 +173,7 @@ pub fn run(
     if on("W2") {
         let (a, b, c) = (randn(&[n]), randn(&[n]), randn(&[n]));
         let t = bench(reps, || {
-            a.mul(&b).and_then(|ab| ab.add(&c)).expect("a*b+c");
+            realise(a.mul(&b).and_then(|ab| ab.add(&c)).expect("a*b+c"));
         });
         emit(
             "W2",
@@ -171,7 +185,7 @@ pub fn run(
             Some("16 bytes/element counted (3 reads + 1 write); the expression makes a temporary"),
         );
         let t = bench(reps, || {
-            c.addcmul(&a, &b, 1.0).expect("addcmul");
+            realise(c.addcmul(&a, &b, 1.0).expect("addcmul"));
         });
         emit(
             "W2",
@@ -187,7 +201,7 @@ pub fn run(
         let x = randn(&[n]);
         for (name, f) in [("tanh", Tensor::tanh as fn(&Tensor) -> ember::Result<Tensor>), ("exp", Tensor::exp)] {
             let t = bench(reps, || {
-                f(&x).expect("unary");
+                realise(f(&x).expect("unary"));
             });
             emit(
                 "W3",
@@ -218,7 +232,7 @@ pub fn run(
             forward().backward().expect("backward");
         });
         let tf = bench(reps, || {
-            forward();
+            realise(forward());
         });
         let mut rec = json!({
             "id": "W9", "lib": "ember", "device": device_name(), "threads": threads,
@@ -260,5 +274,8 @@ pub fn run(
     }
     let explicit = |id: &str| only.iter().any(|o| o == id);
     crate::bench_nn::run(&on, &explicit, threads, reps);
+    if on("W14") {
+        crate::bench_fusion::run(device, threads, reps);
+    }
     Ok(())
 }

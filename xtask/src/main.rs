@@ -1,13 +1,17 @@
 //! `cargo xtask <command>`: Ember's chores.
 //!
-//! - `conformance [--dir DIR] [--quiet] [--device cpu|cuda|cuda:N]`: runs the PyTorch conformance
-//!   cases on a device (the CPU by default).
+//! - `conformance [--dir DIR] [--quiet] [--device cpu|cuda|cuda:N|lazy|lazy-cuda:N] [--lazy]`: runs
+//!   the PyTorch conformance cases on a device (the CPU by default); `--lazy` runs them on the
+//!   device's lazy, fusing form (`--device lazy`).
 //! - `bench [--only W1,W2] [--threads N] [--reps R] [--device D] [--autocast bf16|f16]`: runs the reference workloads of
 //!   `../shared/perf/WORKLOADS.md` that exist so far and prints one JSON line per figure, in the
 //!   format of `../shared/perf/torch_ref.py`, so the two outputs pair up by `id` + `params`. On a
 //!   GPU every repetition ends with a device synchronisation, as torch_ref.py's `--device cuda`.
+//!   W14 (fusion) runs each case eagerly and lazily (`mode: "eager"` / `"lazy"`); on a lazy device
+//!   every other workload's figures carry `mode: "lazy"`.
 
 mod bench;
+mod bench_fusion;
 mod bench_nn;
 
 use std::process::ExitCode;
@@ -16,7 +20,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     // the device, checked usable before any work (a missing GPU is one clear error, not 615)
+    let lazy = args.iter().any(|a| a == "--lazy");
     let device = ember::Device::parse(&flag("--device").unwrap_or_else(|| "cpu".into()))
+        .map(|d| if lazy { d.lazy() } else { d })
         .and_then(|d| ember::Tensor::zeros(&[1])?.to(d).map(|_| d));
     let device = match device {
         Ok(d) => d,
@@ -67,7 +73,7 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: cargo xtask conformance [--dir DIR] [--quiet] [--device D]\n       cargo xtask bench [--only W1,W2] [--threads N] [--reps R] [--device D] [--autocast bf16|f16]");
+            eprintln!("usage: cargo xtask conformance [--dir DIR] [--quiet] [--device D] [--lazy]\n       cargo xtask bench [--only W1,W2] [--threads N] [--reps R] [--device D] [--autocast bf16|f16]");
             ExitCode::FAILURE
         }
     }

@@ -140,12 +140,14 @@ impl PendingSet {
         }
     }
 
-    /// The buffers still alive and pending.
-    pub(crate) fn live(&mut self) -> Vec<Buffer> {
-        let live: Vec<Buffer> = self.list.iter().filter_map(|w| w.upgrade()).filter(is_pending).collect();
-        self.list = live.iter().map(Arc::downgrade).collect();
+    /// The buffers still alive and pending, newest first, held weakly: a strong reference here
+    /// would look to the planner like a user holding the value, and force it to be materialised.
+    /// Newest first, so a value is planned before the older values it reads, which then join
+    /// its group (and are written to memory only if someone else holds them).
+    pub(crate) fn live(&mut self) -> Vec<Weak<dyn DeviceBuffer>> {
+        self.list.retain(|w| w.upgrade().is_some_and(|b| is_pending(&b)));
         self.pruned_at = self.list.len();
-        live
+        self.list.iter().rev().cloned().collect()
     }
 }
 

@@ -60,8 +60,11 @@ pub(crate) fn ready(b: &Buffer, why: &str) -> Result<Buffer> {
 pub(crate) fn sync_all() -> Result<()> {
     let _one = eval_lock();
     let live = PENDING.lock().unwrap_or_else(|e| e.into_inner()).live();
-    for b in live {
-        force_locked(&b, "sync")?;
+    for w in live {
+        // values read by a newer one were computed (or freed) with its group
+        if let Some(b) = w.upgrade() {
+            force_locked(&b, "sync")?;
+        }
     }
     Ok(())
 }
@@ -71,7 +74,8 @@ pub(crate) fn before_write(target: &Buffer, why: &str) -> Result<()> {
     let _one = eval_lock();
     let live = PENDING.lock().unwrap_or_else(|e| e.into_inner()).live();
     let mut memo = HashMap::new();
-    for b in live {
+    for w in live {
+        let Some(b) = w.upgrade() else { continue };
         if reads(&b, key(target), &mut memo) {
             force_locked(&b, why)?;
         }

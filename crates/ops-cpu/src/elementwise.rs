@@ -88,6 +88,23 @@ macro_rules! cpu_binary_kernels {
             }
         }
 
+        /// `o[i] = op(a[i], s)`: [`binary_slice`] with a broadcast scalar on the right (one
+        /// stream less to read; the same per-element code, so the same bits).
+        pub(crate) fn binary_slice_scalar_rhs<T: Real>(op: BinaryOp, a: &[T], s: T, o: &mut [T]) {
+            match op {
+                $(BinaryOp::$V => map_slice(o, a, |$a: T| { let $b = s; $cpu }),)*
+                $(BinaryOp::$P)|* => unreachable!("programs hold no comparisons"),
+            }
+        }
+
+        /// `o[i] = op(s, b[i])`: [`binary_slice`] with a broadcast scalar on the left.
+        pub(crate) fn binary_slice_scalar_lhs<T: Real>(op: BinaryOp, s: T, b: &[T], o: &mut [T]) {
+            match op {
+                $(BinaryOp::$V => map_slice(o, b, |$b: T| { let $a = s; $cpu }),)*
+                $(BinaryOp::$P)|* => unreachable!("programs hold no comparisons"),
+            }
+        }
+
         /// Applies a binary op to two integer (or bool) views through i64, wrapping like PyTorch.
         /// Integer division by zero (`remainder`, `fmod`, `floor_divide`) is an error, as in PyTorch.
         pub(crate) fn binary_int<T: Element + Sync>(

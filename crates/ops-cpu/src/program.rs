@@ -6,16 +6,19 @@
 //!
 //! Scratch tiles are reused once a step's value is dead (a register allocation over the steps), so
 //! a chain of ten ops touches a few tiles, not ten. Inputs are read in place when contiguous, filled
-//! once per thread when they are a broadcast scalar, and gathered per tile otherwise.
+//! as a single value when they are a broadcast scalar (an op with a scalar operand reads one
+//! stream, not two), and gathered per tile otherwise.
 
 use crate::buffer::CpuBuffer;
-use crate::elementwise::{binary_slice, unary_slice};
+use crate::elementwise::{binary_slice, binary_slice_scalar_lhs, binary_slice_scalar_rhs, unary_slice};
 use crate::host::{buf, checked};
 use crate::pool::take;
 use crate::real::Real;
 use crate::rows::Rows;
 use crate::threading::{par_threshold, pool};
-use ember_storage::{Buffer, DType, ElementwiseProgram, Error, HostData, Layout, Result, Step, View};
+use ember_storage::{
+    BinaryOp, Buffer, DType, ElementwiseProgram, Error, HostData, Layout, Result, Step, UnaryOp, View,
+};
 use rayon::prelude::*;
 use std::sync::RwLockReadGuard;
 
@@ -99,15 +102,18 @@ fn source<'a, T: Copy>(data: &'a [T], l: &'a Layout) -> Source<'a, T> {
     Source::Strided(data, Rows::new([l]))
 }
 
-/// Where each step's tile lives: an input read in place, or a scratch slot.
+/// Where each step's tile lives: an input read in place, a broadcast scalar (no tile at all), the
+/// tile of an output (a value the program returns is computed straight into it), or a scratch slot.
 #[derive(Clone, Copy)]
-enum Slot {
+enum Slot<T> {
     InPlace(usize),
+    Scalar(T),
+    Output(usize),
     Scratch(usize),
 }
 
 /// Assigns scratch slots to steps, reusing a slot once the last reader of its value has run.
-fn allocate<T>(steps: &[Step], srcs: &[Source<'_, T>]) -> (Vec<Slot>, usize) {
+fn allocate<T: Copy>(steps: &[Step], outputs: &[usize], srcs: &[Source<'_, T>]) -> (Vec<Slot<T>>, usize) {
     let mut last_use = vec![0usize; steps.len()];
     for (k, s) in steps.iter().enumerate() {
         match *s {
@@ -122,25 +128,27 @@ fn allocate<T>(steps: &[Step], srcs: &[Source<'_, T>]) -> (Vec<Slot>, usize) {
     let mut slots = Vec::with_capacity(steps.len());
     let mut free: Vec<usize> = vec![];
     let mut count = 0;
-    // scalar inputs keep their slot for the whole pass (filled once per thread)
-    let mut pinned = vec![false; steps.len()];
     for (k, s) in steps.iter().enumerate() {
         if let Step::Input(i) = *s {
-            if let Source::Dense(_) = srcs[i] {
-                slots.push(Slot::InPlace(i));
-                continue;
+            match srcs[i] {
+                Source::Dense(_) => {
+                    slots.push(Slot::InPlace(i));
+                    continue;
+                }
+                Source::Scalar(v) => {
+                    slots.push(Slot::Scalar(v));
+                    continue;
+                }
+                Source::Strided(..) => {}
             }
-            pinned[k] = matches!(srcs[i], Source::Scalar(_));
+        } else if let Some(j) = outputs.iter().position(|&o| o == k) {
+            slots.push(Slot::Output(j));
+            continue;
         }
-        // a scalar's slot is filled before the pass, so it never takes a slot another step wrote
-        let slot = match free.pop() {
-            Some(f) if !pinned[k] => f,
-            reused => {
-                free.extend(reused);
-                count += 1;
-                count - 1
-            }
-        };
+        let slot = free.pop().unwrap_or_else(|| {
+            count += 1;
+            count - 1
+        });
         slots.push(Slot::Scratch(slot));
         // operands whose last reader is this step free their slots after it
         let operands = match *s {
@@ -149,7 +157,7 @@ fn allocate<T>(steps: &[Step], srcs: &[Source<'_, T>]) -> (Vec<Slot>, usize) {
             Step::Binary(_, a, b) => [Some(a), if b != a { Some(b) } else { None }],
         };
         for j in operands.into_iter().flatten() {
-            if last_use[j] == k && !pinned[j] {
+            if last_use[j] == k {
                 if let Slot::Scratch(sj) = slots[j] {
                     if sj != slot {
                         free.push(sj);
@@ -179,6 +187,15 @@ impl<T> Outputs<T> {
         // SAFETY: the caller guarantees the range is in bounds and not aliased.
         unsafe { std::slice::from_raw_parts_mut(self.0[j].add(start), len) }
     }
+
+    /// `len` elements of output `j` from `start`, to read.
+    ///
+    /// # Safety
+    /// `[start, start + len)` must lie within output `j`, be initialised, and not be written meanwhile.
+    unsafe fn range_ref(&self, j: usize, start: usize, len: usize) -> &[T] {
+        // SAFETY: the caller guarantees the range is in bounds and not written while borrowed.
+        unsafe { std::slice::from_raw_parts(self.0[j].add(start), len) }
+    }
 }
 
 fn run_typed<T: Real>(p: &ElementwiseProgram, srcs: &[Source<'_, T>]) -> Vec<Vec<T>> {
@@ -187,60 +204,60 @@ fn run_typed<T: Real>(p: &ElementwiseProgram, srcs: &[Source<'_, T>]) -> Vec<Vec
     if n == 0 {
         return outs;
     }
-    let (slots, count) = allocate(&p.steps, srcs);
+    let (slots, count) = allocate(&p.steps, &p.outputs, srcs);
     let ptrs = Outputs(outs.iter_mut().map(|o| o.as_mut_ptr()).collect());
-    let init = || {
-        let mut scratch = vec![vec![T::default(); TILE.min(n)]; count];
-        for (k, s) in p.steps.iter().enumerate() {
-            if let (Step::Input(i), Slot::Scratch(slot)) = (*s, slots[k]) {
-                if let Source::Scalar(v) = srcs[i] {
-                    scratch[slot].fill(v);
-                }
-            }
-        }
-        scratch
-    };
+    let init = || vec![vec![T::default(); TILE.min(n)]; count];
     let tile = |scratch: &mut Vec<Vec<T>>, t: usize| {
         let (start, end) = (t * TILE, ((t + 1) * TILE).min(n));
         let len = end - start;
         for (k, s) in p.steps.iter().enumerate() {
-            let Slot::Scratch(dst) = slots[k] else { continue };
+            let (mut tile_vec, into_output) = match slots[k] {
+                Slot::Scratch(dst) => (std::mem::take(&mut scratch[dst]), None),
+                Slot::Output(j) => (Vec::new(), Some(j)),
+                Slot::InPlace(_) | Slot::Scalar(_) => continue,
+            };
+            let o: &mut [T] = match into_output {
+                // SAFETY: output `j` has `n` elements and this tile alone writes `[start, end)`
+                // (see `Outputs`); the step's operands are other steps, whose tiles are other
+                // memory, so this is the only slice of the range alive while it is written.
+                Some(j) => unsafe { ptrs.range(j, start, len) },
+                None => &mut tile_vec[..len],
+            };
+            let at = |j: usize| value(&slots, srcs, scratch, &ptrs, j, start, len);
             match *s {
                 Step::Input(i) => {
                     if let Source::Strided(data, rows) = &srcs[i] {
-                        gather_range(data, rows, start, &mut scratch[dst][..len]);
+                        gather_range(data, rows, start, o);
                     }
                 }
-                Step::Unary(op, a) => {
-                    let mut o = std::mem::take(&mut scratch[dst]);
-                    unary_slice(op, value(&slots, srcs, scratch, a, start, len), &mut o[..len]);
-                    scratch[dst] = o;
-                }
-                Step::Binary(op, a, b) => {
-                    let mut o = std::mem::take(&mut scratch[dst]);
-                    let (va, vb) =
-                        (value(&slots, srcs, scratch, a, start, len), value(&slots, srcs, scratch, b, start, len));
-                    binary_slice(op, va, vb, &mut o[..len]);
-                    scratch[dst] = o;
-                }
+                Step::Unary(op, a) => match at(a) {
+                    Value::Tile(x) => unary_slice(op, x, o),
+                    Value::Scalar(x) => o.fill(scalar_unary(op, x)),
+                },
+                Step::Binary(op, a, b) => match (at(a), at(b)) {
+                    (Value::Tile(x), Value::Tile(y)) => binary_slice(op, x, y, o),
+                    (Value::Tile(x), Value::Scalar(y)) => binary_slice_scalar_rhs(op, x, y, o),
+                    (Value::Scalar(x), Value::Tile(y)) => binary_slice_scalar_lhs(op, x, y, o),
+                    (Value::Scalar(x), Value::Scalar(y)) => o.fill(scalar_binary(op, x, y)),
+                },
             }
-            for (j, &out_step) in p.outputs.iter().enumerate() {
-                if out_step == k {
-                    let v = value(&slots, srcs, scratch, k, start, len);
-                    // SAFETY: output `j` has `n` elements and this tile writes only `[start, end)`,
-                    // which no other tile writes (see `Outputs`).
-                    let o = unsafe { ptrs.range(j, start, len) };
-                    o.copy_from_slice(v);
-                }
+            if let Slot::Scratch(dst) = slots[k] {
+                scratch[dst] = tile_vec;
             }
         }
-        // an output that is an input read in place is copied too
+        // outputs not computed in place: an input returned as it is, or a step listed twice
         for (j, &out_step) in p.outputs.iter().enumerate() {
-            if let Slot::InPlace(_) = slots[out_step] {
-                let v = value(&slots, srcs, scratch, out_step, start, len);
-                // SAFETY: as above, this tile's own range of output `j`.
-                let o = unsafe { ptrs.range(j, start, len) };
-                o.copy_from_slice(v);
+            if matches!(slots[out_step], Slot::Output(first) if first == j) {
+                continue;
+            }
+            let v = value(&slots, srcs, scratch, &ptrs, out_step, start, len);
+            // SAFETY: output `j` has `n` elements and this tile writes only `[start, end)`, which
+            // no other tile writes (see `Outputs`); `v` is another output's range or not an
+            // output at all.
+            let o = unsafe { ptrs.range(j, start, len) };
+            match v {
+                Value::Tile(v) => o.copy_from_slice(v),
+                Value::Scalar(v) => o.fill(v),
             }
         }
     };
@@ -257,22 +274,49 @@ fn run_typed<T: Real>(p: &ElementwiseProgram, srcs: &[Source<'_, T>]) -> Vec<Vec
     outs
 }
 
+/// A step's value over one tile.
+#[derive(Clone, Copy)]
+enum Value<'a, T> {
+    Tile(&'a [T]),
+    /// The same value everywhere (a broadcast scalar input).
+    Scalar(T),
+}
+
 /// The tile `[start, start + len)` of step `k`'s value.
 fn value<'a, T: Copy>(
-    slots: &[Slot],
+    slots: &[Slot<T>],
     srcs: &'a [Source<'a, T>],
     scratch: &'a [Vec<T>],
+    outputs: &'a Outputs<T>,
     k: usize,
     start: usize,
     len: usize,
-) -> &'a [T] {
+) -> Value<'a, T> {
     match slots[k] {
         Slot::InPlace(i) => match &srcs[i] {
-            Source::Dense(d) => &d[start..start + len],
+            Source::Dense(d) => Value::Tile(&d[start..start + len]),
             _ => unreachable!("only dense inputs are read in place"),
         },
-        Slot::Scratch(s) => &scratch[s][..len],
+        Slot::Scalar(v) => Value::Scalar(v),
+        // SAFETY: this tile computed step `k` into its own range of output `j` earlier in the
+        // tile, and nothing writes that range while the value is read.
+        Slot::Output(j) => Value::Tile(unsafe { outputs.range_ref(j, start, len) }),
+        Slot::Scratch(s) => Value::Tile(&scratch[s][..len]),
     }
+}
+
+/// A unary op of the table on one value (the tile kernel on a one-element slice: the same bits).
+fn scalar_unary<T: Real>(op: UnaryOp, x: T) -> T {
+    let mut o = [x];
+    unary_slice(op, &[x], &mut o);
+    o[0]
+}
+
+/// A binary op of the table on two values, as [`scalar_unary`].
+fn scalar_binary<T: Real>(op: BinaryOp, x: T, y: T) -> T {
+    let mut o = [x];
+    binary_slice(op, &[x], &[y], &mut o);
+    o[0]
 }
 
 /// Copies the elements `[start, start + out.len())` (row-major order) of a strided view into `out`.
@@ -290,4 +334,98 @@ fn gather_range<T: Copy>(data: &[T], rows: &Rows<1>, start: usize, out: &mut [T]
         o += take;
         skip = 0;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::threading::set_par_threshold;
+    use crate::CpuBackend;
+    use ember_storage::Backend;
+
+    /// A program over several tiles, on both the serial and the parallel path, with every kind of
+    /// input (dense, broadcast scalar on either side, transposed, broadcast row) and outputs that
+    /// are intermediate, repeated or an input, gives the bits of running its steps one by one.
+    #[test]
+    fn matches_the_steps_run_one_by_one() {
+        let be = CpuBackend::new();
+        let (r, c) = (3, TILE + 37);
+        let n = r * c;
+        let vals: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 311.0).collect();
+        let x = be.upload(HostData::F32(vals.clone())).unwrap();
+        let xt_data = be.upload(HostData::F32(vals)).unwrap();
+        let s = be.upload(HostData::F32(vec![0.75])).unwrap();
+        let row = be.upload(HostData::F32((0..c).map(|i| i as f32 / c as f32).collect())).unwrap();
+        let shape = [r, c];
+        let dense = Layout::contiguous(&shape);
+        let scalar = Layout::contiguous(&[1, 1]).expand(&shape).unwrap();
+        let row_l = Layout::contiguous(&[1, c]).expand(&shape).unwrap();
+        let xt_l = Layout::contiguous(&[c, r]).transpose(0, 1).unwrap();
+        let inputs: Vec<(&Buffer, &Layout)> = vec![(&x, &dense), (&s, &scalar), (&row, &row_l), (&xt_data, &xt_l)];
+        let steps = vec![
+            Step::Input(0),
+            Step::Input(1),
+            Step::Binary(BinaryOp::Mul, 0, 1), // x * s
+            Step::Binary(BinaryOp::Sub, 1, 0), // s - x
+            Step::Unary(UnaryOp::Tanh, 3),
+            Step::Input(2),
+            Step::Binary(BinaryOp::Add, 4, 5), // + row
+            Step::Input(3),
+            Step::Binary(BinaryOp::Mul, 6, 7), // * x^T
+            Step::Unary(UnaryOp::Exp, 1),      // exp(s), a scalar step
+            Step::Binary(BinaryOp::Div, 8, 9),
+            Step::Binary(BinaryOp::Add, 10, 2),
+        ];
+        let program =
+            ElementwiseProgram { dtype: DType::F32, shape: shape.to_vec(), steps, outputs: vec![11, 4, 4, 0, 9] };
+        // the same steps, one eager op each
+        let mut eager: Vec<(Buffer, Layout)> = vec![];
+        for st in &program.steps {
+            eager.push(match *st {
+                Step::Input(i) => (inputs[i].0.clone(), inputs[i].1.clone()),
+                Step::Unary(op, a) => (be.unary(op, (&eager[a].0, &eager[a].1)).unwrap(), dense.clone()),
+                Step::Binary(op, a, b) => {
+                    (be.binary(op, (&eager[a].0, &eager[a].1), (&eager[b].0, &eager[b].1)).unwrap(), dense.clone())
+                }
+            });
+        }
+        let want: Vec<Vec<u32>> = program
+            .outputs
+            .iter()
+            .map(|&o| match be.download((&eager[o].0, &eager[o].1)).unwrap() {
+                HostData::F32(v) => v.iter().map(|v| v.to_bits()).collect(),
+                _ => unreachable!(),
+            })
+            .collect();
+        let before = par_threshold();
+        for threshold in [usize::MAX, 1] {
+            set_par_threshold(threshold);
+            let got = run(&program, &inputs).unwrap();
+            assert_eq!(got.len(), want.len());
+            for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+                let g = match be.download((g, &dense)).unwrap() {
+                    HostData::F32(v) => v.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    _ => unreachable!(),
+                };
+                assert!(g == *w, "output {j} differs (parallel threshold {threshold})");
+            }
+        }
+        set_par_threshold(before);
+    }
+
+    /// Inputs that do not fit the program are an error naming it, not a crash.
+    #[test]
+    fn rejects_inputs_of_another_shape() {
+        let be = CpuBackend::new();
+        let x = be.upload(HostData::F32(vec![1.0; 6])).unwrap();
+        let l = Layout::contiguous(&[6]);
+        let program = ElementwiseProgram {
+            dtype: DType::F32,
+            shape: vec![2, 3],
+            steps: vec![Step::Input(0), Step::Unary(UnaryOp::Neg, 0)],
+            outputs: vec![1],
+        };
+        let e = run(&program, &[(&x, &l)]).unwrap_err().to_string();
+        assert!(e.contains("elementwise program"), "{e}");
+    }
 }
