@@ -1,4 +1,4 @@
-//! The op-table gradient sweep on the CPU backend: every differentiable elementwise row, first and
+//! The op-table gradient sweep on the CPU backend (and its lazy device): every differentiable elementwise row, first and
 //! second order, over random shapes with broadcasting and non-contiguous views, inside each row's
 //! declared domain; and the check that every such row has PyTorch reference cases with gradients.
 
@@ -81,6 +81,29 @@ fn every_differentiable_row_has_pytorch_cases_with_gradients() {
     let missing: Vec<&str> =
         names.filter(|n| *n != "floor_divide" && !with_grads.contains(conformance_name(n))).collect();
     assert!(missing.is_empty(), "rows without PyTorch cases with gradients: {missing:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// The sweep on the lazy device (`Device::Cpu.lazy()`): forward and backward ops are recorded and
+    /// run as fused groups, and every row's gradients still match finite differences.
+    #[test]
+    fn every_row_passes_gradcheck_lazily(
+        shape in proptest::collection::vec(1..4usize, 0..4),
+        (sa, sb) in broadcast_pair(),
+        transposed: bool,
+        seed: u64,
+    ) {
+        manual_seed(seed);
+        let lazy = Device::Cpu.lazy();
+        let checked = sweep_unary(lazy, &shape, transposed).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(checked.first.len(), differentiable_unary().count() - 1);
+        prop_assert_eq!(checked.second.len(), differentiable_unary().count() - 2);
+        let checked = sweep_binary(lazy, &sa, &sb, transposed).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(checked.first.len(), differentiable_binary().count());
+        prop_assert_eq!(checked.second.len(), differentiable_binary().count());
+    }
 }
 
 /// The same sweep on the CUDA backend (f64 kernels, strided and broadcast views), over a few fixed

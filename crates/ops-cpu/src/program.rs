@@ -328,8 +328,16 @@ fn gather_range<T: Copy>(data: &[T], rows: &Rows<1>, start: usize, out: &mut [T]
     let mut skip = start - first * len;
     rows.for_rows(first, last - first, |[b]| {
         let take = (len - skip).min(out.len() - o);
-        for (j, slot) in out[o..o + take].iter_mut().enumerate() {
-            *slot = data[b + (skip + j) * st];
+        let dst = &mut out[o..o + take];
+        match st {
+            // a broadcast column (the same value along the row) and a dense row: no index arithmetic
+            0 => dst.fill(data[b]),
+            1 => dst.copy_from_slice(&data[b + skip..b + skip + take]),
+            _ => {
+                for (j, slot) in dst.iter_mut().enumerate() {
+                    *slot = data[b + (skip + j) * st];
+                }
+            }
         }
         o += take;
         skip = 0;

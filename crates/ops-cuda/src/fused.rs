@@ -598,7 +598,7 @@ impl FusedKernels for CudaBackend {
     }
 
     fn elementwise(&self, program: &ElementwiseProgram, inputs: &[View]) -> Result<Vec<Buffer>> {
-        crate::program::run_stepwise(self, program, inputs)
+        crate::program::run(self, program, inputs)
     }
 }
 

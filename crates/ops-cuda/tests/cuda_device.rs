@@ -365,3 +365,52 @@ fn on_a_gpu_uploads_through_pinned_memory_arrive_intact() {
         assert!(got == HostData::F32(data.clone()), "an upload of {} f32 arrived changed", data.len());
     }
 }
+
+/// On a GPU, a fused program (one generated kernel) gives the bits of its steps run one by one
+/// with the eager kernels, over broadcast and transposed inputs, f32 and f64.
+#[test]
+fn on_a_gpu_a_fused_program_gives_the_eager_kernels_bits() {
+    use ember_storage::{ElementwiseProgram, Step};
+    if skip() {
+        return;
+    }
+    let be = CudaBackend::new(0).unwrap();
+    let (r, c) = (33, 1029);
+    let shape = [r, c];
+    let dense = Layout::contiguous(&shape);
+    let row = Layout::contiguous(&[c]).expand(&shape).unwrap();
+    let transposed = Layout::contiguous(&[c, r]).transpose(0, 1).unwrap();
+    for dtype in [DType::F32, DType::F64] {
+        let x = be.upload(sample(dtype, r * c)).unwrap();
+        let w = be.upload(sample(dtype, c)).unwrap();
+        let xt = be.upload(sample(dtype, r * c)).unwrap();
+        let inputs = [(&x, &dense), (&w, &row), (&xt, &transposed)];
+        let steps = vec![
+            Step::Input(0),
+            Step::Input(1),
+            Step::Binary(BinaryOp::Mul, 0, 1),
+            Step::Binary(BinaryOp::Add, 2, 0),
+            Step::Unary(UnaryOp::Tanh, 3),
+            Step::Input(2),
+            Step::Binary(BinaryOp::Mul, 4, 5),
+            Step::Binary(BinaryOp::Add, 6, 2),
+        ];
+        let program = ElementwiseProgram { dtype, shape: shape.to_vec(), steps, outputs: vec![7, 3] };
+        let fused = be.fused().unwrap().elementwise(&program, &inputs).unwrap();
+        let mut eager: Vec<(ember_storage::Buffer, Layout)> = vec![];
+        for s in &program.steps {
+            eager.push(match *s {
+                Step::Input(i) => (inputs[i].0.clone(), inputs[i].1.clone()),
+                Step::Unary(op, a) => (be.unary(op, (&eager[a].0, &eager[a].1)).unwrap(), dense.clone()),
+                Step::Binary(op, a, b) => {
+                    (be.binary(op, (&eager[a].0, &eager[a].1), (&eager[b].0, &eager[b].1)).unwrap(), dense.clone())
+                }
+            });
+        }
+        for (j, &o) in program.outputs.iter().enumerate() {
+            let got = be.download((&fused[j], &dense)).unwrap();
+            let want = be.download((&eager[o].0, &dense)).unwrap();
+            assert!(got == want, "{dtype} output {j}: the fused kernel's bits differ from the eager kernels'");
+        }
+    }
+}

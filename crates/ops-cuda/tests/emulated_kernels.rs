@@ -1946,3 +1946,102 @@ fn fused_kernels_match_the_cpu_backends_under_emulation() {
     assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
     assert_eq!(checked, 2 * (8 + 4 + 2 + 8 + 2 * 5 + 7 + 9));
 }
+
+/// A program like the lazy backend's groups: GELU's tanh form over a dense input, with a broadcast
+/// scalar, a broadcast row and a transposed input, an intermediate returned too.
+fn gelu_group(dtype: DType, shape: &[usize]) -> ember_storage::ElementwiseProgram {
+    use ember_storage::{Step, UnaryOp};
+    let steps = vec![
+        Step::Input(0),                    // x
+        Step::Input(1),                    // c (scalar)
+        Step::Binary(BinaryOp::Mul, 0, 0), // x*x
+        Step::Binary(BinaryOp::Mul, 2, 0), // x^3
+        Step::Binary(BinaryOp::Mul, 3, 1), // c x^3
+        Step::Binary(BinaryOp::Add, 0, 4), // x + c x^3
+        Step::Unary(UnaryOp::Tanh, 5),
+        Step::Input(2), // row
+        Step::Binary(BinaryOp::Add, 6, 7),
+        Step::Input(3), // transposed
+        Step::Binary(BinaryOp::Mul, 8, 9),
+        Step::Binary(BinaryOp::Sub, 1, 10), // scalar on the left
+        Step::Unary(UnaryOp::Exp, 1),       // a step of the scalar alone
+        Step::Binary(BinaryOp::Div, 11, 12),
+    ];
+    ember_storage::ElementwiseProgram { dtype, shape: shape.to_vec(), steps, outputs: vec![13, 5] }
+}
+
+/// A C launcher of a program kernel: inputs, outputs and operands as arrays.
+type ProgramLaunch = unsafe extern "C" fn(
+    u32,
+    u32,
+    *const *const std::ffi::c_void,
+    *const *mut std::ffi::c_void,
+    *const ShapeArg,
+    *const OperandArg,
+);
+
+/// Generated program kernels (the lazy backend's fused groups on CUDA) run under emulation over
+/// several blocks, with strided, broadcast and scalar inputs, and match the CPU backend's fused
+/// programs, f32 and f64.
+#[test]
+fn generated_program_kernels_match_the_cpu_backend_under_emulation() {
+    use ember_ops_cuda::kernels::program::program_kernel;
+    let dir = std::env::temp_dir().join(format!("ember-emulation-program-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (r, c) = (5, 7);
+    let shape = [r, c];
+    let dense = Layout::contiguous(&shape);
+    let scalar = Layout::contiguous(&[1]).expand(&shape).unwrap();
+    let row = Layout::contiguous(&[c]).expand(&shape).unwrap();
+    let transposed = Layout::contiguous(&[c, r]).transpose(0, 1).unwrap();
+    let layouts = [&dense, &scalar, &row, &transposed];
+    let cpu = CpuBackend::new();
+    let mut checked = 0;
+    for dtype in [DType::F32, DType::F64] {
+        let program = gelu_group(dtype, &shape);
+        let kernel = program_kernel(&program).unwrap();
+        let ins = [
+            values(dtype, r * c, 3, false),
+            values(dtype, 1, 5, false),
+            values(dtype, c, 7, false),
+            values(dtype, r * c, 9, false),
+        ];
+        let outs: Vec<HostData> = (0..kernel.outputs).map(|_| zeroed(dtype, r * c)).collect();
+        let t = cuda_type(dtype);
+        let mut cpp = String::from("#include \"cuda_emulation.h\"\n");
+        cpp.push_str(&kernel.source);
+        let mut args: Vec<String> = (0..kernel.inputs).map(|i| format!("(const {}*)ins[{i}]", t.storage)).collect();
+        args.extend((0..kernel.outputs).map(|j| format!("({}*)outs[{j}]", t.storage)));
+        args.push("*s".into());
+        args.extend((0..kernel.inputs).map(|i| format!("ops[{i}]")));
+        cpp.push_str(&launcher(
+            &kernel.name,
+            "const void* const* ins, void* const* outs, const ember_shape* s, const ember_operand* ops",
+            &args.join(", "),
+        ));
+        let Some(lib_path) = compile_cpp(&dir, &kernel.name, &cpp) else { return };
+        let (s, o) = elementwise_args("test", &layouts).unwrap();
+        let in_ptrs: Vec<_> = ins.iter().map(ptr).collect();
+        let out_ptrs: Vec<_> = outs.iter().map(|d| ptr(d).cast_mut()).collect();
+        // SAFETY: the library was just built from the generated source; its launcher has the
+        // signature of `ProgramLaunch`; every buffer holds what its layout addresses (the outputs
+        // `r * c` elements each), and the pointer arrays hold one entry per input and output.
+        unsafe {
+            let lib = libloading::Library::new(&lib_path).expect("load the emulated program");
+            let f: libloading::Symbol<ProgramLaunch> = lib.get(format!("launch_{}", kernel.name).as_bytes()).unwrap();
+            f(3, 4, in_ptrs.as_ptr(), out_ptrs.as_ptr(), &s, o.as_ptr());
+        }
+        let bufs: Vec<_> = ins.iter().map(|d| cpu.upload(d.clone()).unwrap()).collect();
+        let views: Vec<(&ember_storage::Buffer, &Layout)> = bufs.iter().zip(layouts).collect();
+        let fused = cpu.fused().expect("the CPU backend has fused kernels");
+        let want = fused.elementwise(&program, &views).unwrap();
+        for (j, (got, w)) in outs.iter().zip(&want).enumerate() {
+            let w = cpu.download((w, &dense)).unwrap();
+            let bad = differences(got, &w, tolerance(dtype));
+            assert!(bad.is_empty(), "{} output {j}: {}", kernel.name, bad.join(", "));
+            checked += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(checked, 4);
+}

@@ -7,6 +7,7 @@ pub mod fused;
 pub mod index;
 pub mod matmul_int;
 pub mod movement;
+pub mod program;
 pub mod random;
 pub mod reduce;
 pub mod scan;
