@@ -259,3 +259,27 @@ fn a_lazy_training_loop_keeps_a_flat_buffer_count() {
     let loss = mse_loss(&m.forward(&x).unwrap(), &t, Reduction::Mean).unwrap().item().unwrap();
     assert!(loss.is_finite());
 }
+
+/// A residual block (conv, batch norm in training mode, relu, conv, + x) trains in lazy mode with
+/// eager's bits: the fused kernels the lazy device forwards hand back lazy buffers.
+#[test]
+fn a_conv_batch_norm_block_gives_eager_bits() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let run = |device: Device| {
+        ember::manual_seed(5);
+        let mut conv1 = ember::nn::layers::Conv2d::new(4, 4, &[3, 3]).unwrap();
+        let mut bn = ember::nn::layers::BatchNorm2d::new(4).unwrap();
+        let mut conv2 = ember::nn::layers::Conv2d::new(4, 4, &[3, 3]).unwrap();
+        conv1.to_device(device).unwrap();
+        bn.to_device(device).unwrap();
+        conv2.to_device(device).unwrap();
+        let x = Tensor::randn(&[2, 4, 7, 7]).unwrap().to(device).unwrap().requires_grad_(true).unwrap();
+        let h = bn.forward(&conv1.forward(&x).unwrap()).unwrap().relu().unwrap();
+        let y = conv2.forward(&h).unwrap().add(&x.narrow(2, 2, 3).unwrap().narrow(3, 2, 3).unwrap()).unwrap();
+        y.sum().unwrap().backward().unwrap();
+        let cpu = |t: &Tensor| bits(&t.to(Device::Cpu).unwrap());
+        let counter = bn.num_batches_tracked.as_ref().unwrap().to(Device::Cpu).unwrap().to_vec::<i64>().unwrap();
+        (cpu(&y), cpu(&x.grad().unwrap()), cpu(bn.running_mean.as_ref().unwrap()), counter)
+    };
+    assert_eq!(run(Device::Cpu), run(lazy_dev()));
+}

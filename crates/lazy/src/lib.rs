@@ -19,7 +19,8 @@
 //! layouts) are recorded as pending buffers. When a value is needed, it and the pending values it
 //! reads through the identity layout form one group ([`ElementwiseProgram`]), which the inner
 //! backend runs in one pass ([`FusedKernels::elementwise`]: the CPU backend in cache-sized tiles
-//! with the eager kernels' own vectorised loops, so **results are bit-identical to eager**).
+//! with the eager kernels' own vectorised loops, the CUDA backend as one kernel generated from the
+//! op table's expressions; either way **results are bit-identical to eager**).
 //! See [`schedule`] for the grouping rules, what is materialised and when evaluation happens.
 //! Everything else (reductions, matrix products, indexing, casts, comparisons, convolutions,
 //! integer and half-precision ops) evaluates its inputs and runs eagerly on the inner backend.

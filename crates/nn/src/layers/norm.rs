@@ -64,7 +64,8 @@ impl Module for BatchNorm {
         let use_batch = self.training || self.running_mean.is_none();
         if self.training {
             if let Some(n) = &self.num_batches_tracked {
-                no_grad(|| n.add_(&Tensor::scalar(1i64)).map(|_| ()))?;
+                // a scalar, not a CPU tensor: the counter lives on the module's device
+                no_grad(|| n.add_(1i64).map(|_| ()))?;
             }
         }
         x.batch_norm(
