@@ -39,7 +39,8 @@ struct Args {
     /// Seed of the initialisation, shuffling, shifts and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// cpu, cuda or cuda:N (CUDA needs the `cuda` feature: `--features cuda`).
+    /// cpu, cuda or cuda:N (CUDA needs the `cuda` feature: `--features cuda`); `lazy` (or
+    /// `lazy-cuda:N`) runs the same training with lazy evaluation and fusion.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Directory with MNIST's IDX files (train-*/t10k-*, raw or .gz); default: the bundled subset.
