@@ -109,6 +109,7 @@ proptest! {
         seed in 0u64..1000,
         prog in prop::collection::vec(instr(), 1..24),
     ) {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         ember::manual_seed(seed);
         let dt = if f64_dtype { DType::F64 } else { DType::F32 };
         // a square shape lets transposed values meet untransposed ones

@@ -124,7 +124,7 @@ fn force_locked(b: &Buffer, why: &str) -> Result<Buffer> {
     let inner = node.backend.clone();
     let results = match inner.fused() {
         Some(f) => f.elementwise(&program, &views)?,
-        None => stepwise(&*inner, &program, &views)?,
+        None => program.run_stepwise(&*inner, &views)?,
     };
     log::group(&program, views.len(), &plan.cuts, why);
     drop(views);
@@ -228,21 +228,4 @@ impl Planner {
         }
         None
     }
-}
-
-/// Runs a program op by op on a backend without fused kernels (same results, no fusion).
-fn stepwise(be: &dyn Backend, p: &ElementwiseProgram, inputs: &[View]) -> Result<Vec<Buffer>> {
-    let dense = Layout::contiguous(&p.shape);
-    let mut vals: Vec<(Buffer, Layout)> = Vec::with_capacity(p.steps.len());
-    for s in &p.steps {
-        vals.push(match *s {
-            Step::Input(i) => (inputs[i].0.clone(), inputs[i].1.clone()),
-            Step::Unary(op, a) => (be.unary(op, (&vals[a].0, &vals[a].1))?, dense.clone()),
-            Step::Binary(op, a, b) => {
-                (be.binary(op, (&vals[a].0, &vals[a].1), (&vals[b].0, &vals[b].1))?, dense.clone())
-            }
-        });
-    }
-    // outputs are computed steps (never inputs), so each is already a dense buffer
-    Ok(p.outputs.iter().map(|&o| vals[o].0.clone()).collect())
 }

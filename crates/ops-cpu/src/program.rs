@@ -387,20 +387,10 @@ mod tests {
         let program =
             ElementwiseProgram { dtype: DType::F32, shape: shape.to_vec(), steps, outputs: vec![11, 4, 4, 0, 9] };
         // the same steps, one eager op each
-        let mut eager: Vec<(Buffer, Layout)> = vec![];
-        for st in &program.steps {
-            eager.push(match *st {
-                Step::Input(i) => (inputs[i].0.clone(), inputs[i].1.clone()),
-                Step::Unary(op, a) => (be.unary(op, (&eager[a].0, &eager[a].1)).unwrap(), dense.clone()),
-                Step::Binary(op, a, b) => {
-                    (be.binary(op, (&eager[a].0, &eager[a].1), (&eager[b].0, &eager[b].1)).unwrap(), dense.clone())
-                }
-            });
-        }
-        let want: Vec<Vec<u32>> = program
-            .outputs
+        let eager = program.run_stepwise(&be, &inputs).unwrap();
+        let want: Vec<Vec<u32>> = eager
             .iter()
-            .map(|&o| match be.download((&eager[o].0, &eager[o].1)).unwrap() {
+            .map(|b| match be.download((b, &dense)).unwrap() {
                 HostData::F32(v) => v.iter().map(|v| v.to_bits()).collect(),
                 _ => unreachable!(),
             })

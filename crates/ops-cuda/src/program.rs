@@ -18,7 +18,7 @@ const OP: &str = "elementwise program";
 pub(crate) fn run(be: &CudaBackend, program: &ElementwiseProgram, inputs: &[View]) -> Result<Vec<Buffer>> {
     program.check(inputs.len())?;
     if input_count(program) != inputs.len() || inputs.len() > MAX_OPERANDS || program.outputs.len() > MAX_OPERANDS {
-        return run_stepwise(be, program, inputs);
+        return program.run_stepwise(be, inputs);
     }
     let mut bufs = Vec::with_capacity(inputs.len());
     for v in inputs {
@@ -62,34 +62,4 @@ pub(crate) fn run(be: &CudaBackend, program: &ElementwiseProgram, inputs: &[View
         unsafe { l.launch(CudaBackend::config(n, be.max_blocks)) }.map_err(driver_err(OP))?;
     }
     Ok(outs.into_iter().map(|b| Arc::new(b) as Buffer).collect())
-}
-
-/// Runs `program` step by step with the backend's elementwise kernels.
-pub(crate) fn run_stepwise(be: &CudaBackend, program: &ElementwiseProgram, inputs: &[View]) -> Result<Vec<Buffer>> {
-    program.check(inputs.len())?;
-    let dense = Layout::contiguous(&program.shape);
-    // each step's value: an input view, or a dense buffer of the program's shape
-    let mut values: Vec<(Buffer, Layout)> = Vec::with_capacity(program.steps.len());
-    for s in &program.steps {
-        let v = match *s {
-            Step::Input(i) => (inputs[i].0.clone(), inputs[i].1.clone()),
-            Step::Unary(op, a) => (be.unary(op, (&values[a].0, &values[a].1))?, dense.clone()),
-            Step::Binary(op, a, b) => {
-                (be.binary(op, (&values[a].0, &values[a].1), (&values[b].0, &values[b].1))?, dense.clone())
-            }
-        };
-        values.push(v);
-    }
-    program
-        .outputs
-        .iter()
-        .map(|&o| {
-            let (b, l) = &values[o];
-            if matches!(program.steps[o], Step::Input(_)) {
-                be.cast((b, l), program.dtype)
-            } else {
-                Ok(b.clone())
-            }
-        })
-        .collect()
 }

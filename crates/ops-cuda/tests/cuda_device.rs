@@ -397,19 +397,10 @@ fn on_a_gpu_a_fused_program_gives_the_eager_kernels_bits() {
         ];
         let program = ElementwiseProgram { dtype, shape: shape.to_vec(), steps, outputs: vec![7, 3] };
         let fused = be.fused().unwrap().elementwise(&program, &inputs).unwrap();
-        let mut eager: Vec<(ember_storage::Buffer, Layout)> = vec![];
-        for s in &program.steps {
-            eager.push(match *s {
-                Step::Input(i) => (inputs[i].0.clone(), inputs[i].1.clone()),
-                Step::Unary(op, a) => (be.unary(op, (&eager[a].0, &eager[a].1)).unwrap(), dense.clone()),
-                Step::Binary(op, a, b) => {
-                    (be.binary(op, (&eager[a].0, &eager[a].1), (&eager[b].0, &eager[b].1)).unwrap(), dense.clone())
-                }
-            });
-        }
-        for (j, &o) in program.outputs.iter().enumerate() {
+        let eager = program.run_stepwise(&be, &inputs).unwrap();
+        for (j, e) in eager.iter().enumerate() {
             let got = be.download((&fused[j], &dense)).unwrap();
-            let want = be.download((&eager[o].0, &dense)).unwrap();
+            let want = be.download((e, &dense)).unwrap();
             assert!(got == want, "{dtype} output {j}: the fused kernel's bits differ from the eager kernels'");
         }
     }

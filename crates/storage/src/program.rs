@@ -29,7 +29,7 @@
 //! ```
 
 use crate::ops::{BinaryOp, UnaryOp};
-use crate::{DType, Error, Result};
+use crate::{Backend, Buffer, DType, Error, Layout, Result, View};
 use std::fmt::Write;
 
 /// One step of an [`ElementwiseProgram`]; operands name earlier steps by index.
@@ -97,5 +97,34 @@ impl ElementwiseProgram {
         }
         let _ = write!(s, " -> {:?}", self.outputs);
         s
+    }
+
+    /// Runs the program one step at a time with `be`'s own `unary`/`binary` (the reference a fused
+    /// runner must match bit for bit, and the fallback of a backend without fused programs).
+    /// An output that is an input is returned as a dense copy.
+    pub fn run_stepwise(&self, be: &dyn Backend, inputs: &[View]) -> Result<Vec<Buffer>> {
+        self.check(inputs.len())?;
+        let dense = Layout::contiguous(&self.shape);
+        let mut values: Vec<(Buffer, Layout)> = Vec::with_capacity(self.steps.len());
+        for s in &self.steps {
+            values.push(match *s {
+                Step::Input(i) => (inputs[i].0.clone(), inputs[i].1.clone()),
+                Step::Unary(op, a) => (be.unary(op, (&values[a].0, &values[a].1))?, dense.clone()),
+                Step::Binary(op, a, b) => {
+                    (be.binary(op, (&values[a].0, &values[a].1), (&values[b].0, &values[b].1))?, dense.clone())
+                }
+            });
+        }
+        self.outputs
+            .iter()
+            .map(|&o| {
+                let (b, l) = &values[o];
+                if matches!(self.steps[o], Step::Input(_)) {
+                    be.cast((b, l), self.dtype)
+                } else {
+                    Ok(b.clone())
+                }
+            })
+            .collect()
     }
 }
