@@ -24,7 +24,7 @@
 
 use crate::buffer::{LazyBuffer, NodeOp, PENDING};
 use crate::log;
-use ember_storage::{Backend, Buffer, DType, DeviceBuffer, ElementwiseProgram, Layout, Result, Step, View};
+use ember_storage::{Buffer, DType, DeviceBuffer, ElementwiseProgram, Layout, Result, Step, View};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 

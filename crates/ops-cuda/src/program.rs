@@ -9,7 +9,7 @@ use crate::kernels::program::{input_count, program_kernel, MAX_OPERANDS};
 use crate::launch::elementwise_args;
 use crate::CudaBackend;
 use cudarc::driver::PushKernelArg;
-use ember_storage::{Backend, Buffer, ElementwiseProgram, Error, Layout, Result, Step, View};
+use ember_storage::{Buffer, ElementwiseProgram, Error, Layout, Result, View};
 use std::sync::Arc;
 
 const OP: &str = "elementwise program";
