@@ -40,10 +40,11 @@ pub(crate) fn device() -> Device {
 
 /// Waits for the device's queued work (a no-op on the CPU, whose ops finish before they return).
 pub(crate) fn sync() {
-    match device() {
-        Device::Cuda(i) => ember::cuda::synchronize(i).expect("synchronize"),
-        d if d.is_lazy() => ember::lazy::sync().expect("lazy sync"),
-        _ => {}
+    if device().is_lazy() {
+        ember::lazy::sync().expect("lazy sync");
+    }
+    if let Device::Cuda(i) = device().eager() {
+        ember::cuda::synchronize(i).expect("synchronize");
     }
 }
 

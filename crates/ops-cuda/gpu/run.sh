@@ -30,8 +30,10 @@ for t in "$here"/tests/*; do
 done
 step "conformance on cuda:0"
 timeout 120 "$here/xtask" conformance --quiet --device cuda --dir tests/conformance || status=1
+step "conformance on lazy-cuda:0 (lazy groups as generated kernels)"
+timeout 180 "$here/xtask" conformance --quiet --device cuda --lazy --dir tests/conformance || status=1
 step "main job: the first 50 steps on cpu and cuda"
-for d in cpu cuda; do
+for d in cpu cuda lazy-cuda; do
     timeout 120 "$here/mnist" --device "$d" --data data/mnist-5k --epochs 1 --limit 3200 --batch-size 64 \
         --out "$here/runs/$d" --loss-log "$here/loss-$d.txt" | tail -2 || status=1
 done
@@ -46,14 +48,20 @@ worst = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(cpu[:n], cuda[:n]))
 print(f"{n} steps compared; largest relative difference {worst:.2e}")
 sys.exit(0 if n == 50 and worst <= 1e-4 else 1)
 PY
+if cmp -s "$here/loss-cuda.txt" "$here/loss-lazy-cuda.txt"; then
+    echo "lazy-cuda: every step loss is cuda's to the bit"
+else
+    echo "lazy-cuda: step losses differ from cuda's"; status=1
+fi
 step "main job: 2 epochs on cuda"
 timeout 180 "$here/mnist" --device cuda --data data/mnist-5k --epochs 2 --out "$here/runs/cuda2" | tail -3 || status=1
 step "bench: ember and PyTorch on cuda, alternating"
 : > "$here/bench.jsonl"
 for round in 1 2 3; do
-    timeout 120 "$here/xtask" bench --device cuda --only W1,W2,W3,W4,W7,W8 --reps 5 | tee -a "$here/bench.jsonl"
+    timeout 120 "$here/xtask" bench --device cuda --only W1,W2,W3,W4,W7,W8,W14 --reps 5 | tee -a "$here/bench.jsonl"
     if [ -f "$here/torch_ref.py" ]; then
-        timeout 120 python3 "$here/torch_ref.py" --device cuda --only W1,W2,W3,W4,W7,W8 --reps 10 | tee -a "$here/bench.jsonl"
+        timeout 120 python3 "$here/torch_ref.py" --device cuda --only W1,W2,W3,W4,W7,W8,W14 --reps 10 | tee -a "$here/bench.jsonl"
+        timeout 180 python3 "$here/torch_ref.py" --device cuda --only W14 --compile --reps 10 | tee -a "$here/bench.jsonl"
     fi
 done
 step "criterion: op families on cpu and cuda"
