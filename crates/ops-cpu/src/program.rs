@@ -183,6 +183,7 @@ impl<T> Outputs<T> {
     /// # Safety
     /// `[start, start + len)` must lie within output `j` and be written by no one else meanwhile.
     #[allow(clippy::mut_from_ref)]
+    // SAFETY: an `unsafe fn`: callers uphold the contract above (each call site says how).
     unsafe fn range(&self, j: usize, start: usize, len: usize) -> &mut [T] {
         // SAFETY: the caller guarantees the range is in bounds and not aliased.
         unsafe { std::slice::from_raw_parts_mut(self.0[j].add(start), len) }
@@ -192,6 +193,7 @@ impl<T> Outputs<T> {
     ///
     /// # Safety
     /// `[start, start + len)` must lie within output `j`, be initialised, and not be written meanwhile.
+    // SAFETY: an `unsafe fn`: callers uphold the contract above (each call site says how).
     unsafe fn range_ref(&self, j: usize, start: usize, len: usize) -> &[T] {
         // SAFETY: the caller guarantees the range is in bounds and not written while borrowed.
         unsafe { std::slice::from_raw_parts(self.0[j].add(start), len) }

@@ -1971,6 +1971,7 @@ fn gelu_group(dtype: DType, shape: &[usize]) -> ember_storage::ElementwiseProgra
 }
 
 /// A C launcher of a program kernel: inputs, outputs and operands as arrays.
+// SAFETY: only a signature; the call site says why its call is sound.
 type ProgramLaunch = unsafe extern "C" fn(
     u32,
     u32,

@@ -26,6 +26,7 @@
 //! };
 //! assert!(p.check(2).is_ok());
 //! assert_eq!(p.describe(), "f32 [4]: in0 in1 mul(0,1) tanh(2) add(3,0) -> [4]");
+//! assert_eq!(p.structure(), "f32 in0 in1 mul(0,1) tanh(2) add(3,0) -> [4]");
 //! ```
 
 use crate::ops::{BinaryOp, UnaryOp};
@@ -85,9 +86,17 @@ impl ElementwiseProgram {
         Ok(())
     }
 
-    /// A one-line description of the program, for diagnostics and as a structural cache key.
+    /// A one-line description of the program, for diagnostics (the lazy log).
     pub fn describe(&self) -> String {
-        let mut s = format!("{} {:?}:", self.dtype, self.shape);
+        let structure = self.structure();
+        let (dtype, rest) = structure.split_once(' ').unwrap_or((&structure, ""));
+        format!("{dtype} {:?}: {rest}", self.shape)
+    }
+
+    /// What a compiled form of the program depends on: [`describe`](Self::describe) without the
+    /// shape (`"f32 in0 in1 mul(0,1) -> [2]"`), so programs of one structure share one kernel.
+    pub fn structure(&self) -> String {
+        let mut s = format!("{}", self.dtype);
         for step in &self.steps {
             let _ = match *step {
                 Step::Input(i) => write!(s, " in{i}"),

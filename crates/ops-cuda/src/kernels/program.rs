@@ -32,20 +32,6 @@ pub struct ProgramKernel {
     pub outputs: usize,
 }
 
-/// The program's structure, without its shape: what the kernel depends on.
-fn structure(p: &ElementwiseProgram) -> String {
-    let mut s = format!("{}", p.dtype);
-    for step in &p.steps {
-        let _ = match *step {
-            Step::Input(i) => write!(s, " in{i}"),
-            Step::Unary(op, a) => write!(s, " {}({a})", op.name()),
-            Step::Binary(op, a, b) => write!(s, " {}({a},{b})", op.name()),
-        };
-    }
-    let _ = write!(s, " -> {:?}", p.outputs);
-    s
-}
-
 /// FNV-1a, 64 bits: a stable name for a structure (the same in every process and build).
 fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
@@ -71,7 +57,7 @@ pub fn program_kernel(p: &ElementwiseProgram) -> Result<ProgramKernel> {
         ));
     }
     let t = cuda_type(p.dtype);
-    let name = format!("program_{}_{:016x}", t.suffix, fnv1a(&structure(p)));
+    let name = format!("program_{}_{:016x}", t.suffix, fnv1a(&p.structure()));
     let mut params = String::new();
     for i in 0..inputs {
         let _ = write!(params, "const {}* __restrict__ in{i}, ", t.storage);
@@ -120,7 +106,7 @@ extern "C" __global__ void {name}({params}) {{
 {body}    }}
 }}
 "#,
-        describe = structure(p),
+        describe = p.structure(),
         c = t.compute,
     );
     Ok(ProgramKernel { name, source, inputs, outputs: p.outputs.len() })
