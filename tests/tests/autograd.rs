@@ -593,6 +593,32 @@ fn post_accumulate_hooks_see_the_accumulated_gradient() {
     assert!(w.mul(2.0).unwrap().register_post_accumulate_grad_hook(|_| {}).is_err());
 }
 
+#[test]
+fn a_leaf_is_delivered_as_soon_as_its_last_feeder_has_run() {
+    // DDP all-reduces a bucket from these hooks while backward goes on: w1's gradient is final
+    // after the last product's backward, before the earlier nodes (h's hook) run.
+    use std::sync::{Arc, Mutex};
+    let x = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).unwrap();
+    let w1 = Tensor::from_vec(vec![3.0f64, 4.0], &[2]).unwrap().requires_grad_(true).unwrap();
+    let w2 = Tensor::from_vec(vec![5.0f64, 6.0], &[2]).unwrap().requires_grad_(true).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (o1, o2, o3) = (order.clone(), order.clone(), order.clone());
+    w1.register_post_accumulate_grad_hook(move |p| o1.lock().unwrap().push(("w1", p.grad().unwrap().to_vec::<f64>().unwrap())))
+        .unwrap();
+    w2.register_post_accumulate_grad_hook(move |p| o2.lock().unwrap().push(("w2", p.grad().unwrap().to_vec::<f64>().unwrap())))
+        .unwrap();
+    let h = x.mul(&w2).unwrap();
+    h.register_hook(move |g| {
+        o3.lock().unwrap().push(("h", g.to_vec::<f64>().unwrap()));
+        None
+    })
+    .unwrap();
+    // w1 feeds two products: it is delivered once, with both contributions, after the second
+    h.mul(&w1).unwrap().add(&w1.mul(2.0).unwrap()).unwrap().sum().unwrap().backward().unwrap();
+    let seen = order.lock().unwrap().clone();
+    assert_eq!(seen, vec![("w1", vec![7.0, 14.0]), ("h", vec![3.0, 4.0]), ("w2", vec![3.0, 8.0])]);
+}
+
 /// Max pooling by definition: every window position, -inf padding, a NaN or a larger value takes over.
 fn max_pool_reference(x: &[f64], (n, c, h, w): (usize, usize, usize, usize), p: &PoolOptions) -> (Vec<f64>, Vec<i64>) {
     let out = |i: usize, len: usize| (len + 2 * p.padding[i] - p.dilation[i] * (p.kernel[i] - 1) - 1) / p.stride[i] + 1;

@@ -252,18 +252,10 @@ fn run_here(
         }
         Ok(())
     };
-    // Gradients reaching leaves are summed per leaf over the whole pass, then delivered once each
-    // (hooks see the total, as PyTorch's AccumulateGrad does).
-    let mut leaf_order: Vec<Arc<TensorImpl>> = vec![];
-    let mut leaf_sums: PtrMap<Tensor> = PtrMap::default();
-    let mut leaf_grad = |leaf: &Arc<TensorImpl>, g: Tensor| -> Result<()> {
-        check_leaf_grad(&leaf.layout, leaf.dtype, &g)?;
-        let k = Arc::as_ptr(leaf) as usize;
-        if !leaf_sums.contains_key(&k) {
-            leaf_order.push(leaf.clone());
-        }
-        add_into(&mut leaf_sums, k, g)
-    };
+    // Gradients reaching leaves are summed per leaf, then delivered once each (hooks see the total,
+    // as PyTorch's AccumulateGrad does) as soon as the last node that feeds the leaf has run, so
+    // post-accumulate hooks (DDP's bucketed all-reduce) overlap the rest of the pass.
+    let mut leaves = LeafSums::default();
     // One slot per reachable node: the node, how many of its consumers have yet to run, and the
     // gradient summed so far (one hash lookup per edge in each phase).
     let mut slots: PtrMap<Slot> = PtrMap::default();
@@ -293,20 +285,23 @@ fn run_here(
                 });
                 accumulate(&mut slot.grad, g.clone())?;
             }
-            None => leaf_grad(&t.0, g.clone())?,
+            None => leaves.add(&t.0, g.clone())?,
         }
     }
     // dependency counts over the reachable graph (iterative DFS)
     while let Some(n) = stack.pop() {
         for e in n.edges.iter().flatten() {
-            if let Edge::Node(c) = e {
-                slots
-                    .entry(key(c))
-                    .or_insert_with(|| {
-                        stack.push(c.clone());
-                        Slot { node: c.clone(), pending: 0, grad: None, owned: false }
-                    })
-                    .pending += 1;
+            match e {
+                Edge::Node(c) => {
+                    slots
+                        .entry(key(c))
+                        .or_insert_with(|| {
+                            stack.push(c.clone());
+                            Slot { node: c.clone(), pending: 0, grad: None, owned: false }
+                        })
+                        .pending += 1
+                }
+                Edge::Leaf(l) => *leaves.feeders.entry(Arc::as_ptr(l) as usize).or_default() += 1,
             }
         }
     }
@@ -384,30 +379,78 @@ fn run_here(
                 }
                 Some(Edge::Leaf(l)) => {
                     if let Some(ig) = ig {
-                        leaf_grad(l, ig)?;
+                        leaves.add(l, ig)?;
+                    }
+                    if leaves.fed(l) && matches!(sink, Sink::Leaves) {
+                        leaves.deliver(l, create_graph)?;
                     }
                 }
                 None => {}
             }
         }
     }
-    for leaf in leaf_order {
-        let g = leaf_sums.remove(&(Arc::as_ptr(&leaf) as usize)).expect("summed");
-        let g = run_hooks(&leaf.hooks, g, "a leaf")?;
+    // leaves fed only by the roots, and every leaf of a pass that captures instead of accumulating
+    for leaf in std::mem::take(&mut leaves.order) {
+        let k = Arc::as_ptr(&leaf) as usize;
         match &sink {
-            Sink::Leaves => {
-                let g = if create_graph { g } else { g.detach() };
-                accumulate_shared(&leaf.grad, g)?;
-                let hooks = snapshot(&leaf.post_accumulate_hooks);
-                if !hooks.is_empty() {
-                    let t = Tensor(leaf.clone());
-                    for h in hooks.iter() {
-                        h(&t);
-                    }
-                }
+            Sink::Leaves => leaves.deliver(&leaf, create_graph)?,
+            Sink::Inputs(_) => {
+                let Some(g) = leaves.sums.remove(&k) else { continue };
+                let g = run_hooks(&leaf.hooks, g, "a leaf")?;
+                capture(k, &g, &mut captured)?
             }
-            Sink::Inputs(_) => capture(Arc::as_ptr(&leaf) as usize, &g, &mut captured)?,
         }
     }
     Ok(captured)
+}
+
+/// Gradients on their way to leaves: summed per leaf, delivered when no node that feeds the leaf
+/// is left to run.
+#[derive(Default)]
+struct LeafSums {
+    /// Leaves in the order their first gradient arrived.
+    order: Vec<Arc<TensorImpl>>,
+    /// The gradient summed so far, per leaf not yet delivered.
+    sums: PtrMap<Tensor>,
+    /// Per leaf, how many edges from reachable nodes point at it and have not been followed yet.
+    feeders: PtrMap<usize>,
+}
+
+impl LeafSums {
+    fn add(&mut self, leaf: &Arc<TensorImpl>, g: Tensor) -> Result<()> {
+        check_leaf_grad(&leaf.layout, leaf.dtype, &g)?;
+        let k = Arc::as_ptr(leaf) as usize;
+        if !self.sums.contains_key(&k) {
+            self.order.push(leaf.clone());
+        }
+        add_into(&mut self.sums, k, g)
+    }
+
+    /// Counts one followed edge into `leaf`; true when it was the last.
+    fn fed(&mut self, leaf: &Arc<TensorImpl>) -> bool {
+        match self.feeders.get_mut(&(Arc::as_ptr(leaf) as usize)) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n == 0
+            }
+            None => false,
+        }
+    }
+
+    /// Runs the leaf's hooks on its total, accumulates it into `.grad()` and runs the
+    /// post-accumulate hooks (once per pass; a leaf with no gradient is skipped).
+    fn deliver(&mut self, leaf: &Arc<TensorImpl>, create_graph: bool) -> Result<()> {
+        let Some(g) = self.sums.remove(&(Arc::as_ptr(leaf) as usize)) else { return Ok(()) };
+        let g = run_hooks(&leaf.hooks, g, "a leaf")?;
+        let g = if create_graph { g } else { g.detach() };
+        accumulate_shared(&leaf.grad, g)?;
+        let hooks = snapshot(&leaf.post_accumulate_hooks);
+        if !hooks.is_empty() {
+            let t = Tensor(leaf.clone());
+            for h in hooks.iter() {
+                h(&t);
+            }
+        }
+        Ok(())
+    }
 }
