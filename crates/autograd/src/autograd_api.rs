@@ -103,8 +103,57 @@ impl Tensor {
                 "post-accumulate-grad hooks can only be registered on leaves that require grad",
             ));
         }
+        self.register_fallible_post_accumulate_grad_hook(move |p| {
+            hook(p);
+            Ok(())
+        })
+    }
+
+    /// [`register_post_accumulate_grad_hook`](Tensor::register_post_accumulate_grad_hook) for a hook
+    /// that can fail: its error ends the `backward()` call and is returned by it (DDP's gradient
+    /// all-reduce reports a peer's timeout this way). Later hooks and leaves are not run.
+    pub fn register_fallible_post_accumulate_grad_hook(
+        &self,
+        hook: impl Fn(&Tensor) -> Result<()> + Send + Sync + 'static,
+    ) -> Result<()> {
+        if !self.requires_grad() || !self.is_leaf() {
+            return Err(Error::autograd(
+                "post-accumulate-grad hooks can only be registered on leaves that require grad",
+            ));
+        }
         self.0.post_accumulate_hooks.lock().unwrap_or_else(|e| e.into_inner()).push(std::sync::Arc::new(hook));
         Ok(())
+    }
+
+    /// The leaves (tensors that require grad and were not computed by a recorded op) this tensor's
+    /// graph reaches, each once, in the order a depth-first walk from `self` meets them; `[self]`
+    /// for a leaf, `[]` for a tensor outside any graph. DDP's `find_unused_parameters` uses it to
+    /// learn which parameters a forward used.
+    pub fn graph_leaves(&self) -> Vec<Tensor> {
+        use crate::graph::Edge;
+        let Some(root) = self.grad_fn() else {
+            return if self.requires_grad() { vec![self.clone()] } else { vec![] };
+        };
+        let mut seen_nodes = std::collections::HashSet::new();
+        let mut seen_leaves = std::collections::HashSet::new();
+        let mut leaves = vec![];
+        let mut stack = vec![root];
+        while let Some(n) = stack.pop() {
+            if !seen_nodes.insert(std::sync::Arc::as_ptr(&n) as usize) {
+                continue;
+            }
+            for e in n.edges.iter().flatten() {
+                match e {
+                    Edge::Node(c) => stack.push(c.clone()),
+                    Edge::Leaf(l) => {
+                        if seen_leaves.insert(std::sync::Arc::as_ptr(l) as usize) {
+                            leaves.push(Tensor(l.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        leaves
     }
 
     /// Backward from a scalar: accumulates d(self)/d(leaf) into every leaf's `.grad()`. Frees the graph.

@@ -71,6 +71,7 @@ pub trait ProcessGroup: Send + Sync {
     fn barrier(&self) -> Result<Work>;
 }
 
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
 /// Writes `values` (host data of `tensor`'s dtype and numel) into `tensor` in place.
 pub(crate) fn write_into(tensor: &Tensor, values: ember_storage::HostData) -> Result<()> {
     let src = Tensor::from_host(values, tensor.shape(), tensor.device())?;

@@ -11,12 +11,16 @@
 //! `apt-get install libopenmpi-dev openmpi-bin libclang-dev` (rsmpi's build generates bindings
 //! with libclang), build with `--features mpi`, launch with `mpirun -n 2 <program>`.
 
+mod ddp;
 mod group;
+// shared by the engines; without one built, only its unit tests use it
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
 mod host;
 #[cfg(feature = "mpi")]
 mod mpi_group;
 mod work;
 
+pub use ddp::{DdpOptions, DistributedDataParallel};
 pub use group::{ProcessGroup, ReduceOp, WorldOfOne};
 #[cfg(feature = "mpi")]
 pub use mpi_group::{timeout_from_env, MpiGroup, DEFAULT_TIMEOUT};

@@ -389,12 +389,12 @@ impl Comm {
             }
             if start.elapsed() >= self.timeout {
                 let why = format!(
-                    "{what} timed out after {:.1} s on rank {} of {}: another rank died, stopped calling collectives, or called them in a different order",
+                    "timed out after {:.1} s on rank {} of {}: another rank died, stopped calling collectives, or called them in a different order",
                     self.timeout.as_secs_f64(),
                     self.rank,
                     self.size
                 );
-                self.broken.set(Some(why.clone()));
+                self.broken.set(Some(format!("{what} {why}")));
                 return Err(Error::backend(what, why));
             }
             // Open MPI progresses only inside MPI calls: poll eagerly at first, then back off so

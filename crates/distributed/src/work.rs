@@ -56,6 +56,7 @@ impl<T> std::fmt::Debug for Work<T> {
     }
 }
 
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
 /// The error for a process group whose worker is gone (it panicked, or the group was dropped).
 pub(crate) fn worker_gone(what: &str) -> Error {
     Error::backend(what, "the process group's communication thread has stopped (an earlier error broke the group)")

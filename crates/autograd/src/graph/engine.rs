@@ -448,7 +448,7 @@ impl LeafSums {
         if !hooks.is_empty() {
             let t = Tensor(leaf.clone());
             for h in hooks.iter() {
-                h(&t);
+                h(&t)?;
             }
         }
         Ok(())

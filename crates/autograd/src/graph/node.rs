@@ -36,7 +36,7 @@ pub(crate) struct Region {
 pub(crate) type Hook = Arc<dyn Fn(&Tensor) -> Option<Tensor> + Send + Sync>;
 
 /// A hook run on a leaf after backward accumulated into its `.grad` (it gets the leaf itself).
-pub(crate) type PostAccumulateHook = Arc<dyn Fn(&Tensor) + Send + Sync>;
+pub(crate) type PostAccumulateHook = Arc<dyn Fn(&Tensor) -> ember_storage::Result<()> + Send + Sync>;
 
 /// Where the gradient of one input goes.
 pub(crate) enum Edge {
@@ -51,7 +51,7 @@ pub(crate) enum Edge {
 pub struct Node {
     pub(super) name: &'static str,
     pub(super) backward: Mutex<Option<BackwardFn>>,
-    pub(super) edges: SmallVec<[Option<Edge>; 2]>,
+    pub(crate) edges: SmallVec<[Option<Edge>; 2]>,
     /// The storages whose values backward reads, with their versions when recorded (weak: a storage
     /// nobody holds any more cannot change).
     pub(super) saved: SmallVec<[(std::sync::Weak<crate::tensor::Storage>, u64); 2]>,
