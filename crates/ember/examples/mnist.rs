@@ -8,10 +8,13 @@
 //! cargo run --release --example mnist -- --resume     # continue from runs/mnist/checkpoint.safetensors
 //! cargo run --release --example mnist -- --amp bf16   # mixed precision (f16: with a GradScaler)
 //! cargo run --release --example mnist -- --help
+//! # data-parallel over MPI (2 processes; root in a container also needs --allow-run-as-root):
+//! mpirun -n 2 --oversubscribe cargo run --release --features mpi --example mnist -- --distributed
 //! ```
 
 use clap::Parser;
-use ember::data::{DataLoader, LoaderOptions, Mnist, TensorDataset};
+use ember::data::{DataLoader, DistributedSampler, LoaderOptions, Mnist, TensorDataset};
+use ember::distributed::{DistributedDataParallel, ProcessGroup, ReduceOp};
 use ember::nn::layers::{BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU};
 use ember::nn::{functional as F, Module, ModuleExt, Sequential};
 use ember::optim::{lr_scheduler, AdamOptions, AdamW, GradScaler, GradScalerOptions, Optimizer};
@@ -19,6 +22,7 @@ use ember::{autocast, io, manual_seed, no_grad, DType, Device, Error, PadMode, R
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 const MEAN: f64 = 0.1307;
@@ -67,6 +71,38 @@ struct Args {
     /// Mixed precision: `bf16` (autocast) or `f16` (autocast with a GradScaler); f32 without it.
     #[arg(long)]
     amp: Option<String>,
+    /// Data-parallel training over MPI: launch N copies with `mpirun -n N` (build with
+    /// `--features mpi`). `--batch-size` stays the global batch: each rank takes batch-size / N
+    /// images of its shard per step, so the steps and the schedule are those of one process.
+    #[arg(long)]
+    distributed: bool,
+}
+
+/// The network, plain or wrapped for data-parallel training.
+enum Net {
+    Plain(Sequential),
+    Ddp(DistributedDataParallel<Sequential>),
+}
+
+impl Net {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Net::Plain(n) => n.forward(x),
+            Net::Ddp(d) => d.forward(x),
+        }
+    }
+    fn inner(&self) -> &Sequential {
+        match self {
+            Net::Plain(n) => n,
+            Net::Ddp(d) => d.module(),
+        }
+    }
+    fn inner_mut(&mut self) -> &mut Sequential {
+        match self {
+            Net::Plain(n) => n,
+            Net::Ddp(d) => d.module_mut(),
+        }
+    }
 }
 
 fn model() -> Result<Sequential> {
@@ -145,6 +181,22 @@ fn main() {
 fn run(args: Args) -> Result<History> {
     // cpu, cuda or cuda:N (CUDA needs the `cuda` feature: `--features cuda`); checked before loading
     let device = Device::parse(&args.device)?;
+    let group: Option<Arc<dyn ProcessGroup>> =
+        if args.distributed { Some(ember::distributed::init_process_group("mpi")?) } else { None };
+    let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world_size()));
+    let lead = rank == 0; // prints, writes the checkpoint, metrics and chart
+    if args.batch_size % world != 0 || args.batch_size == 0 {
+        return Err(Error::invalid(
+            "mnist",
+            format!("--batch-size {} must be a positive multiple of the {world} ranks", args.batch_size),
+        ));
+    }
+    if world > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // the ranks of one machine share its cores
+        let local = std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(world);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ember::cpu::set_num_threads((cores / local).max(1));
+    }
     Tensor::zeros(&[1])?.to(device)?;
     let dir = args.data.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-5k"));
     let train = Mnist::load(&dir, true)?;
@@ -159,29 +211,36 @@ fn run(args: Args) -> Result<History> {
     let xte = test.normalized_images(MEAN, STD)?.to(device)?;
     let yte = test.labels.to(device)?;
     let n_train = xtr.shape()[0];
-    println!(
-        "MNIST from {}: {} training / {} test images; {} epochs, batch {}, {} thread(s)",
-        dir.display(),
-        n_train,
-        xte.shape()[0],
-        args.epochs,
-        args.batch_size,
-        rayon_threads()
-    );
+    if lead {
+        println!(
+            "MNIST from {}: {} training / {} test images; {} epochs, batch {}, {} thread(s){}",
+            dir.display(),
+            n_train,
+            xte.shape()[0],
+            args.epochs,
+            args.batch_size,
+            rayon_threads(),
+            if world > 1 { format!(" per rank, {world} ranks over MPI ({} images per rank per step)", args.batch_size / world) } else { String::new() }
+        );
+    }
 
     manual_seed(args.seed);
     let mut net = model()?;
     net.to_device(device)?; // initialised on the CPU, so every device starts from the same weights
-    let loader = DataLoader::new(
+    let mut loader = DataLoader::new(
         TensorDataset::new(vec![xtr, ytr])?,
         LoaderOptions {
-            batch_size: args.batch_size,
+            batch_size: args.batch_size / world,
             shuffle: true,
             seed: args.seed,
             num_workers: args.workers,
             ..Default::default()
         },
     );
+    if world > 1 {
+        // each rank its shard of a per-epoch shuffle (padded so every rank takes the same steps)
+        loader = loader.with_sampler(DistributedSampler::new(n_train, world, rank, true, args.seed)?);
+    }
     let steps_per_epoch = loader.len();
     let total_steps = (args.epochs * steps_per_epoch) as u64;
     let mut opt = AdamW::adamw(net.parameters(), AdamOptions { weight_decay: 1e-4, ..AdamOptions::adamw(args.lr) })?;
@@ -217,8 +276,15 @@ fn run(args: Args) -> Result<History> {
         start_epoch = meta("meta.epoch")?.item()? as usize;
         sched.set_last_epoch(&mut opt, meta("meta.step")?.item()? as u64);
         history = History::from_tensor(&meta("meta.history")?)?;
-        println!("resumed from {} after epoch {start_epoch}", ckpt.display());
+        if lead {
+            println!("resumed from {} after epoch {start_epoch}", ckpt.display());
+        }
     }
+    // rank 0's parameters and buffers everywhere, gradients averaged during backward
+    let mut net = match &group {
+        Some(g) => Net::Ddp(DistributedDataParallel::new(net, g.clone())?),
+        None => Net::Plain(net),
+    };
 
     let mut step_losses = String::new();
     let t0 = Instant::now();
@@ -228,9 +294,11 @@ fn run(args: Args) -> Result<History> {
     let last = args.stop_after.map_or(args.epochs, |s| s.min(args.epochs));
     for epoch in start_epoch..last {
         // Every random stream is a function of (seed, epoch): a resumed run is bit-identical.
-        manual_seed(args.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64 + 1));
-        let mut shift_rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ (epoch as u64 + 1) << 32);
-        let bar = ProgressBar::new(n_train as u64);
+        // (Each rank its own dropout and shift streams; rank 0's are those of one process.)
+        manual_seed(args.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64 + 1).wrapping_add((rank as u64) << 40));
+        let mut shift_rng =
+            rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ (epoch as u64 + 1) << 32 ^ (rank as u64) << 48);
+        let bar = if lead { ProgressBar::new(n_train as u64) } else { ProgressBar::hidden() };
         bar.set_style(
             ProgressStyle::with_template("epoch {prefix:>2} [{bar:30}] {pos:>5}/{len} {msg}")
                 .map_err(|e| Error::invalid("progress", e.to_string()))?
@@ -265,7 +333,7 @@ fn run(args: Args) -> Result<History> {
                 step_losses.push_str(&format!("{step_loss:e}\n"));
             }
             correct += no_grad(|| logits.argmax(Some(1), false)?.eq(y)?.to_dtype(DType::F64)?.sum()?.item())?;
-            bar.set_position(seen as u64);
+            bar.set_position((seen * world) as u64);
             bar.set_message(format!(
                 "loss {:.4}  acc {:5.1}%  {:>5.0} img/s",
                 loss_sum / seen as f64,
@@ -274,10 +342,20 @@ fn run(args: Args) -> Result<History> {
             ));
         }
         bar.finish_and_clear();
+        if let Some(g) = &group {
+            // the epoch's loss and accuracy over every rank's images
+            let totals = Tensor::from_vec(vec![loss_sum, correct, seen as f64], &[3])?;
+            g.all_reduce(&totals, ReduceOp::Sum)?.wait()?;
+            let t = totals.to_vec::<f64>()?;
+            (loss_sum, correct, seen) = (t[0], t[1], t[2] as usize);
+        }
         train_s += te.elapsed().as_secs_f64();
-        let test_acc = accuracy(&mut net, &xte, &yte)?;
+        let test_acc = accuracy(net.inner_mut(), &xte, &yte)?;
         let (train_loss, train_acc) = (loss_sum / seen as f64, correct / seen as f64);
         history.rows.push((epoch + 1, train_loss, train_acc, test_acc));
+        if !lead {
+            continue;
+        }
         println!(
             "epoch {:>2}/{}  train loss {:.4}  train acc {:5.2}%  test acc {:5.2}%  ({:.1}s)",
             epoch + 1,
@@ -287,10 +365,13 @@ fn run(args: Args) -> Result<History> {
             100.0 * test_acc,
             te.elapsed().as_secs_f64()
         );
-        save_checkpoint(&ckpt, &net, &opt, epoch + 1, sched.last_epoch(), &history)?;
+        save_checkpoint(&ckpt, net.inner(), &opt, epoch + 1, sched.last_epoch(), &history)?;
         write_metrics(&args.out, &history)?;
     }
     let wall = t0.elapsed().as_secs_f64();
+    if !lead {
+        return Ok(history);
+    }
     if let Some(path) = &args.loss_log {
         io::write_atomic(path, step_losses.as_bytes())?;
     }
@@ -414,6 +495,7 @@ mod tests {
             stop_after: None,
             loss_log: None,
             amp: None,
+            distributed: false,
         }
     }
 
@@ -437,6 +519,11 @@ mod tests {
             // no GPU (or no `cuda` feature): a clear error before any work, not a panic
             let e = run(Args { device: "cuda".into(), ..args(&a, 1, false) }).unwrap_err().to_string();
             assert!(e.contains("cuda"), "{e}");
+        }
+        if !ember::distributed::HAS_MPI {
+            // built without MPI: --distributed says how to get it
+            let e = run(Args { distributed: true, ..args(&a, 1, false) }).unwrap_err().to_string();
+            assert!(e.contains("--features mpi"), "{e}");
         }
         std::fs::remove_dir_all(&base).unwrap();
     }
