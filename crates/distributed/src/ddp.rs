@@ -5,8 +5,9 @@
 //!
 //! How it works (as PyTorch's reducer):
 //! - At construction, parameters and buffers are broadcast from rank 0 (ranks start equal).
-//! - Parameters are grouped into **buckets** of about `bucket_cap_mb` MiB (one dtype each), in the
-//!   reverse of `parameters()` order, the order backward tends to produce their gradients.
+//! - Parameters are grouped into **buckets** of about `bucket_cap_mb` MiB (one dtype each; the
+//!   first at most 1 MiB, so communication starts early), in the reverse of `parameters()` order,
+//!   the order backward tends to produce their gradients.
 //! - A post-accumulate-grad hook on each parameter marks it ready; when a bucket is complete its
 //!   gradients are flattened and all-reduced (Avg) **asynchronously**, while backward goes on with
 //!   the earlier layers. The hook of the last parameter waits for every bucket and writes the
@@ -226,15 +227,20 @@ impl<M: Module> Module for DistributedDataParallel<M> {
     }
 }
 
-/// Buckets in reverse parameter order, a new one when the dtype changes or the cap is reached.
+/// PyTorch's cap of the first bucket: small, so that the first all-reduce starts early.
+const FIRST_BUCKET_BYTES: usize = 1 << 20;
+
+/// Buckets in reverse parameter order, a new one when the dtype changes or the cap is reached
+/// (the first bucket's cap is at most 1 MiB, as PyTorch's).
 fn make_buckets(params: &[Tensor], cap_mb: f64) -> (Vec<Bucket>, Vec<usize>) {
-    let cap = (cap_mb * 1024.0 * 1024.0) as usize;
+    let full = (cap_mb * 1024.0 * 1024.0) as usize;
     let mut buckets: Vec<Bucket> = vec![];
     let mut bucket_of = vec![0; params.len()];
     let (mut bytes, mut dtype): (usize, Option<DType>) = (0, None);
     for i in (0..params.len()).rev() {
         let p = &params[i];
         let size = p.numel() * p.dtype().size_in_bytes();
+        let cap = if buckets.len() <= 1 { full.min(FIRST_BUCKET_BYTES) } else { full };
         if buckets.is_empty() || dtype != Some(p.dtype()) || (bytes > 0 && bytes + size > cap) {
             buckets.push(Bucket { members: vec![] });
             bytes = 0;

@@ -20,6 +20,8 @@
 //! - **dtypes**: all eight. f16/bf16 reductions are accumulated in f32 and rounded once (MPI has no
 //!   half type); bool reduces with logical or (Sum, Max) and logical and (Product, Min); Avg is a sum
 //!   divided by the world size, for floating dtypes only.
+//! - Large host buffers come from the CPU backend's buffer cache and go back to it, so that their
+//!   pages are not faulted in at every collective.
 //! - Counts above 2^30 elements are split into several MPI calls (MPI counts are C ints);
 //!   `all_gather` and `reduce_scatter` take at most 2^31 - 1 elements in all.
 
@@ -27,6 +29,7 @@ use crate::group::{check_root, check_scatter_inputs, write_into, ProcessGroup, R
 use crate::host::{self, Header, Kind, HEADER_LEN};
 use crate::work::{worker_gone, Work};
 use ember_autograd::{Error, Result, Tensor};
+use ember_ops_cpu::{recycle_host, take_host};
 use ember_storage::{DType, HostData};
 use mpi::ffi;
 use mpi::traits::Communicator;
@@ -40,6 +43,10 @@ use std::time::{Duration, Instant};
 /// How long a collective waits for the other ranks before failing, unless `EMBER_DIST_TIMEOUT`
 /// (seconds) says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a wait polls without sleeping.
+const SPIN: Duration = Duration::from_millis(SPIN_MS);
+const SPIN_MS: u64 = 200;
 
 /// Elements per MPI call (MPI counts are C ints).
 const CHUNK: usize = 1 << 30;
@@ -377,7 +384,6 @@ impl Comm {
     /// broken; the caller must then leak every buffer the request uses (MPI may still write them).
     fn wait(&self, req: &mut ffi::MPI_Request, what: &str) -> Result<()> {
         let start = Instant::now();
-        let mut polls = 0u32;
         loop {
             let mut flag: c_int = 0;
             // SAFETY: `req` is a request this thread started and has not completed; the status is
@@ -397,13 +403,12 @@ impl Comm {
                 self.broken.set(Some(format!("{what} {why}")));
                 return Err(Error::backend(what, why));
             }
-            // Open MPI progresses only inside MPI calls: poll eagerly at first, then back off so
-            // that a long wait does not take a core from the computation it overlaps.
-            polls += 1;
-            if polls < 64 {
+            // Open MPI progresses only inside MPI calls: poll eagerly at first (yielding the core
+            // to any computation that wants it), then back off so that a long wait costs little.
+            if start.elapsed() < SPIN {
                 std::thread::yield_now();
             } else {
-                std::thread::sleep(Duration::from_micros(if polls < 1024 { 20 } else { 200 }));
+                std::thread::sleep(Duration::from_micros(50));
             }
         }
     }
@@ -450,7 +455,7 @@ impl Comm {
         let dtype = data.dtype();
         let (dt, mop, elem) = (datatype(dtype), mpi_op(op, dtype), dtype.size_in_bytes());
         let n = data.len();
-        let mut out = HostData::filled(dtype, n, 0.0);
+        let mut out = take_host(dtype, n);
         let (src, dst) = (ptr(data).cast::<u8>(), ptr(&mut out).cast::<u8>());
         for start in (0..n).step_by(CHUNK) {
             let count = (n - start).min(CHUNK) as c_int;
@@ -476,7 +481,7 @@ impl Comm {
                 return Err(e);
             }
         }
-        *data = out;
+        recycle_host(std::mem::replace(data, out));
         Ok(())
     }
 
@@ -507,7 +512,7 @@ impl Comm {
         c_count(total, "all_gather")?;
         let counts = numels.iter().map(|&n| n as c_int).collect::<Vec<_>>();
         let displs: Vec<c_int> = counts.iter().scan(0, |acc, &c| Some(std::mem::replace(acc, *acc + c))).collect();
-        let mut out = HostData::filled(dtype, total, 0.0);
+        let mut out = take_host(dtype, total);
         let dt = datatype(dtype);
         let mut req = null_request();
         // SAFETY: `data` holds this rank's counts[rank] elements; `out` holds the sum of every
@@ -546,7 +551,7 @@ impl Comm {
         let dtype = data.dtype();
         c_count(counts.iter().sum(), "reduce_scatter")?;
         let counts: Vec<c_int> = counts.iter().map(|&n| n as c_int).collect();
-        let mut out = HostData::filled(dtype, counts[self.rank] as usize, 0.0);
+        let mut out = take_host(dtype, counts[self.rank] as usize);
         let mut req = null_request();
         // SAFETY: `data` holds the sum of `counts` elements (the header check made every rank's
         // shapes agree), `out` this rank's count; they stay alive (or are leaked) until the
@@ -567,6 +572,7 @@ impl Comm {
             std::mem::forget((data, out, counts));
             return Err(e);
         }
+        recycle_host(data);
         Ok(out)
     }
 }

@@ -34,7 +34,12 @@ impl Backend for CpuBackend {
             let b = checked(x, "download")?;
             let g = b.read();
             if x.1.contiguous_range() == Some((0, g.len())) {
-                return Ok(g.clone());
+                // into a cached buffer: a fresh large one would be page-faulted in on every download
+                return Ok(with_host_data!(&*g, v => {
+                    let mut out = crate::pool::take(v.len());
+                    out.copy_from_slice(v);
+                    HostData::from_vec(out)
+                }));
             }
             Ok(with_host_data!(&*g, v => HostData::from_vec(gather(v, x.1, |a| a))))
         })

@@ -52,7 +52,7 @@ mod threading;
 mod window;
 
 pub use buffer::CpuBuffer;
-pub use pool::{cached_bytes, empty_cache, set_cache_limit};
+pub use pool::{cached_bytes, empty_cache, recycle_host, set_cache_limit, take_host};
 pub use threading::{num_threads, set_num_threads, set_par_threshold};
 
 use ember_storage::Backend;

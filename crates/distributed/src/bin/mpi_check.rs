@@ -43,6 +43,7 @@ fn main() {
         "unused" => unused(&group),
         "dead_rank" => dead_rank(group.as_ref()),
         "crashed_rank" => crashed_rank(group.as_ref()),
+        "speed" => speed(group.as_ref()),
         other => Err(format!("unknown case {other:?}")),
     };
     match result {
@@ -462,3 +463,24 @@ fn crashed_rank(g: &dyn ProcessGroup) -> Check {
     g.all_reduce(&t, ReduceOp::Sum).map_err(e)?.wait().map_err(e)?;
     Err("all_reduce completed without the last rank".into())
 }
+
+/// All-reduce time for a few sizes (not a check: printed for the notes).
+fn speed(g: &dyn ProcessGroup) -> Check {
+    for n in [1usize << 10, 1 << 16, 535_818, 1 << 22] {
+        let t = Tensor::ones(&[n]).map_err(e)?;
+        for _ in 0..3 {
+            g.all_reduce(&t, ReduceOp::Sum).map_err(e)?.wait().map_err(e)?;
+        }
+        let start = std::time::Instant::now();
+        let reps = 20;
+        for _ in 0..reps {
+            g.all_reduce(&t, ReduceOp::Sum).map_err(e)?.wait().map_err(e)?;
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
+        if g.rank() == 0 {
+            println!("all_reduce f32 x {n}: {ms:.3} ms ({:.2} GB/s of tensor)", 4.0 * n as f64 / ms / 1e6);
+        }
+    }
+    Ok(())
+}
+
