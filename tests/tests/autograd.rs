@@ -603,10 +603,14 @@ fn a_leaf_is_delivered_as_soon_as_its_last_feeder_has_run() {
     let w2 = Tensor::from_vec(vec![5.0f64, 6.0], &[2]).unwrap().requires_grad_(true).unwrap();
     let order = Arc::new(Mutex::new(Vec::new()));
     let (o1, o2, o3) = (order.clone(), order.clone(), order.clone());
-    w1.register_post_accumulate_grad_hook(move |p| o1.lock().unwrap().push(("w1", p.grad().unwrap().to_vec::<f64>().unwrap())))
-        .unwrap();
-    w2.register_post_accumulate_grad_hook(move |p| o2.lock().unwrap().push(("w2", p.grad().unwrap().to_vec::<f64>().unwrap())))
-        .unwrap();
+    w1.register_post_accumulate_grad_hook(move |p| {
+        o1.lock().unwrap().push(("w1", p.grad().unwrap().to_vec::<f64>().unwrap()))
+    })
+    .unwrap();
+    w2.register_post_accumulate_grad_hook(move |p| {
+        o2.lock().unwrap().push(("w2", p.grad().unwrap().to_vec::<f64>().unwrap()))
+    })
+    .unwrap();
     let h = x.mul(&w2).unwrap();
     h.register_hook(move |g| {
         o3.lock().unwrap().push(("h", g.to_vec::<f64>().unwrap()));

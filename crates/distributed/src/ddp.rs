@@ -282,9 +282,7 @@ impl Reducer {
         let n = self.params.len();
         let used_flags: Vec<bool> = match used {
             None => vec![true; n],
-            Some(leaves) => {
-                self.params.iter().map(|p| leaves.iter().any(|l| l.is_same(p))).collect()
-            }
+            Some(leaves) => self.params.iter().map(|p| leaves.iter().any(|l| l.is_same(p))).collect(),
         };
         let mut round = self.lock();
         *round = Round {

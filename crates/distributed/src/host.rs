@@ -240,7 +240,8 @@ mod tests {
     fn half_data_round_trips_through_f32_and_split_undoes_concat() {
         let h = HostData::F16(vec![half::f16::from_f32(1.5), half::f16::from_f32(-2.0)]);
         assert_eq!(narrow(widen(h.clone()), DType::F16).to_f64s(), h.to_f64s());
-        let joined = concat(DType::I32, vec![HostData::I32(vec![1, 2]), HostData::I32(vec![]), HostData::I32(vec![3])]).unwrap();
+        let joined =
+            concat(DType::I32, vec![HostData::I32(vec![1, 2]), HostData::I32(vec![]), HostData::I32(vec![3])]).unwrap();
         let parts = split(joined, &[2, 0, 1]);
         assert_eq!(parts.iter().map(|p| p.to_i64s()).collect::<Vec<_>>(), vec![vec![1, 2], vec![], vec![3]]);
         let mut avg = HostData::F32(vec![3.0, 6.0]);

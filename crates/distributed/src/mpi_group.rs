@@ -495,7 +495,8 @@ impl Comm {
             let mut req = null_request();
             // SAFETY: `buf` holds `n` elements of `dtype` (every rank's header agreed on the shape),
             // the chunk is inside it, and it is untouched (or leaked) until the request completes.
-            let rc = unsafe { ffi::MPI_Ibcast(buf.add(start * elem).cast(), count, dt, root as c_int, world(), &mut req) };
+            let rc =
+                unsafe { ffi::MPI_Ibcast(buf.add(start * elem).cast(), count, dt, root as c_int, world(), &mut req) };
             check_rc(rc, "broadcast", "MPI_Ibcast")?;
             if let Err(e) = self.wait(&mut req, "broadcast") {
                 std::mem::forget(std::mem::replace(data, HostData::U8(vec![])));

@@ -33,7 +33,9 @@ fn a_world_of_one_ddp_gives_the_plain_gradients_for_every_bucketing() {
     let x = Tensor::randn(&[4, 3]).unwrap();
     let plain = net();
     plain.forward(&x).unwrap().pow(2.0).unwrap().sum().unwrap().backward().unwrap();
-    for options in [DdpOptions::default(), DdpOptions::default().bucket_cap_mb(1e-5), DdpOptions::default().overlap(false)] {
+    for options in
+        [DdpOptions::default(), DdpOptions::default().bucket_cap_mb(1e-5), DdpOptions::default().overlap(false)]
+    {
         let ddp = DistributedDataParallel::with_options(net(), Arc::new(WorldOfOne), options).unwrap();
         ddp.forward(&x).unwrap().pow(2.0).unwrap().sum().unwrap().backward().unwrap();
         assert_eq!(grads(ddp.module()), grads(&plain));
@@ -43,9 +45,12 @@ fn a_world_of_one_ddp_gives_the_plain_gradients_for_every_bucketing() {
     let keys: Vec<String> = ddp.state_dict().into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys[0], "module.0.weight");
     assert_eq!(ddp.num_buckets(), 1);
-    assert_eq!(DistributedDataParallel::with_options(net(), Arc::new(WorldOfOne), DdpOptions::default().bucket_cap_mb(1e-5))
-        .unwrap()
-        .num_buckets(), 4);
+    assert_eq!(
+        DistributedDataParallel::with_options(net(), Arc::new(WorldOfOne), DdpOptions::default().bucket_cap_mb(1e-5))
+            .unwrap()
+            .num_buckets(),
+        4
+    );
 }
 
 #[test]

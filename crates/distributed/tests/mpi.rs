@@ -22,7 +22,9 @@ fn mpirun(n: usize, case: &str, timeout_s: &str, limit: Duration) -> (bool, Stri
         .stderr(log)
         .stdin(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start mpirun ({e}): install Open MPI (apt-get install openmpi-bin libopenmpi-dev)"));
+        .unwrap_or_else(|e| {
+            panic!("cannot start mpirun ({e}): install Open MPI (apt-get install openmpi-bin libopenmpi-dev)")
+        });
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
@@ -45,7 +47,10 @@ fn passes_on_every_rank(case: &str) {
         let (ok, text, _) = mpirun(n, case, "60", Duration::from_secs(300));
         assert!(ok, "mpirun -n {n} mpi_check {case} failed:\n{text}");
         for r in 0..n {
-            assert!(text.contains(&format!("PASS {case} rank {r}\n")), "rank {r} did not pass {case} with {n} ranks:\n{text}");
+            assert!(
+                text.contains(&format!("PASS {case} rank {r}\n")),
+                "rank {r} did not pass {case} with {n} ranks:\n{text}"
+            );
         }
         println!("{text}");
     }

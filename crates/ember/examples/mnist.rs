@@ -220,7 +220,11 @@ fn run(args: Args) -> Result<History> {
             args.epochs,
             args.batch_size,
             rayon_threads(),
-            if world > 1 { format!(" per rank, {world} ranks over MPI ({} images per rank per step)", args.batch_size / world) } else { String::new() }
+            if world > 1 {
+                format!(" per rank, {world} ranks over MPI ({} images per rank per step)", args.batch_size / world)
+            } else {
+                String::new()
+            }
         );
     }
 

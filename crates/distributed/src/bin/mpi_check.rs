@@ -152,7 +152,8 @@ fn collectives(g: &dyn ProcessGroup) -> Check {
             let inputs: Vec<Tensor> =
                 (0..world).map(|j| rank_tensor(dtype, rank, &[j + 1, 2], 10 * j)).collect::<Result<_>>().map_err(e)?;
             let out = g.reduce_scatter(&inputs, ReduceOp::Sum).map_err(e)?.wait().map_err(e)?;
-            let want: Vec<f64> = (0..2 * (rank + 1)).map(|i| reduce_def(dtype, ReduceOp::Sum, world, i, 10 * rank)).collect();
+            let want: Vec<f64> =
+                (0..2 * (rank + 1)).map(|i| reduce_def(dtype, ReduceOp::Sum, world, i, 10 * rank)).collect();
             ensure!(out.shape() == [rank + 1, 2], "reduce_scatter shape {:?}", out.shape());
             ensure!(close(dtype, &out.to_vec_f64().map_err(e)?, &want), "reduce_scatter {dtype}");
             checked += 1;
@@ -291,9 +292,18 @@ fn run_ddp_case(group: &Arc<MpiGroup>, c: &DdpCase) -> Check {
         sgd_step(&ddp.module().parameters(), lr).map_err(e)?;
     }
     let diff = rel_diff(&ddp.module().parameters(), &reference.parameters()).map_err(e)?;
-    ensure!(diff <= c.tol, "{}: parameters after {steps} steps differ from one process by {diff:e} (limit {:e})", c.name, c.tol);
+    ensure!(
+        diff <= c.tol,
+        "{}: parameters after {steps} steps differ from one process by {diff:e} (limit {:e})",
+        c.name,
+        c.tol
+    );
     equal_on_every_rank(group.as_ref(), &ddp.module().parameters())?;
-    println!("rank {rank}: ddp {} ({} buckets): relative difference to one process {diff:.2e}", c.name, ddp.num_buckets());
+    println!(
+        "rank {rank}: ddp {} ({} buckets): relative difference to one process {diff:.2e}",
+        c.name,
+        ddp.num_buckets()
+    );
     Ok(())
 }
 
@@ -318,7 +328,14 @@ fn ddp(group: &Arc<MpiGroup>) -> Check {
             tol: 1e-6,
             options: DdpOptions::default(),
         },
-        DdpCase { name: "cnn f32", dtype: DType::F32, input: vec![1, 8, 8], build: |_| cnn(), tol: 1e-6, options: small },
+        DdpCase {
+            name: "cnn f32",
+            dtype: DType::F32,
+            input: vec![1, 8, 8],
+            build: |_| cnn(),
+            tol: 1e-6,
+            options: small,
+        },
     ];
     for c in &cases {
         run_ddp_case(group, c)?;
@@ -483,4 +500,3 @@ fn speed(g: &dyn ProcessGroup) -> Check {
     }
     Ok(())
 }
-
