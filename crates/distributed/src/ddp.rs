@@ -126,7 +126,7 @@ impl<M: Module> DistributedDataParallel<M> {
     /// Wraps `module`: broadcasts its parameters and buffers from rank 0, builds the buckets and
     /// registers the gradient hooks.
     pub fn with_options(module: M, group: Arc<dyn ProcessGroup>, options: DdpOptions) -> Result<Self> {
-        if !(options.bucket_cap_mb > 0.0) {
+        if options.bucket_cap_mb.is_nan() || options.bucket_cap_mb <= 0.0 {
             return Err(Error::invalid("DistributedDataParallel", "bucket_cap_mb must be positive"));
         }
         // rank 0's values everywhere

@@ -199,7 +199,7 @@ impl ProcessGroup for MpiGroup {
         let device = tensor.device();
         self.submit(Task::AllGather { data, shape: tensor.shape().to_vec() }, move |r| match r {
             Reply::Gathered(parts) => {
-                parts.into_iter().map(|(h, shape)| Tensor::from_host(h, &shape, device.clone())).collect()
+                parts.into_iter().map(|(h, shape)| Tensor::from_host(h, &shape, device)).collect()
             }
             _ => Err(unexpected("all_gather")),
         })

@@ -185,7 +185,7 @@ fn run(args: Args) -> Result<History> {
         if args.distributed { Some(ember::distributed::init_process_group("mpi")?) } else { None };
     let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world_size()));
     let lead = rank == 0; // prints, writes the checkpoint, metrics and chart
-    if args.batch_size % world != 0 || args.batch_size == 0 {
+    if !args.batch_size.is_multiple_of(world) || args.batch_size == 0 {
         return Err(Error::invalid(
             "mnist",
             format!("--batch-size {} must be a positive multiple of the {world} ranks", args.batch_size),

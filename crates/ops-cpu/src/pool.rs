@@ -148,6 +148,28 @@ pub fn set_cache_limit(bytes: usize) {
     }
 }
 
+/// Host data of `n` elements of `dtype` from the cache (old contents, to be overwritten) or newly
+/// zeroed: for code that fills large host buffers repeatedly (a collective's receive buffer), so
+/// that their pages are not faulted in every time. Give it back with [`recycle_host`].
+pub fn take_host(dtype: ember_storage::DType, n: usize) -> ember_storage::HostData {
+    use ember_storage::{DType, HostData};
+    match dtype {
+        DType::Bool => HostData::Bool(take(n)),
+        DType::U8 => HostData::U8(take(n)),
+        DType::I32 => HostData::I32(take(n)),
+        DType::I64 => HostData::I64(take(n)),
+        DType::F16 => HostData::F16(take(n)),
+        DType::BF16 => HostData::BF16(take(n)),
+        DType::F32 => HostData::F32(take(n)),
+        DType::F64 => HostData::F64(take(n)),
+    }
+}
+
+/// Returns host data's memory to the cache (small buffers are just dropped).
+pub fn recycle_host(h: ember_storage::HostData) {
+    ember_storage::with_host_data!(h, v => give(v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,26 +209,4 @@ mod tests {
         assert_eq!(c.free[&key(20)].len(), 1);
         assert!(!c.make_room(1000, 100), "nothing left to evict");
     }
-}
-
-/// Host data of `n` elements of `dtype` from the cache (old contents, to be overwritten) or newly
-/// zeroed: for code that fills large host buffers repeatedly (a collective's receive buffer), so
-/// that their pages are not faulted in every time. Give it back with [`recycle_host`].
-pub fn take_host(dtype: ember_storage::DType, n: usize) -> ember_storage::HostData {
-    use ember_storage::{DType, HostData};
-    match dtype {
-        DType::Bool => HostData::Bool(take(n)),
-        DType::U8 => HostData::U8(take(n)),
-        DType::I32 => HostData::I32(take(n)),
-        DType::I64 => HostData::I64(take(n)),
-        DType::F16 => HostData::F16(take(n)),
-        DType::BF16 => HostData::BF16(take(n)),
-        DType::F32 => HostData::F32(take(n)),
-        DType::F64 => HostData::F64(take(n)),
-    }
-}
-
-/// Returns host data's memory to the cache (small buffers are just dropped).
-pub fn recycle_host(h: ember_storage::HostData) {
-    ember_storage::with_host_data!(h, v => give(v))
 }

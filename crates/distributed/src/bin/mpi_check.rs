@@ -16,7 +16,8 @@ type Check = std::result::Result<(), String>;
 
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)*) => {
-        if !$cond {
+        let holds: bool = $cond;
+        if !holds {
             return Err(format!($($msg)*));
         }
     };
@@ -65,7 +66,7 @@ const DTYPES: [DType; 8] =
 /// Rank `r`'s element `i`: small integers, exact in every dtype.
 fn value(dtype: DType, r: usize, i: usize) -> f64 {
     match dtype {
-        DType::Bool => ((r + i) % 3 == 0) as u8 as f64,
+        DType::Bool => (r + i).is_multiple_of(3) as u8 as f64,
         DType::U8 => ((r * 7 + i * 3) % 11) as f64,
         _ => ((r * 7 + i * 3) % 11) as f64 - 5.0,
     }
