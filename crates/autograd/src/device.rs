@@ -75,6 +75,17 @@ pub mod cuda {
         device_count() > 0
     }
 
+    /// GPU `ordinal`'s backend, created on first use (for crates that call CUDA libraries on
+    /// Ember's buffers, such as NCCL).
+    #[cfg(feature = "cuda")]
+    pub fn backend_of(ordinal: usize) -> ember_storage::Result<std::sync::Arc<ember_ops_cuda::CudaBackend>> {
+        super::backend(ember_storage::Device::Cuda(ordinal))?;
+        let all = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().find(|b| b.ordinal() == ordinal).cloned().ok_or_else(|| {
+            ember_storage::Error::device("cuda", format!("cuda:{ordinal} is registered by another backend"))
+        })
+    }
+
     /// The CUDA backends created so far (a device's on its first use).
     #[cfg(feature = "cuda")]
     pub(super) static REGISTERED: std::sync::Mutex<Vec<std::sync::Arc<ember_ops_cuda::CudaBackend>>> =

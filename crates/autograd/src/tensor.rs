@@ -242,6 +242,13 @@ impl Tensor {
     pub fn is_contiguous(&self) -> bool {
         self.0.layout.is_contiguous()
     }
+    /// The backend buffer holding this tensor's storage (shared by its views; see
+    /// [`layout`](Tensor::layout) for where this tensor lies in it). For backend and communication
+    /// crates (NCCL collectives run on it); ordinary code never needs it.
+    pub fn buffer(&self) -> &Buffer {
+        &self.0.storage.buffer
+    }
+
     /// The storage's version counter (bumped by in-place ops).
     pub fn version(&self) -> u64 {
         self.0.storage.version.load(Ordering::Acquire)

@@ -2,8 +2,9 @@
 //! processes, NCCL for GPUs (PyTorch's `torch.distributed` and `DistributedDataParallel`).
 //!
 //! - [`ProcessGroup`]: the collectives (`all_reduce`, `broadcast`, `all_gather`, `reduce_scatter`,
-//!   `barrier`) on tensors, asynchronous ([`Work`]), object safe. Implementations: [`MpiGroup`]
-//!   (cargo feature `mpi`), and [`WorldOfOne`] (one process, no launcher).
+//!   `barrier`) on tensors, asynchronous ([`Work`]), object safe. Implementations: `MpiGroup`
+//!   (cargo feature `mpi`), `NcclGroup` (CUDA tensors, feature `nccl`), and [`WorldOfOne`] (one
+//!   process, no launcher).
 //! - [`init_process_group`]: PyTorch's entry point, by engine name.
 //!
 //! MPI is a cargo feature because rsmpi links the system's MPI library at build time: a machine
@@ -18,12 +19,16 @@ mod group;
 mod host;
 #[cfg(feature = "mpi")]
 mod mpi_group;
+#[cfg(feature = "nccl")]
+mod nccl_group;
 mod work;
 
 pub use ddp::{DdpOptions, DistributedDataParallel};
 pub use group::{ProcessGroup, ReduceOp, WorldOfOne};
 #[cfg(feature = "mpi")]
 pub use mpi_group::{timeout_from_env, MpiGroup, DEFAULT_TIMEOUT};
+#[cfg(feature = "nccl")]
+pub use nccl_group::NcclGroup;
 pub use work::Work;
 
 use ember_autograd::{Error, Result};
@@ -31,6 +36,9 @@ use std::sync::Arc;
 
 /// Whether this build has the MPI engine (cargo feature `mpi`).
 pub const HAS_MPI: bool = cfg!(feature = "mpi");
+
+/// Whether this build has the NCCL engine (cargo feature `nccl`, on with the facade's `cuda`).
+pub const HAS_NCCL: bool = cfg!(feature = "nccl");
 
 /// PyTorch's `init_process_group(backend)`: `"mpi"` joins the processes the launcher started
 /// (`mpirun`, `srun`); `"local"` is a world of one. An engine this build lacks is a clear error.

@@ -23,6 +23,8 @@ cargo test -p ember-ops-cuda --release --no-run --message-format=json 2>/dev/nul
 cargo bench -p ember-ops-cuda --bench backends --no-run --message-format=json 2>/dev/null | copy_tests
 cargo test -p ember-tests --release --features ember/cuda --test conformance --test op_sweep --no-run \
     --message-format=json 2>/dev/null | copy_tests
+# NcclGroup as a world of one (NCCL from PyTorch's nvidia-nccl wheel, see run.sh)
+cargo test -p ember-distributed --release --features nccl --test nccl --no-run --message-format=json 2>/dev/null | copy_tests
 cargo build --release -p xtask
 cargo build --release -p ember --features cuda --example mnist
 cp target/release/xtask target/release/examples/mnist "$out/"

@@ -16,6 +16,9 @@ export LD_LIBRARY_PATH="$cuda_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export EMBER_CUDA_CACHE="$here/cache" EMBER_CONFORMANCE_DIR="$PWD/tests/conformance" EMBER_REQUIRE_NVRTC=1
 status=0
 step() { echo; echo "== $*"; }
+# NCCL for the NcclGroup test: the copy PyTorch's wheels bring (nvidia-nccl-cu*), if any
+nccl_lib=$(python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0] + "/lib")' 2>/dev/null || true)
+if [ -n "$nccl_lib" ]; then export LD_LIBRARY_PATH="$nccl_lib:${LD_LIBRARY_PATH:-}"; fi
 for t in "$here"/tests/*; do
     name="$(basename "$t")"
     # the workspace test binaries: only their CUDA tests (the CPU ones ran in CI)

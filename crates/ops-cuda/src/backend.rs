@@ -189,6 +189,17 @@ impl CudaBackend {
         self.stream.synchronize().map_err(driver_err("synchronize"))
     }
 
+    /// The GPU's ordinal (`cuda:N`).
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+
+    /// Makes this device current on the calling thread (libraries such as NCCL use the current
+    /// device).
+    pub fn bind_to_thread(&self) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(driver_err("bind_to_thread"))
+    }
+
     /// The device's architecture, e.g. `sm_90`.
     pub fn arch(&self) -> &str {
         &self.arch

@@ -21,6 +21,8 @@ pub mod indexing;
 pub mod kernels;
 pub mod launch;
 pub mod memory;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod nvrtc;
 mod program;
 pub mod staging;
