@@ -21,6 +21,7 @@ mod host;
 mod mpi_group;
 #[cfg(feature = "nccl")]
 mod nccl_group;
+mod sync_bn;
 mod work;
 
 pub use ddp::{DdpOptions, DistributedDataParallel};
@@ -29,6 +30,7 @@ pub use group::{ProcessGroup, ReduceOp, WorldOfOne};
 pub use mpi_group::{timeout_from_env, MpiGroup, DEFAULT_TIMEOUT};
 #[cfg(feature = "nccl")]
 pub use nccl_group::NcclGroup;
+pub use sync_bn::SyncBatchNorm;
 pub use work::Work;
 
 use ember_autograd::{Error, Result};

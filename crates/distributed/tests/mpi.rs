@@ -77,6 +77,11 @@ fn unused_parameters_are_found_or_named() {
 }
 
 #[test]
+fn sync_batch_norm_equals_batch_norm_on_the_whole_batch() {
+    passes_on_every_rank("sync_bn");
+}
+
+#[test]
 fn a_rank_that_leaves_makes_the_others_time_out() {
     let (ok, text, took) = mpirun(2, "dead_rank", "3", Duration::from_secs(120));
     assert!(text.contains("all_reduce: timed out after 3.0 s on rank 0 of 2"), "no timeout reported:\n{text}");

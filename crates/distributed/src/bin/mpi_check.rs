@@ -7,8 +7,8 @@
 //! must report a timeout), `crashed_rank` (the last rank exits with an error status).
 
 use ember_autograd::{manual_seed, no_grad, DType, Result, Tensor};
-use ember_distributed::{DdpOptions, DistributedDataParallel, MpiGroup, ProcessGroup, ReduceOp};
-use ember_nn::layers::{Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Tanh};
+use ember_distributed::{DdpOptions, DistributedDataParallel, MpiGroup, ProcessGroup, ReduceOp, SyncBatchNorm};
+use ember_nn::layers::{BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Tanh};
 use ember_nn::{functional as F, Module, ModuleExt, Slot, SlotMut, Traverse};
 use std::sync::Arc;
 
@@ -42,6 +42,7 @@ fn main() {
         "ddp" => ddp(&group),
         "no_sync" => no_sync(&group),
         "unused" => unused(&group),
+        "sync_bn" => sync_bn(&group),
         "dead_rank" => dead_rank(group.as_ref()),
         "crashed_rank" => crashed_rank(group.as_ref()),
         "speed" => speed(group.as_ref()),
@@ -445,6 +446,50 @@ fn unused(group: &Arc<MpiGroup>) -> Check {
     strict.forward(&x).map_err(e)?.sum().map_err(e)?.backward().map_err(e)?;
     let err = strict.forward(&x).err().map(|x| x.to_string()).unwrap_or_default();
     ensure!(err.contains("c.weight") && err.contains("find_unused_parameters"), "unreduced bucket error: {err:?}");
+    Ok(())
+}
+
+/// Conv, batch norm (synchronised when a group is given), ReLU, linear; in f64.
+fn bn_net(group: Option<Arc<dyn ProcessGroup>>) -> Result<Sequential> {
+    manual_seed(0);
+    let mut s = Sequential::new();
+    s.push(Conv2d::new(1, 3, &[3, 3])?);
+    match group {
+        Some(g) => s.push(SyncBatchNorm::new(BatchNorm2d::new(3)?, g)),
+        None => s.push(BatchNorm2d::new(3)?),
+    }
+    s.push(ReLU::default());
+    s.push(Flatten::new(1, -1));
+    s.push(Linear::new(3 * 6 * 6, 3, true)?);
+    s.to_dtype(DType::F64)?;
+    Ok(s)
+}
+
+/// DDP with SyncBatchNorm on shards equals one process with BatchNorm on the whole batch:
+/// parameters, running statistics and the batch counter.
+fn sync_bn(group: &Arc<MpiGroup>) -> Check {
+    let (rank, world) = (group.rank(), group.world_size());
+    let per_rank = 3;
+    let reference = bn_net(None).map_err(e)?;
+    let dyn_group: Arc<dyn ProcessGroup> = group.clone();
+    let ddp = DistributedDataParallel::new(bn_net(Some(dyn_group.clone())).map_err(e)?, dyn_group).map_err(e)?;
+    for step in 0..2 {
+        let (x, y) = batch(DType::F64, world, per_rank, &[1, 8, 8], 400 + step).map_err(e)?;
+        F::mse_loss(&reference.forward(&x).map_err(e)?, &y, F::Reduction::Mean).map_err(e)?.backward().map_err(e)?;
+        sgd_step(&reference.parameters(), 0.1).map_err(e)?;
+        let (xs, ys) = (
+            x.narrow(0, (rank * per_rank) as isize, per_rank).map_err(e)?,
+            y.narrow(0, (rank * per_rank) as isize, per_rank).map_err(e)?,
+        );
+        F::mse_loss(&ddp.forward(&xs).map_err(e)?, &ys, F::Reduction::Mean).map_err(e)?.backward().map_err(e)?;
+        sgd_step(&ddp.module().parameters(), 0.1).map_err(e)?;
+    }
+    let (got, want): (Vec<Tensor>, Vec<Tensor>) =
+        ddp.module().state_dict().into_iter().zip(reference.state_dict()).map(|((_, a), (_, b))| (a, b)).unzip();
+    let diff = rel_diff(&got, &want).map_err(e)?;
+    ensure!(diff <= 1e-10, "SyncBatchNorm state after 2 steps differs from one process's BatchNorm by {diff:e}");
+    equal_on_every_rank(group.as_ref(), &got)?;
+    println!("rank {rank}: SyncBatchNorm: relative difference to one process {diff:.2e}");
     Ok(())
 }
 
