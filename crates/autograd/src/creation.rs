@@ -139,7 +139,8 @@ impl Tensor {
             }
         }
         let shape = if self.ndim() == 1 { vec![n] } else { vec![rows, n] };
-        Tensor::from_vec(out, &shape)
+        // drawn on the host, returned on the input's device (as PyTorch)
+        Tensor::from_vec(out, &shape)?.to(self.device())
     }
 
     /// Values `start, start+step, ...` below `end` (PyTorch's `arange`).

@@ -10,7 +10,7 @@ use clap::Parser;
 use ember::nn::layers::{Embedding, Linear, Rnn, RnnOptions};
 use ember::nn::{functional as F, Module, ModuleExt};
 use ember::optim::{clip_grad_norm_, AdamOptions, Optimizer};
-use ember::{manual_seed, no_grad, Result, Tensor};
+use ember::{manual_seed, no_grad, Device, Result, Tensor};
 use std::time::Instant;
 
 /// The training text: a few of Ember's own source files, embedded at compile time.
@@ -46,6 +46,10 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// cpu, cuda:N (`--features cuda`), or `lazy` / `lazy-cuda:N` (lazy evaluation and fusion: the
+    /// same losses and sample, to the bit).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(ember::nn::Module)]
@@ -86,16 +90,18 @@ impl Vocab {
 
 /// Trains and returns (first loss, last loss, sampled text).
 fn train(args: &Args) -> Result<(f64, f64, String)> {
+    let device = Device::parse(&args.device)?;
     manual_seed(args.seed);
     let text: String = CORPUS.concat();
     let vocab = Vocab::new(&text);
     let ids: Vec<i64> = text.chars().map(|c| vocab.id(c)).collect();
     let v = vocab.chars.len();
-    let model = CharModel {
+    let mut model = CharModel {
         embed: Embedding::new(v, 48, None)?,
         lstm: Rnn::lstm(48, args.hidden, RnnOptions { batch_first: true, ..Default::default() })?,
         head: Linear::new(args.hidden, v, true)?,
     };
+    model.to_device(device)?; // initialised on the CPU: every device starts from the same weights
     let mut opt = ember::optim::Adam::adam(model.parameters(), AdamOptions::adam(3e-3))?;
     // `batch` streams, each reading its own contiguous stretch of the text
     let stream_len = ids.len() / args.batch;
@@ -117,8 +123,8 @@ fn train(args: &Args) -> Result<(f64, f64, String)> {
             y.extend_from_slice(&ids[start + 1..start + args.bptt + 1]);
         }
         pos += args.bptt;
-        let x = Tensor::from_vec(x, &[args.batch, args.bptt])?;
-        let y = Tensor::from_vec(y, &[args.batch * args.bptt])?;
+        let x = Tensor::from_vec(x, &[args.batch, args.bptt])?.to(device)?;
+        let y = Tensor::from_vec(y, &[args.batch * args.bptt])?.to(device)?;
         opt.zero_grad(true)?;
         let (logits, (h, c)) = model.run(&x, state.take())?;
         let loss = F::cross_entropy(&logits.reshape(&[-1, v as isize])?, &y, &Default::default())?;
@@ -136,15 +142,15 @@ fn train(args: &Args) -> Result<(f64, f64, String)> {
             println!("step {step:>5}  loss {l:.3}  ({:.1}s)", t0.elapsed().as_secs_f64());
         }
     }
-    let sample = no_grad(|| sample(&model, &vocab, args))?;
+    let sample = no_grad(|| sample(&model, &vocab, args, device))?;
     Ok((first, last, sample))
 }
 
-fn sample(model: &CharModel, vocab: &Vocab, args: &Args) -> Result<String> {
+fn sample(model: &CharModel, vocab: &Vocab, args: &Args, device: Device) -> Result<String> {
     let mut out = String::from("fn ");
     let prime: Vec<i64> = out.chars().map(|c| vocab.id(c)).collect();
     let n = prime.len();
-    let (mut logits, mut state) = model.run(&Tensor::from_vec(prime, &[1, n])?, None)?;
+    let (mut logits, mut state) = model.run(&Tensor::from_vec(prime, &[1, n])?.to(device)?, None)?;
     for _ in 0..args.sample {
         let last = logits.select(1, -1)?.div(args.temperature.max(1e-3))?.softmax(-1)?;
         let next = last.multinomial(1, true)?.reshape(&[1, 1])?;
@@ -174,11 +180,29 @@ fn main() {
 mod tests {
     use super::*;
 
+    /// `manual_seed` is process-wide: the tests that seed it run one at a time.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn args(device: &str) -> Args {
+        Args { steps: 40, bptt: 16, batch: 8, hidden: 32, sample: 20, temperature: 1.0, seed: 1, device: device.into() }
+    }
+
     #[test]
     fn learns_and_samples_on_a_small_setting() {
-        let args = Args { steps: 40, bptt: 16, batch: 8, hidden: 32, sample: 20, temperature: 1.0, seed: 1 };
-        let (first, last, text) = train(&args).unwrap();
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (first, last, text) = train(&args("cpu")).unwrap();
         assert!(last < first, "loss should fall: {first} -> {last}");
         assert_eq!(text.chars().count(), 23);
+    }
+
+    /// Lazy evaluation: the same losses and the same sampled text, to the bit.
+    #[test]
+    fn lazy_mode_gives_the_same_training_and_sample() {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (eager, lazy) = (train(&args("cpu")).unwrap(), train(&args("lazy")).unwrap());
+        assert_eq!(eager.0.to_bits(), lazy.0.to_bits());
+        assert_eq!(eager.1.to_bits(), lazy.1.to_bits());
+        assert_eq!(eager.2, lazy.2);
+        assert!(train(&args("tpu")).is_err());
     }
 }
