@@ -366,15 +366,13 @@ impl Reducer {
         for b in 0..self.buckets.len() {
             let Some((flat, work)) = round.in_flight[b].take() else { continue };
             work.wait()?;
-            let mut offset = 0isize;
-            for &i in &self.buckets[b].members {
-                let p = &self.params[i];
-                let n = p.numel();
+            let members = &self.buckets[b].members;
+            let sizes: Vec<usize> = members.iter().map(|&i| self.params[i].numel()).collect();
+            for (&i, piece) in members.iter().zip(flat.split_sizes(&sizes, 0)?) {
                 if used_anywhere[i] {
-                    let g = flat.narrow(0, offset, n)?.reshape(&shape_isize(p))?.contiguous()?;
-                    p.set_grad(Some(g));
+                    let p = &self.params[i];
+                    p.set_grad(Some(piece.reshape(&shape_isize(p))?.contiguous()?));
                 }
-                offset += n as isize;
             }
         }
         Ok(())

@@ -74,7 +74,6 @@ pub trait ProcessGroup: Send + Sync {
 #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
 /// Writes `values` (host data of `tensor`'s dtype and numel) into `tensor` in place.
 pub(crate) fn write_into(tensor: &Tensor, values: ember_storage::HostData) -> Result<()> {
-    use ember_storage::HostData;
     // a dense CPU tensor: one copy straight into its memory, the host buffer back to the cache
     fn copy<T: ember_storage::HostElement>(t: &Tensor, v: &[T]) -> Result<()> {
         no_grad(|| t.with_slice_mut(|s: &mut [T]| s.copy_from_slice(v)))
@@ -83,16 +82,7 @@ pub(crate) fn write_into(tensor: &Tensor, values: ember_storage::HostData) -> Re
         && tensor.is_contiguous()
         && values.dtype() == tensor.dtype()
         && values.len() == tensor.numel()
-        && match &values {
-            HostData::Bool(v) => copy(tensor, v).is_ok(),
-            HostData::U8(v) => copy(tensor, v).is_ok(),
-            HostData::I32(v) => copy(tensor, v).is_ok(),
-            HostData::I64(v) => copy(tensor, v).is_ok(),
-            HostData::F16(v) => copy(tensor, v).is_ok(),
-            HostData::BF16(v) => copy(tensor, v).is_ok(),
-            HostData::F32(v) => copy(tensor, v).is_ok(),
-            HostData::F64(v) => copy(tensor, v).is_ok(),
-        };
+        && ember_storage::with_host_data!(&values, v => copy(tensor, v).is_ok());
     if direct {
         ember_ops_cpu::recycle_host(values);
         return Ok(());

@@ -309,16 +309,7 @@ fn null_request() -> ffi::MPI_Request {
 
 /// The base pointer of host data, for MPI.
 fn ptr(h: &mut HostData) -> *mut c_void {
-    match h {
-        HostData::Bool(v) => v.as_mut_ptr().cast(),
-        HostData::U8(v) => v.as_mut_ptr().cast(),
-        HostData::I32(v) => v.as_mut_ptr().cast(),
-        HostData::I64(v) => v.as_mut_ptr().cast(),
-        HostData::F16(v) => v.as_mut_ptr().cast(),
-        HostData::BF16(v) => v.as_mut_ptr().cast(),
-        HostData::F32(v) => v.as_mut_ptr().cast(),
-        HostData::F64(v) => v.as_mut_ptr().cast(),
-    }
+    ember_storage::with_host_data!(h, v => v.as_mut_ptr().cast())
 }
 
 fn check_rc(rc: c_int, what: &str, call: &str) -> Result<()> {
