@@ -89,7 +89,7 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
                 let v = a.of(key).ok_or_else(|| Error::invalid(&case.op, format!("missing {key}")))?;
                 let x = p(0)?;
                 let dt = if x.dtype().is_float() || v.fract() != 0.0 { x.dtype() } else { DType::I64 };
-                Tensor::full_with(&[], v, dt, x.device())
+                Tensor::full_with(ember::SCALAR, v, dt, x.device())
             }
         }
     };
@@ -241,7 +241,7 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
         "cummin" => two(x()?.cummin(a.i("dim", 0) as isize)),
         "sort" => two(x()?.sort(a.i("dim", -1) as isize, a.b("descending", false))),
         "argsort" => one(x()?.argsort(a.i("dim", -1) as isize, a.b("descending", false))),
-        "topk" => two(x()?.topk(a.i("k", 1) as usize, a.i("dim", -1) as isize, a.b("largest", true))),
+        "topk" => two(x()?.topk_with(a.i("k", 1) as usize, a.i("dim", -1) as isize, a.b("largest", true))),
         // ---- shape
         "reshape" => one(x()?.reshape(&a.dims("shape"))),
         "permute" => one(x()?.permute(&a.dims("dims"))),

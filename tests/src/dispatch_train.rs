@@ -4,7 +4,7 @@
 use crate::dispatch::Args;
 use ember::nn::functional::{self as F, ClassLossOptions, Reduction};
 use ember::nn::layers::{
-    Conv, Flatten, Linear, Mask, MaxPool, MultiheadAttention, ReLU, Rnn, RnnCell, RnnMode, RnnOptions, Tanh,
+    Conv2d, Flatten, Linear, Mask, MaxPool, MultiheadAttention, ReLU, Rnn, RnnCell, RnnMode, RnnOptions, Tanh,
     TransformerEncoderLayer, TransformerOptions,
 };
 use ember::nn::{walk_module_mut, Module, ModuleExt, Sequential, SlotMut, Traverse};
@@ -64,7 +64,7 @@ pub(crate) fn call_train(op: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -
     };
     let one = |t: R<Tensor>| t.map(|t| vec![t]);
     let r = match op {
-        "mse_loss" => one(red(a).and_then(|r| F::mse_loss(pos(0)?, pos(1)?, r))),
+        "mse_loss" => one(red(a).and_then(|r| F::mse_loss_with(pos(0)?, pos(1)?, r))),
         "ctc_loss" => one(red(a).and_then(|reduction| {
             let o = F::CtcOptions {
                 blank: i(a, "blank", 0) as usize,
@@ -73,7 +73,7 @@ pub(crate) fn call_train(op: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -
             };
             F::ctc_loss(pos(0)?, pos(1)?, pos(2)?, pos(3)?, o)
         })),
-        "l1_loss" => one(red(a).and_then(|r| F::l1_loss(pos(0)?, pos(1)?, r))),
+        "l1_loss" => one(red(a).and_then(|r| F::l1_loss_with(pos(0)?, pos(1)?, r))),
         "smooth_l1_loss" => one(red(a).and_then(|r| F::smooth_l1_loss(pos(0)?, pos(1)?, r, f(a, "beta", 1.0)))),
         "huber_loss" => one(red(a).and_then(|r| F::huber_loss(pos(0)?, pos(1)?, r, f(a, "delta", 1.0)))),
         "cross_entropy" | "nll_loss" => one((|| {
@@ -84,16 +84,16 @@ pub(crate) fn call_train(op: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -
                 label_smoothing: f(a, "label_smoothing", 0.0),
             };
             if op == "cross_entropy" {
-                F::cross_entropy(pos(0)?, pos(1)?, &o)
+                F::cross_entropy_with(pos(0)?, pos(1)?, &o)
             } else {
-                F::nll_loss(pos(0)?, pos(1)?, &o)
+                F::nll_loss_with(pos(0)?, pos(1)?, &o)
             }
         })()),
         "binary_cross_entropy" => {
-            one(red(a).and_then(|r| F::binary_cross_entropy(pos(0)?, pos(1)?, named("weight"), r)))
+            one(red(a).and_then(|r| F::binary_cross_entropy_with(pos(0)?, pos(1)?, named("weight"), r)))
         }
         "binary_cross_entropy_with_logits" => one(red(a).and_then(|r| {
-            F::binary_cross_entropy_with_logits(pos(0)?, pos(1)?, named("weight"), named("pos_weight"), r)
+            F::binary_cross_entropy_with_logits_opts(pos(0)?, pos(1)?, named("weight"), named("pos_weight"), r)
         })),
         "kl_div" => one(red(a).and_then(|r| F::kl_div(pos(0)?, pos(1)?, r, b(a, "log_target", false)))),
         "poisson_nll_loss" => one(red(a).and_then(|r| {
@@ -138,8 +138,16 @@ pub(crate) fn call_train(op: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -
                 }
             });
             let scale = a.get("scale").and_then(|v| v.as_f64());
-            Ok(F::scaled_dot_product_attention(pos(0)?, pos(1)?, pos(2)?, mask, 0.0, b(a, "is_causal", false), scale)?
-                .0)
+            Ok(F::scaled_dot_product_attention_with_weights(
+                pos(0)?,
+                pos(1)?,
+                pos(2)?,
+                mask,
+                0.0,
+                b(a, "is_causal", false),
+                scale,
+            )?
+            .0)
         })()),
         "rnn_tanh_cell" | "rnn_relu_cell" | "lstm_cell" | "gru_cell" => (|| {
             let mode = match op {
@@ -390,7 +398,7 @@ fn run_grad_scaler(a: &Map<String, Value>, inputs: Inputs<'_>) -> R<Vec<Tensor>>
     let mut outs = vec![];
     for k in 1.. {
         let Ok(g) = get(&format!("grad.{k}")) else { break };
-        opt.zero_grad(true)?;
+        opt.zero_grad()?;
         scaler.scale(&p.mul(&g)?.sum()?)?.backward()?;
         scaler.step(&mut opt)?;
         scaler.update()?;
@@ -506,7 +514,7 @@ fn run_training(model: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -> R<Ve
                 .unwrap_or_default();
             let mut seq = Sequential::new();
             for (k, w) in sizes.windows(2).enumerate() {
-                seq.push(Linear::new(w[0], w[1], true)?);
+                seq.push(Linear::new(w[0], w[1])?);
                 if k + 2 < sizes.len() {
                     match s(a, "activation", "relu") {
                         "tanh" => seq.push(Tanh::default()),
@@ -518,15 +526,15 @@ fn run_training(model: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -> R<Ve
         }
         "convnet" => Box::new(
             Sequential::new()
-                .layer(Conv::new(1, 4, &[3, 3])?)
+                .layer(Conv2d::new(1, 4, [3, 3])?)
                 .layer(ReLU::default())
                 .layer(MaxPool::square(2))
                 .layer(Flatten::default())
-                .layer(Linear::new(36, 5, true)?),
+                .layer(Linear::new(36, 5)?),
         ),
         "lstm" => Box::new(LstmClassifier {
             lstm: Rnn::lstm(5, 8, RnnOptions { batch_first: true, ..Default::default() })?,
-            fc: Linear::new(8, 3, true)?,
+            fc: Linear::new(8, 3)?,
         }),
         other => return Err(Error::unsupported(&format!("train.{other}"), "unknown model")),
     };
@@ -547,8 +555,8 @@ fn run_training(model: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -> R<Ve
     let mut losses = vec![];
     for k in 1.. {
         let (Some(x), Some(y)) = (get(&format!("x.{k}")), get(&format!("y.{k}"))) else { break };
-        opt.zero_grad(true)?;
-        let loss = F::cross_entropy(&net.forward(&x)?, &y, &ClassLossOptions::default())?;
+        opt.zero_grad()?;
+        let loss = F::cross_entropy_with(&net.forward(&x)?, &y, &ClassLossOptions::default())?;
         losses.push(loss.item()?);
         loss.backward()?;
         opt.step()?;

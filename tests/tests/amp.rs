@@ -20,8 +20,12 @@ fn autocast_casts_listed_ops_nests_and_can_be_disabled() {
         let c = autocast_disabled(|| x.linear(&w, None))?.dtype();
         // not listed: runs in its inputs' dtype; listed in f32: cast up
         let d = x.relu()?.dtype();
-        let e = ember::nn::functional::mse_loss(&x.to_dtype(DType::BF16)?, &x, ember::nn::functional::Reduction::Mean)?
-            .dtype();
+        let e = ember::nn::functional::mse_loss_with(
+            &x.to_dtype(DType::BF16)?,
+            &x,
+            ember::nn::functional::Reduction::Mean,
+        )?
+        .dtype();
         Ok((a, b, c, d, e))
     })
     .unwrap();
@@ -55,8 +59,8 @@ fn a_parameter_used_twice_is_cast_once_and_gradients_reach_it_in_f32() {
     let xb = x.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
     let h = xb.matmul(&wb).unwrap().to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
     h.matmul(&wb).unwrap().sum().unwrap().backward().unwrap();
-    let diff = g.sub(&wb.grad().unwrap()).unwrap().abs().unwrap().amax(&[], false).unwrap().item().unwrap();
-    let scale = g.abs().unwrap().amax(&[], false).unwrap().item().unwrap();
+    let diff = g.sub(&wb.grad().unwrap()).unwrap().abs().unwrap().amax(ember::SCALAR, false).unwrap().item().unwrap();
+    let scale = g.abs().unwrap().amax(ember::SCALAR, false).unwrap().item().unwrap();
     assert!(diff <= 0.02 * scale, "{diff} vs {scale}");
 }
 
@@ -92,7 +96,7 @@ fn backward_inside_a_scope_follows_the_forward_dtypes() {
 
 /// One SGD step on `w` from the loss `sum(w * g)` under `scaler`; returns whether it stepped.
 fn scaled_step(scaler: &mut GradScaler, opt: &mut dyn Optimizer, w: &Tensor, g: &Tensor) -> bool {
-    opt.zero_grad(true).unwrap();
+    opt.zero_grad().unwrap();
     scaler.scale(&w.mul(g).unwrap().sum().unwrap()).unwrap().backward().unwrap();
     let stepped = scaler.step(opt).unwrap();
     scaler.update().unwrap();
@@ -119,7 +123,7 @@ fn the_scaler_skips_non_finite_steps_backs_off_and_grows() {
     // misuse is a clear error
     let e = scaler.update().unwrap_err().to_string();
     assert!(e.contains("no inf checks"), "{e}");
-    opt.zero_grad(true).unwrap();
+    opt.zero_grad().unwrap();
     scaler.scale(&w.sum().unwrap()).unwrap().backward().unwrap();
     scaler.unscale_(&mut opt).unwrap();
     let e = scaler.unscale_(&mut opt).unwrap_err().to_string();
@@ -131,7 +135,7 @@ fn clipping_after_unscale_sees_the_true_gradients_and_state_round_trips() {
     let w = Tensor::from_vec(vec![3.0f32, 4.0], &[2]).unwrap().requires_grad_(true).unwrap();
     let mut opt = optim::Sgd::sgd(vec![w.clone()], optim::SgdOptions::new(1.0)).unwrap();
     let mut scaler = GradScaler::new(GradScalerOptions { init_scale: 1024.0, ..Default::default() });
-    opt.zero_grad(true).unwrap();
+    opt.zero_grad().unwrap();
     // gradient (3, 4), norm 5: clipped to norm 1 -> (0.6, 0.8)
     scaler.scale(&w.mul(&w).unwrap().sum().unwrap().mul(0.5).unwrap()).unwrap().backward().unwrap();
     scaler.unscale_(&mut opt).unwrap();
@@ -173,8 +177,8 @@ fn an_f16_forward_underflows_without_the_scaler_and_not_with_it() {
     let scaled = grads(true);
     let want = x.sum_dim(&[0], false).unwrap().mul(1e-8).unwrap(); // d/dw of sum(x wᵀ) * 1e-8, per row
     let got = scaled.select(0, 0).unwrap();
-    let rel = got.sub(&want).unwrap().abs().unwrap().amax(&[], false).unwrap().item().unwrap()
-        / want.abs().unwrap().amax(&[], false).unwrap().item().unwrap();
+    let rel = got.sub(&want).unwrap().abs().unwrap().amax(ember::SCALAR, false).unwrap().item().unwrap()
+        / want.abs().unwrap().amax(ember::SCALAR, false).unwrap().item().unwrap();
     assert!(rel < 0.01, "scaled gradients recover the true ones: {rel}");
 }
 
@@ -194,8 +198,8 @@ fn f16_convolution_without_bias_and_strided_gets_every_gradient() {
     x2.conv(&w2, None, &o).unwrap().sum().unwrap().backward().unwrap();
     for (a, b) in [(x.grad().unwrap(), x2.grad().unwrap()), (w.grad().unwrap(), w2.grad().unwrap())] {
         assert_eq!(a.dtype(), DType::F32);
-        let d = a.sub(&b).unwrap().abs().unwrap().amax(&[], false).unwrap().item().unwrap();
-        let m = b.abs().unwrap().amax(&[], false).unwrap().item().unwrap();
+        let d = a.sub(&b).unwrap().abs().unwrap().amax(ember::SCALAR, false).unwrap().item().unwrap();
+        let m = b.abs().unwrap().amax(ember::SCALAR, false).unwrap().item().unwrap();
         assert!(d <= 5e-3 * m, "{d} vs {m}");
     }
 }

@@ -2,7 +2,7 @@
 //! one group, in-place writes see the values pending ops read, training in lazy mode gives eager's
 //! losses to the bit, and a loop that never reads a value keeps a bounded graph.
 
-use ember::nn::functional::{mse_loss, Reduction};
+use ember::nn::functional::{mse_loss_with, Reduction};
 use ember::nn::layers::Linear;
 use ember::nn::{Module, ModuleExt};
 use ember::optim::{Adam, AdamOptions, Optimizer, Sgd, SgdOptions};
@@ -181,7 +181,7 @@ impl Mlp {
 
 fn train(device: Device, adam: bool, steps: usize) -> (Vec<u64>, Vec<u64>) {
     ember::manual_seed(7);
-    let mut m = Mlp { fc1: Linear::new(8, 16, true).unwrap(), fc2: Linear::new(16, 2, true).unwrap() };
+    let mut m = Mlp { fc1: Linear::new(8, 16).unwrap(), fc2: Linear::new(16, 2).unwrap() };
     m.to_device(device).unwrap();
     let x = Tensor::randn(&[32, 8]).unwrap().to(device).unwrap();
     let t = Tensor::randn(&[32, 2]).unwrap().to(device).unwrap();
@@ -192,8 +192,8 @@ fn train(device: Device, adam: bool, steps: usize) -> (Vec<u64>, Vec<u64>) {
     };
     let mut losses = vec![];
     for _ in 0..steps {
-        opt.zero_grad(true).unwrap();
-        let loss = mse_loss(&m.forward(&x).unwrap(), &t, Reduction::Mean).unwrap();
+        opt.zero_grad().unwrap();
+        let loss = mse_loss_with(&m.forward(&x).unwrap(), &t, Reduction::Mean).unwrap();
         loss.backward().unwrap();
         opt.step().unwrap();
         losses.push(loss.item().unwrap().to_bits());
@@ -241,23 +241,23 @@ fn ember_lazy_depth() -> usize {
 fn a_lazy_training_loop_keeps_a_flat_buffer_count() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     ember::manual_seed(11);
-    let mut m = Mlp { fc1: Linear::new(4, 8, true).unwrap(), fc2: Linear::new(8, 1, true).unwrap() };
+    let mut m = Mlp { fc1: Linear::new(4, 8).unwrap(), fc2: Linear::new(8, 1).unwrap() };
     m.to_device(lazy_dev()).unwrap();
     let x = Tensor::randn(&[16, 4]).unwrap().to(lazy_dev()).unwrap();
     let t = Tensor::randn(&[16, 1]).unwrap().to(lazy_dev()).unwrap();
     let mut opt = Sgd::sgd(m.parameters(), SgdOptions::new(0.01)).unwrap();
     let mut counts = vec![];
     for step in 0..10_000 {
-        opt.zero_grad(true).unwrap();
+        opt.zero_grad().unwrap();
         // the loss is never read: nothing but the optimizer's in-place writes forces evaluation
-        mse_loss(&m.forward(&x).unwrap(), &t, Reduction::Mean).unwrap().backward().unwrap();
+        mse_loss_with(&m.forward(&x).unwrap(), &t, Reduction::Mean).unwrap().backward().unwrap();
         opt.step().unwrap();
         if step == 100 || step == 9_999 {
             counts.push(lazy::stats().live_buffers);
         }
     }
     assert!(counts[1] <= counts[0], "live lazy buffers grew: {counts:?}");
-    let loss = mse_loss(&m.forward(&x).unwrap(), &t, Reduction::Mean).unwrap().item().unwrap();
+    let loss = mse_loss_with(&m.forward(&x).unwrap(), &t, Reduction::Mean).unwrap().item().unwrap();
     assert!(loss.is_finite());
 }
 

@@ -1,7 +1,7 @@
 //! Reliability: tied weights are one parameter, concurrent backward passes never deadlock, and the
 //! std-lib allocation and locking hazards found by the adversarial review stay fixed.
 
-use ember::nn::layers::{Embedding, Linear, Rnn, RnnMode};
+use ember::nn::layers::{Embedding, Linear, Rnn, RnnMode, WithBias};
 use ember::nn::{Module, ModuleExt};
 use ember::optim::{Optimizer, Sgd, SgdOptions};
 use ember::Tensor;
@@ -13,8 +13,8 @@ struct TiedLm {
 }
 
 fn tied() -> TiedLm {
-    let wte = Embedding::new(10, 4, None).unwrap();
-    let mut lm_head = Linear::new(4, 10, false).unwrap();
+    let wte = Embedding::new(10, 4).unwrap();
+    let mut lm_head = Linear::new(4, 10).bias(false).unwrap();
     lm_head.weight = wte.weight.clone(); // GPT-style weight tying
     TiedLm { wte, lm_head }
 }

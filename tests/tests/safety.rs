@@ -7,7 +7,7 @@
 use ember::{DType, Tensor};
 use proptest::prelude::*;
 
-const HUGE: [usize; 5] = [usize::MAX, isize::MAX as usize, 1 << 62, 1 << 48, 1 << 44];
+const HUGE: [usize; 5] = [usize::MAX, isize::MAX as usize, 1usize << 62, 1usize << 48, 1usize << 44];
 
 fn err_text<T: std::fmt::Debug>(r: ember::Result<T>) -> String {
     r.expect_err("expected an error").to_string()
@@ -15,29 +15,32 @@ fn err_text<T: std::fmt::Debug>(r: ember::Result<T>) -> String {
 
 #[test]
 fn overflowing_shapes_are_rejected_at_construction() {
-    let e = err_text(Tensor::zeros(&[4, 1 << 62]));
+    let e = err_text(Tensor::zeros(&[4, 1usize << 62]));
     assert!(e.contains("[4, 4611686018427387904]") && e.contains("more elements"), "{e}");
-    assert!(Tensor::ones(&[1 << 32, 1 << 32, 1 << 32]).is_err());
+    assert!(Tensor::ones(&[1usize << 32, 1usize << 32, 1usize << 32]).is_err());
     assert!(Tensor::rand(&[usize::MAX, 2]).is_err());
-    assert!(Tensor::randn(&[1 << 62, 1 << 62]).is_err());
-    assert!(Tensor::from_vec(Vec::<f32>::new(), &[1 << 33, 1 << 31]).is_err(), "2^64 wraps to 0 elements");
-    assert!(Tensor::from_vec(vec![1.0f32], &[1 << 32, 1 << 32]).unwrap_err().to_string().contains("more elements"));
+    assert!(Tensor::randn(&[1usize << 62, 1usize << 62]).is_err());
+    assert!(Tensor::from_vec(Vec::<f32>::new(), &[1usize << 33, 1usize << 31]).is_err(), "2^64 wraps to 0 elements");
+    assert!(Tensor::from_vec(vec![1.0f32], &[1usize << 32, 1usize << 32])
+        .unwrap_err()
+        .to_string()
+        .contains("more elements"));
     // a zero dim makes any shape empty, as in PyTorch, but each size must still be a valid i64
-    assert_eq!(Tensor::zeros(&[0, 1 << 59]).unwrap().numel(), 0);
+    assert_eq!(Tensor::zeros(&[0, 1usize << 59]).unwrap().numel(), 0);
     assert!(Tensor::zeros(&[0, usize::MAX]).is_err());
 }
 
 #[test]
 fn sizes_beyond_memory_are_out_of_memory_errors_not_aborts() {
-    let e = err_text(Tensor::zeros(&[1 << 20, 1 << 20, 1 << 4]));
+    let e = err_text(Tensor::zeros(&[1usize << 20, 1usize << 20, 1usize << 4]));
     assert!(e.contains("full") && e.contains("out of memory") && e.contains(&(1u64 << 46).to_string()), "{e}");
-    let e = err_text(Tensor::arange(1 << 40));
+    let e = err_text(Tensor::arange(1usize << 40));
     assert!(e.contains("arange") && e.contains("out of memory"), "{e}");
-    assert!(Tensor::rand(&[1 << 44]).unwrap_err().to_string().contains("out of memory"));
-    assert!(Tensor::eye(1 << 32).is_err());
-    assert!(Tensor::randperm(1 << 44).is_err());
+    assert!(Tensor::rand(&[1usize << 44]).unwrap_err().to_string().contains("out of memory"));
+    assert!(Tensor::eye(1usize << 32).is_err());
+    assert!(Tensor::randperm(1usize << 44).is_err());
     // a stride-0 view of 2^44 elements is legal; materialising it is not
-    let big = Tensor::scalar(1.0f32).expand(&[1 << 44]).unwrap();
+    let big = Tensor::scalar(1.0f32).expand(&[1usize << 44]).unwrap();
     assert!(big.exp().unwrap_err().to_string().contains("out of memory"));
     assert!(big.contiguous().is_err());
     // the process is still healthy afterwards
@@ -48,11 +51,11 @@ fn sizes_beyond_memory_are_out_of_memory_errors_not_aborts() {
 fn matmul_whose_output_size_overflows_is_an_error_not_an_overrun() {
     // 16 x 2^31 x 2^31 = 2^66 elements: the product of sizes used to wrap to 0 and gemm wrote
     // 2^62 elements into an empty buffer
-    let a = Tensor::zeros(&[1, 1, 1]).unwrap().expand(&[16, 1 << 31, 1]).unwrap();
-    let b = Tensor::zeros(&[1, 1, 1]).unwrap().expand(&[16, 1, 1 << 31]).unwrap();
+    let a = Tensor::zeros(&[1, 1, 1]).unwrap().expand(&[16, 1usize << 31, 1]).unwrap();
+    let b = Tensor::zeros(&[1, 1, 1]).unwrap().expand(&[16, 1, 1usize << 31]).unwrap();
     assert!(a.matmul(&b).is_err());
-    let a = Tensor::zeros(&[1, 1]).unwrap().expand(&[1 << 31, 1]).unwrap();
-    let b = Tensor::zeros(&[1, 1]).unwrap().expand(&[1, 1 << 31]).unwrap();
+    let a = Tensor::zeros(&[1, 1]).unwrap().expand(&[1usize << 31, 1]).unwrap();
+    let b = Tensor::zeros(&[1, 1]).unwrap().expand(&[1, 1usize << 31]).unwrap();
     assert!(a.matmul(&b).unwrap_err().to_string().contains("out of memory"));
 }
 
@@ -64,15 +67,15 @@ fn as_strided_rejects_views_that_wrap_or_leave_the_buffer() {
         (vec![2, 2], vec![usize::MAX, 1], 0),
         (vec![3], vec![(usize::MAX / 2) + 1], 0),
         (vec![2], vec![1], usize::MAX),
-        (vec![1 << 62, 4], vec![0, 1], 0),
-        (vec![1], vec![1 << 63], 0), // a stride that turns negative as isize, even on a size-1 dim
+        (vec![1usize << 62, 4], vec![0, 1], 0),
+        (vec![1], vec![1usize << 63], 0), // a stride that turns negative as isize, even on a size-1 dim
     ] {
         let e = err_text(x.as_strided(&shape, &strides, off));
         assert!(e.contains("as_strided"), "{e}");
     }
     // legal extreme: stride 0 over a large dim, and a size-0 dim with any stride
-    assert_eq!(x.as_strided(&[1 << 20], &[0], 5).unwrap().max().unwrap().item().unwrap(), 5.0);
-    assert_eq!(x.as_strided(&[0, 3], &[1 << 50, 1], 0).unwrap().numel(), 0);
+    assert_eq!(x.as_strided(&[1usize << 20], &[0], 5).unwrap().max().unwrap().item().unwrap(), 5.0);
+    assert_eq!(x.as_strided(&[0, 3], &[1usize << 50, 1], 0).unwrap().numel(), 0);
 }
 
 #[test]
@@ -85,9 +88,9 @@ fn views_with_huge_steps_and_sizes_are_errors() {
         x.unfold(0, 2, usize::MAX).is_err()
             || x.unfold(0, 2, usize::MAX).unwrap().to_vec::<i64>().unwrap() == vec![0, 1]
     );
-    assert!(x.view(&[-1, 1 << 62, 4]).is_err());
-    assert!(x.expand(&[1 << 62, 1 << 62, 6]).is_err());
-    assert!(x.reshape(&[1 << 33, 1 << 31, 0]).is_err());
+    assert!(x.view(&[-1, 1isize << 62, 4]).is_err());
+    assert!(x.expand(&[1usize << 62, 1usize << 62, 6]).is_err());
+    assert!(x.reshape(&[1usize << 33, 1usize << 31, 0]).is_err());
 }
 
 #[test]
@@ -195,7 +198,7 @@ proptest! {
                 // a legal view with a huge element count (stride-0 dims): materialising it must
                 // fail cleanly; ops whose work grows without allocating are not run (they would
                 // only be slow, as in PyTorch)
-                prop_assert!(numel.is_none_or(|n| n >= 1 << 44));
+                prop_assert!(numel.is_none_or(|n| n >= 1usize << 44));
                 prop_assert!(view.exp().is_err());
                 prop_assert!(view.add(&view).is_err());
                 prop_assert!(view.to_dtype(DType::F64).is_err());

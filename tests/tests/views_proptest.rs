@@ -259,7 +259,7 @@ proptest! {
             let _ = t.argmax(Some(a), false);
             let _ = t.cumsum(a);
             let _ = t.sort(a, true);
-            let _ = t.topk(c, a, true);
+            let _ = t.topk_with(c, a, true);
             let _ = t.chunk(c, a);
             let _ = t.split(c, a);
             let idx = Tensor::from_vec(vec![a as i64, b as i64], &[2]).unwrap();

@@ -38,11 +38,11 @@ struct LeNet {
 impl LeNet {
     fn new() -> LeNet {
         LeNet {
-            conv1: Conv2d::conv2d(1, 6, 5, 1, 2).expect("conv1"),
-            conv2: Conv2d::conv2d(6, 16, 5, 1, 0).expect("conv2"),
-            fc1: Linear::new(400, 120, true).expect("fc1"),
-            fc2: Linear::new(120, 84, true).expect("fc2"),
-            fc3: Linear::new(84, 10, true).expect("fc3"),
+            conv1: Conv2d::square(1, 6, 5, 1, 2).expect("conv1"),
+            conv2: Conv2d::square(6, 16, 5, 1, 0).expect("conv2"),
+            fc1: Linear::new(400, 120).expect("fc1"),
+            fc2: Linear::new(120, 84).expect("fc2"),
+            fc3: Linear::new(84, 10).expect("fc3"),
         }
     }
 }
@@ -76,8 +76,8 @@ fn w12(threads: usize) -> ember::Result<()> {
         let mut total = 0.0;
         for chunk in perm.chunks(batch) {
             let idx = Tensor::from_vec(chunk.iter().map(|&i| i as i64).collect::<Vec<_>>(), &[chunk.len()])?;
-            opt.zero_grad(true)?;
-            let loss = F::cross_entropy(
+            opt.zero_grad()?;
+            let loss = F::cross_entropy_with(
                 &model.forward(&xtr.index_select(0, &idx)?)?,
                 &train.labels.index_select(0, &idx)?,
                 &Default::default(),
@@ -142,19 +142,20 @@ pub fn run(on: &dyn Fn(&str) -> bool, explicit: &dyn Fn(&str) -> bool, threads: 
     if on("W7") {
         let model = placed(
             Sequential::new()
-                .layer(Linear::new(784, 512, true).expect("l1"))
+                .layer(Linear::new(784, 512).expect("l1"))
                 .layer(ReLU::default())
-                .layer(Linear::new(512, 256, true).expect("l2"))
+                .layer(Linear::new(512, 256).expect("l2"))
                 .layer(ReLU::default())
-                .layer(Linear::new(256, 10, true).expect("l3")),
+                .layer(Linear::new(256, 10).expect("l3")),
         );
         let mut opt = ember::optim::Adam::adam(model.parameters(), AdamOptions::adam(1e-3)).expect("adam");
         let x = randn(&[128, 784]);
         let y = on_device(Tensor::randint(0, 10, &[128]).expect("y"));
         let t = bench(reps, || {
-            opt.zero_grad(true).expect("zero_grad");
+            opt.zero_grad().expect("zero_grad");
             // with --autocast the forward and the loss run under autocast, as torch_ref.py
-            let loss = maybe_autocast(|| F::cross_entropy(&model.forward(&x)?, &y, &Default::default())).expect("loss");
+            let loss =
+                maybe_autocast(|| F::cross_entropy_with(&model.forward(&x)?, &y, &Default::default())).expect("loss");
             loss.backward().expect("bwd");
             opt.step().expect("step");
         });
@@ -174,8 +175,8 @@ pub fn run(on: &dyn Fn(&str) -> bool, explicit: &dyn Fn(&str) -> bool, threads: 
         let x = on_device(Tensor::rand(&[64, 1, 28, 28]).expect("x"));
         let y = on_device(Tensor::randint(0, 10, &[64]).expect("y"));
         let t = bench(reps, || {
-            opt.zero_grad(true).expect("zero_grad");
-            F::cross_entropy(&model.forward(&x).expect("fwd"), &y, &Default::default())
+            opt.zero_grad().expect("zero_grad");
+            F::cross_entropy_with(&model.forward(&x).expect("fwd"), &y, &Default::default())
                 .and_then(|l| l.backward())
                 .expect("bwd");
             opt.step().expect("step");

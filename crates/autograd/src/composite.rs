@@ -14,6 +14,16 @@ impl Tensor {
         }
     }
 
+    /// `max(self, min)` elementwise (`clamp_min`).
+    pub fn clamp_min(&self, min: f64) -> Result<Tensor> {
+        self.clamp(Some(min), None)
+    }
+
+    /// `min(self, max)` elementwise (`clamp_max`).
+    pub fn clamp_max(&self, max: f64) -> Result<Tensor> {
+        self.clamp(None, Some(max))
+    }
+
     /// Limits values to `[min, max]` (either bound optional; NaN propagates).
     pub fn clamp(&self, min: Option<f64>, max: Option<f64>) -> Result<Tensor> {
         let lo = min.map(|v| self.scalar_like(Scalar::F(v), self.dtype())).transpose()?;
@@ -190,7 +200,8 @@ impl Tensor {
         self.minimum(0.0)?.sub(&self.abs()?.neg()?.exp()?.log1p()?)
     }
     /// Gated linear unit along `dim`: `a * sigmoid(b)` for the two halves.
-    pub fn glu(&self, dim: isize) -> Result<Tensor> {
+    pub fn glu(&self, dim: impl crate::Dim) -> Result<Tensor> {
+        let dim = dim.to_isize();
         let n = self.size_of(dim)?;
         if n % 2 != 0 {
             return Err(Error::shape("glu", format!("dim {dim} must have an even size, got {n}")));
@@ -204,7 +215,7 @@ impl Tensor {
             return Ok(y);
         }
         let w = if weight.numel() == 1 || self.ndim() < 2 {
-            weight.reshape(&[])?
+            weight.reshape(crate::SCALAR)?
         } else {
             let mut shape = vec![1isize; self.ndim()];
             shape[1] = weight.numel() as isize;

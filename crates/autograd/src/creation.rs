@@ -12,30 +12,36 @@ pub const DEFAULT_FLOAT: DType = DType::F32;
 
 impl Tensor {
     /// A tensor of `shape` filled with `value`, of the given dtype and device.
-    pub fn full_with(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+    pub fn full_with(shape: impl crate::Dims, value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        let shape: &[usize] = &shape.to_sizes("full_with")?;
         let be = backend(device)?;
         let scalar = if dtype.is_float() { Scalar::F(value) } else { Scalar::I(value as i64) };
         let buf = be.full(scalar, dtype, checked_numel(shape, "full")?)?;
         Ok(Tensor::from_buffer(buf, be, shape))
     }
     /// An f32 CPU tensor of `shape` filled with `value`.
-    pub fn full(shape: &[usize], value: f64) -> Result<Tensor> {
+    pub fn full(shape: impl crate::Dims, value: f64) -> Result<Tensor> {
+        let shape: &[usize] = &shape.to_sizes("full")?;
         Tensor::full_with(shape, value, DEFAULT_FLOAT, Device::Cpu)
     }
     /// f32 zeros on the CPU.
-    pub fn zeros(shape: &[usize]) -> Result<Tensor> {
+    pub fn zeros(shape: impl crate::Dims) -> Result<Tensor> {
+        let shape: &[usize] = &shape.to_sizes("zeros")?;
         Tensor::full(shape, 0.0)
     }
     /// f32 ones on the CPU.
-    pub fn ones(shape: &[usize]) -> Result<Tensor> {
+    pub fn ones(shape: impl crate::Dims) -> Result<Tensor> {
+        let shape: &[usize] = &shape.to_sizes("ones")?;
         Tensor::full(shape, 1.0)
     }
     /// Zeros of a dtype on a device.
-    pub fn zeros_with(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+    pub fn zeros_with(shape: impl crate::Dims, dtype: DType, device: Device) -> Result<Tensor> {
+        let shape: &[usize] = &shape.to_sizes("zeros_with")?;
         Tensor::full_with(shape, 0.0, dtype, device)
     }
     /// Ones of a dtype on a device.
-    pub fn ones_with(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+    pub fn ones_with(shape: impl crate::Dims, dtype: DType, device: Device) -> Result<Tensor> {
+        let shape: &[usize] = &shape.to_sizes("ones_with")?;
         Tensor::full_with(shape, 1.0, dtype, device)
     }
     /// `value` everywhere, with this tensor's shape, dtype and device.
@@ -60,22 +66,26 @@ impl Tensor {
     }
 
     /// A new tensor of values from a distribution, drawn from the global generator.
-    pub fn random_with(shape: &[usize], op: RngOp, dtype: DType, device: Device) -> Result<Tensor> {
+    pub fn random_with(shape: impl crate::Dims, op: RngOp, dtype: DType, device: Device) -> Result<Tensor> {
+        let shape: &[usize] = &shape.to_sizes("random_with")?;
         let be = backend(device)?;
         let n = checked_numel(shape, "random")?;
         let buf = be.random(op, dtype, n, next_key(n))?;
         Ok(Tensor::from_buffer(buf, be, shape))
     }
     /// f32 uniform on [0, 1).
-    pub fn rand(shape: &[usize]) -> Result<Tensor> {
+    pub fn rand(shape: impl crate::Dims) -> Result<Tensor> {
+        let shape: &[usize] = &shape.to_sizes("rand")?;
         Tensor::random_with(shape, RngOp::Uniform { low: 0.0, high: 1.0 }, DEFAULT_FLOAT, Device::Cpu)
     }
     /// f32 standard normal.
-    pub fn randn(shape: &[usize]) -> Result<Tensor> {
+    pub fn randn(shape: impl crate::Dims) -> Result<Tensor> {
+        let shape: &[usize] = &shape.to_sizes("randn")?;
         Tensor::random_with(shape, RngOp::Normal { mean: 0.0, std: 1.0 }, DEFAULT_FLOAT, Device::Cpu)
     }
     /// i64 integers uniform on [low, high).
-    pub fn randint(low: i64, high: i64, shape: &[usize]) -> Result<Tensor> {
+    pub fn randint(low: i64, high: i64, shape: impl crate::Dims) -> Result<Tensor> {
+        let shape: &[usize] = &shape.to_sizes("randint")?;
         if high <= low {
             return Err(Error::invalid("randint", format!("high ({high}) must be greater than low ({low})")));
         }
@@ -163,8 +173,8 @@ impl Tensor {
         Tensor::from_host(HostData::from_f64s(dtype, &vals), &[n], device)
     }
     /// i64 values `0..end`.
-    pub fn arange(end: i64) -> Result<Tensor> {
-        Tensor::arange_with(0.0, end as f64, 1.0, DType::I64, Device::Cpu)
+    pub fn arange(end: impl crate::Dim) -> Result<Tensor> {
+        Tensor::arange_with(0.0, end.to_isize() as f64, 1.0, DType::I64, Device::Cpu)
     }
     /// `steps` evenly spaced values from `start` to `end` inclusive.
     pub fn linspace_with(start: f64, end: f64, steps: usize, dtype: DType, device: Device) -> Result<Tensor> {

@@ -70,7 +70,8 @@ impl Tensor {
     }
 
     /// Broadcasts to `shape` without copying.
-    pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
+    pub fn broadcast_to(&self, shape: impl crate::Dims) -> Result<Tensor> {
+        let shape: &[usize] = &shape.to_sizes("broadcast_to")?;
         if self.shape() == shape {
             return Ok(self.clone());
         }
@@ -274,10 +275,33 @@ macro_rules! binary_methods {
 
 ember_storage::binary_op_table!(binary_methods);
 
-/// The std operators: conveniences that panic with the op's error message, as slice indexing does.
-/// Use the methods (`a.add(&b)?`) where shapes come from user input.
+impl Tensor {
+    /// `s op self` for a scalar `s` on the left (`1.0 - &x`, `2.0 / &x`): the scalar becomes a 0-dim
+    /// tensor of the dtype `self op s` would have, so promotion and rounding are PyTorch's.
+    pub fn binary_scalar_lhs<'a>(&self, op: BinaryOp, lhs: impl Into<Rhs<'a>>) -> Result<Tensor> {
+        match lhs.into() {
+            Rhs::T(a) => a.binary_tensor(op, self),
+            Rhs::S(s) => {
+                let mut dt = self.dtype().promote_with_scalar(kind_of(s), DEFAULT_FLOAT);
+                if op.needs_float() && !dt.is_float() {
+                    dt = DEFAULT_FLOAT;
+                }
+                self.scalar_like(s, dt)?.binary_tensor(op, self)
+            }
+        }
+    }
+}
+
+/// The std operators (`&a + &b`, `a * 2`, `1.0 - &x`, `-x`, `a += &b`) for every mix of `Tensor`,
+/// `&Tensor` and the scalars `f64`, `f32`, `i64`, `i32`: conveniences that panic with the op's error
+/// message (naming the op and the shapes), as slice indexing does. Use the methods (`a.add(&b)?`)
+/// where shapes come from user input.
+///
+/// Compound assignment (`a += &b`) rebinds `a` to the new tensor `a + b`; it never writes into `a`'s
+/// storage, so it is safe under autograd and for tensors shared with other handles (views, tied
+/// weights). For PyTorch's in-place update use the `_` methods (`a.add_(&b)?`).
 macro_rules! std_ops {
-    ($($trait:ident $method:ident => $op:ident),*) => {$(
+    ($($trait:ident $method:ident $assign_trait:ident $assign:ident => $op:ident),*) => {$(
         impl std::ops::$trait<&Tensor> for &Tensor {
             type Output = Tensor;
             fn $method(self, rhs: &Tensor) -> Tensor {
@@ -287,24 +311,71 @@ macro_rules! std_ops {
         impl std::ops::$trait<Tensor> for Tensor {
             type Output = Tensor;
             fn $method(self, rhs: Tensor) -> Tensor {
-                self.binary(BinaryOp::$op, &rhs).unwrap_or_else(|e| panic!("{e}"))
+                std::ops::$trait::$method(&self, &rhs)
             }
         }
-        impl std::ops::$trait<f64> for &Tensor {
+        impl std::ops::$trait<&Tensor> for Tensor {
             type Output = Tensor;
-            fn $method(self, rhs: f64) -> Tensor {
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                std::ops::$trait::$method(&self, rhs)
+            }
+        }
+        impl std::ops::$trait<Tensor> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: Tensor) -> Tensor {
+                std::ops::$trait::$method(self, &rhs)
+            }
+        }
+        impl std::ops::$assign_trait<&Tensor> for Tensor {
+            fn $assign(&mut self, rhs: &Tensor) {
+                *self = std::ops::$trait::$method(&*self, rhs);
+            }
+        }
+        impl std::ops::$assign_trait<Tensor> for Tensor {
+            fn $assign(&mut self, rhs: Tensor) {
+                *self = std::ops::$trait::$method(&*self, &rhs);
+            }
+        }
+        std_ops!(@scalars $trait $method $assign_trait $assign $op; f64, f32, i64, i32);
+    )*};
+    (@scalars $trait:ident $method:ident $assign_trait:ident $assign:ident $op:ident; $($s:ty),*) => {$(
+        impl std::ops::$trait<$s> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: $s) -> Tensor {
                 self.binary(BinaryOp::$op, rhs).unwrap_or_else(|e| panic!("{e}"))
             }
         }
-        impl std::ops::$trait<f64> for Tensor {
+        impl std::ops::$trait<$s> for Tensor {
             type Output = Tensor;
-            fn $method(self, rhs: f64) -> Tensor {
-                self.binary(BinaryOp::$op, rhs).unwrap_or_else(|e| panic!("{e}"))
+            fn $method(self, rhs: $s) -> Tensor {
+                std::ops::$trait::$method(&self, rhs)
+            }
+        }
+        impl std::ops::$trait<&Tensor> for $s {
+            type Output = Tensor;
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                rhs.binary_scalar_lhs(BinaryOp::$op, self).unwrap_or_else(|e| panic!("{e}"))
+            }
+        }
+        impl std::ops::$trait<Tensor> for $s {
+            type Output = Tensor;
+            fn $method(self, rhs: Tensor) -> Tensor {
+                std::ops::$trait::$method(self, &rhs)
+            }
+        }
+        impl std::ops::$assign_trait<$s> for Tensor {
+            fn $assign(&mut self, rhs: $s) {
+                *self = std::ops::$trait::$method(&*self, rhs);
             }
         }
     )*};
 }
-std_ops!(Add add => Add, Sub sub => Sub, Mul mul => Mul, Div div => Div);
+std_ops!(
+    Add add AddAssign add_assign => Add,
+    Sub sub SubAssign sub_assign => Sub,
+    Mul mul MulAssign mul_assign => Mul,
+    Div div DivAssign div_assign => Div
+);
 
 impl std::ops::Neg for &Tensor {
     type Output = Tensor;

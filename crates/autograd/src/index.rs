@@ -4,7 +4,7 @@
 use crate::Tensor;
 use ember_storage::shape::normalize_dim;
 use ember_storage::{DType, Error, IndexOp, Result};
-use std::ops::{Range, RangeFrom, RangeFull, RangeInclusive, RangeTo};
+use std::ops::{Range, RangeFrom, RangeFull, RangeInclusive, RangeTo, RangeToInclusive};
 
 /// One position of a basic-indexing expression.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,39 +29,50 @@ pub fn s(start: isize, end: isize, step: usize) -> SliceItem {
     SliceItem::Slice(Some(start), Some(end), step)
 }
 
-impl From<isize> for SliceItem {
-    fn from(i: isize) -> Self {
-        SliceItem::Index(i)
-    }
+/// `From` impls for integers and every kind of range over one integer type, for all integer types
+/// (so `idx![.., ..t]` works with `t: usize` from `shape()` as well as with literals).
+macro_rules! slice_item_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for SliceItem {
+            fn from(i: $t) -> Self {
+                SliceItem::Index(crate::Dim::to_isize(i))
+            }
+        }
+        impl From<Range<$t>> for SliceItem {
+            fn from(r: Range<$t>) -> Self {
+                SliceItem::Slice(Some(crate::Dim::to_isize(r.start)), Some(crate::Dim::to_isize(r.end)), 1)
+            }
+        }
+        impl From<RangeInclusive<$t>> for SliceItem {
+            fn from(r: RangeInclusive<$t>) -> Self {
+                let end = crate::Dim::to_isize(*r.end());
+                // `..=-1` reaches the end, as Python's `:` does
+                let end = if end == -1 { None } else { Some(end.saturating_add(1)) };
+                SliceItem::Slice(Some(crate::Dim::to_isize(*r.start())), end, 1)
+            }
+        }
+        impl From<RangeFrom<$t>> for SliceItem {
+            fn from(r: RangeFrom<$t>) -> Self {
+                SliceItem::Slice(Some(crate::Dim::to_isize(r.start)), None, 1)
+            }
+        }
+        impl From<RangeTo<$t>> for SliceItem {
+            fn from(r: RangeTo<$t>) -> Self {
+                SliceItem::Slice(None, Some(crate::Dim::to_isize(r.end)), 1)
+            }
+        }
+        impl From<RangeToInclusive<$t>> for SliceItem {
+            fn from(r: RangeToInclusive<$t>) -> Self {
+                let end = crate::Dim::to_isize(r.end);
+                SliceItem::Slice(None, if end == -1 { None } else { Some(end.saturating_add(1)) }, 1)
+            }
+        }
+    )*};
 }
-impl From<i32> for SliceItem {
-    fn from(i: i32) -> Self {
-        SliceItem::Index(i as isize)
-    }
-}
+slice_item_from!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
 impl From<RangeFull> for SliceItem {
     fn from(_: RangeFull) -> Self {
         SliceItem::Slice(None, None, 1)
-    }
-}
-impl From<Range<isize>> for SliceItem {
-    fn from(r: Range<isize>) -> Self {
-        SliceItem::Slice(Some(r.start), Some(r.end), 1)
-    }
-}
-impl From<RangeInclusive<isize>> for SliceItem {
-    fn from(r: RangeInclusive<isize>) -> Self {
-        SliceItem::Slice(Some(*r.start()), Some(*r.end() + 1), 1)
-    }
-}
-impl From<RangeFrom<isize>> for SliceItem {
-    fn from(r: RangeFrom<isize>) -> Self {
-        SliceItem::Slice(Some(r.start), None, 1)
-    }
-}
-impl From<RangeTo<isize>> for SliceItem {
-    fn from(r: RangeTo<isize>) -> Self {
-        SliceItem::Slice(None, Some(r.end), 1)
     }
 }
 
@@ -152,7 +163,8 @@ impl Tensor {
     }
 
     /// Rows (along `dim`) picked by a 1-d i64 `index`.
-    pub fn index_select(&self, dim: isize, index: &Tensor) -> Result<Tensor> {
+    pub fn index_select(&self, dim: impl crate::Dim, index: &Tensor) -> Result<Tensor> {
+        let dim = dim.to_isize();
         let x = if self.ndim() == 0 { self.reshape(&[1])? } else { self.clone() };
         let d = normalize_dim(dim, x.ndim(), "index_select")?;
         if index.ndim() > 1 {
@@ -162,7 +174,7 @@ impl Tensor {
         shape[d] = index.numel();
         let r = x.index_op(IndexOp::IndexSelect { dim: d }, index, None, &shape)?;
         if self.ndim() == 0 {
-            r.reshape(&[])
+            r.reshape(crate::SCALAR)
         } else {
             Ok(r)
         }
@@ -195,7 +207,8 @@ impl Tensor {
     }
 
     /// `out[i][j] = self[i][index[i][j]]` (for dim 1).
-    pub fn gather(&self, dim: isize, index: &Tensor) -> Result<Tensor> {
+    pub fn gather(&self, dim: impl crate::Dim, index: &Tensor) -> Result<Tensor> {
+        let dim = dim.to_isize();
         let d = normalize_dim(dim, self.ndim(), "gather")?;
         self.check_gather_shapes("gather", d, index, None)?;
         self.index_op(IndexOp::Gather { dim: d }, index, None, index.shape())
@@ -220,27 +233,31 @@ impl Tensor {
     }
 
     /// Copy of `self` with `src` values written at `index` along `dim`.
-    pub fn scatter(&self, dim: isize, index: &Tensor, src: &Tensor) -> Result<Tensor> {
+    pub fn scatter(&self, dim: impl crate::Dim, index: &Tensor, src: &Tensor) -> Result<Tensor> {
+        let dim = dim.to_isize();
         let d = normalize_dim(dim, self.ndim(), "scatter")?;
         self.check_gather_shapes("scatter", d, index, Some(src))?;
         self.index_op(IndexOp::Scatter { dim: d }, index, Some(src), self.shape())
     }
 
     /// Copy of `self` with `value` written at `index` along `dim`.
-    pub fn scatter_value(&self, dim: isize, index: &Tensor, value: f64) -> Result<Tensor> {
+    pub fn scatter_value(&self, dim: impl crate::Dim, index: &Tensor, value: f64) -> Result<Tensor> {
+        let dim = dim.to_isize();
         let src = Tensor::full_with(index.shape(), value, self.dtype(), self.device())?;
         self.scatter(dim, index, &src)
     }
 
     /// Copy of `self` with `src` values added at `index` along `dim`.
-    pub fn scatter_add(&self, dim: isize, index: &Tensor, src: &Tensor) -> Result<Tensor> {
+    pub fn scatter_add(&self, dim: impl crate::Dim, index: &Tensor, src: &Tensor) -> Result<Tensor> {
+        let dim = dim.to_isize();
         let d = normalize_dim(dim, self.ndim(), "scatter_add")?;
         self.check_gather_shapes("scatter_add", d, index, Some(src))?;
         self.index_op(IndexOp::ScatterAdd { dim: d }, index, Some(src), self.shape())
     }
 
     /// Copy of `self` with `alpha * src` slices added at the rows `index` along `dim`.
-    pub fn index_add(&self, dim: isize, index: &Tensor, src: &Tensor, alpha: f64) -> Result<Tensor> {
+    pub fn index_add(&self, dim: impl crate::Dim, index: &Tensor, src: &Tensor, alpha: f64) -> Result<Tensor> {
+        let dim = dim.to_isize();
         let d = normalize_dim(dim, self.ndim(), "index_add")?;
         let mut expect = self.shape().to_vec();
         if let Some(e) = expect.get_mut(d) {

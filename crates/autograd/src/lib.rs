@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod anomaly;
+mod args;
 pub mod autocast;
 mod autograd_api;
 mod composite;
@@ -47,6 +48,7 @@ mod inplace;
 pub mod io;
 mod linalg;
 mod linalg_decomp;
+mod literal;
 mod nn;
 pub mod optim_kernels;
 mod product_grads;
@@ -57,6 +59,7 @@ mod shape_ops;
 mod tensor;
 
 pub use anomaly::set_detect_anomaly;
+pub use args::{AsTensor, Dim, Dims, SCALAR};
 pub use autocast::{
     autocast, autocast_cache_len, autocast_disabled, autocast_dtype, autocast_op, autocast_op_multi,
     is_autocast_enabled,
@@ -68,6 +71,7 @@ pub use elementwise::{result_type, Rhs};
 pub use function::{apply, checkpoint, Context, Function};
 pub use graph::{enable_grad, inference_mode, is_grad_enabled, live_nodes, no_grad, set_grad_enabled, GradModeGuard};
 pub use index::{s, SliceItem, ELLIPSIS, NEW_AXIS};
+pub use literal::TensorLiteral;
 pub use nn::{
     conv_output_shape, conv_transpose_output_shape, pool_output_shape, ConvOptions, ConvPadding, InterpMode,
     OpBackward, OpDescriptor, PoolOptions, OPS as NN_OPS,

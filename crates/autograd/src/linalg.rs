@@ -79,7 +79,7 @@ impl Tensor {
             Ok(smallvec::smallvec![ga, gb])
         });
         match (an, bn) {
-            (1, 1) => r.reshape(&[]),
+            (1, 1) => r.reshape(crate::SCALAR),
             (1, _) => r.squeeze_dim(-2),
             (_, 1) => r.squeeze_dim(-1),
             _ => Ok(r),
@@ -179,7 +179,8 @@ impl Tensor {
         a.reshape(&sa)?.mul(&b.reshape(&sb)?)?.reshape(&out)
     }
     /// Cross product of 3-vectors along `dim`.
-    pub fn cross(&self, other: &Tensor, dim: isize) -> Result<Tensor> {
+    pub fn cross(&self, other: &Tensor, dim: impl crate::Dim) -> Result<Tensor> {
+        let dim = dim.to_isize();
         let shape = broadcast_shapes(self.shape(), other.shape(), "cross")?;
         let d = normalize_dim(dim, shape.len(), "cross")?;
         if shape.get(d) != Some(&3) {
@@ -206,7 +207,9 @@ impl Tensor {
         self.unsqueeze(-2)?.sub(&other.unsqueeze(-3)?)?.vector_norm(p, &[-1], false)
     }
     /// Contracts `dims_a` of `self` with `dims_b` of `other`.
-    pub fn tensordot(&self, other: &Tensor, dims_a: &[isize], dims_b: &[isize]) -> Result<Tensor> {
+    pub fn tensordot(&self, other: &Tensor, dims_a: impl crate::Dims, dims_b: impl crate::Dims) -> Result<Tensor> {
+        let dims_a: &[isize] = &dims_a.to_isizes();
+        let dims_b: &[isize] = &dims_b.to_isizes();
         let da = ember_storage::shape::normalize_dims(dims_a, self.ndim(), "tensordot")?;
         let db = ember_storage::shape::normalize_dims(dims_b, other.ndim(), "tensordot")?;
         if da.len() != db.len() || da.iter().zip(&db).any(|(&i, &j)| self.shape()[i] != other.shape()[j]) {

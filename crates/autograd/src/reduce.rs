@@ -80,20 +80,22 @@ impl Tensor {
 
     /// Sum of all elements (integers and bool sum to i64).
     pub fn sum(&self) -> Result<Tensor> {
-        self.sum_dim(&[], false)
+        self.sum_dim(crate::SCALAR, false)
     }
     /// Sum over `dims` (empty: all).
-    pub fn sum_dim(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    pub fn sum_dim(&self, dims: impl crate::Dims, keepdim: bool) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         let d = self.rdims(dims, "sum")?;
         let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DType::I64)? };
         x.reduce_raw(ReduceOp::Sum, &d, keepdim)
     }
     /// Mean of all elements (floating tensors).
     pub fn mean(&self) -> Result<Tensor> {
-        self.mean_dim(&[], false)
+        self.mean_dim(crate::SCALAR, false)
     }
     /// Mean over `dims`.
-    pub fn mean_dim(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    pub fn mean_dim(&self, dims: impl crate::Dims, keepdim: bool) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         if !self.dtype().is_float() {
             return Err(Error::dtype("mean", format!("needs a floating dtype, got {}", self.dtype())));
         }
@@ -110,7 +112,8 @@ impl Tensor {
         x.reduce_raw(ReduceOp::Prod, &(0..self.ndim()).collect::<Vec<_>>(), false)
     }
     /// Product over one dim.
-    pub fn prod_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+    pub fn prod_dim(&self, dim: impl crate::Dim, keepdim: bool) -> Result<Tensor> {
+        let dim = dim.to_isize();
         if let Some(y) = crate::autocast::autocast_op("prod", &[self], |t| t[0].prod_dim(dim, keepdim))? {
             return Ok(y);
         }
@@ -120,20 +123,22 @@ impl Tensor {
     }
     /// Largest element (NaN propagates).
     pub fn max(&self) -> Result<Tensor> {
-        self.amax(&[], false)
+        self.amax(crate::SCALAR, false)
     }
     /// Smallest element.
     pub fn min(&self) -> Result<Tensor> {
-        self.amin(&[], false)
+        self.amin(crate::SCALAR, false)
     }
     /// Maximum over `dims`.
-    pub fn amax(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    pub fn amax(&self, dims: impl crate::Dims, keepdim: bool) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         let d = self.rdims(dims, "amax")?;
         self.nonempty(&d, "amax")?;
         self.reduce_raw(ReduceOp::Max, &d, keepdim)
     }
     /// Minimum over `dims`.
-    pub fn amin(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    pub fn amin(&self, dims: impl crate::Dims, keepdim: bool) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         let d = self.rdims(dims, "amin")?;
         self.nonempty(&d, "amin")?;
         self.reduce_raw(ReduceOp::Min, &d, keepdim)
@@ -170,18 +175,20 @@ impl Tensor {
         }
     }
     /// Max along `dim` with the index where it occurs.
-    pub fn max_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+    pub fn max_dim(&self, dim: impl crate::Dim, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        let dim = dim.to_isize();
         let i = self.argmax(Some(dim), true)?;
         self.take_arg(i, dim, keepdim)
     }
     /// Min along `dim` with the index where it occurs.
-    pub fn min_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+    pub fn min_dim(&self, dim: impl crate::Dim, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        let dim = dim.to_isize();
         let i = self.argmin(Some(dim), true)?;
         self.take_arg(i, dim, keepdim)
     }
     fn take_arg(&self, idx: Tensor, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
         if self.ndim() == 0 {
-            return Ok((self.clone(), idx.reshape(&[])?));
+            return Ok((self.clone(), idx.reshape(crate::SCALAR)?));
         }
         let v = self.gather(dim, &idx)?;
         if keepdim {
@@ -191,7 +198,8 @@ impl Tensor {
         }
     }
     /// Variance over `dims` with `correction` (1 = unbiased, as `torch.var`'s default).
-    pub fn var_dim(&self, dims: &[isize], correction: f64, keepdim: bool) -> Result<Tensor> {
+    pub fn var_dim(&self, dims: impl crate::Dims, correction: f64, keepdim: bool) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         let d = self.rdims(dims, "var")?;
         let n: usize = d.iter().map(|&i| self.shape()[i]).product();
         let mean = self.mean_dim(dims, true)?;
@@ -200,26 +208,30 @@ impl Tensor {
     }
     /// Unbiased variance of all elements.
     pub fn var(&self) -> Result<Tensor> {
-        self.var_dim(&[], 1.0, false)
+        self.var_dim(crate::SCALAR, 1.0, false)
     }
     /// Standard deviation over `dims`.
-    pub fn std_dim(&self, dims: &[isize], correction: f64, keepdim: bool) -> Result<Tensor> {
+    pub fn std_dim(&self, dims: impl crate::Dims, correction: f64, keepdim: bool) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         self.var_dim(dims, correction, keepdim)?.sqrt()
     }
     /// Unbiased standard deviation of all elements.
     pub fn std(&self) -> Result<Tensor> {
-        self.std_dim(&[], 1.0, false)
+        self.std_dim(crate::SCALAR, 1.0, false)
     }
     /// (variance, mean) over `dims`.
-    pub fn var_mean(&self, dims: &[isize], correction: f64, keepdim: bool) -> Result<(Tensor, Tensor)> {
+    pub fn var_mean(&self, dims: impl crate::Dims, correction: f64, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        let dims: &[isize] = &dims.to_isizes();
         Ok((self.var_dim(dims, correction, keepdim)?, self.mean_dim(dims, keepdim)?))
     }
     /// (std, mean) over `dims`.
-    pub fn std_mean(&self, dims: &[isize], correction: f64, keepdim: bool) -> Result<(Tensor, Tensor)> {
+    pub fn std_mean(&self, dims: impl crate::Dims, correction: f64, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        let dims: &[isize] = &dims.to_isizes();
         Ok((self.std_dim(dims, correction, keepdim)?, self.mean_dim(dims, keepdim)?))
     }
     /// The p-norm over `dims` (`torch.linalg.vector_norm`): p may be inf, -inf, 0 or any real.
-    pub fn vector_norm(&self, p: f64, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    pub fn vector_norm(&self, p: f64, dims: impl crate::Dims, keepdim: bool) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         let x = if self.dtype().is_float() { self.abs()? } else { self.to_dtype(DEFAULT_FLOAT)?.abs()? };
         if p == f64::INFINITY {
             x.amax(dims, keepdim)
@@ -236,11 +248,13 @@ impl Tensor {
         }
     }
     /// `torch.norm(input, p, dim, keepdim)` for vector norms.
-    pub fn norm(&self, p: f64, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    pub fn norm(&self, p: f64, dims: impl crate::Dims, keepdim: bool) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         self.vector_norm(p, dims, keepdim)
     }
     /// `log(sum(exp(x)))` over `dims`, computed stably.
-    pub fn logsumexp(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    pub fn logsumexp(&self, dims: impl crate::Dims, keepdim: bool) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         if let Some(y) = crate::autocast::autocast_op("logsumexp", &[self], |t| t[0].logsumexp(dims, keepdim))? {
             return Ok(y);
         }
@@ -265,24 +279,27 @@ impl Tensor {
     }
     /// True when every element is nonzero.
     pub fn all(&self) -> Result<Tensor> {
-        self.all_dim(&[], false)
+        self.all_dim(crate::SCALAR, false)
     }
     /// `all` over dims.
-    pub fn all_dim(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    pub fn all_dim(&self, dims: impl crate::Dims, keepdim: bool) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         let d = self.rdims(dims, "all")?;
         self.reduce_raw(ReduceOp::All, &d, keepdim)
     }
     /// True when some element is nonzero.
     pub fn any(&self) -> Result<Tensor> {
-        self.any_dim(&[], false)
+        self.any_dim(crate::SCALAR, false)
     }
     /// `any` over dims.
-    pub fn any_dim(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+    pub fn any_dim(&self, dims: impl crate::Dims, keepdim: bool) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         let d = self.rdims(dims, "any")?;
         self.reduce_raw(ReduceOp::Any, &d, keepdim)
     }
     /// Number of nonzero elements over `dims` (i64).
-    pub fn count_nonzero(&self, dims: &[isize]) -> Result<Tensor> {
+    pub fn count_nonzero(&self, dims: impl crate::Dims) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         self.ne(0.0)?.sum_dim(dims, false)
     }
     /// Lower median of all elements.
@@ -293,7 +310,8 @@ impl Tensor {
     }
     /// Lower median along `dim`, with its index. A slice holding a NaN has median NaN, at the index
     /// of its first NaN (as PyTorch).
-    pub fn median_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+    pub fn median_dim(&self, dim: impl crate::Dim, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        let dim = dim.to_isize();
         let d = self.rdims(&[dim], "median")?;
         let n = d.first().map(|&i| self.shape()[i]).unwrap_or(1);
         let (v, i) = self.kthvalue(n.div_ceil(2), dim, keepdim)?;
@@ -309,7 +327,8 @@ impl Tensor {
         Ok((Tensor::where_cond(&has, f64::NAN, &v)?, Tensor::where_cond(&has, &first, &i)?))
     }
     /// The k-th smallest (1-based) along `dim`, with its index.
-    pub fn kthvalue(&self, k: usize, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+    pub fn kthvalue(&self, k: usize, dim: impl crate::Dim, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        let dim = dim.to_isize();
         let x = if self.ndim() == 0 { self.reshape(&[1])? } else { self.clone() };
         let d = normalize_dim(dim, x.ndim(), "kthvalue")?;
         let n = x.shape()[d];
@@ -359,7 +378,8 @@ impl Tensor {
         ))
     }
     /// Running sum along `dim` (integers accumulate in i64).
-    pub fn cumsum(&self, dim: isize) -> Result<Tensor> {
+    pub fn cumsum(&self, dim: impl crate::Dim) -> Result<Tensor> {
+        let dim = dim.to_isize();
         if let Some(y) = crate::autocast::autocast_op("cumsum", &[self], |t| t[0].cumsum(dim))? {
             return Ok(y);
         }
@@ -367,25 +387,29 @@ impl Tensor {
         Ok(x.scan(ScanOp::Cumsum, dim)?.0)
     }
     /// Running product along `dim`.
-    pub fn cumprod(&self, dim: isize) -> Result<Tensor> {
+    pub fn cumprod(&self, dim: impl crate::Dim) -> Result<Tensor> {
+        let dim = dim.to_isize();
         let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DType::I64)? };
         Ok(x.scan(ScanOp::Cumprod, dim)?.0)
     }
     /// Running maximum along `dim` and where it was attained.
-    pub fn cummax(&self, dim: isize) -> Result<(Tensor, Tensor)> {
+    pub fn cummax(&self, dim: impl crate::Dim) -> Result<(Tensor, Tensor)> {
+        let dim = dim.to_isize();
         let (v, i) = self.scan(ScanOp::Cummax, dim)?;
         Ok((v, i.expect("cummax returns indices")))
     }
     /// Running minimum along `dim` and where it was attained.
-    pub fn cummin(&self, dim: isize) -> Result<(Tensor, Tensor)> {
+    pub fn cummin(&self, dim: impl crate::Dim) -> Result<(Tensor, Tensor)> {
+        let dim = dim.to_isize();
         let (v, i) = self.scan(ScanOp::Cummin, dim)?;
         Ok((v, i.expect("cummin returns indices")))
     }
 
     /// Sorts along `dim` (stable): values and i64 indices.
-    pub fn sort(&self, dim: isize, descending: bool) -> Result<(Tensor, Tensor)> {
+    pub fn sort(&self, dim: impl crate::Dim, descending: bool) -> Result<(Tensor, Tensor)> {
+        let dim = dim.to_isize();
         if self.ndim() == 0 {
-            return Ok((self.clone(), Tensor::zeros_with(&[], DType::I64, self.device())?));
+            return Ok((self.clone(), Tensor::zeros_with(crate::SCALAR, DType::I64, self.device())?));
         }
         let d = normalize_dim(dim, self.ndim(), "sort")?;
         let (v, i) = self.backend().sort(self.v(), d, descending, true)?;
@@ -397,11 +421,19 @@ impl Tensor {
         Ok((v, i))
     }
     /// Indices that sort along `dim`.
-    pub fn argsort(&self, dim: isize, descending: bool) -> Result<Tensor> {
+    pub fn argsort(&self, dim: impl crate::Dim, descending: bool) -> Result<Tensor> {
+        let dim = dim.to_isize();
         Ok(self.sort(dim, descending)?.1)
     }
+    /// The `k` largest along the last dim, sorted, with their indices (PyTorch's `topk(k)`; see
+    /// [`Tensor::topk_with`] for another dim or the smallest).
+    pub fn topk(&self, k: usize) -> Result<(Tensor, Tensor)> {
+        self.topk_with(k, -1, true)
+    }
+
     /// The `k` largest (or smallest) along `dim`, sorted, with their indices.
-    pub fn topk(&self, k: usize, dim: isize, largest: bool) -> Result<(Tensor, Tensor)> {
+    pub fn topk_with(&self, k: usize, dim: impl crate::Dim, largest: bool) -> Result<(Tensor, Tensor)> {
+        let dim = dim.to_isize();
         let d = if self.ndim() == 0 { 0 } else { normalize_dim(dim, self.ndim(), "topk")? };
         let n = self.shape().get(d).copied().unwrap_or(1);
         if k > n {
@@ -415,14 +447,16 @@ impl Tensor {
     }
 
     /// Softmax along `dim` (integer inputs become f32), one fused backend kernel.
-    pub fn softmax(&self, dim: isize) -> Result<Tensor> {
+    pub fn softmax(&self, dim: impl crate::Dim) -> Result<Tensor> {
+        let dim = dim.to_isize();
         if let Some(y) = crate::autocast::autocast_op("softmax", &[self], |t| t[0].softmax(dim))? {
             return Ok(y);
         }
         self.softmax_impl(dim, false)
     }
     /// Log-softmax along `dim`, one fused backend kernel.
-    pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+    pub fn log_softmax(&self, dim: impl crate::Dim) -> Result<Tensor> {
+        let dim = dim.to_isize();
         if let Some(y) = crate::autocast::autocast_op("log_softmax", &[self], |t| t[0].log_softmax(dim))? {
             return Ok(y);
         }
@@ -450,7 +484,8 @@ impl Tensor {
         out.reshape(&self.shape().iter().map(|&s| s as isize).collect::<Vec<_>>())
     }
     /// Softmin along `dim`.
-    pub fn softmin(&self, dim: isize) -> Result<Tensor> {
+    pub fn softmin(&self, dim: impl crate::Dim) -> Result<Tensor> {
+        let dim = dim.to_isize();
         self.neg()?.softmax(dim)
     }
 

@@ -159,7 +159,8 @@ impl Tensor {
     }
 
     /// A tensor with a new shape (one dim may be -1): a view when the strides allow, else a copy.
-    pub fn reshape(&self, shape: &[isize]) -> Result<Tensor> {
+    pub fn reshape(&self, shape: impl crate::Dims) -> Result<Tensor> {
+        let shape: &[isize] = &shape.to_isizes();
         let shape = self.infer_shape(shape, "reshape")?;
         let orig = self.shape_isize();
         match self.layout().reshape(&shape) {
@@ -172,7 +173,8 @@ impl Tensor {
     }
 
     /// Like [`Tensor::reshape`] but never copies: an error when the strides do not allow a view.
-    pub fn view(&self, shape: &[isize]) -> Result<Tensor> {
+    pub fn view(&self, shape: impl crate::Dims) -> Result<Tensor> {
+        let shape: &[isize] = &shape.to_isizes();
         let shape = self.infer_shape(shape, "view")?;
         let l = self.layout().reshape(&shape).ok_or_else(|| {
             Error::shape(
@@ -185,7 +187,9 @@ impl Tensor {
     }
 
     /// Flattens dims `start..=end` into one.
-    pub fn flatten(&self, start: isize, end: isize) -> Result<Tensor> {
+    pub fn flatten(&self, start: impl crate::Dim, end: impl crate::Dim) -> Result<Tensor> {
+        let start = start.to_isize();
+        let end = end.to_isize();
         if self.ndim() == 0 {
             return self.reshape(&[1]);
         }
@@ -201,7 +205,9 @@ impl Tensor {
     }
 
     /// Splits dim `dim` into `sizes` (`Tensor.unflatten`).
-    pub fn unflatten(&self, dim: isize, sizes: &[isize]) -> Result<Tensor> {
+    pub fn unflatten(&self, dim: impl crate::Dim, sizes: impl crate::Dims) -> Result<Tensor> {
+        let dim = dim.to_isize();
+        let sizes: &[isize] = &sizes.to_isizes();
         let d = self.d(dim, "unflatten")?;
         let mut new: Vec<isize> = self.shape()[..d].iter().map(|&x| x as isize).collect();
         new.extend_from_slice(sizes);
@@ -210,7 +216,8 @@ impl Tensor {
     }
 
     /// Reorders dims.
-    pub fn permute(&self, dims: &[isize]) -> Result<Tensor> {
+    pub fn permute(&self, dims: impl crate::Dims) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         let d = normalize_dims(dims, self.ndim(), "permute")?;
         let layout = self.layout().permute(&d)?; // validates that `d` is a permutation
         let mut inv = vec![0isize; d.len()];
@@ -221,7 +228,9 @@ impl Tensor {
     }
 
     /// Swaps two dims.
-    pub fn transpose(&self, a: isize, b: isize) -> Result<Tensor> {
+    pub fn transpose(&self, a: impl crate::Dim, b: impl crate::Dim) -> Result<Tensor> {
+        let a = a.to_isize();
+        let b = b.to_isize();
         if self.ndim() == 0 {
             normalize_dim(a, 0, "transpose")?;
             normalize_dim(b, 0, "transpose")?;
@@ -246,7 +255,9 @@ impl Tensor {
     }
 
     /// Moves dims `src` to positions `dst`.
-    pub fn movedim(&self, src: &[isize], dst: &[isize]) -> Result<Tensor> {
+    pub fn movedim(&self, src: impl crate::Dims, dst: impl crate::Dims) -> Result<Tensor> {
+        let src: &[isize] = &src.to_isizes();
+        let dst: &[isize] = &dst.to_isizes();
         let n = self.ndim();
         let (s, d) = (normalize_dims(src, n, "movedim")?, normalize_dims(dst, n, "movedim")?);
         if s.len() != d.len() {
@@ -271,7 +282,9 @@ impl Tensor {
     }
 
     /// `len` elements from `start` along `dim` (a view).
-    pub fn narrow(&self, dim: isize, start: isize, len: usize) -> Result<Tensor> {
+    pub fn narrow(&self, dim: impl crate::Dim, start: impl crate::Dim, len: usize) -> Result<Tensor> {
+        let dim = dim.to_isize();
+        let start = start.to_isize();
         let d = self.d(dim, "narrow")?;
         let size = self.shape()[d] as isize;
         let s = if start < 0 { start + size } else { start };
@@ -283,7 +296,8 @@ impl Tensor {
     }
 
     /// Python-style slice `start:end:step` along `dim` (negative and out-of-range bounds as in Python).
-    pub fn slice(&self, dim: isize, start: Option<isize>, end: Option<isize>, step: usize) -> Result<Tensor> {
+    pub fn slice(&self, dim: impl crate::Dim, start: Option<isize>, end: Option<isize>, step: usize) -> Result<Tensor> {
+        let dim = dim.to_isize();
         let d = self.d(dim, "slice")?;
         let n = self.shape()[d] as isize;
         let clamp = |v: isize| if v < 0 { (v + n).max(0) } else { v.min(n) } as usize;
@@ -294,7 +308,9 @@ impl Tensor {
     }
 
     /// Removes `dim` by picking `index` (negative counts from the end).
-    pub fn select(&self, dim: isize, index: isize) -> Result<Tensor> {
+    pub fn select(&self, dim: impl crate::Dim, index: impl crate::Dim) -> Result<Tensor> {
+        let dim = dim.to_isize();
+        let index = index.to_isize();
         let d = self.d(dim, "select")?;
         let n = self.shape()[d] as isize;
         let i = if index < 0 { index + n } else { index };
@@ -305,7 +321,8 @@ impl Tensor {
     }
 
     /// Broadcasts to `size` (-1 keeps a dim) without copying.
-    pub fn expand(&self, size: &[isize]) -> Result<Tensor> {
+    pub fn expand(&self, size: impl crate::Dims) -> Result<Tensor> {
+        let size: &[isize] = &size.to_isizes();
         let lead = size
             .len()
             .checked_sub(self.ndim())
@@ -331,14 +348,16 @@ impl Tensor {
     }
 
     /// Inserts a size-1 dim.
-    pub fn unsqueeze(&self, dim: isize) -> Result<Tensor> {
+    pub fn unsqueeze(&self, dim: impl crate::Dim) -> Result<Tensor> {
+        let dim = dim.to_isize();
         let d = normalize_dim(dim, self.ndim() + 1, "unsqueeze")?;
         let orig = self.shape_isize();
         Ok(self.view_op("unsqueeze", self.layout().unsqueeze(d)?, move |g| g.reshape(&orig)))
     }
 
     /// Removes `dim` if it has size 1.
-    pub fn squeeze_dim(&self, dim: isize) -> Result<Tensor> {
+    pub fn squeeze_dim(&self, dim: impl crate::Dim) -> Result<Tensor> {
+        let dim = dim.to_isize();
         if self.ndim() == 0 {
             normalize_dim(dim, 0, "squeeze")?;
             return Ok(self.clone());
@@ -349,7 +368,8 @@ impl Tensor {
     }
 
     /// Removes the size-1 dims among `dims`.
-    pub fn squeeze_dims(&self, dims: &[isize]) -> Result<Tensor> {
+    pub fn squeeze_dims(&self, dims: impl crate::Dims) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         let mut d = normalize_dims(dims, self.ndim(), "squeeze")?;
         d.sort_unstable_by(|a, b| b.cmp(a));
         let mut l = self.layout().clone();
@@ -367,7 +387,10 @@ impl Tensor {
     }
 
     /// The diagonal of dims `d1`, `d2` (a view).
-    pub fn diagonal(&self, offset: isize, d1: isize, d2: isize) -> Result<Tensor> {
+    pub fn diagonal(&self, offset: impl crate::Dim, d1: impl crate::Dim, d2: impl crate::Dim) -> Result<Tensor> {
+        let offset = offset.to_isize();
+        let d1 = d1.to_isize();
+        let d2 = d2.to_isize();
         let (a, b) = (self.d(d1, "diagonal")?, self.d(d2, "diagonal")?);
         let shape = self.shape().to_vec();
         Ok(self.view_op("diagonal", self.layout().diagonal(offset, a, b)?, move |g| {
@@ -376,7 +399,8 @@ impl Tensor {
     }
 
     /// Sliding windows of `size` every `step` along `dim`, as a new last dim (a view).
-    pub fn unfold(&self, dim: isize, size: usize, step: usize) -> Result<Tensor> {
+    pub fn unfold(&self, dim: impl crate::Dim, size: usize, step: usize) -> Result<Tensor> {
+        let dim = dim.to_isize();
         let d = self.d(dim, "unfold")?;
         let shape = self.shape().to_vec();
         let l = self.layout().unfold(d, size, step)?;
@@ -401,7 +425,8 @@ impl Tensor {
 
     /// `torch.diag`: a 1-d input becomes a square matrix with it on diagonal `offset`; a 2-d input gives
     /// that diagonal.
-    pub fn diag(&self, offset: isize) -> Result<Tensor> {
+    pub fn diag(&self, offset: impl crate::Dim) -> Result<Tensor> {
+        let offset = offset.to_isize();
         match self.ndim() {
             1 => {
                 let n = self.shape()[0] + offset.unsigned_abs();
@@ -414,17 +439,19 @@ impl Tensor {
     }
 
     /// Concatenates along `dim`.
-    pub fn cat(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
+    pub fn cat<T: crate::AsTensor>(tensors: &[T], dim: impl crate::Dim) -> Result<Tensor> {
+        let dim = dim.to_isize();
+        let tensors: Vec<&Tensor> = tensors.iter().map(|t| t.as_tensor()).collect();
         if crate::autocast::is_autocast_enabled() {
-            let refs: Vec<&Tensor> = tensors.iter().collect();
+            let refs = tensors.clone();
             if let Some(y) = crate::autocast::autocast_op("cat", &refs, |t| Tensor::cat(t, dim))? {
                 return Ok(y);
             }
         }
         let first = tensors.first().ok_or_else(|| Error::invalid("cat", "expects a non-empty list of tensors"))?;
         // PyTorch skips 1-d empty tensors in cat
-        let parts: Vec<&Tensor> = tensors.iter().filter(|t| !(t.ndim() == 1 && t.numel() == 0)).collect();
-        let Some(reference) = parts.first() else { return Ok(first.clone()) };
+        let parts: Vec<&Tensor> = tensors.iter().copied().filter(|t| !(t.ndim() == 1 && t.numel() == 0)).collect();
+        let Some(reference) = parts.first() else { return Ok((*first).clone()) };
         let d = reference.d(dim, "cat")?;
         let mut dt = reference.dtype();
         let mut shape = reference.shape().to_vec();
@@ -467,16 +494,18 @@ impl Tensor {
     }
 
     /// Stacks along a new dim.
-    pub fn stack(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
+    pub fn stack<T: crate::AsTensor>(tensors: &[T], dim: impl crate::Dim) -> Result<Tensor> {
+        let dim = dim.to_isize();
+        let tensors: Vec<&Tensor> = tensors.iter().map(|t| t.as_tensor()).collect();
         if crate::autocast::is_autocast_enabled() {
-            let refs: Vec<&Tensor> = tensors.iter().collect();
+            let refs = tensors.clone();
             if let Some(y) = crate::autocast::autocast_op("stack", &refs, |t| Tensor::stack(t, dim))? {
                 return Ok(y);
             }
         }
         let first = tensors.first().ok_or_else(|| Error::invalid("stack", "expects a non-empty list of tensors"))?;
         let d = normalize_dim(dim, first.ndim() + 1, "stack")?;
-        for t in tensors {
+        for t in &tensors {
             if t.shape() != first.shape() {
                 return Err(Error::shape(
                     "stack",
@@ -489,7 +518,8 @@ impl Tensor {
     }
 
     /// Splits into pieces of `size` along `dim` (the last may be smaller).
-    pub fn split(&self, size: usize, dim: isize) -> Result<Vec<Tensor>> {
+    pub fn split(&self, size: usize, dim: impl crate::Dim) -> Result<Vec<Tensor>> {
+        let dim = dim.to_isize();
         let d = self.d(dim, "split")?;
         if size == 0 {
             return Err(Error::invalid("split", "split size must be positive"));
@@ -501,7 +531,8 @@ impl Tensor {
     }
 
     /// Splits into pieces of the given sizes along `dim`.
-    pub fn split_sizes(&self, sizes: &[usize], dim: isize) -> Result<Vec<Tensor>> {
+    pub fn split_sizes(&self, sizes: &[usize], dim: impl crate::Dim) -> Result<Vec<Tensor>> {
+        let dim = dim.to_isize();
         let d = self.d(dim, "split")?;
         if sizes.iter().sum::<usize>() != self.shape()[d] {
             return Err(Error::invalid(
@@ -521,7 +552,8 @@ impl Tensor {
     }
 
     /// Splits into `chunks` nearly equal pieces (PyTorch's rule: size ceil(n / chunks)).
-    pub fn chunk(&self, chunks: usize, dim: isize) -> Result<Vec<Tensor>> {
+    pub fn chunk(&self, chunks: usize, dim: impl crate::Dim) -> Result<Vec<Tensor>> {
+        let dim = dim.to_isize();
         if chunks == 0 {
             return Err(Error::invalid("chunk", "chunks must be positive"));
         }
@@ -531,13 +563,15 @@ impl Tensor {
     }
 
     /// Removes `dim`, returning every slice along it.
-    pub fn unbind(&self, dim: isize) -> Result<Vec<Tensor>> {
+    pub fn unbind(&self, dim: impl crate::Dim) -> Result<Vec<Tensor>> {
+        let dim = dim.to_isize();
         let d = self.d(dim, "unbind")?;
         (0..self.shape()[d]).map(|i| self.select(d as isize, i as isize)).collect()
     }
 
     /// Reverses the order along `dims`.
-    pub fn flip(&self, dims: &[isize]) -> Result<Tensor> {
+    pub fn flip(&self, dims: impl crate::Dims) -> Result<Tensor> {
+        let dims: &[isize] = &dims.to_isizes();
         let dims = normalize_dims(dims, self.ndim(), "flip")?;
         if self.ndim() == 0 {
             return Ok(self.clone());
@@ -552,7 +586,9 @@ impl Tensor {
     }
 
     /// Rolls elements along `dims` by `shifts` (flattened when `dims` is empty).
-    pub fn roll(&self, shifts: &[isize], dims: &[isize]) -> Result<Tensor> {
+    pub fn roll(&self, shifts: impl crate::Dims, dims: impl crate::Dims) -> Result<Tensor> {
+        let shifts: &[isize] = &shifts.to_isizes();
+        let dims: &[isize] = &dims.to_isizes();
         if dims.is_empty() {
             return self
                 .flatten(0, -1)?
@@ -635,7 +671,8 @@ impl Tensor {
 
     /// Pads the last dims: `pad` is (left, right) for the last dim, then the one before, ... as in
     /// `F.pad`. Negative pads crop (constant mode).
-    pub fn pad(&self, pad: &[isize], mode: PadMode, value: f64) -> Result<Tensor> {
+    pub fn pad(&self, pad: impl crate::Dims, mode: PadMode, value: f64) -> Result<Tensor> {
+        let pad: &[isize] = &pad.to_isizes();
         if !pad.len().is_multiple_of(2) || pad.len() / 2 > self.ndim() {
             return Err(Error::invalid(
                 "pad",

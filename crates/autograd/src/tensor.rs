@@ -162,18 +162,20 @@ impl Tensor {
     /// let t = ember_autograd::Tensor::from_vec(vec![1i64, 2, 3], &[3]).unwrap();
     /// assert_eq!(t.dtype(), ember_storage::DType::I64);
     /// ```
-    pub fn from_vec<T: HostElement>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+    pub fn from_vec<T: HostElement>(data: Vec<T>, shape: impl crate::Dims) -> Result<Tensor> {
+        let shape: &[usize] = &shape.to_sizes("from_vec")?;
         Tensor::from_host(HostData::from_vec(data), shape, Device::Cpu)
     }
 
     /// A CPU tensor copied from a slice.
-    pub fn from_slice<T: HostElement>(data: &[T], shape: &[usize]) -> Result<Tensor> {
+    pub fn from_slice<T: HostElement>(data: &[T], shape: impl crate::Dims) -> Result<Tensor> {
+        let shape: &[usize] = &shape.to_sizes("from_slice")?;
         Tensor::from_vec(data.to_vec(), shape)
     }
 
     /// A zero-dimensional CPU tensor.
     pub fn scalar<T: HostElement>(value: T) -> Tensor {
-        Tensor::from_vec(vec![value], &[]).expect("one element fits shape []")
+        Tensor::from_vec(vec![value], crate::SCALAR).expect("one element fits shape []")
     }
 
     /// The elements in row-major order, copied to the host.
@@ -184,6 +186,19 @@ impl Tensor {
     /// The elements as a `Vec<T>`; `T` must be the tensor's dtype (see [`Tensor::to_dtype`]).
     pub fn to_vec<T: HostElement>(&self) -> Result<Vec<T>> {
         self.to_host()?.into_vec()
+    }
+
+    /// A 2-d tensor's rows as vectors (PyTorch's `tolist()` for a matrix); `T` must be the dtype.
+    pub fn to_vec2<T: HostElement>(&self) -> Result<Vec<Vec<T>>> {
+        let [_, c] = self.dims()?;
+        let flat = self.to_vec::<T>()?;
+        Ok(if c == 0 { vec![vec![]; self.shape()[0]] } else { flat.chunks(c).map(<[T]>::to_vec).collect() })
+    }
+
+    /// A 3-d tensor's elements nested as `[i][j][k]`; `T` must be the dtype.
+    pub fn to_vec3<T: HostElement>(&self) -> Result<Vec<Vec<Vec<T>>>> {
+        let [a, _, _] = self.dims()?;
+        (0..a).map(|i| self.select(0, i)?.to_vec2()).collect()
     }
 
     /// The elements converted to f64, whatever the dtype (handy in tests and printing).
@@ -205,6 +220,25 @@ impl Tensor {
     /// Sizes.
     pub fn shape(&self) -> &[usize] {
         self.0.layout.shape()
+    }
+    /// The sizes as an array of `N`, for destructuring (`let [b, t, c] = x.dims()?;`); an error
+    /// naming both ranks when the tensor does not have `N` dims.
+    pub fn dims<const N: usize>(&self) -> Result<[usize; N]> {
+        self.shape()
+            .try_into()
+            .map_err(|_| Error::shape("dims", format!("expected a tensor with {N} dims, got shape {:?}", self.shape())))
+    }
+    /// The sizes of a 2-d tensor: `let [n, c] = x.dims2()?;`.
+    pub fn dims2(&self) -> Result<[usize; 2]> {
+        self.dims()
+    }
+    /// The sizes of a 3-d tensor: `let [b, t, c] = x.dims3()?;`.
+    pub fn dims3(&self) -> Result<[usize; 3]> {
+        self.dims()
+    }
+    /// The sizes of a 4-d tensor: `let [n, c, h, w] = x.dims4()?;`.
+    pub fn dims4(&self) -> Result<[usize; 4]> {
+        self.dims()
     }
     /// Sizes (PyTorch's `size()`).
     pub fn size(&self) -> Vec<usize> {
@@ -263,7 +297,8 @@ impl Tensor {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)
     }
     /// Size of one dim (negative counts from the end).
-    pub fn size_of(&self, dim: isize) -> Result<usize> {
+    pub fn size_of(&self, dim: impl crate::Dim) -> Result<usize> {
+        let dim = dim.to_isize();
         let d = self.0.layout.dim(dim, "size")?;
         Ok(self.shape().get(d).copied().unwrap_or(1))
     }

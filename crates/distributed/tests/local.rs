@@ -17,9 +17,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 fn net() -> Sequential {
     manual_seed(7);
     let mut s = Sequential::new();
-    s.push(Linear::new(3, 5, true).unwrap());
+    s.push(Linear::new(3, 5).unwrap());
     s.push(Tanh::default());
-    s.push(Linear::new(5, 2, true).unwrap());
+    s.push(Linear::new(5, 2).unwrap());
     s
 }
 
@@ -93,7 +93,7 @@ impl Module for WithSpare {
 }
 
 fn with_spare() -> WithSpare {
-    WithSpare { used: net(), spare: Linear::new(2, 2, true).unwrap() }
+    WithSpare { used: net(), spare: Linear::new(2, 2).unwrap() }
 }
 
 #[test]

@@ -53,9 +53,9 @@ fn a_world_of_one_on_a_gpu_reduces_gathers_and_trains() {
     let net = || {
         manual_seed(3);
         let mut s = Sequential::new();
-        s.push(Linear::new(3, 4, true).unwrap());
+        s.push(Linear::new(3, 4).unwrap());
         s.push(Tanh::default());
-        s.push(Linear::new(4, 2, true).unwrap());
+        s.push(Linear::new(4, 2).unwrap());
         s.to_device(dev).unwrap();
         s
     };

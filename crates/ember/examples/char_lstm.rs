@@ -97,9 +97,9 @@ fn train(args: &Args) -> Result<(f64, f64, String)> {
     let ids: Vec<i64> = text.chars().map(|c| vocab.id(c)).collect();
     let v = vocab.chars.len();
     let mut model = CharModel {
-        embed: Embedding::new(v, 48, None)?,
+        embed: Embedding::new(v, 48)?,
         lstm: Rnn::lstm(48, args.hidden, RnnOptions { batch_first: true, ..Default::default() })?,
-        head: Linear::new(args.hidden, v, true)?,
+        head: Linear::new(args.hidden, v)?,
     };
     model.to_device(device)?; // initialised on the CPU: every device starts from the same weights
     let mut opt = ember::optim::Adam::adam(model.parameters(), AdamOptions::adam(3e-3))?;
@@ -125,9 +125,9 @@ fn train(args: &Args) -> Result<(f64, f64, String)> {
         pos += args.bptt;
         let x = Tensor::from_vec(x, &[args.batch, args.bptt])?.to(device)?;
         let y = Tensor::from_vec(y, &[args.batch * args.bptt])?.to(device)?;
-        opt.zero_grad(true)?;
+        opt.zero_grad()?;
         let (logits, (h, c)) = model.run(&x, state.take())?;
-        let loss = F::cross_entropy(&logits.reshape(&[-1, v as isize])?, &y, &Default::default())?;
+        let loss = F::cross_entropy_with(&logits.reshape(&[-1, v as isize])?, &y, &Default::default())?;
         loss.backward()?;
         clip_grad_norm_(&model.parameters(), 1.0, 2.0, false)?;
         opt.step()?;

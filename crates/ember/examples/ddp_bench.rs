@@ -23,11 +23,11 @@ const STEPS: usize = 5;
 
 fn w7() -> Result<Sequential> {
     Ok(Sequential::new()
-        .layer(Linear::new(784, 512, true)?)
+        .layer(Linear::new(784, 512)?)
         .layer(ReLU::default())
-        .layer(Linear::new(512, 256, true)?)
+        .layer(Linear::new(512, 256)?)
         .layer(ReLU::default())
-        .layer(Linear::new(256, 10, true)?))
+        .layer(Linear::new(256, 10)?))
 }
 
 fn w11() -> Result<TransformerEncoderLayer> {
@@ -96,12 +96,12 @@ fn main() -> Result<()> {
                 opt = Adam::adam(d.module().parameters(), AdamOptions::adam(1e-3))?;
             }
             let t = time(g, || {
-                opt.zero_grad(true)?;
+                opt.zero_grad()?;
                 let out = match &ddp {
                     Some(d) => d.forward(&x)?,
                     None => net.forward(&x)?,
                 };
-                F::cross_entropy(&out, &y, &Default::default())?.backward()?;
+                F::cross_entropy_with(&out, &y, &Default::default())?.backward()?;
                 opt.step()
             })?;
             emit(g, "W7", mode, t);

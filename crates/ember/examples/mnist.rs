@@ -107,19 +107,19 @@ impl Net {
 
 fn model() -> Result<Sequential> {
     Ok(Sequential::new()
-        .layer(Conv2d::conv2d(1, 32, 3, 1, 1)?)
+        .layer(Conv2d::square(1, 32, 3, 1, 1)?)
         .layer(BatchNorm2d::new(32)?)
         .layer(ReLU::default())
         .layer(MaxPool2d::square(2))
-        .layer(Conv2d::conv2d(32, 64, 3, 1, 1)?)
+        .layer(Conv2d::square(32, 64, 3, 1, 1)?)
         .layer(BatchNorm2d::new(64)?)
         .layer(ReLU::default())
         .layer(MaxPool2d::square(2))
         .layer(Flatten::default())
         .layer(Dropout::new(0.3))
-        .layer(Linear::new(64 * 49, 128, true)?)
+        .layer(Linear::new(64 * 49, 128)?)
         .layer(ReLU::default())
-        .layer(Linear::new(128, 10, true)?))
+        .layer(Linear::new(128, 10)?))
 }
 
 /// Pads by 2 with the normalised background and crops a 28x28 window at a random offset.
@@ -140,7 +140,7 @@ fn accuracy(net: &mut Sequential, x: &Tensor, y: &Tensor) -> Result<f64> {
         }
         Ok(correct / x.shape()[0] as f64)
     })?;
-    net.train(true);
+    net.train();
     Ok(acc)
 }
 
@@ -315,10 +315,10 @@ fn run(args: Args) -> Result<History> {
             let batch = batch?;
             // shifted on the host (one random stream for every device), then moved
             let (x, y) = (random_shift(&batch[0], &mut shift_rng)?.to(device)?, &batch[1].to(device)?);
-            opt.zero_grad(true)?;
+            opt.zero_grad()?;
             let forward = || -> Result<(Tensor, Tensor)> {
                 let logits = net.forward(&x)?;
-                let loss = F::cross_entropy(&logits, y, &Default::default())?;
+                let loss = F::cross_entropy_with(&logits, y, &Default::default())?;
                 Ok((logits, loss))
             };
             let (logits, loss) = match amp {

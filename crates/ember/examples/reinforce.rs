@@ -129,9 +129,9 @@ fn train(args: &Args, env: &mut dyn Environment) -> Result<(f64, f64)> {
     manual_seed(args.seed);
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let policy = Sequential::new()
-        .layer(Linear::new(env.observation_size(), 64, true)?)
+        .layer(Linear::new(env.observation_size(), 64)?)
         .layer(Tanh::default())
-        .layer(Linear::new(64, env.num_actions(), true)?);
+        .layer(Linear::new(64, env.num_actions())?);
     let mut opt = ember::optim::Adam::adam(policy.parameters(), AdamOptions::adam(1e-2))?;
     let (mut first, mut last) = (0.0, 0.0);
     for update in 0..args.updates {
@@ -158,7 +158,7 @@ fn train(args: &Args, env: &mut dyn Environment) -> Result<(f64, f64)> {
             terms.push(Tensor::stack(&logps, 0)?.mul(&adv)?.sum()?.neg()?);
         }
         let loss = Tensor::stack(&terms, 0)?.mean()?;
-        opt.zero_grad(true)?;
+        opt.zero_grad()?;
         loss.backward()?;
         opt.step()?;
         let mean_len = total_len as f64 / args.episodes as f64;

@@ -21,7 +21,7 @@ fn main() -> Result<()> {
     let conv = img.conv(&k, None, &ConvOptions::new(2))?;
     println!("conv2d of a 6x6 image with two 3x3 box filters -> shape {:?}", conv.shape());
 
-    let (vals, idx) = Tensor::from_vec(vec![3.0f32, 1.0, 4.0, 1.0, 5.0, 9.0], &[6])?.topk(3, 0, true)?;
+    let (vals, idx) = Tensor::from_vec(vec![3.0f32, 1.0, 4.0, 1.0, 5.0, 9.0], &[6])?.topk_with(3, 0, true)?;
     println!("topk(3) of [3, 1, 4, 1, 5, 9]: values {vals}, indices {idx}");
 
     let b = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3, 1])?;

@@ -99,10 +99,10 @@ fn train(args: &Args) -> Result<(f64, f64)> {
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let d = 64;
     let mut net = TreeNet {
-        leaf: Embedding::new(10, d, None)?,
-        add: Linear::new(2 * d, d, true)?,
-        mul: Linear::new(2 * d, d, true)?,
-        out: Linear::new(d, 10, true)?,
+        leaf: Embedding::new(10, d)?,
+        add: Linear::new(2 * d, d)?,
+        mul: Linear::new(2 * d, d)?,
+        out: Linear::new(d, 10)?,
     };
     let device = Device::parse(&args.device)?;
     net.to_device(device)?;
@@ -124,8 +124,8 @@ fn train(args: &Args) -> Result<(f64, f64)> {
         let codes = trees.iter().map(|t| net.encode(t)).collect::<Result<Vec<_>>>()?;
         let logits = net.out.forward(&Tensor::cat(&codes, 0)?)?;
         let y = Tensor::from_vec(trees.iter().map(|t| t.value()).collect::<Vec<_>>(), &[trees.len()])?.to(device)?;
-        let loss = F::cross_entropy(&logits, &y, &Default::default())?;
-        opt.zero_grad(true)?;
+        let loss = F::cross_entropy_with(&logits, &y, &Default::default())?;
+        opt.zero_grad()?;
         loss.backward()?;
         opt.step()?;
         if step % 250 == 0 {

@@ -21,12 +21,18 @@ pub use ember_optim as optim;
 pub use ember_storage as storage;
 pub use ember_storage::{Backend, Layout};
 
-/// The names most programs need.
+/// The names most programs need: `use ember::prelude::*;` brings the tensor type and its
+/// argument traits, the `tensor!`/`idx!` macros, grad-mode scopes, the module traits and the
+/// builder traits of the layers (`Conv2d::new(3, 16, 4).stride(2).bias(false)`), the losses'
+/// options, `init`, the optimizer trait with parameter groups, schedulers and the grad scaler.
 pub mod prelude {
     pub use ember_autograd::{
-        autocast, idx, manual_seed, no_grad, s, ConvOptions, ConvPadding, CudaDeviceExt, DType, Device, Error, PadMode,
-        PoolOptions, Result, SliceItem, Tensor, ELLIPSIS, NEW_AXIS,
+        autocast, idx, manual_seed, no_grad, s, tensor, AsTensor, ConvOptions, ConvPadding, CudaDeviceExt, DType,
+        Device, Dim, Dims, Error, PadMode, PoolOptions, Result, SliceItem, Tensor, ELLIPSIS, NEW_AXIS, SCALAR,
     };
-    pub use ember_nn::{functional as F, layers as nn_layers, Module, ModuleExt, Sequential};
-    pub use ember_optim::{lr_scheduler, GradScaler, GradScalerOptions, Optimizer};
+    pub use ember_nn::functional::{ClassLossOptions, Reduction};
+    pub use ember_nn::layers::{ConvBuilder, WithBias};
+    pub use ember_nn::{functional as F, init, layers as nn_layers, Module, ModuleExt, Sequential};
+    pub use ember_optim as optim;
+    pub use ember_optim::{clip_grad_norm_, lr_scheduler, GradScaler, GradScalerOptions, Optimizer, ParamGroup};
 }

@@ -195,8 +195,20 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             Kind::Skip => {}
         }
     }
+    // `Any` needs `'static`: only structs without lifetime or type parameters offer it
+    let plain = input.generics.lifetimes().next().is_none() && input.generics.type_params().next().is_none();
+    let as_any = if plain {
+        quote! {
+            fn as_any_mut(&mut self) -> ::core::option::Option<&mut dyn ::core::any::Any> {
+                ::core::option::Option::Some(self)
+            }
+        }
+    } else {
+        quote! {}
+    };
     Ok(quote! {
         impl #impl_g #root::Traverse for #name #ty_g #where_g {
+            #as_any
             fn visit<'__a>(&'__a self, v: &mut dyn FnMut(#root::Slot<'__a>)) {
                 #(#visit)*
             }

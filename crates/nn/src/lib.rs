@@ -21,7 +21,7 @@
 //!     }
 //! }
 //!
-//! let net = Mlp { fc1: Linear::new(4, 8, true)?, act: ReLU::default(), fc2: Linear::new(8, 2, true)? };
+//! let net = Mlp { fc1: Linear::new(4, 8)?, act: ReLU::default(), fc2: Linear::new(8, 2)? };
 //! let keys: Vec<String> = net.state_dict().into_iter().map(|(k, _)| k).collect();
 //! assert_eq!(keys, ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]);
 //! assert_eq!(net.forward(&Tensor::randn(&[3, 4])?)?.shape(), &[3, 2]);

@@ -34,6 +34,12 @@ pub trait Traverse: Send + Sync {
     fn visit<'a>(&'a self, v: &mut dyn FnMut(Slot<'a>));
     /// Mutable counterpart of [`Traverse::visit`].
     fn visit_mut(&mut self, v: &mut dyn FnMut(SlotMut<'_>));
+    /// This module as `Any`, so [`ModuleExt::apply_to`] can find the layers of one type.
+    /// `#[derive(Module)]` provides it for structs without lifetime or type parameters; the
+    /// default (`None`) makes a module invisible to `apply_to` but not to [`ModuleExt::apply`].
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }
 
 /// A layer or network: a function of one tensor that holds parameters (PyTorch's `nn.Module`).
@@ -50,6 +56,9 @@ impl<T: Traverse + ?Sized> Traverse for Box<T> {
     }
     fn visit_mut(&mut self, v: &mut dyn FnMut(SlotMut<'_>)) {
         (**self).visit_mut(v)
+    }
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        (**self).as_any_mut()
     }
 }
 
@@ -113,6 +122,16 @@ fn walk<'a>(m: &'a dyn Traverse, prefix: &str, f: &mut dyn FnMut(&str, Slot<'a>)
         Slot::Child(name, c) => walk(c, &join(prefix, name), f),
         other => f(prefix, other),
     });
+}
+
+/// Calls `f` on every module below `m`, children before their parent, then on `m`.
+fn apply_rec(m: &mut dyn Traverse, f: &mut dyn FnMut(&mut dyn Traverse)) {
+    m.visit_mut(&mut |s| {
+        if let SlotMut::Child(_, c) = s {
+            apply_rec(c, f)
+        }
+    });
+    f(m);
 }
 
 fn walk_mut(m: &mut dyn Traverse, prefix: &str, f: &mut dyn FnMut(&str, SlotMut<'_>)) {
@@ -184,6 +203,33 @@ pub trait ModuleExt: Traverse {
         state_dict_of(self.as_traverse())
     }
 
+    /// Calls `f` on every submodule, children before parents, and last on this module (PyTorch's
+    /// `Module.apply`). To act on the layers of one type use [`ModuleExt::apply_to`].
+    fn apply(&mut self, f: &mut dyn FnMut(&mut dyn Traverse)) {
+        apply_rec(self.as_traverse_mut(), f)
+    }
+
+    /// Calls `f` on every submodule of type `M`, in [`ModuleExt::apply`]'s order: what DCGAN's
+    /// `weights_init` does by class name, with the type instead. The first error stops the walk.
+    ///
+    /// ```
+    /// use ember_nn::{init, layers::{Conv2d, Linear, ReLU}, ModuleExt, Sequential};
+    /// let mut net = Sequential::new().layer(Conv2d::new(1, 4, 3)?).layer(ReLU::default()).layer(Linear::new(4, 2)?);
+    /// net.apply_to(|c: &mut Conv2d| init::normal_(&c.weight, 0.0, 0.02))?;
+    /// # Ok::<(), ember_autograd::Error>(())
+    /// ```
+    fn apply_to<M: 'static>(&mut self, mut f: impl FnMut(&mut M) -> Result<()>) -> Result<()> {
+        let mut first_err = None;
+        self.apply(&mut |m| {
+            if first_err.is_none() {
+                if let Some(layer) = m.as_any_mut().and_then(|a| a.downcast_mut::<M>()) {
+                    first_err = f(layer).err();
+                }
+            }
+        });
+        first_err.map_or(Ok(()), Err)
+    }
+
     /// Number of trainable scalars.
     fn num_parameters(&self) -> usize {
         self.parameters().iter().map(|t| t.numel()).sum()
@@ -200,8 +246,14 @@ pub trait ModuleExt: Traverse {
         mode.unwrap_or(true)
     }
 
-    /// Sets training mode on this module and every descendant (dropout active, batch statistics).
-    fn train(&mut self, on: bool) {
+    /// Training mode on this module and every descendant (dropout active, batch statistics):
+    /// PyTorch's `train()`. [`ModuleExt::set_training`] sets either mode.
+    fn train(&mut self) {
+        self.set_training(true)
+    }
+
+    /// Sets training mode (`true`) or evaluation mode (`false`) everywhere (`train(mode)`).
+    fn set_training(&mut self, on: bool) {
         walk_mut(self.as_traverse_mut(), "", &mut |_, s| {
             if let SlotMut::Training(t) = s {
                 *t = on;
@@ -209,9 +261,9 @@ pub trait ModuleExt: Traverse {
         });
     }
 
-    /// Evaluation mode (`train(false)`).
+    /// Evaluation mode (`train(False)`).
     fn eval(&mut self) {
-        self.train(false)
+        self.set_training(false)
     }
 
     /// Sets every parameter's gradient to `None`.

@@ -21,7 +21,7 @@ proptest! {
     fn regression_losses(n in 1usize..5, m in 1usize..4, r in 0usize..3) {
         let red = [Reduction::None, Reduction::Mean, Reduction::Sum][r];
         let (x, y) = (randn(&[n, m]), randn(&[n, m]));
-        check(|t| F::mse_loss(&t[0], &t[1], red), &[x.clone(), y.clone()]);
+        check(|t| F::mse_loss_with(&t[0], &t[1], red), &[x.clone(), y.clone()]);
         check(|t| F::huber_loss(&t[0], &t[1], red, 0.7), &[x.clone(), y.clone()]);
         check(|t| F::smooth_l1_loss(&t[0], &t[1], red, 0.5), &[x.clone(), y.clone()]);
         let v = randn(&[n, m]).abs().unwrap().add(0.5).unwrap();
@@ -36,13 +36,13 @@ proptest! {
         let t = Tensor::randint(0, c as i64, &tshape).unwrap();
         let w = randn(&[c]).abs().unwrap().add(0.1).unwrap();
         let o = ClassLossOptions { weight: Some(&w), label_smoothing: smooth, ..Default::default() };
-        check(|xs| F::cross_entropy(&xs[0], &t, &o), std::slice::from_ref(&x));
+        check(|xs| F::cross_entropy_with(&xs[0], &t, &o), std::slice::from_ref(&x));
         let probs = randn(&shape).softmax(1).unwrap();
-        check(|xs| F::cross_entropy(&xs[0], &probs, &ClassLossOptions::default()), std::slice::from_ref(&x));
+        check(|xs| F::cross_entropy_with(&xs[0], &probs, &ClassLossOptions::default()), std::slice::from_ref(&x));
         let tb = Tensor::rand(&shape).unwrap().to_dtype(DType::F64).unwrap();
-        check(|xs| F::binary_cross_entropy_with_logits(&xs[0], &tb, None, None, Reduction::Mean), std::slice::from_ref(&x));
+        check(|xs| F::binary_cross_entropy_with_logits_opts(&xs[0], &tb, None, None, Reduction::Mean), std::slice::from_ref(&x));
         let p = x.sigmoid().unwrap().clamp(Some(0.05), Some(0.95)).unwrap();
-        check(|xs| F::binary_cross_entropy(&xs[0], &tb, None, Reduction::Sum), &[p]);
+        check(|xs| F::binary_cross_entropy_with(&xs[0], &tb, None, Reduction::Sum), &[p]);
         let lp = x.log_softmax(1).unwrap();
         check(|xs| F::kl_div(&xs[0], &xs[1], Reduction::BatchMean, true), &[lp.clone(), lp]);
     }

@@ -6,7 +6,7 @@ use ember_nn::{functional as F, init, Module, ModuleExt, Sequential};
 
 #[derive(ember_nn::Module)]
 struct Net {
-    conv: Conv,
+    conv: Conv2d,
     bn: BatchNorm2d,
     blocks: Vec<Linear>,
     head: Option<Linear>,
@@ -18,10 +18,10 @@ struct Net {
 
 fn net() -> Net {
     Net {
-        conv: Conv::conv2d(1, 2, 3, 1, 1).unwrap(),
+        conv: Conv2d::square(1, 2, 3, 1, 1).unwrap(),
         bn: BatchNorm2d::new(2).unwrap(),
-        blocks: vec![Linear::new(4, 4, true).unwrap(), Linear::new(4, 4, false).unwrap()],
-        head: Some(Linear::new(4, 1, true).unwrap()),
+        blocks: vec![Linear::new(4, 4).unwrap(), Linear::new(4, 4).bias(false).unwrap()],
+        head: Some(Linear::new(4, 1).unwrap()),
         scale: Tensor::ones(&[1]).unwrap(),
         name: "net".into(),
         training: true,
@@ -62,7 +62,7 @@ fn train_eval_reaches_every_flag() {
     assert!(n.is_training() && n.bn.training);
     n.eval();
     assert!(!n.is_training() && !n.bn.training && !n.training);
-    n.train(true);
+    n.train();
     assert!(n.bn.training);
 }
 
@@ -150,7 +150,7 @@ fn dropout_is_identity_in_eval_and_scales_in_training() {
 
 #[test]
 fn sequential_lstm_and_transformer_shapes_and_keys() {
-    let seq = Sequential::new().layer(Linear::new(3, 4, true).unwrap()).layer(Tanh::default());
+    let seq = Sequential::new().layer(Linear::new(3, 4).unwrap()).layer(Tanh::default());
     assert_eq!(seq.forward(&Tensor::randn(&[2, 3]).unwrap()).unwrap().shape(), &[2, 4]);
     let lstm =
         Rnn::lstm(3, 5, RnnOptions { num_layers: 2, bidirectional: true, batch_first: true, ..Default::default() })
@@ -171,7 +171,7 @@ fn sequential_lstm_and_transformer_shapes_and_keys() {
 
 #[test]
 fn to_dtype_keeps_parameters_trainable() {
-    let mut l = Linear::new(3, 2, true).unwrap();
+    let mut l = Linear::new(3, 2).unwrap();
     l.to_dtype(DType::F64).unwrap();
     assert_eq!(l.weight.dtype(), DType::F64);
     assert!(l.weight.requires_grad() && l.weight.is_leaf());
@@ -206,8 +206,8 @@ fn init_schemes_have_the_right_spread() {
 fn losses_reject_bad_input_with_clear_errors() {
     let x = Tensor::randn(&[4, 3]).unwrap();
     let bad = Tensor::from_vec(vec![0i64, 1, 5, 2], &[4]).unwrap();
-    let e = F::cross_entropy(&x, &bad, &Default::default()).unwrap_err().to_string();
+    let e = F::cross_entropy_with(&x, &bad, &Default::default()).unwrap_err().to_string();
     assert!(e.contains("cross_entropy") && e.contains("[0, 3)"), "{e}");
-    let e = F::mse_loss(&x, &Tensor::zeros(&[4]).unwrap(), F::Reduction::Mean).unwrap_err().to_string();
+    let e = F::mse_loss_with(&x, &Tensor::zeros(&[4]).unwrap(), F::Reduction::Mean).unwrap_err().to_string();
     assert!(e.contains("mse_loss") && e.contains("[4, 3]"), "{e}");
 }

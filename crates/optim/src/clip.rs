@@ -16,12 +16,13 @@ pub fn clip_grads_by_norm(grads: &[Tensor], max_norm: f64, norm_type: f64, error
         if grads.is_empty() {
             return Ok(Tensor::scalar(0.0f32));
         }
-        let norms: Vec<Tensor> = grads.iter().map(|g| g.vector_norm(norm_type, &[], false)).collect::<Result<_>>()?;
+        let norms: Vec<Tensor> =
+            grads.iter().map(|g| g.vector_norm(norm_type, ember_autograd::SCALAR, false)).collect::<Result<_>>()?;
         let stacked = Tensor::stack(&norms, 0)?;
         let total = if norm_type.is_infinite() {
-            stacked.amax(&[], false)?
+            stacked.amax(ember_autograd::SCALAR, false)?
         } else {
-            stacked.vector_norm(norm_type, &[], false)?
+            stacked.vector_norm(norm_type, ember_autograd::SCALAR, false)?
         };
         let t = total.item()?;
         if error_if_nonfinite && !t.is_finite() {

@@ -11,7 +11,7 @@
 //! let mut opt = Sgd::sgd(vec![w.clone()], SgdOptions::new(0.1))?;
 //! let mut scaler = GradScaler::new(GradScalerOptions::default());
 //! for _ in 0..3 {
-//!     opt.zero_grad(true)?;
+//!     opt.zero_grad()?;
 //!     let loss = w.mul(&w)?.sum()?;
 //!     scaler.scale(&loss)?.backward()?;
 //!     scaler.unscale_(&mut opt)?; // optional: clip the true gradients here

@@ -64,7 +64,7 @@ impl Default for LbfgsOptions {
 ///         loss.item()
 ///     })?;
 /// }
-/// assert!(w.sub(&target)?.abs()?.amax(&[], false)?.item()? < 1e-6);
+/// assert!(w.sub(&target)?.abs()?.max()?.item()? < 1e-6);
 /// # Ok::<(), ember_autograd::Error>(())
 /// ```
 pub struct Lbfgs {
@@ -392,7 +392,7 @@ impl Optimizer for Lbfgs {
     fn step(&mut self) -> Result<()> {
         Err(Error::invalid("LBFGS", "LBFGS needs a closure that re-evaluates the loss: call step_with(closure)"))
     }
-    fn zero_grad(&mut self, set_to_none: bool) -> Result<()> {
+    fn zero_grad_with(&mut self, set_to_none: bool) -> Result<()> {
         crate::optimizer::zero_grads(&self.params, set_to_none)
     }
     fn params(&self) -> Vec<Tensor> {

@@ -11,11 +11,11 @@
 //! let w = Tensor::from_vec(vec![1.0f32, -2.0], &[2])?.requires_grad_(true)?;
 //! let mut opt = AdamW::adamw(vec![w.clone()], AdamOptions::adamw(0.1))?;
 //! for _ in 0..100 {
-//!     opt.zero_grad(true)?;
+//!     opt.zero_grad()?;
 //!     w.mul(&w)?.sum()?.backward()?;   // minimise |w|²
 //!     opt.step()?;
 //! }
-//! assert!(w.abs()?.amax(&[], false)?.item()? < 0.1);
+//! assert!(w.abs()?.max()?.item()? < 0.1);
 //! # Ok::<(), ember_autograd::Error>(())
 //! ```
 #![warn(missing_docs)]

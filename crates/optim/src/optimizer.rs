@@ -8,7 +8,11 @@ pub trait Optimizer {
     /// One update of every parameter that has a gradient. Runs without recording a graph.
     fn step(&mut self) -> Result<()>;
     /// Clears the gradients: drops them (`set_to_none`, PyTorch's default) or fills them with 0.
-    fn zero_grad(&mut self, set_to_none: bool) -> Result<()>;
+    fn zero_grad_with(&mut self, set_to_none: bool) -> Result<()>;
+    /// Clears the gradients as PyTorch's `zero_grad()` does: drops them (`set_to_none=True`).
+    fn zero_grad(&mut self) -> Result<()> {
+        self.zero_grad_with(true)
+    }
     /// Number of parameter groups.
     fn num_groups(&self) -> usize;
     /// The learning rate of group `g`.
@@ -222,7 +226,7 @@ impl<A: Algorithm> Optimizer for Optim<A> {
         })
     }
 
-    fn zero_grad(&mut self, set_to_none: bool) -> Result<()> {
+    fn zero_grad_with(&mut self, set_to_none: bool) -> Result<()> {
         zero_grads(self.groups.iter().flat_map(|g| &g.params), set_to_none)
     }
 

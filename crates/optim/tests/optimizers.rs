@@ -11,7 +11,7 @@ fn quadratic_steps(opt: &mut dyn Optimizer, w: &Tensor, steps: usize) -> Vec<f64
         .unwrap();
     let mut losses = vec![];
     for _ in 0..steps {
-        opt.zero_grad(true).unwrap();
+        opt.zero_grad().unwrap();
         let d = w.sub(&target).unwrap();
         let loss = d.mul(&d).unwrap().sum().unwrap();
         losses.push(loss.item().unwrap());

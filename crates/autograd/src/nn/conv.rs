@@ -333,7 +333,16 @@ impl ConvPlan {
             return Err(Error::shape(op, format!("input {input:?} and weight {weight:?} ranks do not fit")));
         }
         let (cin, cout, g) = (input[1], weight[0], opts.groups);
-        if g == 0 || cin % g != 0 || cout % g != 0 || weight[1] * g != cin {
+        if g > 0 && cout % g == 0 && weight[1] * g != cin {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "weight {weight:?} with groups={g} expects input with {} channels, got {cin} (input {input:?})",
+                    weight[1] * g
+                ),
+            ));
+        }
+        if g == 0 || cin % g != 0 || cout % g != 0 {
             return Err(Error::shape(op, format!("groups={g} does not fit input channels {cin}, weight {weight:?}")));
         }
         let kernel = &weight[2..];
@@ -388,8 +397,14 @@ pub fn conv_transpose_output_shape(input: &[usize], weight: &[usize], opts: &Con
     let ConvPadding::Explicit(padding) = &opts.padding else {
         return Err(Error::invalid(op, "padding must be explicit for transposed convolution"));
     };
-    if d == 0 || input.len() != d + 2 || weight[0] != input[1] {
-        return Err(Error::shape(op, format!("input {input:?} and weight {weight:?} do not fit")));
+    if d == 0 || input.len() != d + 2 {
+        return Err(Error::shape(op, format!("input {input:?} and weight {weight:?} ranks do not fit")));
+    }
+    if weight[0] != input[1] {
+        return Err(Error::shape(
+            op,
+            format!("weight {weight:?} expects input with {} channels, got {} (input {input:?})", weight[0], input[1]),
+        ));
     }
     let (cin, g) = (input[1], opts.groups);
     if g == 0 || cin % g != 0 {

@@ -240,12 +240,14 @@ impl Tensor {
     }
 
     /// `x / max(||x||_p, eps)` along `dim`.
-    pub fn normalize(&self, p: f64, dim: isize, eps: f64) -> Result<Tensor> {
+    pub fn normalize(&self, p: f64, dim: impl crate::Dim, eps: f64) -> Result<Tensor> {
+        let dim = dim.to_isize();
         self.div(&self.vector_norm(p, &[dim], true)?.clamp(Some(eps), None)?.expand_as(self)?)
     }
 
     /// Cosine similarity along `dim`.
-    pub fn cosine_similarity(&self, other: &Tensor, dim: isize, eps: f64) -> Result<Tensor> {
+    pub fn cosine_similarity(&self, other: &Tensor, dim: impl crate::Dim, eps: f64) -> Result<Tensor> {
+        let dim = dim.to_isize();
         let shape = ember_storage::shape::broadcast_shapes(self.shape(), other.shape(), "cosine_similarity")?;
         let (a, b) = (self.broadcast_to(&shape)?, other.broadcast_to(&shape)?);
         let na = a.vector_norm(2.0, &[dim], true)?.clamp(Some(eps), None)?;

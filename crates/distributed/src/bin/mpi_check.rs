@@ -195,11 +195,11 @@ fn collectives(g: &dyn ProcessGroup) -> Check {
 fn mlp(dtype: DType) -> Result<Sequential> {
     manual_seed(0);
     let mut s = Sequential::new();
-    s.push(Linear::new(6, 16, true)?);
+    s.push(Linear::new(6, 16)?);
     s.push(Tanh::default());
-    s.push(Linear::new(16, 8, true)?);
+    s.push(Linear::new(16, 8)?);
     s.push(ReLU::default());
-    s.push(Linear::new(8, 3, true)?);
+    s.push(Linear::new(8, 3)?);
     s.to_dtype(dtype)?;
     Ok(s)
 }
@@ -211,7 +211,7 @@ fn cnn() -> Result<Sequential> {
     s.push(ReLU::default());
     s.push(MaxPool2d::new(&[2, 2]));
     s.push(Flatten::new(1, -1));
-    s.push(Linear::new(36, 3, true)?);
+    s.push(Linear::new(36, 3)?);
     Ok(s)
 }
 
@@ -281,7 +281,7 @@ fn run_ddp_case(group: &Arc<MpiGroup>, c: &DdpCase) -> Check {
     for step in 0..steps {
         let (x, y) = batch(c.dtype, world, per_rank, &c.input, 100 + step).map_err(e)?;
         // one process, the whole batch
-        let loss = F::mse_loss(&reference.forward(&x).map_err(e)?, &y, F::Reduction::Mean).map_err(e)?;
+        let loss = F::mse_loss_with(&reference.forward(&x).map_err(e)?, &y, F::Reduction::Mean).map_err(e)?;
         loss.backward().map_err(e)?;
         sgd_step(&reference.parameters(), lr).map_err(e)?;
         // this rank's share
@@ -289,7 +289,7 @@ fn run_ddp_case(group: &Arc<MpiGroup>, c: &DdpCase) -> Check {
             x.narrow(0, (rank * per_rank) as isize, per_rank).map_err(e)?,
             y.narrow(0, (rank * per_rank) as isize, per_rank).map_err(e)?,
         );
-        let loss = F::mse_loss(&ddp.forward(&xs).map_err(e)?, &ys, F::Reduction::Mean).map_err(e)?;
+        let loss = F::mse_loss_with(&ddp.forward(&xs).map_err(e)?, &ys, F::Reduction::Mean).map_err(e)?;
         loss.backward().map_err(e)?;
         sgd_step(&ddp.module().parameters(), lr).map_err(e)?;
     }
@@ -358,14 +358,17 @@ fn no_sync(group: &Arc<MpiGroup>) -> Check {
         (0..2).map(|m| batch(DType::F64, world, per_rank, &[6], 200 + m)).collect::<Result<_>>().map_err(e)?;
     let share = |t: &Tensor| t.narrow(0, (rank * per_rank) as isize, per_rank);
     for (m, (x, y)) in micro.iter().enumerate() {
-        let loss = F::mse_loss(&reference.forward(x).map_err(e)?, y, F::Reduction::Mean).map_err(e)?;
+        let loss = F::mse_loss_with(&reference.forward(x).map_err(e)?, y, F::Reduction::Mean).map_err(e)?;
         loss.backward().map_err(e)?;
         let (xs, ys) = (share(x).map_err(e)?, share(y).map_err(e)?);
-        let run = || -> Result<()> { F::mse_loss(&ddp.forward(&xs)?, &ys, F::Reduction::Mean)?.backward() };
+        let run = || -> Result<()> { F::mse_loss_with(&ddp.forward(&xs)?, &ys, F::Reduction::Mean)?.backward() };
         if m == 0 {
             ddp.no_sync(run).map_err(e)?;
             // unsynchronised: exactly the local gradient
-            F::mse_loss(&local.forward(&xs).map_err(e)?, &ys, F::Reduction::Mean).map_err(e)?.backward().map_err(e)?;
+            F::mse_loss_with(&local.forward(&xs).map_err(e)?, &ys, F::Reduction::Mean)
+                .map_err(e)?
+                .backward()
+                .map_err(e)?;
             let (got, want): (Vec<Tensor>, Vec<Tensor>) = ddp
                 .module()
                 .parameters()
@@ -421,7 +424,7 @@ impl Module for Branches {
 
 fn branches(use_b: bool) -> Result<Branches> {
     manual_seed(0);
-    Ok(Branches { a: Linear::new(4, 4, true)?, b: Linear::new(4, 4, true)?, c: Linear::new(4, 4, true)?, use_b })
+    Ok(Branches { a: Linear::new(4, 4)?, b: Linear::new(4, 4)?, c: Linear::new(4, 4)?, use_b })
 }
 
 fn unused(group: &Arc<MpiGroup>) -> Check {
@@ -460,7 +463,7 @@ fn bn_net(group: Option<Arc<dyn ProcessGroup>>) -> Result<Sequential> {
     }
     s.push(ReLU::default());
     s.push(Flatten::new(1, -1));
-    s.push(Linear::new(3 * 6 * 6, 3, true)?);
+    s.push(Linear::new(3 * 6 * 6, 3)?);
     s.to_dtype(DType::F64)?;
     Ok(s)
 }
@@ -475,13 +478,16 @@ fn sync_bn(group: &Arc<MpiGroup>) -> Check {
     let ddp = DistributedDataParallel::new(bn_net(Some(dyn_group.clone())).map_err(e)?, dyn_group).map_err(e)?;
     for step in 0..2 {
         let (x, y) = batch(DType::F64, world, per_rank, &[1, 8, 8], 400 + step).map_err(e)?;
-        F::mse_loss(&reference.forward(&x).map_err(e)?, &y, F::Reduction::Mean).map_err(e)?.backward().map_err(e)?;
+        F::mse_loss_with(&reference.forward(&x).map_err(e)?, &y, F::Reduction::Mean)
+            .map_err(e)?
+            .backward()
+            .map_err(e)?;
         sgd_step(&reference.parameters(), 0.1).map_err(e)?;
         let (xs, ys) = (
             x.narrow(0, (rank * per_rank) as isize, per_rank).map_err(e)?,
             y.narrow(0, (rank * per_rank) as isize, per_rank).map_err(e)?,
         );
-        F::mse_loss(&ddp.forward(&xs).map_err(e)?, &ys, F::Reduction::Mean).map_err(e)?.backward().map_err(e)?;
+        F::mse_loss_with(&ddp.forward(&xs).map_err(e)?, &ys, F::Reduction::Mean).map_err(e)?.backward().map_err(e)?;
         sgd_step(&ddp.module().parameters(), 0.1).map_err(e)?;
     }
     let (got, want): (Vec<Tensor>, Vec<Tensor>) =

@@ -22,10 +22,24 @@ pub enum AttnMask<'a> {
     Additive(&'a Tensor),
 }
 
-/// `softmax(q kᵀ · scale + mask) v` over `[..., L, E]` queries and `[..., S, E]` keys/values,
-/// with an optional causal mask (top-left aligned) and dropout on the weights. Returns the output
-/// and the attention weights.
+/// `F.scaled_dot_product_attention`: `softmax(q kᵀ · scale + mask) v` over `[..., L, E]` queries
+/// and `[..., S, E]` keys/values, with an optional causal mask (top-left aligned) and dropout on
+/// the weights; the output only, as PyTorch (see [`scaled_dot_product_attention_with_weights`]
+/// for the weights too).
 pub fn scaled_dot_product_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<AttnMask<'_>>,
+    dropout_p: f64,
+    is_causal: bool,
+    scale: Option<f64>,
+) -> Result<Tensor> {
+    Ok(scaled_dot_product_attention_with_weights(q, k, v, mask, dropout_p, is_causal, scale)?.0)
+}
+
+/// [`scaled_dot_product_attention`] returning the output and the attention weights.
+pub fn scaled_dot_product_attention_with_weights(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -42,7 +56,7 @@ pub fn scaled_dot_product_attention(
             Some(d) if dropout_p == 0.0 => {
                 attention_rounding_probabilities(&t[0], &t[1], &t[2], mask, is_causal, scale, d)?
             }
-            _ => scaled_dot_product_attention(&t[0], &t[1], &t[2], mask, dropout_p, is_causal, scale)?,
+            _ => scaled_dot_product_attention_with_weights(&t[0], &t[1], &t[2], mask, dropout_p, is_causal, scale)?,
         };
         Ok(vec![o, w])
     })?;

@@ -50,8 +50,8 @@ fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
 }
 
 /// Mean squared error.
-pub fn mse_loss(input: &Tensor, target: &Tensor, r: Reduction) -> Result<Tensor> {
-    if let Some(y) = ember_autograd::autocast_op("mse_loss", &[input, target], |t| mse_loss(&t[0], &t[1], r))? {
+pub fn mse_loss_with(input: &Tensor, target: &Tensor, r: Reduction) -> Result<Tensor> {
+    if let Some(y) = ember_autograd::autocast_op("mse_loss", &[input, target], |t| mse_loss_with(&t[0], &t[1], r))? {
         return Ok(y);
     }
     same_shape("mse_loss", input, target)?;
@@ -60,8 +60,8 @@ pub fn mse_loss(input: &Tensor, target: &Tensor, r: Reduction) -> Result<Tensor>
 }
 
 /// Mean absolute error.
-pub fn l1_loss(input: &Tensor, target: &Tensor, r: Reduction) -> Result<Tensor> {
-    if let Some(y) = ember_autograd::autocast_op("l1_loss", &[input, target], |t| l1_loss(&t[0], &t[1], r))? {
+pub fn l1_loss_with(input: &Tensor, target: &Tensor, r: Reduction) -> Result<Tensor> {
+    if let Some(y) = ember_autograd::autocast_op("l1_loss", &[input, target], |t| l1_loss_with(&t[0], &t[1], r))? {
         return Ok(y);
     }
     same_shape("l1_loss", input, target)?;
@@ -118,6 +118,37 @@ impl Default for ClassLossOptions<'_> {
     }
 }
 
+/// Mean squared error, averaged (`F.mse_loss(input, target)`).
+pub fn mse_loss(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    mse_loss_with(input, target, Reduction::Mean)
+}
+
+/// Mean absolute error, averaged (`F.l1_loss(input, target)`).
+pub fn l1_loss(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    l1_loss_with(input, target, Reduction::Mean)
+}
+
+/// Cross-entropy with PyTorch's defaults (`F.cross_entropy(logits, target)`): mean over the
+/// targets, no weights, ignore_index −100, no label smoothing. [`cross_entropy_with`] takes options.
+pub fn cross_entropy(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    cross_entropy_with(input, target, &ClassLossOptions::default())
+}
+
+/// Negative log-likelihood with PyTorch's defaults (`F.nll_loss(log_probs, target)`).
+pub fn nll_loss(log_probs: &Tensor, target: &Tensor) -> Result<Tensor> {
+    nll_loss_with(log_probs, target, &ClassLossOptions::default())
+}
+
+/// Binary cross-entropy of probabilities, averaged, no weights (`F.binary_cross_entropy(p, y)`).
+pub fn binary_cross_entropy(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    binary_cross_entropy_with(input, target, None, Reduction::Mean)
+}
+
+/// Binary cross-entropy on logits, averaged, no weights (`F.binary_cross_entropy_with_logits`).
+pub fn binary_cross_entropy_with_logits(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    binary_cross_entropy_with_logits_opts(input, target, None, None, Reduction::Mean)
+}
+
 /// Moves the class dim (1) last and flattens: `[N, C, d...]` → `[N·d..., C]`; `[C]` → `[1, C]`.
 fn classes_last(x: &Tensor) -> Result<Tensor> {
     match x.ndim() {
@@ -140,8 +171,9 @@ fn per_sample_shape(l: Tensor, target_shape: &[usize]) -> Result<Tensor> {
 }
 
 /// Negative log-likelihood of class indices under log-probabilities `[N, C, d...]` (or `[C]`).
-pub fn nll_loss(log_probs: &Tensor, target: &Tensor, o: &ClassLossOptions<'_>) -> Result<Tensor> {
-    if let Some(y) = ember_autograd::autocast_op("nll_loss", &[log_probs, target], |t| nll_loss(&t[0], &t[1], o))? {
+pub fn nll_loss_with(log_probs: &Tensor, target: &Tensor, o: &ClassLossOptions<'_>) -> Result<Tensor> {
+    if let Some(y) = ember_autograd::autocast_op("nll_loss", &[log_probs, target], |t| nll_loss_with(&t[0], &t[1], o))?
+    {
         return Ok(y);
     }
     let (per, w_sel, _) = nll_parts(log_probs, target, o.weight, o.ignore_index, "nll_loss")?;
@@ -200,8 +232,9 @@ fn finish_class_loss(per: Tensor, w_sel: &Tensor, target_shape: &[usize], r: Red
 /// Cross-entropy of logits `[N, C, d...]` (or `[C]`) against class indices (integer target) or
 /// class probabilities (floating target of the input's shape), with weights, ignore_index and
 /// label smoothing as in PyTorch.
-pub fn cross_entropy(input: &Tensor, target: &Tensor, o: &ClassLossOptions<'_>) -> Result<Tensor> {
-    if let Some(y) = ember_autograd::autocast_op("cross_entropy", &[input, target], |t| cross_entropy(&t[0], &t[1], o))?
+pub fn cross_entropy_with(input: &Tensor, target: &Tensor, o: &ClassLossOptions<'_>) -> Result<Tensor> {
+    if let Some(y) =
+        ember_autograd::autocast_op("cross_entropy", &[input, target], |t| cross_entropy_with(&t[0], &t[1], o))?
     {
         return Ok(y);
     }
@@ -217,7 +250,18 @@ pub fn cross_entropy(input: &Tensor, target: &Tensor, o: &ClassLossOptions<'_>) 
         return Err(Error::invalid(op, format!("label_smoothing must be in [0, 1], got {eps}")));
     }
     if target.dtype().is_float() {
-        same_shape(op, input, target)?;
+        if input.shape() != target.shape() {
+            return Err(Error::dtype(
+                op,
+                format!(
+                    "class indices must be an integer tensor (got {} of shape {:?}); a floating target \
+                     holds class probabilities and needs the input's shape {:?}",
+                    target.dtype(),
+                    target.shape(),
+                    input.shape()
+                ),
+            ));
+        }
         let t = if eps > 0.0 { target.mul(1.0 - eps)?.add(eps / c as f64)? } else { target.clone() };
         let mut terms = logp.mul(&t)?;
         if let Some(w) = o.weight {
@@ -255,9 +299,14 @@ pub fn cross_entropy(input: &Tensor, target: &Tensor, o: &ClassLossOptions<'_>) 
 }
 
 /// Binary cross-entropy of probabilities (logs clamped at −100, as PyTorch).
-pub fn binary_cross_entropy(input: &Tensor, target: &Tensor, weight: Option<&Tensor>, r: Reduction) -> Result<Tensor> {
+pub fn binary_cross_entropy_with(
+    input: &Tensor,
+    target: &Tensor,
+    weight: Option<&Tensor>,
+    r: Reduction,
+) -> Result<Tensor> {
     if let Some(y) = ember_autograd::autocast_op("binary_cross_entropy", &[input, target], |t| {
-        binary_cross_entropy(&t[0], &t[1], weight, r)
+        binary_cross_entropy_with(&t[0], &t[1], weight, r)
     })? {
         return Ok(y);
     }
@@ -272,7 +321,7 @@ pub fn binary_cross_entropy(input: &Tensor, target: &Tensor, weight: Option<&Ten
 }
 
 /// Binary cross-entropy on logits, numerically stable, with `weight` and `pos_weight`.
-pub fn binary_cross_entropy_with_logits(
+pub fn binary_cross_entropy_with_logits_opts(
     input: &Tensor,
     target: &Tensor,
     weight: Option<&Tensor>,
@@ -280,7 +329,7 @@ pub fn binary_cross_entropy_with_logits(
     r: Reduction,
 ) -> Result<Tensor> {
     if let Some(y) = ember_autograd::autocast_op("binary_cross_entropy_with_logits", &[input, target], |t| {
-        binary_cross_entropy_with_logits(&t[0], &t[1], weight, pos_weight, r)
+        binary_cross_entropy_with_logits_opts(&t[0], &t[1], weight, pos_weight, r)
     })? {
         return Ok(y);
     }

@@ -5,7 +5,9 @@ mod attention;
 mod ctc;
 mod loss;
 
-pub use attention::{scaled_dot_product_attention, AttnMask, SCALED_DOT_PRODUCT_ATTENTION};
+pub use attention::{
+    scaled_dot_product_attention, scaled_dot_product_attention_with_weights, AttnMask, SCALED_DOT_PRODUCT_ATTENTION,
+};
 pub use ctc::{ctc_loss, CtcOptions};
 pub use loss::*;
 

@@ -74,6 +74,12 @@ macro_rules! scalar_activation {
                 $name { $($field: $default),* }
             }
         }
+        impl $name {
+            #[doc = concat!("`nn.", stringify!($name), "(", $(stringify!($field), ", ",)* ")`.")]
+            pub fn new($($field: f64),*) -> Self {
+                $name { $($field),* }
+            }
+        }
         impl Module for $name {
             fn forward(&self, $x: &Tensor) -> Result<Tensor> {
                 let $s = self;

@@ -2,7 +2,7 @@
 //! PyTorch's state_dict names.
 
 use super::linear::Linear;
-use super::{Dropout, LayerNorm};
+use super::{Dropout, LayerNorm, WithBias};
 use crate::{functional, init, Module, ModuleExt};
 use ember_autograd::{DType, Error, Result, Tensor};
 
@@ -83,7 +83,7 @@ impl MultiheadAttention {
         }
         let w = Tensor::zeros(&[3 * embed_dim, embed_dim])?;
         init::xavier_uniform_(&w, 1.0)?;
-        let out_proj = Linear::new(embed_dim, embed_dim, bias)?;
+        let out_proj = Linear::new(embed_dim, embed_dim).bias(bias)?;
         if let Some(b) = &out_proj.bias {
             init::zeros_(b)?;
         }
@@ -274,9 +274,9 @@ impl TransformerEncoderLayer {
         activate(&o.activation, &Tensor::zeros(&[1])?)?;
         Ok(TransformerEncoderLayer {
             self_attn: MultiheadAttention::new(o.d_model, o.nhead, o.dropout, true, o.batch_first)?,
-            linear1: Linear::new(o.d_model, o.dim_feedforward, true)?,
+            linear1: Linear::new(o.d_model, o.dim_feedforward)?,
             dropout: Dropout::new(o.dropout),
-            linear2: Linear::new(o.dim_feedforward, o.d_model, true)?,
+            linear2: Linear::new(o.dim_feedforward, o.d_model)?,
             norm1: LayerNorm::with_options(&[o.d_model], o.layer_norm_eps, true)?,
             norm2: LayerNorm::with_options(&[o.d_model], o.layer_norm_eps, true)?,
             dropout1: Dropout::new(o.dropout),
@@ -358,9 +358,9 @@ impl TransformerDecoderLayer {
         Ok(TransformerDecoderLayer {
             self_attn: MultiheadAttention::new(o.d_model, o.nhead, o.dropout, true, o.batch_first)?,
             multihead_attn: MultiheadAttention::new(o.d_model, o.nhead, o.dropout, true, o.batch_first)?,
-            linear1: Linear::new(o.d_model, o.dim_feedforward, true)?,
+            linear1: Linear::new(o.d_model, o.dim_feedforward)?,
             dropout: Dropout::new(o.dropout),
-            linear2: Linear::new(o.dim_feedforward, o.d_model, true)?,
+            linear2: Linear::new(o.dim_feedforward, o.d_model)?,
             norm1: ln()?,
             norm2: ln()?,
             norm3: ln()?,

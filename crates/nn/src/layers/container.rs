@@ -9,9 +9,9 @@ use ember_autograd::{Error, Result, Tensor};
 /// ```
 /// use ember_nn::{layers::*, Module, ModuleExt, Sequential};
 /// let net = Sequential::new()
-///     .layer(Linear::new(4, 8, true).unwrap())
+///     .layer(Linear::new(4, 8).unwrap())
 ///     .layer(ReLU::default())
-///     .layer(Linear::new(8, 2, true).unwrap());
+///     .layer(Linear::new(8, 2).unwrap());
 /// let keys: Vec<String> = net.state_dict().into_iter().map(|(k, _)| k).collect();
 /// assert_eq!(keys, ["0.weight", "0.bias", "2.weight", "2.bias"]);
 /// ```

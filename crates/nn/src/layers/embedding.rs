@@ -1,7 +1,7 @@
 //! Embedding and EmbeddingBag.
 
 use crate::Module;
-use ember_autograd::{no_grad, Result, Tensor};
+use ember_autograd::{no_grad, Error, Result, Tensor};
 
 /// A lookup table `[num_embeddings, dim]` (`nn.Embedding`), init N(0, 1), the `padding_idx` row
 /// zero and never updated.
@@ -14,8 +14,13 @@ pub struct Embedding {
 }
 
 impl Embedding {
+    /// `nn.Embedding(num_embeddings, embedding_dim)`.
+    pub fn new(num_embeddings: usize, dim: usize) -> Result<Self> {
+        Self::with_padding_idx(num_embeddings, dim, None)
+    }
+
     /// `nn.Embedding(num_embeddings, embedding_dim, padding_idx)`.
-    pub fn new(num_embeddings: usize, dim: usize, padding_idx: Option<i64>) -> Result<Self> {
+    pub fn with_padding_idx(num_embeddings: usize, dim: usize, padding_idx: Option<i64>) -> Result<Self> {
         let w = Tensor::randn(&[num_embeddings, dim])?;
         if let Some(p) = padding_idx {
             let p = if p < 0 { p + num_embeddings as i64 } else { p };
@@ -27,7 +32,18 @@ impl Embedding {
 
 impl Module for Embedding {
     fn forward(&self, indices: &Tensor) -> Result<Tensor> {
-        self.weight.embedding_padded(indices, self.padding_idx)
+        if !indices.dtype().is_int() {
+            return Err(Error::dtype(
+                "Embedding",
+                format!(
+                    "expected integer indices (i64 or i32), got {} of shape {:?}",
+                    indices.dtype(),
+                    indices.shape()
+                ),
+            ));
+        }
+        let indices = indices.to_dtype(ember_autograd::DType::I64)?;
+        self.weight.embedding_padded(&indices, self.padding_idx)
     }
 }
 

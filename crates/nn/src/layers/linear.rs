@@ -1,7 +1,7 @@
 //! Linear, Bilinear, Identity, Flatten, Unflatten.
 
 use crate::{init, Module};
-use ember_autograd::{Result, Tensor};
+use ember_autograd::{Error, Result, Tensor};
 
 /// A new trainable leaf of `shape` drawn from U(−bound, bound) (PyTorch's default layer init).
 pub(crate) fn uniform_param(shape: &[usize], bound: f64) -> Result<Tensor> {
@@ -25,18 +25,31 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// `nn.Linear(in_features, out_features, bias)`.
-    pub fn new(in_features: usize, out_features: usize, bias: bool) -> Result<Self> {
+    /// `nn.Linear(in_features, out_features)`, with a bias; `.bias(false)` ([`super::WithBias`])
+    /// drops it.
+    pub fn new(in_features: usize, out_features: usize) -> Result<Self> {
         let bound = 1.0 / (in_features.max(1) as f64).sqrt();
         Ok(Linear {
             weight: uniform_param(&[out_features, in_features], bound)?,
-            bias: if bias { Some(uniform_param(&[out_features], bound)?) } else { None },
+            bias: Some(uniform_param(&[out_features], bound)?),
         })
+    }
+
+    /// The number of input features the weight expects.
+    pub fn in_features(&self) -> usize {
+        self.weight.shape()[1]
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let k = self.in_features();
+        if x.ndim() == 0 || x.shape()[x.ndim() - 1] != k {
+            return Err(Error::shape(
+                "Linear",
+                format!("expected input with {k} features in the last dim, got shape {:?}", x.shape()),
+            ));
+        }
         x.linear(&self.weight, self.bias.as_ref())
     }
 }

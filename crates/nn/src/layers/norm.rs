@@ -48,7 +48,7 @@ impl BatchNorm {
             running_mean: if track_running_stats { Some(Tensor::zeros(&[c])?) } else { None },
             running_var: if track_running_stats { Some(Tensor::ones(&[c])?) } else { None },
             num_batches_tracked: if track_running_stats {
-                Some(Tensor::zeros_with(&[], DType::I64, ember_autograd::Device::Cpu)?)
+                Some(Tensor::zeros_with(ember_autograd::SCALAR, DType::I64, ember_autograd::Device::Cpu)?)
             } else {
                 None
             },
@@ -94,9 +94,11 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    /// `nn.LayerNorm(normalized_shape)` with eps 1e-5 and an affine transform.
-    pub fn new(normalized_shape: &[usize]) -> Result<Self> {
-        Self::with_options(normalized_shape, 1e-5, true)
+    /// `nn.LayerNorm(normalized_shape)` with eps 1e-5 and an affine transform (a weight and a bias;
+    /// `.bias(false)` ([`super::WithBias`]) keeps only the weight, as `bias=False`). The shape is one
+    /// size or several, of any integer type.
+    pub fn new(normalized_shape: impl ember_autograd::Dims) -> Result<Self> {
+        Self::with_options(&normalized_shape.to_sizes("LayerNorm")?, 1e-5, true)
     }
     /// With explicit eps and elementwise_affine.
     pub fn with_options(normalized_shape: &[usize], eps: f64, affine: bool) -> Result<Self> {
