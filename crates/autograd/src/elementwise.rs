@@ -293,7 +293,9 @@ impl Tensor {
 }
 
 /// The std operators (`&a + &b`, `a * 2`, `1.0 - &x`, `-x`, `a += &b`) for every mix of `Tensor`,
-/// `&Tensor` and the scalars `f64`, `f32`, `i64`, `i32`: conveniences that panic with the op's error
+/// `&Tensor` and the scalars `f64` and `i64` (one float and one integer type, so that a literal's
+/// type is inferred and `(0.5 * &x).exp()` compiles; an `f32` variable needs `f64::from`):
+/// conveniences that panic with the op's error
 /// message (naming the op and the shapes), as slice indexing does. Use the methods (`a.add(&b)?`)
 /// where shapes come from user input.
 ///
@@ -336,7 +338,7 @@ macro_rules! std_ops {
                 *self = std::ops::$trait::$method(&*self, &rhs);
             }
         }
-        std_ops!(@scalars $trait $method $assign_trait $assign $op; f64, f32, i64, i32);
+        std_ops!(@scalars $trait $method $assign_trait $assign $op; f64, i64);
     )*};
     (@scalars $trait:ident $method:ident $assign_trait:ident $assign:ident $op:ident; $($s:ty),*) => {$(
         impl std::ops::$trait<$s> for &Tensor {

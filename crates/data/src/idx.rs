@@ -135,6 +135,12 @@ impl Mnist {
         self.len() == 0
     }
 
+    /// A dataset of `[normalized image [1, H, W] f32, label i64]` pairs (torchvision's MNIST with
+    /// `ToTensor()` and `Normalize(mean, std)`; `(0.0, 1.0)` keeps ToTensor's [0, 1]).
+    pub fn dataset(&self, mean: f64, std: f64) -> Result<crate::TensorDataset> {
+        crate::TensorDataset::new(vec![self.normalized_images(mean, std)?, self.labels.clone()])
+    }
+
     /// Images as f32 `[N, 1, H, W]` scaled to [0, 1] (ToTensor), then normalised with `mean`/`std`.
     pub fn normalized_images(&self, mean: f64, std: f64) -> Result<Tensor> {
         self.images.to_dtype(DType::F32)?.div(255.0)?.sub(mean)?.div(std)?.unsqueeze(1)

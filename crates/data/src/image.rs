@@ -3,7 +3,8 @@
 //!
 //! Values are clamped to `[0, 1]` and scaled to bytes as torchvision does (`x · 255 + 0.5`,
 //! truncated); `normalize` first maps the batch's min..max onto `[0, 1]`. The PNG is written to a
-//! temporary file beside the target and renamed over it, so a reader never sees half an image.
+//! temporary file beside the target and renamed over it, so a reader never sees half an image;
+//! a missing parent directory is created (unlike torchvision, which fails).
 
 use ember_autograd::{DType, Error, Result, Tensor};
 use std::path::Path;
@@ -85,6 +86,9 @@ pub fn save_image_with(images: &Tensor, path: impl AsRef<Path>, o: &GridOptions)
     }
     let tmp = path.with_extension("png.tmp");
     let io = |e: std::io::Error| Error::io(path, e);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
     let enc = |e: png::EncodingError| Error::io(path, std::io::Error::other(e));
     {
         let file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
@@ -114,8 +118,7 @@ mod tests {
     #[test]
     fn save_image_writes_a_png_that_decodes_to_the_grid() {
         let dir = std::env::temp_dir().join(format!("ember-image-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("grid.png");
+        let path = dir.join("new-dir").join("grid.png"); // the directory is created
         let x = Tensor::from_vec(vec![0.0f32, 0.5, 1.0, 2.0], [1, 1, 2, 2]).unwrap();
         save_image_with(&x, &path, &GridOptions { padding: 0, ..Default::default() }).unwrap();
         let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));

@@ -53,6 +53,13 @@ pub struct LoaderOptions {
     pub seed: u64,
 }
 
+impl LoaderOptions {
+    /// `DataLoader(dataset, batch_size=, shuffle=)`: the other options at their defaults.
+    pub fn new(batch_size: usize, shuffle: bool) -> Self {
+        LoaderOptions { batch_size, shuffle, ..Default::default() }
+    }
+}
+
 impl Default for LoaderOptions {
     fn default() -> Self {
         LoaderOptions { batch_size: 1, shuffle: false, drop_last: false, num_workers: 0, prefetch_factor: 2, seed: 0 }

@@ -278,6 +278,16 @@ pub trait ModuleExt: Traverse {
         convert(self.as_traverse_mut(), &|t| t.to(device))
     }
 
+    /// The module moved to `device`, for construction chains (`let model = Vae::new()?.to(device)?`,
+    /// PyTorch's `model = VAE().to(device)`); [`ModuleExt::to_device`] moves one in place.
+    fn to(mut self, device: Device) -> Result<Self>
+    where
+        Self: Sized,
+    {
+        self.to_device(device)?;
+        Ok(self)
+    }
+
     /// Casts floating parameters and buffers to `dtype` (integer buffers keep theirs).
     fn to_dtype(&mut self, dtype: DType) -> Result<()> {
         convert(self.as_traverse_mut(), &|t| if t.dtype().is_float() { t.to_dtype(dtype) } else { Ok(t.clone()) })
