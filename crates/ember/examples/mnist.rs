@@ -404,77 +404,112 @@ fn write_metrics(dir: &Path, h: &History) -> Result<()> {
         csv.push_str(&format!("{e},{l:.6},{a:.6},{t:.6}\n"));
     }
     io::write_atomic(&dir.join("metrics.csv"), csv.as_bytes())?;
-    let png = chart::render(h.rows.iter().map(|r| r.1).collect(), h.rows.iter().map(|r| r.3).collect())?;
+    let col = |f: fn(&(usize, f64, f64, f64)) -> f64| h.rows.iter().map(f).collect::<Vec<f64>>();
+    let png = chart::render(&col(|r| r.1), &col(|r| r.2), &col(|r| r.3))?;
     io::write_atomic(&dir.join("curves.png"), &png)
 }
 
-/// A small line chart (no text): left panel the training loss per epoch (blue), right panel the
-/// test accuracy per epoch (green, axis from 90% to 100%, grid lines every 2%).
+/// The curves as a readable chart: left, the training loss per epoch; right, the training and
+/// test accuracy in percent; labelled axes with ticks, titles and a legend. Drawn with plotters
+/// into an RGB buffer with an embedded font (a subset of DejaVu Sans, `assets/`), so no system
+/// font library is needed, and encoded with png.
 mod chart {
     use ember::{Error, Result};
+    use plotters::prelude::*;
 
-    const W: usize = 640;
-    const H: usize = 280;
+    const W: u32 = 960;
+    const H: u32 = 400;
+    const FONT: &[u8] = include_bytes!("assets/DejaVuSans-subset.ttf");
+    // matplotlib's first three colours
+    const TAB_BLUE: RGBColor = RGBColor(31, 119, 180);
+    const TAB_ORANGE: RGBColor = RGBColor(255, 127, 14);
+    const TAB_GREEN: RGBColor = RGBColor(44, 160, 44);
 
-    struct Canvas(Vec<u8>);
-
-    impl Canvas {
-        fn put(&mut self, x: i64, y: i64, c: [u8; 3]) {
-            if x >= 0 && y >= 0 && (x as usize) < W && (y as usize) < H {
-                let i = 3 * (y as usize * W + x as usize);
-                self.0[i..i + 3].copy_from_slice(&c);
-            }
-        }
-        fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: [u8; 3], thick: i64) {
-            let n = ((x1 - x0).abs().max((y1 - y0).abs()) as usize).max(1);
-            for k in 0..=n {
-                let t = k as f64 / n as f64;
-                let (x, y) = ((x0 + t * (x1 - x0)) as i64, (y0 + t * (y1 - y0)) as i64);
-                for dx in -thick..=thick {
-                    for dy in -thick..=thick {
-                        self.put(x + dx, y + dy, c);
-                    }
-                }
-            }
-        }
+    fn err(e: impl std::fmt::Display) -> Error {
+        Error::invalid("curves.png", e.to_string())
     }
 
-    fn panel(cv: &mut Canvas, x0: f64, values: &[f64], lo: f64, hi: f64, grid: f64, color: [u8; 3]) {
-        let (w, h, top) = (W as f64 / 2.0 - 40.0, H as f64 - 40.0, 20.0);
-        let map = |i: usize, v: f64| {
-            let x = x0 + if values.len() > 1 { w * i as f64 / (values.len() - 1) as f64 } else { w / 2.0 };
-            (x, top + h * (1.0 - ((v - lo) / (hi - lo)).clamp(0.0, 1.0)))
-        };
-        let mut g = lo;
-        while g <= hi + 1e-12 {
-            let y = top + h * (1.0 - (g - lo) / (hi - lo));
-            cv.line((x0, y), (x0 + w, y), [225, 225, 225], 0);
-            g += grid;
+    /// One panel: `series` as (name, values per epoch from 1, colour), y from `lo` to `hi`.
+    fn panel<DB: DrawingBackend>(
+        area: &DrawingArea<DB, plotters::coord::Shift>,
+        title: &str,
+        y_desc: &str,
+        (lo, hi): (f64, f64),
+        series: &[(&str, &[f64], RGBColor)],
+    ) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        let epochs = series.iter().map(|s| s.1.len()).max().unwrap_or(1).max(2);
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(1f64..epochs as f64, lo..hi)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(y_desc)
+            .x_labels(epochs.min(12))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| if hi - lo > 5.0 { format!("{y:.0}") } else { format!("{y:.2}") })
+            .light_line_style(RGBColor(238, 238, 238))
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 17))
+            .draw()
+            .map_err(err)?;
+        for &(name, values, color) in series {
+            let points: Vec<(f64, f64)> = values.iter().enumerate().map(|(i, &v)| (i as f64 + 1.0, v)).collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(err)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
         }
-        cv.line((x0, top), (x0, top + h), [0, 0, 0], 0);
-        cv.line((x0, top + h), (x0 + w, top + h), [0, 0, 0], 0);
-        for i in 1..values.len() {
-            cv.line(map(i - 1, values[i - 1]), map(i, values[i]), color, 1);
-        }
-        for (i, &v) in values.iter().enumerate() {
-            let (x, y) = map(i, v);
-            cv.line((x - 3.0, y), (x + 3.0, y), color, 1);
-        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font(("sans-serif", 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)
     }
 
-    /// PNG bytes of the chart.
-    pub fn render(loss: Vec<f64>, acc: Vec<f64>) -> Result<Vec<u8>> {
-        let mut cv = Canvas(vec![255; W * H * 3]);
-        let max_loss = loss.iter().cloned().fold(0.0, f64::max).max(1e-3);
-        panel(&mut cv, 20.0, &loss, 0.0, max_loss * 1.05, max_loss / 5.0, [31, 119, 180]);
-        panel(&mut cv, W as f64 / 2.0 + 20.0, &acc, 0.90, 1.0, 0.02, [44, 160, 44]);
+    /// PNG bytes of the chart of `loss` (training loss) and `train_acc`/`test_acc` (fractions).
+    pub fn render(loss: &[f64], train_acc: &[f64], test_acc: &[f64]) -> Result<Vec<u8>> {
+        // registering twice (a second chart in one process) is harmless
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+        let mut rgb = vec![255u8; (W * H * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut rgb, (W, H)).into_drawing_area();
+            root.fill(&WHITE).map_err(err)?;
+            let (left, right) = root.split_horizontally(W / 2);
+            let max_loss = loss.iter().cloned().fold(0.0, f64::max).max(1e-3) * 1.1;
+            panel(&left, "Training loss", "cross-entropy", (0.0, max_loss), &[("train loss", loss, TAB_BLUE)])?;
+            let pct = |v: &[f64]| v.iter().map(|a| 100.0 * a).collect::<Vec<f64>>();
+            let (tr, te) = (pct(train_acc), pct(test_acc));
+            let low = tr.iter().chain(&te).cloned().fold(100.0, f64::min);
+            let lo = (low - 2.0).clamp(0.0, 90.0).floor();
+            panel(
+                &right,
+                "Accuracy",
+                "accuracy (%)",
+                (lo, 100.0),
+                &[("train", &tr, TAB_ORANGE), ("test", &te, TAB_GREEN)],
+            )?;
+            root.present().map_err(err)?;
+        }
         let mut out = vec![];
         {
-            let mut enc = png::Encoder::new(&mut out, W as u32, H as u32);
+            let mut enc = png::Encoder::new(&mut out, W, H);
             enc.set_color(png::ColorType::Rgb);
             enc.set_depth(png::BitDepth::Eight);
-            let mut wr = enc.write_header().map_err(|e| Error::invalid("png", e.to_string()))?;
-            wr.write_image_data(&cv.0).map_err(|e| Error::invalid("png", e.to_string()))?;
+            let mut wr = enc.write_header().map_err(err)?;
+            wr.write_image_data(&rgb).map_err(err)?;
         }
         Ok(out)
     }
@@ -518,6 +553,14 @@ mod tests {
         assert!(loss2 < loss1, "loss should fall: {loss1} -> {loss2}");
         assert!(acc2 > 0.5, "test accuracy after two short epochs: {acc2}");
         assert!(b.join("curves.png").exists() && b.join("metrics.csv").exists());
+        // the chart decodes, has its size, and has ink (axes, text, lines) in both panels
+        let mut reader = png::Decoder::new(std::fs::File::open(b.join("curves.png")).unwrap()).read_info().unwrap();
+        let mut rgb = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut rgb).unwrap();
+        assert_eq!((info.width, info.height), (960, 400));
+        let ink =
+            |x0: usize, x1: usize| (0..400 * 960).filter(|i| (x0..x1).contains(&(i % 960)) && rgb[3 * i] < 128).count();
+        assert!(ink(0, 480) > 2000 && ink(480, 960) > 2000, "{} {}", ink(0, 480), ink(480, 960));
         assert!(run(Args { device: "tpu".into(), ..args(&a, 1, false) }).is_err());
         if !ember::cuda::is_available() {
             // no GPU (or no `cuda` feature): a clear error before any work, not a panic
