@@ -1,8 +1,9 @@
 //! Interop with files: safetensors (memory-mapped read, atomic write) and NumPy `.npy`/`.npz` (through
-//! the `zip` crate).
+//! the `zip` crate), and reading PyTorch's `torch.save` files ([`load_torch`], weights only).
 //! Corrupt or truncated files are rejected with the reason; writes go to a temporary file that is
 //! renamed into place, so a crash never leaves a half-written file where the old one was.
 
+pub use crate::torch_file::{load_torch, load_torch_bytes, load_torch_state_dict, TorchValue};
 use crate::Tensor;
 use ember_storage::{DType, Device, Error, HostData, Result};
 use std::io::{Read, Write};

@@ -51,12 +51,14 @@ mod linalg_decomp;
 mod literal;
 mod nn;
 pub mod optim_kernels;
+mod pickle;
 mod product_grads;
 mod random;
 mod rebase;
 mod reduce;
 mod shape_ops;
 mod tensor;
+mod torch_file;
 
 pub use anomaly::set_detect_anomaly;
 pub use args::{AsTensor, Dim, Dims, SCALAR};
