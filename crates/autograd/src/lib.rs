@@ -53,6 +53,7 @@ mod nn;
 pub mod optim_kernels;
 mod pickle;
 mod product_grads;
+pub mod profiler;
 mod random;
 mod rebase;
 mod reduce;

@@ -122,8 +122,15 @@ impl Tensor {
         Tensor::from_buffer(buffer, self.0.storage.backend.clone(), shape)
     }
 
+    /// The backend ops on this tensor go to: its own, or, while a profile runs, the profiling
+    /// wrapper around it (one relaxed atomic load when none runs).
+    #[inline]
     pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
-        &self.0.storage.backend
+        let b = &self.0.storage.backend;
+        if crate::profiler::is_active() {
+            return crate::profiler::wrapped(b);
+        }
+        b
     }
 
     /// The fused kernels of this tensor's backend, if it offers them (DESIGN.md decision 12).
