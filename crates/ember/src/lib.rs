@@ -15,6 +15,7 @@
 pub use ember_autograd::*;
 pub use ember_data as data;
 pub use ember_distributed as distributed;
+pub use ember_distributions as distributions;
 pub use ember_nn as nn;
 pub use ember_ops_cpu as cpu;
 pub use ember_optim as optim;
