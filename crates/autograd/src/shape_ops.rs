@@ -562,6 +562,25 @@ impl Tensor {
         self.split(size, dim)
     }
 
+    /// [`Tensor::split`] into exactly `N` pieces, for destructuring:
+    /// `let [q, k, v] = x.split_array(n_embd, 2)?;` (an error naming both counts otherwise).
+    pub fn split_array<const N: usize>(&self, size: usize, dim: impl crate::Dim) -> Result<[Tensor; N]> {
+        let parts = self.split(size, dim)?;
+        let n = parts.len();
+        parts.try_into().map_err(|_| {
+            Error::invalid("split", format!("{n} pieces of size {size} from shape {:?}, not {N}", self.shape()))
+        })
+    }
+
+    /// [`Tensor::chunk`] into exactly `N` pieces, for destructuring: `let [a, b] = x.chunk_array(-1)?;`.
+    pub fn chunk_array<const N: usize>(&self, dim: impl crate::Dim) -> Result<[Tensor; N]> {
+        let parts = self.chunk(N, dim)?;
+        let n = parts.len();
+        parts.try_into().map_err(|_| {
+            Error::invalid("chunk", format!("{n} chunks from shape {:?}, not {N} (the dim is too short)", self.shape()))
+        })
+    }
+
     /// Removes `dim`, returning every slice along it.
     pub fn unbind(&self, dim: impl crate::Dim) -> Result<Vec<Tensor>> {
         let dim = dim.to_isize();

@@ -22,6 +22,10 @@ pub use ember_optim as optim;
 pub use ember_storage as storage;
 pub use ember_storage::{Backend, Layout};
 
+/// Coming from PyTorch: the rules, and PyTorch's common names mapped to Ember's.
+#[doc = include_str!("coming_from_pytorch.md")]
+pub mod coming_from_pytorch {}
+
 /// The names most programs need: `use ember::prelude::*;` brings the tensor type and its
 /// argument traits, the `tensor!`/`idx!` macros, grad-mode scopes, the module traits and the
 /// builder traits of the layers (`Conv2d::new(3, 16, 4).stride(2).bias(false)`), the losses'
