@@ -163,14 +163,14 @@ fn apply_layout(t: Tensor, spec: &Value) -> Result<Tensor, Error> {
         v.as_array().map(|a| a.iter().filter_map(|x| x.as_i64()).map(|x| x as isize).collect()).unwrap_or_default()
     };
     if let Some(p) = spec.get("permute") {
-        return t.permute(&ints(p));
+        return t.permute(ints(p));
     }
     if let Some(s) = spec.get("step") {
         let s = ints(s);
         return t.slice(s[0], None, None, s[1] as usize);
     }
     if let Some(e) = spec.get("expand") {
-        return t.expand(&ints(e));
+        return t.expand(ints(e));
     }
     Err(Error::unsupported("conformance", format!("layout {spec}")))
 }
@@ -416,14 +416,14 @@ mod tests {
 
     #[test]
     fn comparison_rejects_wrong_values_shapes_and_dtypes() {
-        let want = Tensor::from_vec(vec![1.0f64, f64::NAN, f64::INFINITY], &[3]).unwrap();
-        let same = Tensor::from_vec(vec![1.0f64 + 1e-9, f64::NAN, f64::INFINITY], &[3]).unwrap();
+        let want = Tensor::from_vec(vec![1.0f64, f64::NAN, f64::INFINITY], [3]).unwrap();
+        let same = Tensor::from_vec(vec![1.0f64 + 1e-9, f64::NAN, f64::INFINITY], [3]).unwrap();
         assert!(compare("out", &same, &want, (1e-6, 1e-8)).is_ok());
-        let off = Tensor::from_vec(vec![1.1f64, f64::NAN, f64::INFINITY], &[3]).unwrap();
+        let off = Tensor::from_vec(vec![1.1f64, f64::NAN, f64::INFINITY], [3]).unwrap();
         assert!(compare("out", &off, &want, (1e-6, 1e-8)).is_err());
-        let nan_vs_inf = Tensor::from_vec(vec![1.0f64, f64::NAN, f64::NAN], &[3]).unwrap();
+        let nan_vs_inf = Tensor::from_vec(vec![1.0f64, f64::NAN, f64::NAN], [3]).unwrap();
         assert!(compare("out", &nan_vs_inf, &want, (1e-6, 1e-8)).is_err());
-        assert!(compare("out", &want.reshape(&[1, 3]).unwrap(), &want, (1e-6, 1e-8)).is_err());
+        assert!(compare("out", &want.reshape([1, 3]).unwrap(), &want, (1e-6, 1e-8)).is_err());
         assert!(compare("out", &want.to_dtype(DType::F32).unwrap(), &want, (1e-6, 1e-8)).is_err());
     }
 }

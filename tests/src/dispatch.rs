@@ -225,8 +225,8 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
                 _ => two(t.std_mean(&dims, corr, k)),
             }
         }
-        "norm" => one(x()?.norm(a.f("p", 2.0), &a.dims("dim"), a.b("keepdim", false))),
-        "linalg.vector_norm" => one(x()?.vector_norm(a.f("ord", 2.0), &a.dims("dim"), a.b("keepdim", false))),
+        "norm" => one(x()?.norm(a.f("p", 2.0), a.dims("dim"), a.b("keepdim", false))),
+        "linalg.vector_norm" => one(x()?.vector_norm(a.f("ord", 2.0), a.dims("dim"), a.b("keepdim", false))),
         "median" => {
             if a.has("dim") {
                 two(x()?.median_dim(a.i("dim", 0) as isize, a.b("keepdim", false)))
@@ -243,13 +243,13 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
         "argsort" => one(x()?.argsort(a.i("dim", -1) as isize, a.b("descending", false))),
         "topk" => two(x()?.topk_with(a.i("k", 1) as usize, a.i("dim", -1) as isize, a.b("largest", true))),
         // ---- shape
-        "reshape" => one(x()?.reshape(&a.dims("shape"))),
-        "permute" => one(x()?.permute(&a.dims("dims"))),
+        "reshape" => one(x()?.reshape(a.dims("shape"))),
+        "permute" => one(x()?.permute(a.dims("dims"))),
         "transpose" => one(x()?.transpose(a.i("dim0", 0) as isize, a.i("dim1", 1) as isize)),
-        "squeeze" => one(if a.has("dim") { x()?.squeeze_dims(&a.dims("dim")) } else { x()?.squeeze() }),
+        "squeeze" => one(if a.has("dim") { x()?.squeeze_dims(a.dims("dim")) } else { x()?.squeeze() }),
         "unsqueeze" => one(x()?.unsqueeze(a.i("dim", 0) as isize)),
         "flatten" => one(x()?.flatten(a.i("start_dim", 0) as isize, a.i("end_dim", -1) as isize)),
-        "expand" => one(x()?.expand(&a.dims("size"))),
+        "expand" => one(x()?.expand(a.dims("size"))),
         "repeat" => one(x()?.repeat(&a.dims("repeats").iter().map(|&r| r as usize).collect::<Vec<_>>())),
         "tile" => one(x()?.tile(&a.dims("dims").iter().map(|&r| r as usize).collect::<Vec<_>>())),
         "cat" | "stack" => {
@@ -271,10 +271,10 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
         }
         "chunk" => x()?.chunk(a.i("chunks", 1) as usize, a.i("dim", 0) as isize),
         "unbind" => x()?.unbind(a.i("dim", 0) as isize),
-        "flip" => one(x()?.flip(&a.dims("dims"))),
-        "roll" => one(x()?.roll(&a.dims("shifts"), &a.dims("dims"))),
+        "flip" => one(x()?.flip(a.dims("dims"))),
+        "roll" => one(x()?.roll(a.dims("shifts"), a.dims("dims"))),
         "narrow" => one(x()?.narrow(a.i("dim", 0) as isize, a.i("start", 0) as isize, a.i("length", 0) as usize)),
-        "movedim" => one(x()?.movedim(&a.dims("source"), &a.dims("destination"))),
+        "movedim" => one(x()?.movedim(a.dims("source"), a.dims("destination"))),
         "diagonal" => one(x()?.diagonal(a.i("offset", 0) as isize, a.i("dim1", 0) as isize, a.i("dim2", 1) as isize)),
         "diag" => one(x()?.diag(a.i("diagonal", 0) as isize)),
         "tril" => one(x()?.tril(a.i("diagonal", 0))),
@@ -303,7 +303,7 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
             one(x()?.take_along_dim(p(1)?, if a.has("dim") { Some(a.i("dim", 0) as isize) } else { None }))
         }
         "one_hot" => one(x()?.one_hot(a.i("num_classes", -1))),
-        "pad" => one(x()?.pad(&a.dims("pad"), PadMode::parse(a.s("mode").unwrap_or("constant"))?, a.f("value", 0.0))),
+        "pad" => one(x()?.pad(a.dims("pad"), PadMode::parse(a.s("mode").unwrap_or("constant"))?, a.f("value", 0.0))),
         // ---- creation
         "arange" => one(Tensor::arange_with(
             a.f("start", 0.0),
@@ -356,7 +356,7 @@ pub(crate) fn call(case: &Case, inputs: &[(String, Option<Tensor>)]) -> R<Vec<Te
                         .map(|a| a.iter().filter_map(|x| x.as_i64()).map(|x| x as isize).collect::<Vec<_>>())
                         .unwrap_or_default()
                 };
-                x()?.tensordot(p(1)?, &l(&d[0]), &l(&d[1]))
+                x()?.tensordot(p(1)?, l(&d[0]), l(&d[1]))
             }
             _ => x()?.tensordot_n(p(1)?, a.i("dims", 2) as usize),
         }),

@@ -410,7 +410,7 @@ fn run_grad_scaler(a: &Map<String, Value>, inputs: Inputs<'_>) -> R<Vec<Tensor>>
 
 fn run_scheduler(name: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -> R<Vec<Tensor>> {
     let base_lr = f(a, "base_lr", 0.1);
-    let p = Tensor::zeros(&[1])?.requires_grad_(true)?;
+    let p = Tensor::zeros([1])?.requires_grad_(true)?;
     let mut opt = optim::Sgd::sgd(vec![p], optim::SgdOptions::new(base_lr))?;
     let int = |k: &str, d: i64| i(a, k, d).max(0) as u64;
     const K: usize = 20;
@@ -431,7 +431,7 @@ fn run_scheduler(name: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -> R<Ve
             opt.step()?;
             s.step(&mut opt, *m);
         }
-        return Ok(vec![Tensor::from_vec(lrs, &[metrics.len().min(K)])?]);
+        return Ok(vec![Tensor::from_vec(lrs, [metrics.len().min(K)])?]);
     }
     let mut sched = match name {
         "StepLR" => lr_scheduler::step_lr(&mut opt, int("step_size", 1), f(a, "gamma", 0.1)),
@@ -486,7 +486,7 @@ fn run_scheduler(name: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -> R<Ve
         opt.step()?;
         sched.step(&mut opt)?;
     }
-    Ok(vec![Tensor::from_vec(lrs, &[K])?])
+    Ok(vec![Tensor::from_vec(lrs, [K])?])
 }
 
 /// The LSTM classifier of `train.lstm`: last output step through a linear layer.
@@ -562,7 +562,7 @@ fn run_training(model: &str, a: &Map<String, Value>, inputs: Inputs<'_>) -> R<Ve
         opt.step()?;
     }
     let n = losses.len();
-    let mut outs = vec![Tensor::from_vec(losses, &[n])?];
+    let mut outs = vec![Tensor::from_vec(losses, [n])?];
     outs.extend(net.state_dict().into_iter().map(|(_, t)| t));
     Ok(outs)
 }

@@ -21,7 +21,7 @@ pub fn sample(shape: &[usize], domain: Domain, device: Device, transposed: bool)
     if transposed && shape.len() > 1 {
         let d = shape.len() as isize - 1;
         // reversing the dims of the stored tensor gives `shape` again, as a strided view
-        t.permute(&(0..=d).rev().collect::<Vec<_>>())
+        t.permute((0..=d).rev().collect::<Vec<_>>())
     } else {
         Ok(t)
     }
@@ -60,7 +60,7 @@ fn maybe_second(f: &dyn Fn(&[Tensor]) -> ember::Result<Tensor>, xs: &[Tensor], s
         .to_dtype(DType::F64)?
         .mul(0.25)?
         .add(0.5)?
-        .reshape(&y.shape().iter().map(|&s| s as isize).collect::<Vec<_>>())?;
+        .reshape(y.shape().iter().map(|&s| s as isize).collect::<Vec<_>>())?;
     let w = w.to(y.device())?;
     let gs = ember::grad(&[y.mul(&w)?.sum()?], xs, None, true, true, true)?;
     // a gradient that does not depend on the inputs (add, neg) has no graph: its derivative is zero,

@@ -105,12 +105,12 @@ fn scaled_step(scaler: &mut GradScaler, opt: &mut dyn Optimizer, w: &Tensor, g: 
 
 #[test]
 fn the_scaler_skips_non_finite_steps_backs_off_and_grows() {
-    let w = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap().requires_grad_(true).unwrap();
+    let w = Tensor::from_vec(vec![1.0f32, 2.0], [2]).unwrap().requires_grad_(true).unwrap();
     let mut opt = optim::Sgd::sgd(vec![w.clone()], optim::SgdOptions::new(0.5)).unwrap();
     let o = GradScalerOptions { init_scale: 8.0, growth_interval: 2, ..Default::default() };
     let mut scaler = GradScaler::new(o);
-    let g = Tensor::from_vec(vec![1.0f32, -1.0], &[2]).unwrap();
-    let bad = Tensor::from_vec(vec![f32::INFINITY, 1.0], &[2]).unwrap();
+    let g = Tensor::from_vec(vec![1.0f32, -1.0], [2]).unwrap();
+    let bad = Tensor::from_vec(vec![f32::INFINITY, 1.0], [2]).unwrap();
     assert!(scaled_step(&mut scaler, &mut opt, &w, &g));
     assert_eq!(w.to_vec_f64().unwrap(), vec![0.5, 2.5]);
     assert_eq!(scaler.get_scale(), 8.0);
@@ -132,7 +132,7 @@ fn the_scaler_skips_non_finite_steps_backs_off_and_grows() {
 
 #[test]
 fn clipping_after_unscale_sees_the_true_gradients_and_state_round_trips() {
-    let w = Tensor::from_vec(vec![3.0f32, 4.0], &[2]).unwrap().requires_grad_(true).unwrap();
+    let w = Tensor::from_vec(vec![3.0f32, 4.0], [2]).unwrap().requires_grad_(true).unwrap();
     let mut opt = optim::Sgd::sgd(vec![w.clone()], optim::SgdOptions::new(1.0)).unwrap();
     let mut scaler = GradScaler::new(GradScalerOptions { init_scale: 1024.0, ..Default::default() });
     opt.zero_grad().unwrap();
@@ -175,7 +175,7 @@ fn an_f16_forward_underflows_without_the_scaler_and_not_with_it() {
     let plain = grads(false);
     assert_eq!(plain.abs().unwrap().sum().unwrap().item().unwrap(), 0.0, "f16 gradients underflow to 0");
     let scaled = grads(true);
-    let want = x.sum_dim(&[0], false).unwrap().mul(1e-8).unwrap(); // d/dw of sum(x wᵀ) * 1e-8, per row
+    let want = x.sum_dim([0], false).unwrap().mul(1e-8).unwrap(); // d/dw of sum(x wᵀ) * 1e-8, per row
     let got = scaled.select(0, 0).unwrap();
     let rel = got.sub(&want).unwrap().abs().unwrap().amax(ember::SCALAR, false).unwrap().item().unwrap()
         / want.abs().unwrap().amax(ember::SCALAR, false).unwrap().item().unwrap();

@@ -58,10 +58,10 @@ proptest! {
     fn reductions_and_scans(shape in proptest::collection::vec(1..4usize, 1..4), seed in any::<u64>()) {
         manual_seed(seed);
         let x = rand64(&shape);
-        check(|x| x[0].sum_dim(&[-1], false), std::slice::from_ref(&x));
-        check(|x| x[0].mean_dim(&[0], true), std::slice::from_ref(&x));
-        check(|x| x[0].amax(&[-1], false), std::slice::from_ref(&x));
-        check(|x| x[0].logsumexp(&[-1], false), std::slice::from_ref(&x));
+        check(|x| x[0].sum_dim([-1], false), std::slice::from_ref(&x));
+        check(|x| x[0].mean_dim([0], true), std::slice::from_ref(&x));
+        check(|x| x[0].amax([-1], false), std::slice::from_ref(&x));
+        check(|x| x[0].logsumexp([-1], false), std::slice::from_ref(&x));
         check(|x| x[0].softmax(-1), std::slice::from_ref(&x));
         check(|x| x[0].log_softmax(0), std::slice::from_ref(&x));
         check(|x| x[0].cumsum(-1), std::slice::from_ref(&x));
@@ -78,19 +78,19 @@ proptest! {
     fn views_and_shape_ops(shape in proptest::collection::vec(2..5usize, 2..4), seed in any::<u64>()) {
         manual_seed(seed);
         let x = rand64(&shape);
-        check(|x| x[0].permute(&(0..x[0].ndim() as isize).rev().collect::<Vec<_>>())?.reshape(&[-1])?.mul(&Tensor::arange(x[0].numel() as i64)?.to_dtype(DType::F64)?), std::slice::from_ref(&x));
+        check(|x| x[0].permute((0..x[0].ndim() as isize).rev().collect::<Vec<_>>())?.reshape([-1])?.mul(&Tensor::arange(x[0].numel() as i64)?.to_dtype(DType::F64)?), std::slice::from_ref(&x));
         check(|x| x[0].narrow(0, 1, 1)?.mul(2.0), std::slice::from_ref(&x));
         check(|x| x[0].slice(-1, Some(0), None, 2)?.exp(), std::slice::from_ref(&x));
         check(|x| x[0].select(0, -1)?.sin(), std::slice::from_ref(&x));
-        check(|x| x[0].unsqueeze(1)?.expand(&[-1, 3, -1])?.exp(), &[rand64(&shape[..2])]);
+        check(|x| x[0].unsqueeze(1)?.expand([-1, 3, -1])?.exp(), &[rand64(&shape[..2])]);
         check(|x| x[0].diagonal(0, 0, 1)?.exp(), std::slice::from_ref(&x));
         check(|x| x[0].unfold(0, 2, 1)?.exp(), std::slice::from_ref(&x));
         check(|x| Tensor::cat(&[x[0].clone(), x[0].mul(2.0)?], -1)?.tanh(), std::slice::from_ref(&x));
         check(|x| Tensor::stack(&[x[0].clone(), x[0].exp()?], 0), std::slice::from_ref(&x));
-        check(|x| x[0].flip(&[0])?.roll(&[1], &[-1])?.mul(&x[0]), std::slice::from_ref(&x));
+        check(|x| x[0].flip([0])?.roll([1], [-1])?.mul(&x[0]), std::slice::from_ref(&x));
         check(|x| x[0].repeat(&vec![2; x[0].ndim()]), std::slice::from_ref(&x));
-        check(|x| x[0].pad(&[1, 2], ember::PadMode::Constant, 0.5), std::slice::from_ref(&x));
-        check(|x| x[0].pad(&[1, 1], ember::PadMode::Reflect, 0.0), std::slice::from_ref(&x));
+        check(|x| x[0].pad([1, 2], ember::PadMode::Constant, 0.5), std::slice::from_ref(&x));
+        check(|x| x[0].pad([1, 1], ember::PadMode::Reflect, 0.0), std::slice::from_ref(&x));
         check(|x| x[0].tril(0), std::slice::from_ref(&x));
     }
 
@@ -99,15 +99,15 @@ proptest! {
         manual_seed(seed);
         let (a, b) = (rand64(&[batch, m, k]), rand64(&[k, n]));
         check(|x| x[0].matmul(&x[1]), &[a.clone(), b.clone()]);
-        check(|x| x[0].permute(&[1, 0, 2])?.matmul(&x[1]), &[rand64(&[m, batch, k]), b.clone()]);
+        check(|x| x[0].permute([1, 0, 2])?.matmul(&x[1]), &[rand64(&[m, batch, k]), b.clone()]);
         check(|x| x[0].select(0, 0)?.mt()?.matmul(&x[0].select(0, 0)?), std::slice::from_ref(&a));
-        let idx = Tensor::from_vec(vec![0i64, (k - 1) as i64, 0], &[3]).unwrap();
+        let idx = Tensor::from_vec(vec![0i64, (k - 1) as i64, 0], [3]).unwrap();
         check(|x| x[0].index_select(-1, &idx), std::slice::from_ref(&a));
-        let gi = Tensor::zeros_with(&[batch, m, 1], DType::I64, ember::Device::Cpu).unwrap();
+        let gi = Tensor::zeros_with([batch, m, 1], DType::I64, ember::Device::Cpu).unwrap();
         check(|x| x[0].gather(-1, &gi), std::slice::from_ref(&a));
         check(|x| x[0].scatter_add(-1, &gi, &x[0].narrow(-1, 0, 1)?), std::slice::from_ref(&a));
         let w = rand64(&[5, 3]);
-        let ids = Tensor::from_vec(vec![4i64, 0, 4], &[3]).unwrap();
+        let ids = Tensor::from_vec(vec![4i64, 0, 4], [3]).unwrap();
         check(|x| x[0].embedding(&ids), &[w]);
     }
 
@@ -134,7 +134,7 @@ proptest! {
         check(|x| x[0].linalg_svdvals(), std::slice::from_ref(&rect));
         check(|x| {
             let (q, r) = x[0].linalg_qr()?;
-            Tensor::cat(&[q.reshape(&[-1])?, r.reshape(&[-1])?], 0)
+            Tensor::cat(&[q.reshape([-1])?, r.reshape([-1])?], 0)
         }, std::slice::from_ref(&rect));
         check(|x| x[0].abs()?.add(0.3)?.digamma(), std::slice::from_ref(&rect));
     }
@@ -174,7 +174,7 @@ fn nn_kernels_gradcheck() {
     let ln = t_fused_norm(&x);
     assert_eq!(ln, (Some("layer_norm"), Some("rms_norm")));
     check(|t| t[0].layer_norm(&[5, 5], Some(&t[1]), Some(&t[2]), 1e-5), &[x.clone(), rand64(&[5, 5]), rand64(&[5, 5])]);
-    check(|t| t[0].permute(&[3, 1, 0, 2])?.layer_norm(&[5], None, Some(&t[1]), 1e-5), &[x.clone(), rand64(&[5])]);
+    check(|t| t[0].permute([3, 1, 0, 2])?.layer_norm(&[5], None, Some(&t[1]), 1e-5), &[x.clone(), rand64(&[5])]);
     check(|t| t[0].rms_norm(&[5], Some(&t[1]), Some(1e-6)), &[x.clone(), rand64(&[5])]);
     check(|t| t[0].transpose(0, 3)?.rms_norm(&[5, 2], None, None), std::slice::from_ref(&x));
     check(|t| t[0].group_norm(2, None, None, 1e-5), std::slice::from_ref(&x));
@@ -184,7 +184,7 @@ fn nn_kernels_gradcheck() {
     let fused = bn(&x.detach().requires_grad_(true).unwrap(), None, None).unwrap();
     assert_eq!(fused.grad_fn_name(), Some("batch_norm"));
     check(|t| bn(&t[0], Some(&t[1]), Some(&t[2])), &[x.clone(), rand64(&[2]), rand64(&[2])]);
-    check(|t| bn(&t[0].permute(&[0, 3, 2, 1])?, Some(&t[1]), None), &[x.clone(), rand64(&[5])]);
+    check(|t| bn(&t[0].permute([0, 3, 2, 1])?, Some(&t[1]), None), &[x.clone(), rand64(&[5])]);
     check(|t| bn(&t[0], None, Some(&t[1])), &[rand64(&[6, 3]), rand64(&[3])]);
     check(|t| t[0].interpolate(Some(&[7, 3]), None, ember::InterpMode::Linear, false), std::slice::from_ref(&x));
     check(|t| t[0].interpolate(None, Some(&[2.0]), ember::InterpMode::Nearest, false), std::slice::from_ref(&x));
@@ -220,18 +220,18 @@ fn second_order_gradients_match_finite_differences() {
         ("softmax", Box::new(|x: &Tensor| x.softmax(-1)?.mul(x)?.sum())),
         ("matmul", Box::new(|x: &Tensor| x.matmul(&x.mt()?)?.pow(2.0)?.sum())),
         ("pow", Box::new(|x: &Tensor| x.abs()?.add(0.5)?.pow(x)?.sum())),
-        ("logsumexp", Box::new(|x: &Tensor| x.logsumexp(&[-1], false)?.sum())),
+        ("logsumexp", Box::new(|x: &Tensor| x.logsumexp([-1], false)?.sum())),
         (
             "batch_norm",
             Box::new(|x: &Tensor| {
-                let w = Tensor::from_vec(vec![0.5f64, -1.0, 2.0, 1.5], &[4])?;
+                let w = Tensor::from_vec(vec![0.5f64, -1.0, 2.0, 1.5], [4])?;
                 x.batch_norm(None, None, Some(&w), None, true, 0.1, 1e-5)?.pow(3.0)?.sum()
             }),
         ),
         (
             "layer_norm",
             Box::new(|x: &Tensor| {
-                let w = Tensor::from_vec(vec![0.5f64, -1.0, 2.0, 1.5], &[4])?;
+                let w = Tensor::from_vec(vec![0.5f64, -1.0, 2.0, 1.5], [4])?;
                 x.layer_norm(&[4], Some(&w), Some(&w), 1e-5)?.pow(3.0)?.sum()
             }),
         ),
@@ -309,7 +309,7 @@ fn graphs_that_depend_on_the_data() {
 
     // an RNN over variable-length sequences
     let rnn = |xs: &[Tensor], len: usize| -> Result<Tensor> {
-        let mut h = Tensor::zeros_with(&[1, 3], DType::F64, ember::Device::Cpu)?;
+        let mut h = Tensor::zeros_with([1, 3], DType::F64, ember::Device::Cpu)?;
         for t in 0..len {
             h = xs[0].select(0, t as isize)?.unsqueeze(0)?.matmul(&xs[1])?.add(&h.matmul(&xs[2])?)?.tanh()?;
         }
@@ -376,7 +376,7 @@ fn gradients_of_many_views_add_into_their_input() {
             want.push(1.0 + r as f64 + chunk + (c % 2) as f64);
         }
     }
-    let want = Tensor::from_vec(want, &[5, 6]).unwrap().mul(&w).unwrap();
+    let want = Tensor::from_vec(want, [5, 6]).unwrap().mul(&w).unwrap();
     let d = x.grad().unwrap().sub(&want).unwrap().abs().unwrap().max().unwrap().item().unwrap();
     assert!(d < 1e-12, "max difference {d}");
     check(|xs| f(&xs[0]), &[x.detach()]);
@@ -394,7 +394,7 @@ fn gradients_of_many_views_add_into_their_input() {
     for c in 0..4 {
         want[4 + c] += 2.0 * (0..3).map(|r| before[r * 4 + c]).sum::<f64>();
     }
-    let want = Tensor::from_vec(want, &[3, 4]).unwrap();
+    let want = Tensor::from_vec(want, [3, 4]).unwrap();
     for g in [u.grad().unwrap(), u_in.grad().unwrap()] {
         let d = g.sub(&want).unwrap().abs().unwrap().max().unwrap().item().unwrap();
         assert!(d < 1e-12, "max difference {d}");
@@ -403,7 +403,7 @@ fn gradients_of_many_views_add_into_their_input() {
 
 #[test]
 fn deep_chains_do_not_overflow_the_stack() {
-    let x = Tensor::ones_with(&[1], DType::F64, ember::Device::Cpu).unwrap().requires_grad_(true).unwrap();
+    let x = Tensor::ones_with([1], DType::F64, ember::Device::Cpu).unwrap().requires_grad_(true).unwrap();
     let mut y = x.clone();
     for _ in 0..100_000 {
         y = y.mul(1.000_001).unwrap();
@@ -416,7 +416,7 @@ fn deep_chains_do_not_overflow_the_stack() {
 
 #[test]
 fn engine_errors_are_clear() {
-    let x = Tensor::randn(&[3]).unwrap().requires_grad_(true).unwrap();
+    let x = Tensor::randn([3]).unwrap().requires_grad_(true).unwrap();
     let y = x.exp().unwrap().sum().unwrap();
     y.backward().unwrap();
     let e = y.backward().unwrap_err().to_string();
@@ -435,7 +435,7 @@ fn engine_errors_are_clear() {
 
 #[test]
 fn grads_accumulate_hooks_and_retain_grad() {
-    let x = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).unwrap().requires_grad_(true).unwrap();
+    let x = Tensor::from_vec(vec![1.0f64, 2.0], [2]).unwrap().requires_grad_(true).unwrap();
     x.mul(3.0).unwrap().sum().unwrap().backward().unwrap();
     x.mul(3.0).unwrap().sum().unwrap().backward().unwrap();
     assert_eq!(x.grad().unwrap().to_vec::<f64>().unwrap(), vec![6.0, 6.0]);
@@ -485,7 +485,7 @@ fn custom_functions_checkpoint_and_anomaly() {
         assert!((a - b).abs() < 1e-12);
     }
     set_detect_anomaly(true);
-    let z = Tensor::zeros_with(&[2], DType::F64, ember::Device::Cpu).unwrap().requires_grad_(true).unwrap();
+    let z = Tensor::zeros_with([2], DType::F64, ember::Device::Cpu).unwrap().requires_grad_(true).unwrap();
     let e = z.sqrt().unwrap().sum().unwrap().backward().unwrap_err().to_string();
     set_detect_anomaly(false);
     assert!(e.contains("sqrtBackward") && e.contains("non-finite"), "{e}");
@@ -528,7 +528,7 @@ proptest! {
 
 #[test]
 fn views_taken_before_an_inplace_write_see_it() {
-    let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], &[3]).unwrap().requires_grad_(true).unwrap();
+    let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], [3]).unwrap().requires_grad_(true).unwrap();
     let a = x.mul(1.0).unwrap();
     let later = a.narrow(0, 1, 2).unwrap(); // a[1:], taken before the write
     a.narrow(0, 0, 2).unwrap().mul_(10.0).unwrap(); // a[:2] *= 10
@@ -541,8 +541,8 @@ fn views_taken_before_an_inplace_write_see_it() {
 #[test]
 fn a_buffer_filled_in_place_carries_gradients() {
     // h = zeros(3, 2); h[t] = x[t] * (t + 1): the pattern of RNN loops writing into preallocated output
-    let x = Tensor::randn(&[3, 2]).unwrap().to_dtype(DType::F64).unwrap().requires_grad_(true).unwrap();
-    let h = Tensor::zeros_with(&[3, 2], DType::F64, ember::Device::Cpu).unwrap();
+    let x = Tensor::randn([3, 2]).unwrap().to_dtype(DType::F64).unwrap().requires_grad_(true).unwrap();
+    let h = Tensor::zeros_with([3, 2], DType::F64, ember::Device::Cpu).unwrap();
     for t in 0..3 {
         h.select(0, t).unwrap().copy_(&x.select(0, t).unwrap().mul((t + 1) as f64).unwrap()).unwrap();
     }
@@ -558,13 +558,13 @@ fn a_buffer_filled_in_place_carries_gradients() {
 
 #[test]
 fn inplace_misuse_is_refused_clearly() {
-    let w = Tensor::ones(&[2, 2]).unwrap().requires_grad_(true).unwrap();
+    let w = Tensor::ones([2, 2]).unwrap().requires_grad_(true).unwrap();
     let e = w.narrow(0, 0, 1).unwrap().mul_(2.0).unwrap_err().to_string();
     assert!(e.contains("view of a leaf"), "{e}");
     let e = w.mul_(2.0).unwrap_err().to_string();
     assert!(e.contains("leaf tensor that requires grad") && e.contains("mul_"), "{e}");
     // writing into memory that several elements share
-    let y = w.mul(1.0).unwrap().narrow(0, 0, 1).unwrap().expand(&[3, 2]).unwrap();
+    let y = w.mul(1.0).unwrap().narrow(0, 0, 1).unwrap().expand([3, 2]).unwrap();
     let e = y.add_(1.0).unwrap_err().to_string();
     assert!(e.contains("same memory location"), "{e}");
     // a value saved for backward, changed in place afterwards
@@ -580,7 +580,7 @@ fn inplace_misuse_is_refused_clearly() {
 #[test]
 fn post_accumulate_hooks_see_the_accumulated_gradient() {
     use std::sync::{Arc, Mutex};
-    let w = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).unwrap().requires_grad_(true).unwrap();
+    let w = Tensor::from_vec(vec![1.0f64, 2.0], [2]).unwrap().requires_grad_(true).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     w.register_post_accumulate_grad_hook(move |p| s.lock().unwrap().push(p.grad().unwrap().to_vec::<f64>().unwrap()))
@@ -598,9 +598,9 @@ fn a_leaf_is_delivered_as_soon_as_its_last_feeder_has_run() {
     // DDP all-reduces a bucket from these hooks while backward goes on: w1's gradient is final
     // after the last product's backward, before the earlier nodes (h's hook) run.
     use std::sync::{Arc, Mutex};
-    let x = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).unwrap();
-    let w1 = Tensor::from_vec(vec![3.0f64, 4.0], &[2]).unwrap().requires_grad_(true).unwrap();
-    let w2 = Tensor::from_vec(vec![5.0f64, 6.0], &[2]).unwrap().requires_grad_(true).unwrap();
+    let x = Tensor::from_vec(vec![1.0f64, 2.0], [2]).unwrap();
+    let w1 = Tensor::from_vec(vec![3.0f64, 4.0], [2]).unwrap().requires_grad_(true).unwrap();
+    let w2 = Tensor::from_vec(vec![5.0f64, 6.0], [2]).unwrap().requires_grad_(true).unwrap();
     let order = Arc::new(Mutex::new(Vec::new()));
     let (o1, o2, o3) = (order.clone(), order.clone(), order.clone());
     w1.register_post_accumulate_grad_hook(move |p| {
@@ -666,7 +666,7 @@ fn max_pool_2x2_matches_its_definition() {
         xv[5] = f64::NAN;
         let p = PoolOptions::new(&[2, 2]);
         let (want_v, want_i) = max_pool_reference(&xv, shape, &p);
-        let x = Tensor::from_vec(xv, &[2, 3, h, w]).unwrap();
+        let x = Tensor::from_vec(xv, [2, 3, h, w]).unwrap();
         for x in [x.clone(), x.to_dtype(DType::F32).unwrap()] {
             let (vals, idx) = x.max_pool(&p).unwrap();
             assert_eq!(idx.to_vec::<i64>().unwrap(), want_i);
@@ -705,7 +705,7 @@ proptest! {
             let at = seed as usize % xv.len();
             xv[at] = f64::NAN;
         }
-        let x = Tensor::from_vec(xv.clone(), &[n, c, h, w]).unwrap();
+        let x = Tensor::from_vec(xv.clone(), [n, c, h, w]).unwrap();
         let (vals, idx) = x.max_pool(&p).unwrap();
         let (want_v, want_i) = max_pool_reference(&xv, (n, c, h, w), &p);
         let got_v = vals.to_vec::<f64>().unwrap();
@@ -744,7 +744,7 @@ fn lstm_reference(
     }
     let all: Vec<Tensor> = hs.into_iter().chain(cs).map(|t| t.expect("every step ran")).collect();
     let (b, hid) = (h0.shape()[0] as isize, h0.shape()[1] as isize);
-    Tensor::stack(&all, 0)?.reshape(&[2, len as isize, b, hid])
+    Tensor::stack(&all, 0)?.reshape([2, len as isize, b, hid])
 }
 
 /// The largest absolute difference between two tensors of one shape.
@@ -821,7 +821,7 @@ fn lstm_sequence_differentiates_twice_and_checks_its_arguments() {
                 let y = fused_lstm(xs, reverse)?.pow(2.0)?.sum()?;
                 let gs = grad(&[y], xs, None, true, true, false)?;
                 let flat: Vec<Tensor> =
-                    gs.into_iter().map(|g| g.expect("used").reshape(&[-1])).collect::<Result<_>>()?;
+                    gs.into_iter().map(|g| g.expect("used").reshape([-1])).collect::<Result<_>>()?;
                 Tensor::cat(&flat, 0)
             },
             &xs,
@@ -871,9 +871,9 @@ fn conv_reference(x: &Tensor, w: &Tensor, o: &ConvOptions) -> Result<Tensor> {
     };
     let kernel = &w.shape()[2..];
     let cols = x.im2col(kernel, &o.stride, &pad, &o.dilation, 0.0)?;
-    let y = w.reshape(&[w.shape()[0] as isize, -1])?.matmul(&cols)?;
+    let y = w.reshape([w.shape()[0] as isize, -1])?.matmul(&cols)?;
     let out = |d: usize| (x.shape()[d + 2] + 2 * pad[d] - o.dilation[d] * (kernel[d] - 1) - 1) / o.stride[d] + 1;
-    y.reshape(&[x.shape()[0] as isize, w.shape()[0] as isize, out(0) as isize, out(1) as isize])
+    y.reshape([x.shape()[0] as isize, w.shape()[0] as isize, out(0) as isize, out(1) as isize])
 }
 
 proptest! {
@@ -916,7 +916,7 @@ fn fused_conv2d_differentiates_twice_and_handles_empty_batches() {
         |t| {
             let y = t[0].conv(&t[1], None, &o)?.pow(2.0)?.sum()?;
             let gs = grad(&[y], t, None, true, true, false)?;
-            let flat: Vec<Tensor> = gs.into_iter().map(|g| g.expect("used").reshape(&[-1])).collect::<Result<_>>()?;
+            let flat: Vec<Tensor> = gs.into_iter().map(|g| g.expect("used").reshape([-1])).collect::<Result<_>>()?;
             Tensor::cat(&flat, 0)
         },
         &[rand64(&[2, 2, 4, 4]), rand64(&[3, 2, 2, 2])],
@@ -926,7 +926,7 @@ fn fused_conv2d_differentiates_twice_and_handles_empty_batches() {
     .unwrap_or_else(|e| panic!("{e}"));
     // a non-contiguous input (a permuted view) and f16 (composed, no fused kernel) agree too
     let (x, w) = (rand64(&[4, 4, 2, 2]), rand64(&[3, 2, 2, 2]));
-    let xp = x.permute(&[2, 3, 0, 1]).unwrap();
+    let xp = x.permute([2, 3, 0, 1]).unwrap();
     let want = conv_reference(&xp.contiguous().unwrap(), &w, &o).unwrap();
     assert!(max_diff(&xp.conv(&w, None, &o).unwrap(), &want) < 1e-12);
     let half = |t: &Tensor| t.to_dtype(DType::F16).unwrap();

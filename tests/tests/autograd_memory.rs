@@ -5,8 +5,8 @@ use ember::{live_nodes, no_grad, Tensor};
 
 #[test]
 fn memory_stays_flat_over_many_steps() {
-    let w = Tensor::randn(&[8, 8]).unwrap().requires_grad_(true).unwrap();
-    let x = Tensor::randn(&[4, 8]).unwrap();
+    let w = Tensor::randn([8, 8]).unwrap().requires_grad_(true).unwrap();
+    let x = Tensor::randn([4, 8]).unwrap();
     let before = live_nodes();
     for _ in 0..10_000 {
         let loss = x.matmul(&w).unwrap().tanh().unwrap().pow(2.0).unwrap().mean().unwrap();

@@ -161,10 +161,10 @@ fn conformance_runs_on_the_composed_paths_of_a_backend_without_fused_kernels() {
 #[test]
 fn tensors_remember_their_custom_device() {
     shared();
-    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap().to(DEVICE).unwrap();
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], [3]).unwrap().to(DEVICE).unwrap();
     let y = x.exp().unwrap().sum().unwrap();
     assert_eq!(y.device(), DEVICE);
-    let cpu = Tensor::ones(&[3]).unwrap();
+    let cpu = Tensor::ones([3]).unwrap();
     let err = x.add(&cpu).unwrap_err().to_string();
     assert!(err.contains("add") && err.contains("counting:0") && err.contains("cpu"), "{err}");
     let _ = Layout::contiguous(&[1]);

@@ -115,9 +115,9 @@ proptest! {
         // a square shape lets transposed values meet untransposed ones
         let n = rows.max(cols);
         let leaves: Vec<Tensor> = (0..3)
-            .map(|_| Tensor::randn(&[n, n]).unwrap().mul(2.0).unwrap().to_dtype(dt).unwrap())
+            .map(|_| Tensor::randn([n, n]).unwrap().mul(2.0).unwrap().to_dtype(dt).unwrap())
             .collect();
-        let row = Tensor::randn(&[n]).unwrap().to_dtype(dt).unwrap();
+        let row = Tensor::randn([n]).unwrap().to_dtype(dt).unwrap();
         let eager = run(&prog, &leaves, &row, Device::Cpu);
         let lz = run(&prog, &leaves, &row, lazy_dev());
         prop_assert_eq!(eager.len(), lz.len());
@@ -137,7 +137,7 @@ fn gelu_tanh(x: &Tensor) -> Tensor {
 fn a_gelu_chain_runs_as_one_group_with_eager_bits() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     ember::manual_seed(3);
-    let x = Tensor::randn(&[1000, 37]).unwrap();
+    let x = Tensor::randn([1000, 37]).unwrap();
     let eager = gelu_tanh(&x);
     let before = lazy::stats();
     let y = gelu_tanh(&x.to(lazy_dev()).unwrap());
@@ -153,9 +153,9 @@ fn a_gelu_chain_runs_as_one_group_with_eager_bits() {
 #[test]
 fn in_place_writes_see_what_pending_values_read() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap().to(lazy_dev()).unwrap();
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], [3]).unwrap().to(lazy_dev()).unwrap();
     let y = x.add(1.0).unwrap().mul(2.0).unwrap(); // pending, reads x
-    x.copy_(&Tensor::from_vec(vec![10.0f32, 20.0, 30.0], &[3]).unwrap().to(lazy_dev()).unwrap()).unwrap();
+    x.copy_(&Tensor::from_vec(vec![10.0f32, 20.0, 30.0], [3]).unwrap().to(lazy_dev()).unwrap()).unwrap();
     assert_eq!(y.to_vec::<f32>().unwrap(), vec![4.0, 6.0, 8.0], "y was computed from the old x");
     assert_eq!(x.to_vec::<f32>().unwrap(), vec![10.0, 20.0, 30.0]);
     // writing into a pending value computes it first, then updates it
@@ -183,8 +183,8 @@ fn train(device: Device, adam: bool, steps: usize) -> (Vec<u64>, Vec<u64>) {
     ember::manual_seed(7);
     let mut m = Mlp { fc1: Linear::new(8, 16).unwrap(), fc2: Linear::new(16, 2).unwrap() };
     m.to_device(device).unwrap();
-    let x = Tensor::randn(&[32, 8]).unwrap().to(device).unwrap();
-    let t = Tensor::randn(&[32, 2]).unwrap().to(device).unwrap();
+    let x = Tensor::randn([32, 8]).unwrap().to(device).unwrap();
+    let t = Tensor::randn([32, 2]).unwrap().to(device).unwrap();
     let mut opt: Box<dyn Optimizer> = if adam {
         Box::new(Adam::adam(m.parameters(), AdamOptions::adam(0.01)).unwrap())
     } else {
@@ -217,7 +217,7 @@ fn training_in_lazy_mode_gives_eager_losses_to_the_bit() {
 fn a_loop_that_never_reads_keeps_a_bounded_graph() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let base = lazy::stats().live_buffers;
-    let start = Tensor::randn(&[64]).unwrap();
+    let start = Tensor::randn([64]).unwrap();
     let mut eager = start.clone();
     let mut x = start.to(lazy_dev()).unwrap();
     let mut peak = 0;
@@ -243,8 +243,8 @@ fn a_lazy_training_loop_keeps_a_flat_buffer_count() {
     ember::manual_seed(11);
     let mut m = Mlp { fc1: Linear::new(4, 8).unwrap(), fc2: Linear::new(8, 1).unwrap() };
     m.to_device(lazy_dev()).unwrap();
-    let x = Tensor::randn(&[16, 4]).unwrap().to(lazy_dev()).unwrap();
-    let t = Tensor::randn(&[16, 1]).unwrap().to(lazy_dev()).unwrap();
+    let x = Tensor::randn([16, 4]).unwrap().to(lazy_dev()).unwrap();
+    let t = Tensor::randn([16, 1]).unwrap().to(lazy_dev()).unwrap();
     let mut opt = Sgd::sgd(m.parameters(), SgdOptions::new(0.01)).unwrap();
     let mut counts = vec![];
     for step in 0..10_000 {
@@ -268,13 +268,13 @@ fn a_conv_batch_norm_block_gives_eager_bits() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let run = |device: Device| {
         ember::manual_seed(5);
-        let mut conv1 = ember::nn::layers::Conv2d::new(4, 4, &[3, 3]).unwrap();
+        let mut conv1 = ember::nn::layers::Conv2d::new(4, 4, [3, 3]).unwrap();
         let mut bn = ember::nn::layers::BatchNorm2d::new(4).unwrap();
-        let mut conv2 = ember::nn::layers::Conv2d::new(4, 4, &[3, 3]).unwrap();
+        let mut conv2 = ember::nn::layers::Conv2d::new(4, 4, [3, 3]).unwrap();
         conv1.to_device(device).unwrap();
         bn.to_device(device).unwrap();
         conv2.to_device(device).unwrap();
-        let x = Tensor::randn(&[2, 4, 7, 7]).unwrap().to(device).unwrap().requires_grad_(true).unwrap();
+        let x = Tensor::randn([2, 4, 7, 7]).unwrap().to(device).unwrap().requires_grad_(true).unwrap();
         let h = bn.forward(&conv1.forward(&x).unwrap()).unwrap().relu().unwrap();
         let y = conv2.forward(&h).unwrap().add(&x.narrow(2, 2, 3).unwrap().narrow(3, 2, 3).unwrap()).unwrap();
         y.sum().unwrap().backward().unwrap();

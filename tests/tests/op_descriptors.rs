@@ -204,8 +204,8 @@ fn a_window_column_entirely_in_the_padding_is_padding() {
     let mut o = ConvOptions::new(2);
     o.padding = ConvPadding::Explicit(vec![2, 2]);
     o.dilation = vec![2, 2];
-    let x = Tensor::from_vec(vec![3.0f32], &[1, 1, 1, 1]).unwrap().requires_grad_(true).unwrap();
-    let w = Tensor::arange(9).unwrap().to_dtype(ember::DType::F32).unwrap().reshape(&[1, 1, 3, 3]).unwrap();
+    let x = Tensor::from_vec(vec![3.0f32], [1, 1, 1, 1]).unwrap().requires_grad_(true).unwrap();
+    let w = Tensor::arange(9).unwrap().to_dtype(ember::DType::F32).unwrap().reshape([1, 1, 3, 3]).unwrap();
     let y = x.conv(&w, None, &o).unwrap();
     assert_eq!(y.shape(), conv_output_shape(x.shape(), w.shape(), &o).unwrap().as_slice());
     // only the centre tap (weight 4) reaches the single input element

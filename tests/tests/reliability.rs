@@ -31,7 +31,7 @@ fn tied_weights_are_one_parameter_and_updated_once() {
     // SGD with lr 1 and gradient 1 moves each weight by exactly -1 (it moved by -2 before)
     let mut opt = Sgd::sgd(m.parameters(), SgdOptions::new(1.0)).unwrap();
     let w0 = m.wte.weight.to_vec::<f32>().unwrap();
-    m.wte.weight.set_grad(Some(Tensor::ones(&[10, 4]).unwrap()));
+    m.wte.weight.set_grad(Some(Tensor::ones([10, 4]).unwrap()));
     opt.step().unwrap();
     let w1 = m.lm_head.weight.to_vec::<f32>().unwrap();
     for (a, b) in w0.iter().zip(&w1) {
@@ -57,7 +57,7 @@ fn moving_a_tied_model_keeps_the_tie() {
 
 #[test]
 fn a_tensor_listed_twice_in_an_optimizer_is_an_error() {
-    let w = Tensor::zeros(&[3]).unwrap().requires_grad_(true).unwrap();
+    let w = Tensor::zeros([3]).unwrap().requires_grad_(true).unwrap();
     let e = Sgd::sgd(vec![w.clone(), w.clone()], SgdOptions::new(0.1)).err().expect("duplicate").to_string();
     assert!(e.contains("parameter 1") && e.contains("same tensor as parameter 0"), "{e}");
     let mut opt = Sgd::sgd(vec![w.clone()], SgdOptions::new(0.1)).unwrap();
@@ -68,14 +68,14 @@ fn a_tensor_listed_twice_in_an_optimizer_is_an_error() {
 #[test]
 fn concurrent_backward_through_a_shared_large_leaf_finishes() {
     // [256, 256] leaves take the parallel add path; each thread builds its own graph on them
-    let w = Tensor::randn(&[256, 256]).unwrap().requires_grad_(true).unwrap();
+    let w = Tensor::randn([256, 256]).unwrap().requires_grad_(true).unwrap();
     let lstm = Rnn::new(RnnMode::Lstm, 32, 64, Default::default()).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     for t in 0..4 {
         let (w, lstm, tx) = (w.clone(), lstm.parameters(), tx.clone());
         std::thread::spawn(move || {
             for _ in 0..25 {
-                let x = Tensor::randn(&[64, 256]).unwrap();
+                let x = Tensor::randn([64, 256]).unwrap();
                 x.matmul(&w).unwrap().tanh().unwrap().sum().unwrap().backward().unwrap();
             }
             drop(lstm);
@@ -96,7 +96,7 @@ fn concurrent_backward_through_a_shared_large_leaf_finishes() {
 #[test]
 fn concurrent_lstm_backward_finishes_and_accumulates_every_contribution() {
     let lstm = std::sync::Arc::new(Rnn::new(RnnMode::Lstm, 16, 128, Default::default()).unwrap());
-    let x = Tensor::randn(&[12, 8, 16]).unwrap();
+    let x = Tensor::randn([12, 8, 16]).unwrap();
     // one pass alone gives the reference gradient
     lstm.forward(&x).unwrap().sum().unwrap().backward().unwrap();
     let one: Vec<Vec<f32>> = lstm.parameters().iter().map(|p| p.grad().unwrap().to_vec::<f32>().unwrap()).collect();
@@ -137,7 +137,7 @@ fn checkpoint_writes_use_unique_temporaries_and_clean_stale_ones() {
             let path = path.clone();
             std::thread::spawn(move || {
                 for _ in 0..10 {
-                    let t = Tensor::full(&[256], i as f64).unwrap();
+                    let t = Tensor::full([256], i as f64).unwrap();
                     ember::io::save_safetensors(&path, &[("w", &t)]).unwrap();
                 }
             })
@@ -161,7 +161,7 @@ fn a_decompression_bomb_is_rejected_after_reading_only_what_the_header_declares(
     // an .npz entry declaring 4 f32 values followed by 64 MiB of zeros (deflated to ~64 KiB)
     let dir = std::env::temp_dir().join(format!("ember-bomb-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut npy = ember::io::to_npy_bytes(&Tensor::zeros(&[4]).unwrap()).unwrap();
+    let mut npy = ember::io::to_npy_bytes(&Tensor::zeros([4]).unwrap()).unwrap();
     npy.extend(std::iter::repeat_n(0u8, 64 << 20));
     let path = dir.join("bomb.npz");
     let mut zw = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
@@ -177,7 +177,7 @@ fn a_decompression_bomb_is_rejected_after_reading_only_what_the_header_declares(
 
 #[test]
 fn optimizer_settings_are_validated() {
-    let w = || vec![Tensor::zeros(&[3]).unwrap().requires_grad_(true).unwrap()];
+    let w = || vec![Tensor::zeros([3]).unwrap().requires_grad_(true).unwrap()];
     assert!(Sgd::sgd(w(), SgdOptions::new(-0.1)).err().unwrap().to_string().contains("learning rate"));
     assert!(Sgd::sgd(w(), SgdOptions::new(f64::NAN)).is_err());
     assert!(Sgd::sgd(w(), SgdOptions::new(0.1).momentum(-0.5)).err().unwrap().to_string().contains("momentum"));
@@ -187,7 +187,7 @@ fn optimizer_settings_are_validated() {
 #[test]
 fn adam_family_settings_are_validated() {
     use ember::optim::{Adam, AdamOptions};
-    let w = || vec![Tensor::zeros(&[3]).unwrap().requires_grad_(true).unwrap()];
+    let w = || vec![Tensor::zeros([3]).unwrap().requires_grad_(true).unwrap()];
     let bad_beta = AdamOptions { betas: (0.9, 1.0), ..AdamOptions::adam(1e-3) };
     assert!(Adam::adam(w(), bad_beta).err().unwrap().to_string().contains("beta parameter at index 1"));
     let bad_eps = AdamOptions { eps: -1.0, ..AdamOptions::adam(1e-3) };
@@ -202,7 +202,7 @@ fn adam_family_settings_are_validated() {
 #[test]
 fn schedulers_stop_at_their_end_and_never_loop_forever() {
     use ember::optim::lr_scheduler::{cosine_annealing_warm_restarts, one_cycle_lr, OneCycleOptions};
-    let w = vec![Tensor::zeros(&[3]).unwrap().requires_grad_(true).unwrap()];
+    let w = vec![Tensor::zeros([3]).unwrap().requires_grad_(true).unwrap()];
     let mut opt = Sgd::sgd(w.clone(), SgdOptions::new(0.1).momentum(0.9)).unwrap();
     let mut s = one_cycle_lr(&mut opt, OneCycleOptions::new(0.1, 4)).unwrap();
     for _ in 0..4 {
@@ -219,9 +219,9 @@ fn schedulers_stop_at_their_end_and_never_loop_forever() {
 #[test]
 fn optimizer_state_with_out_of_range_steps_or_unknown_names_is_rejected() {
     use ember::optim::{Adam, AdamOptions};
-    let w = Tensor::zeros(&[3]).unwrap().requires_grad_(true).unwrap();
+    let w = Tensor::zeros([3]).unwrap().requires_grad_(true).unwrap();
     let mut opt = Adam::adam(vec![w.clone()], AdamOptions::adam(1e-3)).unwrap();
-    w.set_grad(Some(Tensor::ones(&[3]).unwrap()));
+    w.set_grad(Some(Tensor::ones([3]).unwrap()));
     opt.step().unwrap();
     let mut sd = opt.state_dict();
     opt.load_state_dict(&sd).unwrap();
@@ -230,7 +230,7 @@ fn optimizer_state_with_out_of_range_steps_or_unknown_names_is_rejected() {
     let e = opt.load_state_dict(&sd).unwrap_err().to_string();
     assert!(e.contains("step") && e.contains("2147483648"), "{e}");
     let mut sd = opt.state_dict();
-    sd.push(("state.0.made_up".into(), Tensor::zeros(&[3]).unwrap()));
+    sd.push(("state.0.made_up".into(), Tensor::zeros([3]).unwrap()));
     assert!(opt.load_state_dict(&sd).unwrap_err().to_string().contains("made_up"));
 }
 
@@ -239,7 +239,7 @@ fn adagrad_adadelta_and_rprop_settings_are_validated() {
     use ember::optim::{
         Adadelta, AdadeltaAlgo, AdadeltaOptions, Adagrad, AdagradAlgo, AdagradOptions, Rprop, RpropAlgo, RpropOptions,
     };
-    let w = || vec![Tensor::zeros(&[3]).unwrap().requires_grad_(true).unwrap()];
+    let w = || vec![Tensor::zeros([3]).unwrap().requires_grad_(true).unwrap()];
     let o = AdagradOptions { lr_decay: -1.0, ..Default::default() };
     assert!(Adagrad::new(AdagradAlgo, w(), o).err().unwrap().to_string().contains("lr_decay"));
     let o = AdadeltaOptions { rho: 1.5, ..Default::default() };

@@ -15,47 +15,47 @@ fn err_text<T: std::fmt::Debug>(r: ember::Result<T>) -> String {
 
 #[test]
 fn overflowing_shapes_are_rejected_at_construction() {
-    let e = err_text(Tensor::zeros(&[4, 1usize << 62]));
+    let e = err_text(Tensor::zeros([4, 1usize << 62]));
     assert!(e.contains("[4, 4611686018427387904]") && e.contains("more elements"), "{e}");
-    assert!(Tensor::ones(&[1usize << 32, 1usize << 32, 1usize << 32]).is_err());
-    assert!(Tensor::rand(&[usize::MAX, 2]).is_err());
-    assert!(Tensor::randn(&[1usize << 62, 1usize << 62]).is_err());
-    assert!(Tensor::from_vec(Vec::<f32>::new(), &[1usize << 33, 1usize << 31]).is_err(), "2^64 wraps to 0 elements");
-    assert!(Tensor::from_vec(vec![1.0f32], &[1usize << 32, 1usize << 32])
+    assert!(Tensor::ones([1usize << 32, 1usize << 32, 1usize << 32]).is_err());
+    assert!(Tensor::rand([usize::MAX, 2]).is_err());
+    assert!(Tensor::randn([1usize << 62, 1usize << 62]).is_err());
+    assert!(Tensor::from_vec(Vec::<f32>::new(), [1usize << 33, 1usize << 31]).is_err(), "2^64 wraps to 0 elements");
+    assert!(Tensor::from_vec(vec![1.0f32], [1usize << 32, 1usize << 32])
         .unwrap_err()
         .to_string()
         .contains("more elements"));
     // a zero dim makes any shape empty, as in PyTorch, but each size must still be a valid i64
-    assert_eq!(Tensor::zeros(&[0, 1usize << 59]).unwrap().numel(), 0);
-    assert!(Tensor::zeros(&[0, usize::MAX]).is_err());
+    assert_eq!(Tensor::zeros([0, 1usize << 59]).unwrap().numel(), 0);
+    assert!(Tensor::zeros([0, usize::MAX]).is_err());
 }
 
 #[test]
 fn sizes_beyond_memory_are_out_of_memory_errors_not_aborts() {
-    let e = err_text(Tensor::zeros(&[1usize << 20, 1usize << 20, 1usize << 4]));
+    let e = err_text(Tensor::zeros([1usize << 20, 1usize << 20, 1usize << 4]));
     assert!(e.contains("full") && e.contains("out of memory") && e.contains(&(1u64 << 46).to_string()), "{e}");
     let e = err_text(Tensor::arange(1usize << 40));
     assert!(e.contains("arange") && e.contains("out of memory"), "{e}");
-    assert!(Tensor::rand(&[1usize << 44]).unwrap_err().to_string().contains("out of memory"));
+    assert!(Tensor::rand([1usize << 44]).unwrap_err().to_string().contains("out of memory"));
     assert!(Tensor::eye(1usize << 32).is_err());
     assert!(Tensor::randperm(1usize << 44).is_err());
     // a stride-0 view of 2^44 elements is legal; materialising it is not
-    let big = Tensor::scalar(1.0f32).expand(&[1usize << 44]).unwrap();
+    let big = Tensor::scalar(1.0f32).expand([1usize << 44]).unwrap();
     assert!(big.exp().unwrap_err().to_string().contains("out of memory"));
     assert!(big.contiguous().is_err());
     // the process is still healthy afterwards
-    assert_eq!(Tensor::ones(&[3]).unwrap().sum().unwrap().item().unwrap(), 3.0);
+    assert_eq!(Tensor::ones([3]).unwrap().sum().unwrap().item().unwrap(), 3.0);
 }
 
 #[test]
 fn matmul_whose_output_size_overflows_is_an_error_not_an_overrun() {
     // 16 x 2^31 x 2^31 = 2^66 elements: the product of sizes used to wrap to 0 and gemm wrote
     // 2^62 elements into an empty buffer
-    let a = Tensor::zeros(&[1, 1, 1]).unwrap().expand(&[16, 1usize << 31, 1]).unwrap();
-    let b = Tensor::zeros(&[1, 1, 1]).unwrap().expand(&[16, 1, 1usize << 31]).unwrap();
+    let a = Tensor::zeros([1, 1, 1]).unwrap().expand([16, 1usize << 31, 1]).unwrap();
+    let b = Tensor::zeros([1, 1, 1]).unwrap().expand([16, 1, 1usize << 31]).unwrap();
     assert!(a.matmul(&b).is_err());
-    let a = Tensor::zeros(&[1, 1]).unwrap().expand(&[1usize << 31, 1]).unwrap();
-    let b = Tensor::zeros(&[1, 1]).unwrap().expand(&[1, 1usize << 31]).unwrap();
+    let a = Tensor::zeros([1, 1]).unwrap().expand([1usize << 31, 1]).unwrap();
+    let b = Tensor::zeros([1, 1]).unwrap().expand([1, 1usize << 31]).unwrap();
     assert!(a.matmul(&b).unwrap_err().to_string().contains("out of memory"));
 }
 
@@ -88,9 +88,9 @@ fn views_with_huge_steps_and_sizes_are_errors() {
         x.unfold(0, 2, usize::MAX).is_err()
             || x.unfold(0, 2, usize::MAX).unwrap().to_vec::<i64>().unwrap() == vec![0, 1]
     );
-    assert!(x.view(&[-1, 1isize << 62, 4]).is_err());
-    assert!(x.expand(&[1usize << 62, 1usize << 62, 6]).is_err());
-    assert!(x.reshape(&[1usize << 33, 1usize << 31, 0]).is_err());
+    assert!(x.view([-1, 1isize << 62, 4]).is_err());
+    assert!(x.expand([1usize << 62, 1usize << 62, 6]).is_err());
+    assert!(x.reshape([1usize << 33, 1usize << 31, 0]).is_err());
 }
 
 #[test]
@@ -178,7 +178,7 @@ proptest! {
                     let sm = view.softmax(-1).unwrap();
                     prop_assert_eq!(sm.shape(), view.shape());
                     if shape[0] > 0 {
-                        let idx = Tensor::from_vec(vec![0i64, (shape[0] - 1) as i64], &[2]).unwrap();
+                        let idx = Tensor::from_vec(vec![0i64, (shape[0] - 1) as i64], [2]).unwrap();
                         prop_assert_eq!(view.index_select(0, &idx).unwrap().shape()[0], 2);
                     }
                 }

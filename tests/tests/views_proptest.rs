@@ -74,7 +74,7 @@ fn apply(t: &Tensor, m: &Model, v: &View) -> Option<(Tensor, Model)> {
                 p.swap(i, (s % (i as u64 + 1)) as usize);
                 s /= i as u64 + 1;
             }
-            let t2 = t.permute(&p.iter().map(|&x| x as isize).collect::<Vec<_>>()).ok()?;
+            let t2 = t.permute(p.iter().map(|&x| x as isize).collect::<Vec<_>>()).ok()?;
             let shape = p.iter().map(|&d| m.shape[d]).collect();
             Some((
                 t2,
@@ -131,7 +131,7 @@ fn apply(t: &Tensor, m: &Model, v: &View) -> Option<(Tensor, Model)> {
         View::Expand(d, k) if d < nd && m.shape[d] == 1 => {
             let mut shape = m.shape.clone();
             shape[d] = k;
-            let t2 = t.expand(&shape.iter().map(|&x| x as isize).collect::<Vec<_>>()).ok()?;
+            let t2 = t.expand(shape.iter().map(|&x| x as isize).collect::<Vec<_>>()).ok()?;
             Some((
                 t2,
                 m.remap(shape, |mi| {
@@ -180,7 +180,7 @@ fn apply(t: &Tensor, m: &Model, v: &View) -> Option<(Tensor, Model)> {
             ))
         }
         View::Flatten => {
-            let t2 = t.reshape(&[-1]).ok()?;
+            let t2 = t.reshape([-1]).ok()?;
             Some((t2, Model { shape: vec![m.pos.len()], pos: m.pos.clone() }))
         }
         _ => None,
@@ -193,7 +193,7 @@ proptest! {
     #[test]
     fn view_chains_match_the_naive_model(shape in proptest::collection::vec(1..5usize, 1..4), views in proptest::collection::vec(view_strategy(), 1..6)) {
         let n: usize = shape.iter().product();
-        let base = Tensor::arange(n as i64).unwrap().reshape(&shape.iter().map(|&s| s as isize).collect::<Vec<_>>()).unwrap();
+        let base = Tensor::arange(n as i64).unwrap().reshape(shape.iter().map(|&s| s as isize).collect::<Vec<_>>()).unwrap();
         let (mut t, mut m) = (base, Model::new(&shape));
         for v in &views {
             if let Some((t2, m2)) = apply(&t, &m, v) {
@@ -215,8 +215,8 @@ proptest! {
         let b_shape: Vec<usize> = out.iter().enumerate().map(|(i, &s)| if mask_b >> i & 1 == 1 { 1 } else { s }).collect();
         let na: usize = a_shape.iter().product();
         let nb: usize = b_shape.iter().product();
-        let a = Tensor::arange(na as i64).unwrap().to_dtype(DType::F64).unwrap().reshape(&a_shape.iter().map(|&s| s as isize).collect::<Vec<_>>()).unwrap();
-        let b = Tensor::arange(nb as i64).unwrap().to_dtype(DType::F64).unwrap().mul(1000.0).unwrap().reshape(&b_shape.iter().map(|&s| s as isize).collect::<Vec<_>>()).unwrap();
+        let a = Tensor::arange(na as i64).unwrap().to_dtype(DType::F64).unwrap().reshape(a_shape.iter().map(|&s| s as isize).collect::<Vec<_>>()).unwrap();
+        let b = Tensor::arange(nb as i64).unwrap().to_dtype(DType::F64).unwrap().mul(1000.0).unwrap().reshape(b_shape.iter().map(|&s| s as isize).collect::<Vec<_>>()).unwrap();
         // optionally feed a non-contiguous copy of b with the same values
         let b = if transpose && b.ndim() >= 2 { b.mt().unwrap().contiguous().unwrap().mt().unwrap() } else { b };
         let got = a.add(&b).unwrap();
@@ -238,36 +238,36 @@ proptest! {
     #[test]
     fn random_arguments_never_panic(shape in proptest::collection::vec(0..4usize, 0..4), a in -6..6isize, b in -6..6isize, c in 0..4usize) {
         let n: usize = shape.iter().product();
-        let t = Tensor::arange(n as i64).unwrap().reshape(&shape.iter().map(|&s| s as isize).collect::<Vec<_>>()).unwrap();
+        let t = Tensor::arange(n as i64).unwrap().reshape(shape.iter().map(|&s| s as isize).collect::<Vec<_>>()).unwrap();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _ = t.reshape(&[a, b]);
-            let _ = t.view(&[a]);
+            let _ = t.reshape([a, b]);
+            let _ = t.view([a]);
             let _ = t.narrow(a, b, c);
             let _ = t.slice(a, Some(b), None, c);
             let _ = t.select(a, b);
-            let _ = t.expand(&[a, b, c as isize]);
-            let _ = t.permute(&[a, b]);
+            let _ = t.expand([a, b, c as isize]);
+            let _ = t.permute([a, b]);
             let _ = t.transpose(a, b);
             let _ = t.squeeze_dim(a);
             let _ = t.unsqueeze(a);
             let _ = t.diagonal(a, b, c as isize);
             let _ = t.unfold(a, c, b.unsigned_abs());
-            let _ = t.flip(&[a]);
-            let _ = t.roll(&[b], &[a]);
+            let _ = t.flip([a]);
+            let _ = t.roll([b], [a]);
             let _ = t.repeat(&[c, c]);
-            let _ = t.sum_dim(&[a], true);
+            let _ = t.sum_dim([a], true);
             let _ = t.argmax(Some(a), false);
             let _ = t.cumsum(a);
             let _ = t.sort(a, true);
             let _ = t.topk_with(c, a, true);
             let _ = t.chunk(c, a);
             let _ = t.split(c, a);
-            let idx = Tensor::from_vec(vec![a as i64, b as i64], &[2]).unwrap();
+            let idx = Tensor::from_vec(vec![a as i64, b as i64], [2]).unwrap();
             let _ = t.index_select(a, &idx);
             let _ = t.gather(a, &idx);
             let _ = t.matmul(&t);
-            let _ = t.pad(&[a, b], ember::PadMode::Reflect, 0.0);
-            let _ = t.pad(&[a, b], ember::PadMode::Constant, 0.0);
+            let _ = t.pad([a, b], ember::PadMode::Reflect, 0.0);
+            let _ = t.pad([a, b], ember::PadMode::Constant, 0.0);
             let _ = t.tril(a as i64);
         }));
         prop_assert!(r.is_ok(), "an op panicked for shape {:?} with a={} b={} c={}", shape, a, b, c);

@@ -218,7 +218,7 @@ pub fn run(
     if on("W9") {
         let n_ops = 1000usize;
         let leaf = |t: ember::Result<Tensor>| on_device(t.expect("leaf")).requires_grad_(true).expect("leaf");
-        let (a, b, x0) = (leaf(Tensor::full(&[1], 0.999)), leaf(Tensor::full(&[1], 0.001)), leaf(Tensor::ones(&[1])));
+        let (a, b, x0) = (leaf(Tensor::full([1], 0.999)), leaf(Tensor::full([1], 0.001)), leaf(Tensor::ones([1])));
         let forward = || -> Tensor {
             let mut y = x0.clone();
             for _ in 0..n_ops / 2 {

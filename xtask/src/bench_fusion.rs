@@ -14,9 +14,9 @@ fn gelu_tanh_composed(x: &Tensor) -> ember::Result<Tensor> {
 
 /// Layer norm over the last dim out of primitive ops (mean, var, normalise, affine).
 fn layer_norm_composed(x: &Tensor, w: &Tensor, b: &Tensor) -> ember::Result<Tensor> {
-    let mu = x.mean_dim(&[-1], true)?;
+    let mu = x.mean_dim([-1], true)?;
     let d = x.sub(&mu)?;
-    let var = d.mul(&d)?.mean_dim(&[-1], true)?;
+    let var = d.mul(&d)?.mean_dim([-1], true)?;
     d.mul(&var.add(1e-5)?.rsqrt()?)?.mul(w)?.add(b)
 }
 

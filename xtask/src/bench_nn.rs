@@ -75,7 +75,7 @@ fn w12(threads: usize) -> ember::Result<()> {
         let perm = permutation(n, e);
         let mut total = 0.0;
         for chunk in perm.chunks(batch) {
-            let idx = Tensor::from_vec(chunk.iter().map(|&i| i as i64).collect::<Vec<_>>(), &[chunk.len()])?;
+            let idx = Tensor::from_vec(chunk.iter().map(|&i| i as i64).collect::<Vec<_>>(), [chunk.len()])?;
             opt.zero_grad()?;
             let loss = F::cross_entropy_with(
                 &model.forward(&xtr.index_select(0, &idx)?)?,
@@ -150,7 +150,7 @@ pub fn run(on: &dyn Fn(&str) -> bool, explicit: &dyn Fn(&str) -> bool, threads: 
         );
         let mut opt = ember::optim::Adam::adam(model.parameters(), AdamOptions::adam(1e-3)).expect("adam");
         let x = randn(&[128, 784]);
-        let y = on_device(Tensor::randint(0, 10, &[128]).expect("y"));
+        let y = on_device(Tensor::randint(0, 10, [128]).expect("y"));
         let t = bench(reps, || {
             opt.zero_grad().expect("zero_grad");
             // with --autocast the forward and the loss run under autocast, as torch_ref.py
@@ -172,8 +172,8 @@ pub fn run(on: &dyn Fn(&str) -> bool, explicit: &dyn Fn(&str) -> bool, threads: 
     if on("W8") {
         let model = placed(LeNet::new());
         let mut opt = Sgd::sgd(model.parameters(), SgdOptions::new(0.05).momentum(0.9)).expect("sgd");
-        let x = on_device(Tensor::rand(&[64, 1, 28, 28]).expect("x"));
-        let y = on_device(Tensor::randint(0, 10, &[64]).expect("y"));
+        let x = on_device(Tensor::rand([64, 1, 28, 28]).expect("x"));
+        let y = on_device(Tensor::randint(0, 10, [64]).expect("y"));
         let t = bench(reps, || {
             opt.zero_grad().expect("zero_grad");
             F::cross_entropy_with(&model.forward(&x).expect("fwd"), &y, &Default::default())

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     let lazy = args.iter().any(|a| a == "--lazy");
     let device = ember::Device::parse(&flag("--device").unwrap_or_else(|| "cpu".into()))
         .map(|d| if lazy { d.lazy() } else { d })
-        .and_then(|d| ember::Tensor::zeros(&[1])?.to(d).map(|_| d));
+        .and_then(|d| ember::Tensor::zeros([1])?.to(d).map(|_| d));
     let device = match device {
         Ok(d) => d,
         Err(e) => {

@@ -101,7 +101,7 @@ impl Tensor {
     }
     /// A random permutation of 0..n (i64), drawn from the global generator.
     pub fn randperm(n: usize) -> Result<Tensor> {
-        let u = Tensor::random_with(&[n], RngOp::Uniform { low: 0.0, high: 1.0 }, DType::F64, Device::Cpu)?;
+        let u = Tensor::random_with([n], RngOp::Uniform { low: 0.0, high: 1.0 }, DType::F64, Device::Cpu)?;
         u.argsort(0, false)
     }
     /// 0/1 samples with probabilities `self` (same dtype as `self`).
@@ -123,7 +123,7 @@ impl Tensor {
         if p.iter().any(|&x| x < 0.0 || !x.is_finite()) {
             return Err(Error::invalid("multinomial", "probabilities must be finite and non-negative"));
         }
-        let u = Tensor::random_with(&[rows * n], RngOp::Uniform { low: 0.0, high: 1.0 }, DType::F64, Device::Cpu)?
+        let u = Tensor::random_with([rows * n], RngOp::Uniform { low: 0.0, high: 1.0 }, DType::F64, Device::Cpu)?
             .to_vec::<f64>()?;
         let mut out = Vec::with_capacity(rows * n);
         for r in 0..rows {
@@ -240,6 +240,6 @@ impl Tensor {
         }
         let k = r.len();
         r.extend(c);
-        Tensor::from_vec(r, &[2, k])
+        Tensor::from_vec(r, [2, k])
     }
 }

@@ -18,7 +18,7 @@ pub(crate) fn sum_to(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
         }
     }
     let r = if dims.is_empty() { g.clone() } else { g.sum_dim(&dims, true)? };
-    r.reshape(&shape.iter().map(|&s| s as isize).collect::<Vec<_>>())
+    r.reshape(shape.iter().map(|&s| s as isize).collect::<Vec<_>>())
 }
 
 /// The gradients of `maximum`/`minimum`/`fmax`/`fmin`: `g` goes to the input that `first` selects and

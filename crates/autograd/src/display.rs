@@ -130,9 +130,9 @@ mod tests {
 
     #[test]
     fn prints_like_pytorch() {
-        let t = Tensor::from_vec(vec![1.0f32, 2.5, -3.0, 4.0], &[2, 2]).unwrap();
+        let t = Tensor::from_vec(vec![1.0f32, 2.5, -3.0, 4.0], [2, 2]).unwrap();
         assert_eq!(t.to_string(), "tensor([[ 1.0000,  2.5000],\n        [-3.0000,  4.0000]])");
-        let i = Tensor::from_vec(vec![1i64, 20], &[2]).unwrap();
+        let i = Tensor::from_vec(vec![1i64, 20], [2]).unwrap();
         assert_eq!(i.to_string(), "tensor([ 1, 20])");
         let big = Tensor::arange(2000).unwrap();
         assert!(big.to_string().contains("..."));

@@ -76,10 +76,10 @@ impl From<RangeFull> for SliceItem {
     }
 }
 
-/// Builds a `Vec<SliceItem>`: `idx![1..5, .., -1]`.
+/// Builds an array of `SliceItem`s for [`Tensor::i`]: `x.i(&idx![1..5, .., -1])`.
 #[macro_export]
 macro_rules! idx {
-    ($($e:expr),* $(,)?) => { vec![$($crate::SliceItem::from($e)),*] };
+    ($($e:expr),* $(,)?) => { [$($crate::SliceItem::from($e)),*] };
 }
 
 impl Tensor {
@@ -165,7 +165,7 @@ impl Tensor {
     /// Rows (along `dim`) picked by a 1-d i64 `index`.
     pub fn index_select(&self, dim: impl crate::Dim, index: &Tensor) -> Result<Tensor> {
         let dim = dim.to_isize();
-        let x = if self.ndim() == 0 { self.reshape(&[1])? } else { self.clone() };
+        let x = if self.ndim() == 0 { self.reshape([1])? } else { self.clone() };
         let d = normalize_dim(dim, x.ndim(), "index_select")?;
         if index.ndim() > 1 {
             return Err(Error::shape("index_select", format!("index must be 1-d, got shape {:?}", index.shape())));
@@ -217,7 +217,7 @@ impl Tensor {
     /// `torch.take_along_dim`: gather with broadcasting of the non-indexed dims.
     pub fn take_along_dim(&self, indices: &Tensor, dim: Option<isize>) -> Result<Tensor> {
         match dim {
-            None => self.reshape(&[-1])?.gather(0, &indices.reshape(&[-1])?),
+            None => self.reshape([-1])?.gather(0, &indices.reshape([-1])?),
             Some(dim) => {
                 let d = normalize_dim(dim, self.ndim(), "take_along_dim")?;
                 let (mut a, mut b) = (self.shape().to_vec(), indices.shape().to_vec());
@@ -309,14 +309,14 @@ impl Tensor {
             }
         }
         let n = out.len().checked_div(nd).unwrap_or_else(|| v.first().is_some_and(|&x| x != 0.0) as usize);
-        Tensor::from_vec(out, &[n, nd])?.to(self.device())
+        Tensor::from_vec(out, [n, nd])?.to(self.device())
     }
 
     /// The elements where `mask` is true, as a 1-d tensor.
     pub fn masked_select(&self, mask: &Tensor) -> Result<Tensor> {
         let shape = ember_storage::shape::broadcast_shapes(self.shape(), mask.shape(), "masked_select")?;
-        let (x, m) = (self.broadcast_to(&shape)?.reshape(&[-1])?, mask.broadcast_to(&shape)?.reshape(&[-1])?);
-        let idx = m.nonzero()?.reshape(&[-1])?;
+        let (x, m) = (self.broadcast_to(&shape)?.reshape([-1])?, mask.broadcast_to(&shape)?.reshape([-1])?);
+        let idx = m.nonzero()?.reshape([-1])?;
         x.index_select(0, &idx)
     }
 
@@ -333,10 +333,10 @@ impl Tensor {
         let mut shape = self.shape().to_vec();
         shape.push(n as usize);
         let z = Tensor::zeros_with(&shape, DType::I64, self.device())?;
-        let ones = Tensor::ones_with(&[self.numel(), 1], DType::I64, self.device())?;
-        z.reshape(&[-1, n as isize])?
-            .scatter(1, &self.reshape(&[-1, 1])?, &ones)?
-            .reshape(&shape.iter().map(|&x| x as isize).collect::<Vec<_>>())
+        let ones = Tensor::ones_with([self.numel(), 1], DType::I64, self.device())?;
+        z.reshape([-1, n as isize])?
+            .scatter(1, &self.reshape([-1, 1])?, &ones)?
+            .reshape(shape.iter().map(|&x| x as isize).collect::<Vec<_>>())
     }
 
     /// Embedding lookup where rows at `padding_idx` get no gradient (`F.embedding(padding_idx=...)`).
@@ -356,6 +356,6 @@ impl Tensor {
         }
         let mut shape: Vec<isize> = indices.shape().iter().map(|&x| x as isize).collect();
         shape.push(self.shape()[1] as isize);
-        self.index_select(0, &indices.reshape(&[-1])?)?.reshape(&shape)
+        self.index_select(0, &indices.reshape([-1])?)?.reshape(&shape)
     }
 }

@@ -329,8 +329,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ember-io-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("a.safetensors");
-        let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
-        let b = Tensor::from_vec(vec![true, false], &[2]).unwrap();
+        let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]).unwrap();
+        let b = Tensor::from_vec(vec![true, false], [2]).unwrap();
         save_safetensors(&p, &[("a", &a.t().unwrap()), ("b", &b)]).unwrap();
         let back = load_safetensors(&p).unwrap();
         assert_eq!(back[0].0, "a");
@@ -351,8 +351,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ember-npz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("a.npz");
-        let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
-        let b = Tensor::from_vec(vec![7i64, 8, 9], &[3]).unwrap();
+        let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]).unwrap();
+        let b = Tensor::from_vec(vec![7i64, 8, 9], [3]).unwrap();
         save_npz(&p, &[("weights", &a.t().unwrap()), ("ids", &b)]).unwrap();
         let back = load_npz(&p).unwrap();
         assert_eq!(back[0].0, "weights");
@@ -366,12 +366,12 @@ mod tests {
 
     #[test]
     fn npy_round_trip_and_truncation() {
-        let t = Tensor::from_vec(vec![1i64, -2, 3], &[3]).unwrap();
+        let t = Tensor::from_vec(vec![1i64, -2, 3], [3]).unwrap();
         let bytes = to_npy_bytes(&t).unwrap();
         assert_eq!(from_npy_bytes(&bytes, "t").unwrap().to_vec::<i64>().unwrap(), vec![1, -2, 3]);
         assert!(from_npy_bytes(&bytes[..bytes.len() - 1], "t").is_err());
         assert!(from_npy_bytes(b"nope", "t").is_err());
-        let m = Tensor::from_vec(vec![1.5f64, 2.5, 3.5, 4.5], &[2, 2]).unwrap();
+        let m = Tensor::from_vec(vec![1.5f64, 2.5, 3.5, 4.5], [2, 2]).unwrap();
         let back = from_npy_bytes(&to_npy_bytes(&m).unwrap(), "m").unwrap();
         assert_eq!(back.shape(), &[2, 2]);
         assert_eq!(back.to_vec::<f64>().unwrap(), vec![1.5, 2.5, 3.5, 4.5]);

@@ -25,7 +25,7 @@ impl Tensor {
             let mut shape: Vec<isize> = self.shape()[..an - 1].iter().map(|&d| d as isize).collect();
             shape.push(other.shape()[1] as isize);
             let rows: usize = self.shape()[..an - 1].iter().product();
-            let flat = self.reshape(&[rows as isize, self.shape()[an - 1] as isize])?;
+            let flat = self.reshape([rows as isize, self.shape()[an - 1] as isize])?;
             return flat.matmul(other)?.reshape(&shape);
         }
         let a = if an == 1 { self.unsqueeze(0)? } else { self.clone() };
@@ -204,7 +204,7 @@ impl Tensor {
                 format!("needs [.., P, M] and [.., R, M], got {:?} and {:?}", self.shape(), other.shape()),
             ));
         }
-        self.unsqueeze(-2)?.sub(&other.unsqueeze(-3)?)?.vector_norm(p, &[-1], false)
+        self.unsqueeze(-2)?.sub(&other.unsqueeze(-3)?)?.vector_norm(p, [-1], false)
     }
     /// Contracts `dims_a` of `self` with `dims_b` of `other`.
     pub fn tensordot(&self, other: &Tensor, dims_a: impl crate::Dims, dims_b: impl crate::Dims) -> Result<Tensor> {
@@ -227,8 +227,8 @@ impl Tensor {
         let k: usize = da.iter().map(|&i| self.shape()[i]).product();
         let pa: Vec<isize> = fa.iter().chain(&da).map(|&i| i as isize).collect();
         let pb: Vec<isize> = db.iter().chain(&fb).map(|&i| i as isize).collect();
-        let a = self.permute(&pa)?.reshape(&[-1, k as isize])?;
-        let b = other.permute(&pb)?.reshape(&[k as isize, -1])?;
+        let a = self.permute(&pa)?.reshape([-1, k as isize])?;
+        let b = other.permute(&pb)?.reshape([k as isize, -1])?;
         let out: Vec<isize> =
             fa.iter().map(|&i| self.shape()[i] as isize).chain(fb.iter().map(|&i| other.shape()[i] as isize)).collect();
         a.mm(&b)?.reshape(&out)
@@ -629,7 +629,7 @@ impl Tensor {
     }
     /// Matrix or vector norm helper: Frobenius norm of the last two dims.
     pub fn frobenius_norm(&self) -> Result<Tensor> {
-        self.vector_norm(2.0, &[-2, -1], false)
+        self.vector_norm(2.0, [-2, -1], false)
     }
 }
 

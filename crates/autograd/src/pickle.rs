@@ -204,7 +204,7 @@ impl<R: Resolver> Machine<'_, R> {
 
     fn set_items(&self, dict: &Value, items: Vec<Value>) -> Result<()> {
         let Value::Dict(d) = dict else { return Err(self.err(format!("SETITEM on a {}", dict.kind()))) };
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.err("SETITEMS with an odd number of values"));
         }
         let mut d = d.borrow_mut();

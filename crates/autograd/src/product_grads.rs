@@ -18,8 +18,8 @@ fn products_of_others(x: &Tensor, dim: isize) -> Result<Tensor> {
     }
     let ones = x.narrow(dim, 0, 1)?.ones_like()?;
     let left = Tensor::cat(&[ones.clone(), x.narrow(dim, 0, n - 1)?], dim)?.cumprod(dim)?;
-    let flipped = x.flip(&[dim])?;
-    let right = Tensor::cat(&[ones, flipped.narrow(dim, 0, n - 1)?], dim)?.cumprod(dim)?.flip(&[dim])?;
+    let flipped = x.flip([dim])?;
+    let right = Tensor::cat(&[ones, flipped.narrow(dim, 0, n - 1)?], dim)?.cumprod(dim)?.flip([dim])?;
     left.mul(&right)
 }
 
@@ -53,7 +53,7 @@ pub(crate) fn prod_backward(x: &Tensor, y: &Tensor, ge: &Tensor, dims: &[usize])
 /// products from the left and `r[i] = g[i] + x[i + 1] * r[i + 1]` (one step per position along `dim`).
 pub(crate) fn cumprod_backward(x: &Tensor, y: &Tensor, g: &Tensor, dim: isize) -> Result<Tensor> {
     if !has_zero(x)? {
-        return g.mul(y)?.flip(&[dim])?.cumsum(dim)?.flip(&[dim])?.div(x);
+        return g.mul(y)?.flip([dim])?.cumsum(dim)?.flip([dim])?.div(x);
     }
     let n = x.size_of(dim)?;
     let mut r = vec![g.narrow(dim, n as isize - 1, 1)?];

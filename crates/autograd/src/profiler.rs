@@ -227,8 +227,7 @@ impl Profile {
                         && e.thread == r.thread
                         && e.start_ns >= r.start_ns
                         && e.start_ns + e.dur_ns <= end
-                        && (e.kind == EventKind::Op && e.depth == r.depth + 1
-                            || e.kind == EventKind::Range && e.depth == r.depth + 1)
+                        && e.depth == r.depth + 1
                 })
                 .map(|(_, e)| e.dur_ns)
                 .sum();
@@ -260,7 +259,7 @@ impl Profile {
             s.bytes += e.bytes;
         }
         let mut out: Vec<OpStats> = order.into_iter().filter_map(|k| stats.remove(&k)).collect();
-        out.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
+        out.sort_by_key(|s| std::cmp::Reverse(s.total_ns));
         out
     }
 
@@ -269,10 +268,10 @@ impl Profile {
     pub fn table(&self, sort_by: SortBy, row_limit: usize) -> String {
         let mut rows = self.key_averages();
         match sort_by {
-            SortBy::TotalTime => rows.sort_by(|a, b| b.total_ns.cmp(&a.total_ns)),
-            SortBy::SelfTime => rows.sort_by(|a, b| b.self_ns.cmp(&a.self_ns)),
-            SortBy::Calls => rows.sort_by(|a, b| b.calls.cmp(&a.calls)),
-            SortBy::Bytes => rows.sort_by(|a, b| b.bytes.cmp(&a.bytes)),
+            SortBy::TotalTime => rows.sort_by_key(|s| std::cmp::Reverse(s.total_ns)),
+            SortBy::SelfTime => rows.sort_by_key(|s| std::cmp::Reverse(s.self_ns)),
+            SortBy::Calls => rows.sort_by_key(|s| std::cmp::Reverse(s.calls)),
+            SortBy::Bytes => rows.sort_by_key(|s| std::cmp::Reverse(s.bytes)),
         }
         let wall = self.wall_ns.max(1) as f64;
         let ms = |ns: u64| format!("{:.3}ms", ns as f64 / 1e6);

@@ -154,11 +154,11 @@ impl Tensor {
     fn arg_reduce(&self, op: ReduceOp, dim: Option<isize>, keepdim: bool, name: &str) -> Result<Tensor> {
         match dim {
             None => {
-                let flat = self.reshape(&[-1])?;
+                let flat = self.reshape([-1])?;
                 flat.nonempty(&[0], name)?;
                 let r = flat.reduce_raw(op, &[0], false)?;
                 if keepdim {
-                    r.reshape(&vec![1; self.ndim()])
+                    r.reshape(vec![1; self.ndim()])
                 } else {
                     Ok(r)
                 }
@@ -166,7 +166,7 @@ impl Tensor {
             Some(d) => {
                 if self.ndim() == 0 {
                     normalize_dim(d, 0, name)?;
-                    return self.reshape(&[1])?.reduce_raw(op, &[0], false);
+                    return self.reshape([1])?.reduce_raw(op, &[0], false);
                 }
                 let d = normalize_dim(d, self.ndim(), name)?;
                 self.nonempty(&[d], name)?;
@@ -304,7 +304,7 @@ impl Tensor {
     }
     /// Lower median of all elements.
     pub fn median(&self) -> Result<Tensor> {
-        let flat = self.reshape(&[-1])?;
+        let flat = self.reshape([-1])?;
         flat.nonempty(&[0], "median")?;
         Ok(flat.median_dim(0, false)?.0)
     }
@@ -322,14 +322,14 @@ impl Tensor {
         if nan.any()?.item()? == 0.0 {
             return Ok((v, i));
         }
-        let has = nan.any_dim(&[dim], keepdim)?;
+        let has = nan.any_dim([dim], keepdim)?;
         let first = nan.to_dtype(DType::I64)?.argmax(Some(dim), keepdim)?;
         Ok((Tensor::where_cond(&has, f64::NAN, &v)?, Tensor::where_cond(&has, &first, &i)?))
     }
     /// The k-th smallest (1-based) along `dim`, with its index.
     pub fn kthvalue(&self, k: usize, dim: impl crate::Dim, keepdim: bool) -> Result<(Tensor, Tensor)> {
         let dim = dim.to_isize();
-        let x = if self.ndim() == 0 { self.reshape(&[1])? } else { self.clone() };
+        let x = if self.ndim() == 0 { self.reshape([1])? } else { self.clone() };
         let d = normalize_dim(dim, x.ndim(), "kthvalue")?;
         let n = x.shape()[d];
         if k == 0 || k > n {
@@ -345,7 +345,7 @@ impl Tensor {
     }
 
     fn scan(&self, op: ScanOp, dim: isize) -> Result<(Tensor, Option<Tensor>)> {
-        let x = if self.ndim() == 0 { self.reshape(&[1])? } else { self.clone() };
+        let x = if self.ndim() == 0 { self.reshape([1])? } else { self.clone() };
         let d = normalize_dim(dim, x.ndim(), "scan")?;
         let (v, i) = x.backend().scan(op, x.v(), d)?;
         let shape = self.shape().to_vec();
@@ -357,7 +357,7 @@ impl Tensor {
             let saved: &[&Tensor] = if op == ScanOp::Cumsum { &[] } else { &[&x, &y_saved] };
             crate::graph::record_saving(v, "scan", &[&x], saved, move |g| {
                 Ok(smallvec::smallvec![Some(match op {
-                    ScanOp::Cumsum => g.flip(&[di])?.cumsum(di)?.flip(&[di])?,
+                    ScanOp::Cumsum => g.flip([di])?.cumsum(di)?.flip([di])?,
                     ScanOp::Cumprod => {
                         let y = if crate::graph::is_grad_enabled() { xs.cumprod(di)? } else { ys.clone() };
                         crate::product_grads::cumprod_backward(&xs, &y, g, di)?
@@ -464,7 +464,7 @@ impl Tensor {
     }
     fn softmax_impl(&self, dim: isize, log: bool) -> Result<Tensor> {
         let x = if self.dtype().is_float() { self.clone() } else { self.to_dtype(DEFAULT_FLOAT)? };
-        let x = if x.ndim() == 0 { x.reshape(&[1])? } else { x };
+        let x = if x.ndim() == 0 { x.reshape([1])? } else { x };
         let d = normalize_dim(dim, x.ndim(), if log { "log_softmax" } else { "softmax" })?;
         let buf = x.backend().softmax(x.v(), d, log)?;
         let out = x.same_backend(buf, x.shape());
@@ -476,12 +476,12 @@ impl Tensor {
             crate::graph::record_saving(out, if log { "log_softmax" } else { "softmax" }, &[&x], &saved, move |g| {
                 let y = if crate::graph::is_grad_enabled() { xs.softmax_impl(di, log)? } else { ys.clone() };
                 Ok(smallvec::smallvec![Some(if log {
-                    g.sub(&y.exp()?.mul(&g.sum_dim(&[di], true)?)?)?
+                    g.sub(&y.exp()?.mul(&g.sum_dim([di], true)?)?)?
                 } else {
-                    y.mul(&g.sub(&g.mul(&y)?.sum_dim(&[di], true)?)?)?
+                    y.mul(&g.sub(&g.mul(&y)?.sum_dim([di], true)?)?)?
                 })])
             });
-        out.reshape(&self.shape().iter().map(|&s| s as isize).collect::<Vec<_>>())
+        out.reshape(self.shape().iter().map(|&s| s as isize).collect::<Vec<_>>())
     }
     /// Softmin along `dim`.
     pub fn softmin(&self, dim: impl crate::Dim) -> Result<Tensor> {

@@ -191,7 +191,7 @@ impl Tensor {
         let start = start.to_isize();
         let end = end.to_isize();
         if self.ndim() == 0 {
-            return self.reshape(&[1]);
+            return self.reshape([1]);
         }
         let (s, e) = (self.d(start, "flatten")?, self.d(end, "flatten")?);
         if s > e {
@@ -598,7 +598,7 @@ impl Tensor {
         let mut t = self.clone();
         for d in dims {
             let n = self.shape()[d] as i64;
-            let idx = Tensor::from_vec((0..n).rev().collect::<Vec<i64>>(), &[n as usize])?.to(self.device())?;
+            let idx = Tensor::from_vec((0..n).rev().collect::<Vec<i64>>(), [n as usize])?.to(self.device())?;
             t = t.index_select(d as isize, &idx)?;
         }
         Ok(t)
@@ -611,8 +611,8 @@ impl Tensor {
         if dims.is_empty() {
             return self
                 .flatten(0, -1)?
-                .roll(shifts, &[0])?
-                .reshape(&self.shape().iter().map(|&x| x as isize).collect::<Vec<_>>());
+                .roll(shifts, [0])?
+                .reshape(self.shape().iter().map(|&x| x as isize).collect::<Vec<_>>());
         }
         if shifts.len() != dims.len() {
             return Err(Error::invalid("roll", format!("shifts {shifts:?} and dims {dims:?} differ in length")));
@@ -625,7 +625,7 @@ impl Tensor {
                 continue;
             }
             let idx: Vec<i64> = (0..n).map(|i| (i - s as i64).rem_euclid(n)).collect();
-            t = t.index_select(d as isize, &Tensor::from_vec(idx, &[n as usize])?.to(self.device())?)?;
+            t = t.index_select(d as isize, &Tensor::from_vec(idx, [n as usize])?.to(self.device())?)?;
         }
         Ok(t)
     }
@@ -684,7 +684,7 @@ impl Tensor {
                 }
             })
             .collect();
-        let m = Tensor::from_vec(mask, &[r, c])?.to(self.device())?;
+        let m = Tensor::from_vec(mask, [r, c])?.to(self.device())?;
         Tensor::where_cond(&m, self, &self.scalar_like(ember_storage::Scalar::F(0.0), self.dtype())?)
     }
 
@@ -761,6 +761,6 @@ impl Tensor {
             } as i64)
             .collect();
         let len = idx.len();
-        self.index_select(d as isize, &Tensor::from_vec(idx, &[len])?.to(self.device())?)
+        self.index_select(d as isize, &Tensor::from_vec(idx, [len])?.to(self.device())?)
     }
 }

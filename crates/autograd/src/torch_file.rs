@@ -267,7 +267,7 @@ impl TorchResolver<'_> {
         if let Some(s) = self.storages.get(key) {
             return Ok(Value::Storage(s.clone()));
         }
-        let expect = numel.checked_mul(dtype.size_in_bytes()).unwrap_or(usize::MAX);
+        let expect = numel.saturating_mul(dtype.size_in_bytes());
         let bytes = read_entry(&mut self.zip, &format!("{}data/{key}", self.prefix), what, expect as u64)?;
         if bytes.len() != expect {
             return Err(Error::format(

@@ -94,7 +94,7 @@ impl Dataset for TensorDataset {
         }
         let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
         Some(
-            Tensor::from_vec(idx, &[indices.len()])
+            Tensor::from_vec(idx, [indices.len()])
                 .and_then(|idx| self.tensors.iter().map(|t| t.index_select(0, &idx)).collect::<Result<Vec<_>>>()),
         )
     }

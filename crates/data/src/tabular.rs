@@ -31,7 +31,7 @@ pub fn read_csv(path: impl AsRef<Path>, has_header: bool) -> Result<Tensor> {
         }
         rows += 1;
     }
-    Tensor::from_vec(data, &[rows, cols.unwrap_or(0)])
+    Tensor::from_vec(data, [rows, cols.unwrap_or(0)])
 }
 
 /// A CSV file as a dataset: `target_col` (if any) becomes an i64 label, the rest the features.
@@ -43,7 +43,7 @@ pub fn csv_dataset(path: impl AsRef<Path>, has_header: bool, target_col: Option<
         Some(c) if c < cols => {
             let keep: Vec<i64> = (0..cols as i64).filter(|&k| k != c as i64).collect();
             let n = keep.len();
-            let x = t.index_select(1, &Tensor::from_vec(keep, &[n])?)?;
+            let x = t.index_select(1, &Tensor::from_vec(keep, [n])?)?;
             let y = t.select(1, c as isize)?.to_dtype(DType::I64)?;
             TensorDataset::new(vec![x, y])
         }

@@ -18,7 +18,7 @@ impl Transform for ToTensor {
         let f = x.to_dtype(DType::F32)?.div(255.0)?;
         match x.ndim() {
             2 => f.unsqueeze(0),
-            3 => f.permute(&[2, 0, 1])?.contiguous(),
+            3 => f.permute([2, 0, 1])?.contiguous(),
             _ => Err(Error::shape("ToTensor", format!("expects [H, W] or [H, W, C], got {:?}", x.shape()))),
         }
     }
@@ -41,8 +41,8 @@ impl Transform for Normalize {
             ));
         }
         let c = self.mean.len();
-        let m = Tensor::from_vec(self.mean.clone(), &[c, 1, 1])?.to_dtype(x.dtype())?;
-        let s = Tensor::from_vec(self.std.clone(), &[c, 1, 1])?.to_dtype(x.dtype())?;
+        let m = Tensor::from_vec(self.mean.clone(), [c, 1, 1])?.to_dtype(x.dtype())?;
+        let s = Tensor::from_vec(self.std.clone(), [c, 1, 1])?.to_dtype(x.dtype())?;
         x.sub(&m)?.div(&s)
     }
 }
@@ -61,7 +61,7 @@ impl Transform for RandomCrop {
             return Err(Error::shape("RandomCrop", format!("expects [..., H, W], got {:?}", x.shape())));
         }
         let p = self.padding as isize;
-        let x = if p > 0 { x.pad(&[p, p, p, p], PadMode::Constant, 0.0)? } else { x.clone() };
+        let x = if p > 0 { x.pad([p, p, p, p], PadMode::Constant, 0.0)? } else { x.clone() };
         let (h, w) = (x.shape()[x.ndim() - 2], x.shape()[x.ndim() - 1]);
         let [th, tw] = self.size;
         if th > h || tw > w {
@@ -82,7 +82,7 @@ pub struct RandomHorizontalFlip {
 impl Transform for RandomHorizontalFlip {
     fn apply(&self, x: &Tensor, rng: &mut dyn RngCore) -> Result<Tensor> {
         if rng.random::<f64>() < self.p {
-            x.flip(&[-1])
+            x.flip([-1])
         } else {
             Ok(x.clone())
         }

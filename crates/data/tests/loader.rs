@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 fn dataset(n: usize) -> TensorDataset {
-    let x = Tensor::arange(n as i64 * 2).unwrap().reshape(&[n as isize, 2]).unwrap();
+    let x = Tensor::arange(n as i64 * 2).unwrap().reshape([n as isize, 2]).unwrap();
     TensorDataset::new(vec![x, Tensor::arange(n as i64).unwrap()]).unwrap()
 }
 
@@ -139,7 +139,7 @@ fn bundled_mnist_subset_loads() {
     let train = Mnist::load(&dir, true).unwrap();
     let test = Mnist::load(&dir, false).unwrap();
     assert_eq!((train.len(), test.len()), (4000, 1000));
-    let counts = test.labels.one_hot(10).unwrap().sum_dim(&[0], false).unwrap().to_vec::<i64>().unwrap();
+    let counts = test.labels.one_hot(10).unwrap().sum_dim([0], false).unwrap().to_vec::<i64>().unwrap();
     assert_eq!(counts, vec![100; 10]);
 }
 
@@ -147,7 +147,7 @@ fn bundled_mnist_subset_loads() {
 fn transforms_are_reproducible() {
     use rand::SeedableRng;
     use transforms::*;
-    let img = Tensor::arange(16).unwrap().to_dtype(ember_autograd::DType::U8).unwrap().reshape(&[4, 4]).unwrap();
+    let img = Tensor::arange(16).unwrap().to_dtype(ember_autograd::DType::U8).unwrap().reshape([4, 4]).unwrap();
     let pipeline = Compose(vec![
         Box::new(ToTensor),
         Box::new(Normalize { mean: vec![0.5], std: vec![0.25] }),

@@ -339,8 +339,8 @@ impl Reducer {
             .map(|&i| {
                 let p = &self.params[i];
                 match (round.used[i], p.grad()) {
-                    (true, Some(g)) => g.reshape(&[-1]),
-                    _ => Tensor::zeros_with(&[p.numel()], p.dtype(), p.device()),
+                    (true, Some(g)) => g.reshape([-1]),
+                    _ => Tensor::zeros_with([p.numel()], p.dtype(), p.device()),
                 }
             })
             .collect::<Result<Vec<_>>>()?;
@@ -357,7 +357,7 @@ impl Reducer {
         // which parameters any rank used (only looked up when some rank may have skipped some)
         let used_anywhere: Vec<bool> = if self.options.find_unused_parameters {
             let local: Vec<u8> = round.used.iter().map(|&u| u as u8).collect();
-            let t = Tensor::from_vec(local, &[self.params.len()])?;
+            let t = Tensor::from_vec(local, [self.params.len()])?;
             self.group.all_reduce(&t, ReduceOp::Max)?.wait()?;
             t.to_vec::<u8>()?.into_iter().map(|u| u != 0).collect()
         } else {
@@ -371,7 +371,7 @@ impl Reducer {
             for (&i, piece) in members.iter().zip(flat.split_sizes(&sizes, 0)?) {
                 if used_anywhere[i] {
                     let p = &self.params[i];
-                    p.set_grad(Some(piece.reshape(&shape_isize(p))?.contiguous()?));
+                    p.set_grad(Some(piece.reshape(shape_isize(p))?.contiguous()?));
                 }
             }
         }

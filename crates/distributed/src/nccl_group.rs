@@ -51,12 +51,12 @@ impl NcclGroup {
         NcclGroup::join(0, 1, unique_id()?, device)
     }
 
-    /// The NCCL group of the processes of `group` (an [`MpiGroup`](crate::MpiGroup), say), each on
+    /// The NCCL group of the processes of `group` (an `MpiGroup` of feature `mpi`, say), each on
     /// its GPU `device`: rank 0's unique id is broadcast through `group`.
     pub fn from_group(group: &dyn ProcessGroup, device: usize) -> Result<NcclGroup> {
         require_gpu()?;
         let id = if group.rank() == 0 { unique_id()? } else { [0u8; 128] };
-        let t = Tensor::from_vec(id.to_vec(), &[128])?;
+        let t = Tensor::from_vec(id.to_vec(), [128])?;
         group.broadcast(&t, 0)?.wait()?;
         let bytes: Vec<u8> = t.to_vec()?;
         let mut id = [0u8; 128];
@@ -114,19 +114,19 @@ impl ProcessGroup for NcclGroup {
         let shape = tensor.shape().to_vec();
         // first dimensions of every rank, then equal blocks padded to the largest
         let d0 = shape.first().copied().unwrap_or(1);
-        let sizes = Tensor::from_vec(vec![d0 as i64], &[1])?.to(dev)?;
-        let all_sizes = Tensor::zeros_with(&[world], DType::I64, dev)?;
+        let sizes = Tensor::from_vec(vec![d0 as i64], [1])?.to(dev)?;
+        let all_sizes = Tensor::zeros_with([world], DType::I64, dev)?;
         self.comm.all_gather(sizes.buffer(), all_sizes.buffer(), DType::I64, 1)?;
         let d0s: Vec<usize> = all_sizes.to_vec::<i64>()?.into_iter().map(|d| d as usize).collect();
         let max = d0s.iter().copied().max().unwrap_or(0);
         let rest: usize = shape.iter().skip(1).product();
         let block = if shape.is_empty() { 1 } else { max * rest };
-        let padded = Tensor::zeros_with(&[block.max(1)], tensor.dtype(), dev)?;
-        let mine = self.staged("all_gather", tensor)?.reshape(&[-1])?;
+        let padded = Tensor::zeros_with([block.max(1)], tensor.dtype(), dev)?;
+        let mine = self.staged("all_gather", tensor)?.reshape([-1])?;
         if mine.numel() > 0 {
             no_grad(|| padded.narrow(0, 0, mine.numel())?.copy_(&mine).map(|_| ()))?;
         }
-        let out = Tensor::zeros_with(&[block.max(1) * world], tensor.dtype(), dev)?;
+        let out = Tensor::zeros_with([block.max(1) * world], tensor.dtype(), dev)?;
         self.comm.all_gather(padded.buffer(), out.buffer(), tensor.dtype(), block.max(1))?;
         let parts = d0s
             .iter()
@@ -156,17 +156,17 @@ impl ProcessGroup for NcclGroup {
             ));
         }
         let staged =
-            inputs.iter().map(|t| self.staged("reduce_scatter", &t.reshape(&[-1])?)).collect::<Result<Vec<_>>>()?;
+            inputs.iter().map(|t| self.staged("reduce_scatter", &t.reshape([-1])?)).collect::<Result<Vec<_>>>()?;
         let src = no_grad(|| Tensor::cat(&staged, 0))?;
         let n = inputs[0].numel();
-        let dst = Tensor::zeros_with(&[n], dtype, Device::Cuda(self.device))?;
+        let dst = Tensor::zeros_with([n], dtype, Device::Cuda(self.device))?;
         self.comm.reduce_scatter(src.buffer(), dst.buffer(), dtype, n, nccl_op(op))?;
         let dims: Vec<isize> = shape.iter().map(|&x| x as isize).collect();
         Ok(Work::ready(dst.reshape(&dims)))
     }
 
     fn barrier(&self) -> Result<Work> {
-        let t = Tensor::zeros_with(&[1], DType::F32, Device::Cuda(self.device))?;
+        let t = Tensor::zeros_with([1], DType::F32, Device::Cuda(self.device))?;
         self.comm.all_reduce(t.buffer(), DType::F32, 1, NcclOp::Sum)?;
         self.comm.backend().synchronize()?;
         Ok(Work::ready(Ok(())))

@@ -70,11 +70,11 @@ impl Module for SyncBatchNorm {
         }
         let c = shape[1];
         // per channel: [C, everything else]
-        let per_channel = x.transpose(0, 1)?.reshape(&[c as isize, -1])?;
+        let per_channel = x.transpose(0, 1)?.reshape([c as isize, -1])?;
         let local_count = per_channel.shape()[1];
-        let s1 = per_channel.sum_dim(&[1], false)?;
-        let s2 = per_channel.mul(&per_channel)?.sum_dim(&[1], false)?;
-        let count = Tensor::full_with(&[1], local_count as f64, x.dtype(), x.device())?;
+        let s1 = per_channel.sum_dim([1], false)?;
+        let s2 = per_channel.mul(&per_channel)?.sum_dim([1], false)?;
+        let count = Tensor::full_with([1], local_count as f64, x.dtype(), x.device())?;
         let global = apply(AllReduceSum(self.group.clone()), &[Tensor::cat(&[s1, s2, count], 0)?])?;
         let n = global.narrow(0, 2 * c as isize, 1)?;
         let mean = global.narrow(0, 0, c)?.div(&n)?;

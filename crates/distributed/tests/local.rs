@@ -30,7 +30,7 @@ fn grads(m: &impl ModuleExt) -> Vec<Vec<f64>> {
 #[test]
 fn a_world_of_one_ddp_gives_the_plain_gradients_for_every_bucketing() {
     let _serial = serial();
-    let x = Tensor::randn(&[4, 3]).unwrap();
+    let x = Tensor::randn([4, 3]).unwrap();
     let plain = net();
     plain.forward(&x).unwrap().pow(2.0).unwrap().sum().unwrap().backward().unwrap();
     for options in
@@ -58,7 +58,7 @@ fn no_sync_and_a_synchronised_backward_accumulate() {
     let _serial = serial();
     let ddp = DistributedDataParallel::new(net(), Arc::new(WorldOfOne)).unwrap();
     let plain = net();
-    let (a, b) = (Tensor::randn(&[2, 3]).unwrap(), Tensor::randn(&[2, 3]).unwrap());
+    let (a, b) = (Tensor::randn([2, 3]).unwrap(), Tensor::randn([2, 3]).unwrap());
     ddp.no_sync(|| ddp.forward(&a).unwrap().sum().unwrap().backward()).unwrap();
     ddp.forward(&b).unwrap().sum().unwrap().backward().unwrap();
     plain.forward(&a).unwrap().sum().unwrap().backward().unwrap();
@@ -99,7 +99,7 @@ fn with_spare() -> WithSpare {
 #[test]
 fn a_parameter_without_gradient_is_named_at_the_next_forward() {
     let _serial = serial();
-    let x = Tensor::randn(&[2, 3]).unwrap();
+    let x = Tensor::randn([2, 3]).unwrap();
     let strict = DistributedDataParallel::new(with_spare(), Arc::new(WorldOfOne)).unwrap();
     strict.forward(&x).unwrap().sum().unwrap().backward().unwrap();
     // evaluation forwards (no grad) check and arm nothing
@@ -123,10 +123,10 @@ fn a_parameter_without_gradient_is_named_at_the_next_forward() {
 #[test]
 fn world_of_one_collectives_and_engine_names() {
     let g = WorldOfOne;
-    let t = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap();
+    let t = Tensor::from_vec(vec![1.0f32, 2.0], [2]).unwrap();
     g.all_reduce(&t, ReduceOp::Avg).unwrap().wait().unwrap();
     assert_eq!(t.to_vec::<f32>().unwrap(), [1.0, 2.0]);
-    assert!(g.all_reduce(&Tensor::from_vec(vec![1i64], &[1]).unwrap(), ReduceOp::Avg).is_err());
+    assert!(g.all_reduce(&Tensor::from_vec(vec![1i64], [1]).unwrap(), ReduceOp::Avg).is_err());
     let all = g.all_gather(&t).unwrap().wait().unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].to_vec::<f32>().unwrap(), [1.0, 2.0]);

@@ -29,7 +29,7 @@ fn group_or_skip() -> Option<NcclGroup> {
 fn a_world_of_one_on_a_gpu_reduces_gathers_and_trains() {
     let Some(g) = group_or_skip() else { return };
     let dev = Device::Cuda(0);
-    let x = Tensor::from_vec(vec![1.0f32, -2.0, 3.5, 4.0, 0.0, 6.0], &[2, 3]).unwrap().to(dev).unwrap();
+    let x = Tensor::from_vec(vec![1.0f32, -2.0, 3.5, 4.0, 0.0, 6.0], [2, 3]).unwrap().to(dev).unwrap();
     for op in [ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Max, ReduceOp::Min, ReduceOp::Product] {
         let t = x.deep_clone().unwrap();
         g.all_reduce(&t, op).unwrap().wait().unwrap();
@@ -47,7 +47,7 @@ fn a_world_of_one_on_a_gpu_reduces_gathers_and_trains() {
     let rs = g.reduce_scatter(std::slice::from_ref(&x), ReduceOp::Sum).unwrap().wait().unwrap();
     assert_eq!(rs.to_vec::<f32>().unwrap(), x.to_vec::<f32>().unwrap());
     g.barrier().unwrap().wait().unwrap();
-    assert!(g.all_reduce(&Tensor::ones(&[2]).unwrap(), ReduceOp::Sum).is_err(), "a CPU tensor was accepted");
+    assert!(g.all_reduce(&Tensor::ones([2]).unwrap(), ReduceOp::Sum).is_err(), "a CPU tensor was accepted");
 
     // DDP over NCCL gives the plain gradients
     let net = || {
@@ -59,7 +59,7 @@ fn a_world_of_one_on_a_gpu_reduces_gathers_and_trains() {
         s.to_device(dev).unwrap();
         s
     };
-    let input = Tensor::randn(&[5, 3]).unwrap().to(dev).unwrap();
+    let input = Tensor::randn([5, 3]).unwrap().to(dev).unwrap();
     let plain = net();
     plain.forward(&input).unwrap().pow(2.0).unwrap().sum().unwrap().backward().unwrap();
     let ddp = DistributedDataParallel::new(net(), Arc::new(g)).unwrap();

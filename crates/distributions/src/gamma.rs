@@ -58,7 +58,7 @@ impl Distribution for Gamma {
 /// Draws one `Gamma(alpha, 1)` per element of `alpha`, differentiable in `alpha` by implicit
 /// reparameterisation: `dz/dα = −(∂F/∂α)(α, z) / f(z; α)` with `F` the gamma CDF.
 pub(crate) fn standard_gamma(alpha: &Tensor) -> Result<Tensor> {
-    apply(StandardGamma, &[alpha.clone()])
+    apply(StandardGamma, std::slice::from_ref(alpha))
 }
 
 struct StandardGamma;

@@ -123,11 +123,11 @@ fn train(args: &Args) -> Result<(f64, f64, String)> {
             y.extend_from_slice(&ids[start + 1..start + args.bptt + 1]);
         }
         pos += args.bptt;
-        let x = Tensor::from_vec(x, &[args.batch, args.bptt])?.to(device)?;
-        let y = Tensor::from_vec(y, &[args.batch * args.bptt])?.to(device)?;
+        let x = Tensor::from_vec(x, [args.batch, args.bptt])?.to(device)?;
+        let y = Tensor::from_vec(y, [args.batch * args.bptt])?.to(device)?;
         opt.zero_grad()?;
         let (logits, (h, c)) = model.run(&x, state.take())?;
-        let loss = F::cross_entropy_with(&logits.reshape(&[-1, v as isize])?, &y, &Default::default())?;
+        let loss = F::cross_entropy_with(&logits.reshape([-1, v as isize])?, &y, &Default::default())?;
         loss.backward()?;
         clip_grad_norm_(&model.parameters(), 1.0, 2.0, false)?;
         opt.step()?;
@@ -150,10 +150,10 @@ fn sample(model: &CharModel, vocab: &Vocab, args: &Args, device: Device) -> Resu
     let mut out = String::from("fn ");
     let prime: Vec<i64> = out.chars().map(|c| vocab.id(c)).collect();
     let n = prime.len();
-    let (mut logits, mut state) = model.run(&Tensor::from_vec(prime, &[1, n])?.to(device)?, None)?;
+    let (mut logits, mut state) = model.run(&Tensor::from_vec(prime, [1, n])?.to(device)?, None)?;
     for _ in 0..args.sample {
         let last = logits.select(1, -1)?.div(args.temperature.max(1e-3))?.softmax(-1)?;
-        let next = last.multinomial(1, true)?.reshape(&[1, 1])?;
+        let next = last.multinomial(1, true)?.reshape([1, 1])?;
         let id = next.item()? as usize;
         out.push(vocab.chars[id]);
         let (l, s) = model.run(&next, Some(state))?;

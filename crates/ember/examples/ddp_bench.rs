@@ -78,8 +78,8 @@ fn main() -> Result<()> {
     let g: &dyn ProcessGroup = group.as_ref();
     manual_seed(group.rank() as u64);
     if only.contains("W7") {
-        let x = Tensor::randn(&[128, 784])?;
-        let y = Tensor::randint(0, 10, &[128])?;
+        let x = Tensor::randn([128, 784])?;
+        let y = Tensor::randint(0, 10, [128])?;
         for mode in ["local", "overlap", "after"] {
             manual_seed(0);
             let net = w7()?;
@@ -108,7 +108,7 @@ fn main() -> Result<()> {
         }
     }
     if only.contains("W11") {
-        let x = Tensor::randn(&[16, 128, 256])?;
+        let x = Tensor::randn([16, 128, 256])?;
         for mode in ["local", "overlap", "after"] {
             manual_seed(0);
             let layer = w11()?;

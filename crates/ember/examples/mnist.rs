@@ -124,7 +124,7 @@ fn model() -> Result<Sequential> {
 
 /// Pads by 2 with the normalised background and crops a 28x28 window at a random offset.
 fn random_shift(x: &Tensor, rng: &mut impl Rng) -> Result<Tensor> {
-    let padded = x.pad(&[2, 2, 2, 2], PadMode::Constant, -MEAN / STD)?;
+    let padded = x.pad([2, 2, 2, 2], PadMode::Constant, -MEAN / STD)?;
     let (dx, dy) = (rng.random_range(0..5i64) as isize, rng.random_range(0..5i64) as isize);
     padded.narrow(2, dy, 28)?.narrow(3, dx, 28)?.contiguous()
 }
@@ -152,7 +152,7 @@ struct History {
 impl History {
     fn to_tensor(&self) -> Result<Tensor> {
         let flat: Vec<f64> = self.rows.iter().flat_map(|&(e, a, b, c)| [e as f64, a, b, c]).collect();
-        Tensor::from_vec(flat, &[self.rows.len(), 4])
+        Tensor::from_vec(flat, [self.rows.len(), 4])
     }
     fn from_tensor(t: &Tensor) -> Result<History> {
         let v = t.to_vec_f64()?;
@@ -197,7 +197,7 @@ fn run(args: Args) -> Result<History> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         ember::cpu::set_num_threads((cores / local).max(1));
     }
-    Tensor::zeros(&[1])?.to(device)?;
+    Tensor::zeros([1])?.to(device)?;
     let dir = args.data.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-5k"));
     let train = Mnist::load(&dir, true)?;
     let test = Mnist::load(&dir, false)?;
@@ -348,7 +348,7 @@ fn run(args: Args) -> Result<History> {
         bar.finish_and_clear();
         if let Some(g) = &group {
             // the epoch's loss and accuracy over every rank's images
-            let totals = Tensor::from_vec(vec![loss_sum, correct, seen as f64], &[3])?;
+            let totals = Tensor::from_vec(vec![loss_sum, correct, seen as f64], [3])?;
             g.all_reduce(&totals, ReduceOp::Sum)?.wait()?;
             let t = totals.to_vec::<f64>()?;
             (loss_sum, correct, seen) = (t[0], t[1], t[2] as usize);

@@ -1,9 +1,9 @@
 //! Profiling aid for workload W9: 1000 scalar ops with requires_grad, then backward.
 use ember::Tensor;
 fn main() {
-    let a = Tensor::full(&[1], 0.999).unwrap().requires_grad_(true).unwrap();
-    let b = Tensor::full(&[1], 0.001).unwrap().requires_grad_(true).unwrap();
-    let x0 = Tensor::ones(&[1]).unwrap().requires_grad_(true).unwrap();
+    let a = Tensor::full([1], 0.999).unwrap().requires_grad_(true).unwrap();
+    let b = Tensor::full([1], 0.001).unwrap().requires_grad_(true).unwrap();
+    let x0 = Tensor::ones([1]).unwrap().requires_grad_(true).unwrap();
     let t = std::time::Instant::now();
     for _ in 0..2000 {
         let mut y = x0.clone();

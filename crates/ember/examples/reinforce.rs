@@ -105,7 +105,7 @@ fn episode(env: &mut dyn Environment, policy: &Sequential, rng: &mut ChaCha8Rng)
     let (mut logps, mut rewards) = (vec![], vec![]);
     loop {
         let n = obs.len();
-        let logp = policy.forward(&Tensor::from_vec(obs, &[1, n])?)?.log_softmax(-1)?.squeeze_dim(0)?;
+        let logp = policy.forward(&Tensor::from_vec(obs, [1, n])?)?.log_softmax(-1)?.squeeze_dim(0)?;
         let probs = logp.detach().exp()?.to_vec_f64()?;
         let u: f64 = rng.random();
         let mut acc = 0.0;
@@ -154,7 +154,7 @@ fn train(args: &Args, env: &mut dyn Environment) -> Result<(f64, f64)> {
             let mean = returns.iter().sum::<f64>() / returns.len() as f64;
             let std = (returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / returns.len() as f64).sqrt() + 1e-8;
             let n = returns.len();
-            let adv = Tensor::from_vec(returns.iter().map(|r| ((r - mean) / std) as f32).collect::<Vec<_>>(), &[n])?;
+            let adv = Tensor::from_vec(returns.iter().map(|r| ((r - mean) / std) as f32).collect::<Vec<_>>(), [n])?;
             terms.push(Tensor::stack(&logps, 0)?.mul(&adv)?.sum()?.neg()?);
         }
         let loss = Tensor::stack(&terms, 0)?.mean()?;

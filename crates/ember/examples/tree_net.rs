@@ -82,7 +82,7 @@ impl TreeNet {
     /// The tree's vector `[1, D]`: the graph mirrors the tree (recursion in plain Rust).
     fn encode(&self, e: &Expr) -> Result<Tensor> {
         match e {
-            Expr::Digit(d) => self.leaf.forward(&Tensor::from_vec(vec![*d], &[1])?.to(self.leaf.weight.device())?),
+            Expr::Digit(d) => self.leaf.forward(&Tensor::from_vec(vec![*d], [1])?.to(self.leaf.weight.device())?),
             Expr::Add(l, r) => self.combine(&self.add, l, r),
             Expr::Mul(l, r) => self.combine(&self.mul, l, r),
         }
@@ -123,7 +123,7 @@ fn train(args: &Args) -> Result<(f64, f64)> {
         let trees: Vec<Expr> = (0..args.batch).map(|_| Expr::random(&mut rng, args.max_depth)).collect();
         let codes = trees.iter().map(|t| net.encode(t)).collect::<Result<Vec<_>>>()?;
         let logits = net.out.forward(&Tensor::cat(&codes, 0)?)?;
-        let y = Tensor::from_vec(trees.iter().map(|t| t.value()).collect::<Vec<_>>(), &[trees.len()])?.to(device)?;
+        let y = Tensor::from_vec(trees.iter().map(|t| t.value()).collect::<Vec<_>>(), [trees.len()])?.to(device)?;
         let loss = F::cross_entropy_with(&logits, &y, &Default::default())?;
         opt.zero_grad()?;
         loss.backward()?;

@@ -117,7 +117,7 @@ pub fn orthogonal_(t: &Tensor, gain: f64) -> Result<()> {
     }
     let rows = s[0];
     let cols = t.numel() / rows;
-    let mut flat = Tensor::randn(&[rows, cols])?.to_dtype(ember_autograd::DType::F64)?;
+    let mut flat = Tensor::randn([rows, cols])?.to_dtype(ember_autograd::DType::F64)?;
     if rows < cols {
         flat = flat.t()?.contiguous()?;
     }

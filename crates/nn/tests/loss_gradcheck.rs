@@ -51,11 +51,11 @@ proptest! {
     fn margin_losses(n in 1usize..5, d in 2usize..5) {
         let (a, p, q) = (randn(&[n, d]), randn(&[n, d]), randn(&[n, d]));
         check(|t| F::triplet_margin_loss(&t[0], &t[1], &t[2], 1.0, 2.0, 1e-6, true, Reduction::Mean), &[a.clone(), p.clone(), q]);
-        let y = Tensor::randint(0, 2, &[n]).unwrap().to_dtype(DType::F64).unwrap().mul(2.0).unwrap().sub(1.0).unwrap();
+        let y = Tensor::randint(0, 2, [n]).unwrap().to_dtype(DType::F64).unwrap().mul(2.0).unwrap().sub(1.0).unwrap();
         check(|t| F::cosine_embedding_loss(&t[0], &t[1], &y, 0.1, Reduction::Mean), &[a.clone(), p]);
-        let cls = Tensor::randint(0, d as i64, &[n]).unwrap();
+        let cls = Tensor::randint(0, d as i64, [n]).unwrap();
         check(|t| F::multi_margin_loss(&t[0], &cls, 2, 1.0, None, Reduction::Mean), std::slice::from_ref(&a));
-        let yl = Tensor::randint(0, 2, &[n, d]).unwrap().to_dtype(DType::F64).unwrap();
+        let yl = Tensor::randint(0, 2, [n, d]).unwrap().to_dtype(DType::F64).unwrap();
         check(|t| F::multilabel_soft_margin_loss(&t[0], &yl, None, Reduction::Mean), &[a]);
     }
 }
@@ -89,9 +89,9 @@ proptest! {
         let target: Vec<usize> = (0..len).map(|i| 1 + (seed as usize >> (2 * i)) % (c - 1)).collect();
         let logits = randn(&[t, 1, c]);
         let lp = logits.log_softmax(-1).unwrap();
-        let targets = Tensor::from_vec(target.iter().map(|&k| k as i64).collect(), &[1, len]).unwrap();
-        let il = Tensor::from_vec(vec![t as i64], &[1]).unwrap();
-        let tl = Tensor::from_vec(vec![len as i64], &[1]).unwrap();
+        let targets = Tensor::from_vec(target.iter().map(|&k| k as i64).collect(), [1, len]).unwrap();
+        let il = Tensor::from_vec(vec![t as i64], [1]).unwrap();
+        let tl = Tensor::from_vec(vec![len as i64], [1]).unwrap();
         let o = F::CtcOptions { reduction: Reduction::Sum, ..Default::default() };
         let got = F::ctc_loss(&lp, &targets, &il, &tl, o).unwrap().item().unwrap();
         let want = ctc_brute_force(&lp.to_vec::<f64>().unwrap(), t, c, &target);
@@ -106,15 +106,15 @@ proptest! {
 #[test]
 fn ctc_loss_rejects_bad_input() {
     let lp = randn(&[4, 2, 3]).log_softmax(-1).unwrap();
-    let il = Tensor::from_vec(vec![4i64, 4], &[2]).unwrap();
-    let tl = Tensor::from_vec(vec![1i64, 1], &[2]).unwrap();
+    let il = Tensor::from_vec(vec![4i64, 4], [2]).unwrap();
+    let tl = Tensor::from_vec(vec![1i64, 1], [2]).unwrap();
     let o = F::CtcOptions::default();
-    let with_blank = Tensor::from_vec(vec![0i64, 1], &[2, 1]).unwrap();
+    let with_blank = Tensor::from_vec(vec![0i64, 1], [2, 1]).unwrap();
     assert!(F::ctc_loss(&lp, &with_blank, &il, &tl, o).unwrap_err().to_string().contains("blank"));
-    let too_long = Tensor::from_vec(vec![5i64, 4], &[2]).unwrap();
-    let ok = Tensor::from_vec(vec![1i64, 2], &[2, 1]).unwrap();
+    let too_long = Tensor::from_vec(vec![5i64, 4], [2]).unwrap();
+    let ok = Tensor::from_vec(vec![1i64, 2], [2, 1]).unwrap();
     assert!(F::ctc_loss(&lp, &ok, &too_long, &tl, o).unwrap_err().to_string().contains("exceeds"));
-    let concat_wrong = Tensor::from_vec(vec![1i64, 2, 2], &[3]).unwrap();
+    let concat_wrong = Tensor::from_vec(vec![1i64, 2, 2], [3]).unwrap();
     assert!(F::ctc_loss(&lp, &concat_wrong, &il, &tl, o).is_err());
     assert!(F::ctc_loss(&lp.select(1, 0).unwrap(), &ok, &il, &tl, o).is_err());
 }

@@ -22,7 +22,7 @@ fn net() -> Net {
         bn: BatchNorm2d::new(2).unwrap(),
         blocks: vec![Linear::new(4, 4).unwrap(), Linear::new(4, 4).bias(false).unwrap()],
         head: Some(Linear::new(4, 1).unwrap()),
-        scale: Tensor::ones(&[1]).unwrap(),
+        scale: Tensor::ones([1]).unwrap(),
         name: "net".into(),
         training: true,
     }
@@ -78,10 +78,10 @@ fn load_state_dict_copies_in_place_and_reports_all_problems() {
 
     let mut sd = a.state_dict();
     sd.retain(|(k, _)| k != "bn.bias");
-    sd.push(("extra.weight".into(), Tensor::zeros(&[1]).unwrap()));
+    sd.push(("extra.weight".into(), Tensor::zeros([1]).unwrap()));
     for (k, t) in sd.iter_mut() {
         if k == "head.weight" {
-            *t = Tensor::zeros(&[2, 4]).unwrap();
+            *t = Tensor::zeros([2, 4]).unwrap();
         }
     }
     let err = ember_nn::load_state_dict(&b, &sd, true).unwrap_err().to_string();
@@ -104,7 +104,7 @@ fn checkpoint_roundtrip_and_corrupt_file() {
     ember_nn::save(&a, &path).unwrap();
     let b = net();
     ember_nn::load(&b, &path, true).unwrap();
-    let x = Tensor::randn(&[2, 1, 4, 4]).unwrap();
+    let x = Tensor::randn([2, 1, 4, 4]).unwrap();
     let (mut a, mut b) = (a, b);
     a.eval();
     b.eval();
@@ -119,12 +119,12 @@ fn checkpoint_roundtrip_and_corrupt_file() {
 #[test]
 fn batchnorm_updates_running_stats_and_uses_them_in_eval() {
     let mut bn = BatchNorm2d::new(3).unwrap();
-    let x = Tensor::randn(&[4, 3, 5, 5]).unwrap().mul(2.0).unwrap().add(1.0).unwrap();
+    let x = Tensor::randn([4, 3, 5, 5]).unwrap().mul(2.0).unwrap().add(1.0).unwrap();
     let y = bn.forward(&x).unwrap();
-    let m = y.mean_dim(&[0, 2, 3], false).unwrap().to_vec_f64().unwrap();
+    let m = y.mean_dim([0, 2, 3], false).unwrap().to_vec_f64().unwrap();
     assert!(m.iter().all(|v| v.abs() < 1e-5));
     let rm = bn.running_mean.as_ref().unwrap().to_vec_f64().unwrap();
-    let batch_mean = x.mean_dim(&[0, 2, 3], false).unwrap().to_vec_f64().unwrap();
+    let batch_mean = x.mean_dim([0, 2, 3], false).unwrap().to_vec_f64().unwrap();
     for (r, b) in rm.iter().zip(&batch_mean) {
         assert!((r - 0.1 * b).abs() < 1e-6);
     }
@@ -139,7 +139,7 @@ fn batchnorm_updates_running_stats_and_uses_them_in_eval() {
 #[test]
 fn dropout_is_identity_in_eval_and_scales_in_training() {
     let mut d = Dropout::new(0.5);
-    let x = Tensor::ones(&[10000]).unwrap();
+    let x = Tensor::ones([10000]).unwrap();
     let y = d.forward(&x).unwrap().to_vec_f64().unwrap();
     assert!(y.iter().all(|&v| v == 0.0 || v == 2.0));
     let kept = y.iter().filter(|&&v| v == 2.0).count();
@@ -151,20 +151,20 @@ fn dropout_is_identity_in_eval_and_scales_in_training() {
 #[test]
 fn sequential_lstm_and_transformer_shapes_and_keys() {
     let seq = Sequential::new().layer(Linear::new(3, 4).unwrap()).layer(Tanh::default());
-    assert_eq!(seq.forward(&Tensor::randn(&[2, 3]).unwrap()).unwrap().shape(), &[2, 4]);
+    assert_eq!(seq.forward(&Tensor::randn([2, 3]).unwrap()).unwrap().shape(), &[2, 4]);
     let lstm =
         Rnn::lstm(3, 5, RnnOptions { num_layers: 2, bidirectional: true, batch_first: true, ..Default::default() })
             .unwrap();
     let keys: Vec<String> = lstm.state_dict().into_iter().map(|(k, _)| k).collect();
     assert!(keys.contains(&"weight_ih_l1_reverse".to_string()));
     assert_eq!(keys.len(), 16);
-    let (out, h, c) = lstm.forward_with_state(&Tensor::randn(&[2, 7, 3]).unwrap(), None, None).unwrap();
+    let (out, h, c) = lstm.forward_with_state(&Tensor::randn([2, 7, 3]).unwrap(), None, None).unwrap();
     assert_eq!((out.shape(), h.shape(), c.unwrap().shape()), (&[2, 7, 10][..], &[4, 2, 5][..], &[4, 2, 5][..]));
     let mut o = TransformerOptions::new(8, 2);
     o.dim_feedforward = 16;
     o.batch_first = true;
     let enc = TransformerEncoder::new(&o, 2, true).unwrap();
-    assert_eq!(enc.forward(&Tensor::randn(&[3, 5, 8]).unwrap()).unwrap().shape(), &[3, 5, 8]);
+    assert_eq!(enc.forward(&Tensor::randn([3, 5, 8]).unwrap()).unwrap().shape(), &[3, 5, 8]);
     assert!(enc.state_dict().iter().any(|(k, _)| k == "layers.1.self_attn.out_proj.weight"));
     assert!(enc.state_dict().iter().any(|(k, _)| k == "norm.bias"));
 }
@@ -175,14 +175,14 @@ fn to_dtype_keeps_parameters_trainable() {
     l.to_dtype(DType::F64).unwrap();
     assert_eq!(l.weight.dtype(), DType::F64);
     assert!(l.weight.requires_grad() && l.weight.is_leaf());
-    let y = l.forward(&Tensor::randn(&[4, 3]).unwrap().to_dtype(DType::F64).unwrap()).unwrap();
+    let y = l.forward(&Tensor::randn([4, 3]).unwrap().to_dtype(DType::F64).unwrap()).unwrap();
     y.sum().unwrap().backward().unwrap();
     assert_eq!(l.weight.grad().unwrap().shape(), &[2, 3]);
 }
 
 #[test]
 fn init_schemes_have_the_right_spread() {
-    let t = Tensor::zeros(&[256, 512]).unwrap();
+    let t = Tensor::zeros([256, 512]).unwrap();
     init::kaiming_uniform_(&t, 0.0, init::FanMode::FanIn, "relu").unwrap();
     let bound = (6.0f64 / 512.0).sqrt();
     let v = t.to_vec_f64().unwrap();
@@ -190,7 +190,7 @@ fn init_schemes_have_the_right_spread() {
     let std = (v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64).sqrt();
     assert!((std - (2.0f64 / 512.0).sqrt()).abs() < 0.01 * std * 10.0);
     init::orthogonal_(&t.narrow(0, 0, 64).unwrap().contiguous().unwrap(), 1.0).unwrap();
-    let q = Tensor::zeros(&[6, 10]).unwrap();
+    let q = Tensor::zeros([6, 10]).unwrap();
     init::orthogonal_(&q, 1.0).unwrap();
     let qqt = q.matmul(&q.t().unwrap()).unwrap().to_vec_f64().unwrap();
     for i in 0..6 {
@@ -204,10 +204,10 @@ fn init_schemes_have_the_right_spread() {
 
 #[test]
 fn losses_reject_bad_input_with_clear_errors() {
-    let x = Tensor::randn(&[4, 3]).unwrap();
-    let bad = Tensor::from_vec(vec![0i64, 1, 5, 2], &[4]).unwrap();
+    let x = Tensor::randn([4, 3]).unwrap();
+    let bad = Tensor::from_vec(vec![0i64, 1, 5, 2], [4]).unwrap();
     let e = F::cross_entropy_with(&x, &bad, &Default::default()).unwrap_err().to_string();
     assert!(e.contains("cross_entropy") && e.contains("[0, 3)"), "{e}");
-    let e = F::mse_loss_with(&x, &Tensor::zeros(&[4]).unwrap(), F::Reduction::Mean).unwrap_err().to_string();
+    let e = F::mse_loss_with(&x, &Tensor::zeros([4]).unwrap(), F::Reduction::Mean).unwrap_err().to_string();
     assert!(e.contains("mse_loss") && e.contains("[4, 3]"), "{e}");
 }

@@ -22,7 +22,7 @@ fn quadratic_steps(opt: &mut dyn Optimizer, w: &Tensor, steps: usize) -> Vec<f64
 }
 
 fn leaf(dtype: DType) -> Tensor {
-    Tensor::from_vec(vec![1.0f32, -2.0, 0.5, 3.0, -1.0, 0.25], &[2, 3])
+    Tensor::from_vec(vec![1.0f32, -2.0, 0.5, 3.0, -1.0, 0.25], [2, 3])
         .unwrap()
         .to_dtype(dtype)
         .unwrap()
@@ -123,9 +123,9 @@ fn state_dict_resumes_bit_for_bit() {
     assert_eq!(tail, tail2);
     assert_eq!(w.to_vec_f64().unwrap(), w2.to_vec_f64().unwrap());
 
-    let bad = vec![("state.0.exp_avg".to_string(), Tensor::zeros(&[5]).unwrap())];
+    let bad = vec![("state.0.exp_avg".to_string(), Tensor::zeros([5]).unwrap())];
     assert!(opt2.load_state_dict(&bad).is_err());
-    let bad = vec![("nonsense".to_string(), Tensor::zeros(&[1]).unwrap())];
+    let bad = vec![("nonsense".to_string(), Tensor::zeros([1]).unwrap())];
     assert!(opt2.load_state_dict(&bad).is_err());
 }
 
@@ -181,7 +181,7 @@ fn rosenbrock(w: &Tensor) -> ember_autograd::Result<f64> {
 
 #[test]
 fn lbfgs_minimises_rosenbrock_and_plain_step_is_an_error() {
-    let w = Tensor::from_vec(vec![-1.2f64, 1.0], &[2]).unwrap().requires_grad_(true).unwrap();
+    let w = Tensor::from_vec(vec![-1.2f64, 1.0], [2]).unwrap().requires_grad_(true).unwrap();
     let mut opt = Lbfgs::new(vec![w.clone()], LbfgsOptions { lr: 0.5, ..Default::default() }).unwrap();
     let mut closure = || rosenbrock(&w);
     let first = opt.step_with(&mut closure).unwrap();
@@ -195,7 +195,7 @@ fn lbfgs_minimises_rosenbrock_and_plain_step_is_an_error() {
 
 #[test]
 fn lbfgs_with_strong_wolfe_reaches_the_rosenbrock_minimum() {
-    let w = Tensor::from_vec(vec![-1.2f64, 1.0], &[2]).unwrap().requires_grad_(true).unwrap();
+    let w = Tensor::from_vec(vec![-1.2f64, 1.0], [2]).unwrap().requires_grad_(true).unwrap();
     let options = LbfgsOptions { line_search: Some(ember_optim::LineSearch::StrongWolfe), ..Default::default() };
     let mut opt = Lbfgs::new(vec![w.clone()], options).unwrap();
     let evals = std::cell::Cell::new(0);

@@ -2,7 +2,7 @@
 //! CPU function, CUDA C expression, backward formula and gradient-check domain are written
 //! (DESIGN.md decision 11; PyTorch's OpInfo + `derivatives.yaml` in one place).
 //!
-//! The table is two macros, [`unary_op_table!`] and [`binary_op_table!`]. Each takes the path of a
+//! The table is two macros, [`unary_op_table!`](crate::unary_op_table) and [`binary_op_table!`](crate::binary_op_table). Each takes the path of a
 //! *callback* macro and calls it with every row, so each crate expands the columns it needs and
 //! nothing else: `ember-storage` the op enums and their descriptors (`name`, `class`, `saves`,
 //! `domain`, `cuda_expr`), `ember-ops-cpu` the CPU kernels, `ember-autograd` the `Tensor` methods

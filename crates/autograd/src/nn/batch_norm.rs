@@ -87,7 +87,7 @@ impl Tensor {
             let xc = x.sub(&mean)?;
             let var = xc.mul(&xc)?.mean_dim(&dims, true)?;
             if let (Some(rm), Some(rv)) = (running_mean, running_var) {
-                update_running_stats(rm, rv, &mean.reshape(&[-1])?, &var.reshape(&[-1])?, count, momentum)?;
+                update_running_stats(rm, rv, &mean.reshape([-1])?, &var.reshape([-1])?, count, momentum)?;
             }
             (mean, var)
         } else {
@@ -242,7 +242,7 @@ fn batch_norm_backward_composed(
         None => invstd,
     };
     let inner = g.sub(&sum_g.mul(1.0 / m)?)?.sub(&xhat.mul(&sum_gxhat.mul(1.0 / m)?)?)?;
-    Ok((k.mul(&inner)?, sum_gxhat.reshape(&[-1])?, sum_g.reshape(&[-1])?))
+    Ok((k.mul(&inner)?, sum_gxhat.reshape([-1])?, sum_g.reshape([-1])?))
 }
 
 /// `running = (1 - momentum) * running + momentum * batch`, with the unbiased batch variance

@@ -260,8 +260,8 @@ impl Tensor {
         let cols = x.im2col(kernel, &opts.stride, &plan.geom.padding, &opts.dilation, 0.0)?;
         let (n, l) = (self.shape()[0], cols.shape()[2]);
         let ck = cin / g * ember_storage::shape::numel(kernel);
-        let w = weight.reshape(&[g as isize, (cout / g) as isize, ck as isize])?;
-        let c = cols.reshape(&[n as isize, g as isize, ck as isize, l as isize])?;
+        let w = weight.reshape([g as isize, (cout / g) as isize, ck as isize])?;
+        let c = cols.reshape([n as isize, g as isize, ck as isize, l as isize])?;
         let y = w.matmul(&c)?; // [N, g, cout/g, L]
         add_channel_bias(y.reshape(&shape)?, bias)
     }
@@ -290,9 +290,9 @@ impl Tensor {
         let kn = ember_storage::shape::numel(kernel);
         let l: usize = self.shape()[2..].iter().product();
         // cols[n, g, cout/g*K, L] = W[g]ᵀ @ x[n, g]
-        let w = weight.reshape(&[g as isize, (cin / g) as isize, (cout / g * kn) as isize])?.mt()?;
-        let x = self.reshape(&[n as isize, g as isize, (cin / g) as isize, l as isize])?;
-        let cols = w.matmul(&x)?.reshape(&[n as isize, (cout * kn) as isize, l as isize])?;
+        let w = weight.reshape([g as isize, (cin / g) as isize, (cout / g * kn) as isize])?.mt()?;
+        let x = self.reshape([n as isize, g as isize, (cin / g) as isize, l as isize])?;
+        let cols = w.matmul(&x)?.reshape([n as isize, (cout * kn) as isize, l as isize])?;
         let y = if (0..d).all(|i| opts.output_padding[i] < opts.stride[i]) {
             cols.col2im(&out_shape[2..], kernel, &opts.stride, padding, &opts.dilation)?
         } else {

@@ -17,7 +17,7 @@ impl Tensor {
         }
         let (n, cout) = (self.shape()[0], weight.shape()[0]);
         let ck = geom.channels * geom.kernel_numel();
-        let w2 = weight.reshape(&[cout as isize, ck as isize])?;
+        let w2 = weight.reshape([cout as isize, ck as isize])?;
         let Some(fused) = self.fused().filter(|_| matches!(self.dtype(), DType::F32 | DType::F64)) else {
             return Ok(None);
         };
@@ -37,7 +37,7 @@ impl Tensor {
 
 /// Gradients of `(x, weight)` by the backend's fused backward.
 fn fused_backward(x: &Tensor, w: &Tensor, g: &WindowGeometry, gy: &Tensor) -> Result<Grads> {
-    let w2 = w.reshape(&[w.shape()[0] as isize, -1])?;
+    let w2 = w.reshape([w.shape()[0] as isize, -1])?;
     let need = (x.requires_grad(), w.requires_grad());
     let (dx, dw) = x.fused_for("conv2d backward")?.conv2d_backward(x.v(), w2.v(), gy.v(), g, need)?;
     let dx = dx.map(|b| x.same_backend(b, x.shape()));
@@ -48,12 +48,12 @@ fn fused_backward(x: &Tensor, w: &Tensor, g: &WindowGeometry, gy: &Tensor) -> Re
 /// The same gradients composed from recorded ops on the (attached) inputs.
 fn composed_backward(x: &Tensor, w: &Tensor, g: &WindowGeometry, gy: &Tensor) -> Result<Grads> {
     let (k, st, p, dl) = (&g.kernel, &g.stride, &g.padding, &g.dilation);
-    let w2 = w.reshape(&[w.shape()[0] as isize, -1])?;
+    let w2 = w.reshape([w.shape()[0] as isize, -1])?;
     let cols = x.im2col(k, st, p, dl, 0.0)?;
     let dw = gy
         .matmul(&cols.mt()?)?
-        .sum_dim(&[0], false)?
-        .reshape(&w.shape().iter().map(|&s| s as isize).collect::<Vec<_>>())?;
+        .sum_dim([0], false)?
+        .reshape(w.shape().iter().map(|&s| s as isize).collect::<Vec<_>>())?;
     let dx = w2.t()?.matmul(gy)?.col2im(&g.input, k, st, p, dl)?;
     Ok(smallvec::smallvec![Some(dx), Some(dw)])
 }

@@ -36,12 +36,12 @@ impl Function for HalfConvCpu {
         let k: usize = kernel.iter().product();
         let l = g.shape()[2] * g.shape()[3];
         let (st, dl) = (&self.opts.stride, &self.opts.dilation);
-        let g3 = g.reshape(&[n as isize, oc as isize, l as isize])?;
-        let w2 = w.reshape(&[oc as isize, (c * k) as isize])?;
+        let g3 = g.reshape([n as isize, oc as isize, l as isize])?;
+        let w2 = w.reshape([oc as isize, (c * k) as isize])?;
         // the input's gradient: columns rounded, folded kernel position by kernel position
         let cols = round_f16(&w2.t()?.matmul(&g3)?)?; // [N, C*K, L]
-        let mut gx = Tensor::zeros_with(&[n, c, h, wd], x.dtype(), x.device())?;
-        let pos = Tensor::arange((c * k) as i64)?.to(x.device())?.remainder(k as f64)?.reshape(&[1, -1, 1])?;
+        let mut gx = Tensor::zeros_with([n, c, h, wd], x.dtype(), x.device())?;
+        let pos = Tensor::arange((c * k) as i64)?.to(x.device())?.remainder(k as f64)?.reshape([1, -1, 1])?;
         for kk in 0..k {
             let only = cols.mul(&pos.eq(kk as f64)?.to_dtype(cols.dtype())?)?;
             let img = only.col2im(&[h, wd], kernel, st, &self.padding, dl)?;
@@ -49,7 +49,7 @@ impl Function for HalfConvCpu {
         }
         // the weight's gradient, accumulated sample by sample in f16
         let patches = x.im2col(kernel, st, &self.padding, dl, 0.0)?; // [N, C*K, L]
-        let mut gw = Tensor::zeros_with(&[oc, c * k], x.dtype(), x.device())?;
+        let mut gw = Tensor::zeros_with([oc, c * k], x.dtype(), x.device())?;
         for s in 0..n {
             let term = g3.select(0, s as isize)?.matmul(&patches.select(0, s as isize)?.t()?)?;
             gw = round_f16(&gw.add(&term)?)?;
@@ -57,7 +57,7 @@ impl Function for HalfConvCpu {
         let shape: Vec<isize> = w.shape().iter().map(|&d| d as isize).collect();
         let mut grads = vec![Some(gx), Some(gw.reshape(&shape)?)];
         if self.has_bias {
-            grads.push(Some(g.sum_dim(&[0, 2, 3], false)?));
+            grads.push(Some(g.sum_dim([0, 2, 3], false)?));
         }
         Ok(grads)
     }

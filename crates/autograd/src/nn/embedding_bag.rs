@@ -26,7 +26,7 @@ impl Tensor {
         let (flat, starts): (Tensor, Vec<usize>) = match (input.ndim(), offsets) {
             (2, _) => {
                 let (b, n) = (input.shape()[0], input.shape()[1]);
-                (input.reshape(&[-1])?, (0..b).map(|i| i * n).collect())
+                (input.reshape([-1])?, (0..b).map(|i| i * n).collect())
             }
             (1, Some(o)) => (input.clone(), o.to_vec::<i64>()?.into_iter().map(|x| x as usize).collect()),
             _ => {
@@ -38,7 +38,7 @@ impl Tensor {
         };
         let rows = self.embedding(&flat)?;
         let rows = match per_sample_weights {
-            Some(w) => rows.mul(&w.reshape(&[-1, 1])?)?,
+            Some(w) => rows.mul(&w.reshape([-1, 1])?)?,
             None => rows,
         };
         let n = flat.numel();
@@ -53,12 +53,12 @@ impl Tensor {
             }
             let part = rows.narrow(0, s as isize, e - s)?;
             bags.push(if e == s {
-                Tensor::zeros_with(&[self.shape()[1]], self.dtype(), self.device())?
+                Tensor::zeros_with([self.shape()[1]], self.dtype(), self.device())?
             } else {
                 match mode {
-                    "sum" => part.sum_dim(&[0], false)?,
-                    "mean" => part.mean_dim(&[0], false)?,
-                    "max" => part.amax(&[0], false)?,
+                    "sum" => part.sum_dim([0], false)?,
+                    "mean" => part.mean_dim([0], false)?,
+                    "max" => part.amax([0], false)?,
                     _ => return Err(Error::invalid("embedding_bag", format!("unknown mode {mode:?}"))),
                 }
             });

@@ -188,10 +188,10 @@ impl Tensor {
         }
         let n = self.shape()[0] as isize;
         let (x, back) = self.upcast_low_precision()?;
-        let g = x.reshape(&[n, groups as isize, -1])?;
-        let mean = g.mean_dim(&[-1], true)?;
+        let g = x.reshape([n, groups as isize, -1])?;
+        let mean = g.mean_dim([-1], true)?;
         let gc = g.sub(&mean)?;
-        let var = gc.mul(&gc)?.mean_dim(&[-1], true)?;
+        let var = gc.mul(&gc)?.mean_dim([-1], true)?;
         let shape: Vec<isize> = self.shape().iter().map(|&s| s as isize).collect();
         let y = gc.mul(&var.add(eps)?.rsqrt()?)?.reshape(&shape)?.to_dtype(back)?;
         let nd = self.ndim();
@@ -235,14 +235,14 @@ impl Tensor {
         let mut pad = vec![0isize; 2 * (self.ndim() - 2)];
         pad.extend([(size / 2) as isize, ((size - 1) / 2) as isize]);
         let padded = sq.pad(&pad, crate::PadMode::Constant, 0.0)?;
-        let win = padded.unfold(1, size, 1)?.mean_dim(&[-1], false)?.narrow(1, 0, c)?;
+        let win = padded.unfold(1, size, 1)?.mean_dim([-1], false)?.narrow(1, 0, c)?;
         self.div(&win.mul(alpha)?.add(k)?.pow(beta)?)
     }
 
     /// `x / max(||x||_p, eps)` along `dim`.
     pub fn normalize(&self, p: f64, dim: impl crate::Dim, eps: f64) -> Result<Tensor> {
         let dim = dim.to_isize();
-        self.div(&self.vector_norm(p, &[dim], true)?.clamp(Some(eps), None)?.expand_as(self)?)
+        self.div(&self.vector_norm(p, [dim], true)?.clamp(Some(eps), None)?.expand_as(self)?)
     }
 
     /// Cosine similarity along `dim`.
@@ -250,14 +250,14 @@ impl Tensor {
         let dim = dim.to_isize();
         let shape = ember_storage::shape::broadcast_shapes(self.shape(), other.shape(), "cosine_similarity")?;
         let (a, b) = (self.broadcast_to(&shape)?, other.broadcast_to(&shape)?);
-        let na = a.vector_norm(2.0, &[dim], true)?.clamp(Some(eps), None)?;
-        let nb = b.vector_norm(2.0, &[dim], true)?.clamp(Some(eps), None)?;
-        a.div(&na)?.mul(&b.div(&nb)?)?.sum_dim(&[dim], false)
+        let na = a.vector_norm(2.0, [dim], true)?.clamp(Some(eps), None)?;
+        let nb = b.vector_norm(2.0, [dim], true)?.clamp(Some(eps), None)?;
+        a.div(&na)?.mul(&b.div(&nb)?)?.sum_dim([dim], false)
     }
 
     /// `||x1 - x2 + eps||_p` along the last dim.
     pub fn pairwise_distance(&self, other: &Tensor, p: f64, eps: f64, keepdim: bool) -> Result<Tensor> {
-        self.sub(other)?.add(eps)?.vector_norm(p, &[-1], keepdim)
+        self.sub(other)?.add(eps)?.vector_norm(p, [-1], keepdim)
     }
 }
 
@@ -337,9 +337,9 @@ fn norm_backward_fused(
     rms: bool,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let rows = mean.shape()[0] as isize;
-    let x2 = x.detach().reshape(&[rows, -1])?;
-    let g2 = g.reshape(&[rows, -1])?;
-    let w1 = weight.map(|w| w.detach().reshape(&[-1])).transpose()?;
+    let x2 = x.detach().reshape([rows, -1])?;
+    let g2 = g.reshape([rows, -1])?;
+    let w1 = weight.map(|w| w.detach().reshape([-1])).transpose()?;
     let dx = x.fused_for("layer_norm backward")?.layer_norm_backward(
         g2.v(),
         x2.v(),
@@ -352,12 +352,12 @@ fn norm_backward_fused(
     let pshape: Vec<isize> = normalized_shape.iter().map(|&v| v as isize).collect();
     let dw = match weight {
         Some(_) => {
-            let xhat = x2.sub(&mean.reshape(&[rows, 1])?)?.mul(&rstd.reshape(&[rows, 1])?)?;
-            g2.mul(&xhat)?.sum_dim(&[0], false)?.reshape(&pshape)?
+            let xhat = x2.sub(&mean.reshape([rows, 1])?)?.mul(&rstd.reshape([rows, 1])?)?;
+            g2.mul(&xhat)?.sum_dim([0], false)?.reshape(&pshape)?
         }
         None => dx.clone(),
     };
-    let db = g2.sum_dim(&[0], false)?.reshape(&pshape)?;
+    let db = g2.sum_dim([0], false)?.reshape(&pshape)?;
     Ok((dx, dw, db))
 }
 

@@ -224,9 +224,9 @@ impl Tensor {
         let (ix, in_shape) = (idx.clone(), self.shape().to_vec());
         let vals = crate::graph::record_saving(vals, "max_pool2d", &[self], &[&idx], move |gr| {
             let flat = [n as isize, c as isize, -1];
-            let zeros = Tensor::zeros_with(&[n, c, in_shape[2] * in_shape[3]], gr.dtype(), gr.device())?;
-            let gi = zeros.scatter_add(-1, &ix.reshape(&flat)?, &gr.reshape(&flat)?)?;
-            Ok(smallvec::smallvec![Some(gi.reshape(&in_shape.iter().map(|&s| s as isize).collect::<Vec<_>>())?)])
+            let zeros = Tensor::zeros_with([n, c, in_shape[2] * in_shape[3]], gr.dtype(), gr.device())?;
+            let gi = zeros.scatter_add(-1, &ix.reshape(flat)?, &gr.reshape(flat)?)?;
+            Ok(smallvec::smallvec![Some(gi.reshape(in_shape.iter().map(|&s| s as isize).collect::<Vec<_>>())?)])
         });
         Ok(Some((vals, idx)))
     }
@@ -294,7 +294,7 @@ impl Tensor {
         let (n, c) = (self.shape()[0], self.shape()[1]);
         let k = ember_storage::shape::numel(&o.kernel);
         let l = cols.shape()[2];
-        let cols = cols.reshape(&[n as isize, c as isize, k as isize, l as isize])?;
+        let cols = cols.reshape([n as isize, c as isize, k as isize, l as isize])?;
         let (vals, arg) = cols.max_dim(2, false)?;
         // flat input index of each maximum
         let a = arg.to_vec::<i64>()?;
@@ -334,7 +334,7 @@ impl Tensor {
         let (n, c) = (self.shape()[0], self.shape()[1]);
         let k = ember_storage::shape::numel(&o.kernel);
         let l = cols.shape()[2];
-        let sums = cols.reshape(&[n as isize, c as isize, k as isize, l as isize])?.sum_dim(&[2], false)?;
+        let sums = cols.reshape([n as isize, c as isize, k as isize, l as isize])?.sum_dim([2], false)?;
         // PyTorch's divisor per output position
         let d = o.kernel.len();
         let insz = &self.shape()[2..];
@@ -356,7 +356,7 @@ impl Tensor {
                 None => clipped,
             };
         }
-        let div = Tensor::from_vec(div, &[l])?.to(self.device())?.to_dtype(self.dtype())?;
+        let div = Tensor::from_vec(div, [l])?.to(self.device())?.to_dtype(self.dtype())?;
         let mut shape: Vec<isize> = vec![n as isize, c as isize];
         shape.extend(out.iter().map(|&s| s as isize));
         sums.div(&div)?.reshape(&shape)
@@ -385,7 +385,7 @@ impl Tensor {
             let parts: Vec<Tensor> = (0..o)
                 .map(|j| {
                     let (s, e) = (j * n / o, ((j + 1) * n).div_ceil(o));
-                    t.narrow(dim, s as isize, e - s)?.mean_dim(&[dim], true)
+                    t.narrow(dim, s as isize, e - s)?.mean_dim([dim], true)
                 })
                 .collect::<Result<_>>()?;
             t = Tensor::cat(&parts, dim)?;

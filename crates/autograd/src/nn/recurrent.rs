@@ -140,10 +140,10 @@ fn check_shapes(gi: &Tensor, h0: &Tensor, c0: &Tensor, w_hh: &Tensor, b_hh: Opti
 fn pack(steps: &Steps, gi: &Tensor, h0: &Tensor) -> Result<Tensor> {
     let (t, b, h) = (gi.shape()[0], h0.shape()[0], h0.shape()[1]);
     if t == 0 {
-        return Tensor::zeros_with(&[2, 0, b, h], gi.dtype(), gi.device());
+        return Tensor::zeros_with([2, 0, b, h], gi.dtype(), gi.device());
     }
     let all: Vec<Tensor> = steps.h.iter().chain(&steps.c).cloned().collect();
-    Tensor::stack(&all, 0)?.reshape(&[2, t as isize, b as isize, h as isize])
+    Tensor::stack(&all, 0)?.reshape([2, t as isize, b as isize, h as isize])
 }
 
 /// The forward by the backend's fused sequence kernel: the output `[2, T, B, H]` and the
@@ -210,11 +210,11 @@ impl Saved {
         };
         let (b, h) = (self.h0.shape()[0] as isize, self.h0.shape()[1] as isize);
         let rows = len as isize * b;
-        let flat = d_pre.reshape(&[rows, 4 * h])?;
-        let dw = flat.t()?.matmul(&h_prev.reshape(&[rows, h])?)?;
+        let flat = d_pre.reshape([rows, 4 * h])?;
+        let dw = flat.t()?.matmul(&h_prev.reshape([rows, h])?)?;
         let mut grads: Grads = smallvec::smallvec![Some(d_pre.clone()), Some(dh0), Some(dc0), Some(dw)];
         if self.b_hh.is_some() {
-            grads.push(Some(flat.sum_dim(&[0], false)?));
+            grads.push(Some(flat.sum_dim([0], false)?));
         }
         Ok(grads)
     }

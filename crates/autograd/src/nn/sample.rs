@@ -124,11 +124,11 @@ impl Tensor {
                 }
             };
             let dev = self.device();
-            let idx = |v: Vec<i64>| Tensor::from_vec(v, &[o]).and_then(|t| t.to(dev));
+            let idx = |v: Vec<i64>| Tensor::from_vec(v, [o]).and_then(|t| t.to(dev));
             let wts = |v: Vec<f64>| -> Result<Tensor> {
                 let mut s = vec![1isize; self.ndim()];
                 s[2 + i] = o as isize;
-                Tensor::from_vec(v, &[o])?.to(dev)?.to_dtype(t.dtype())?.reshape(&s)
+                Tensor::from_vec(v, [o])?.to(dev)?.to_dtype(t.dtype())?.reshape(&s)
             };
             t = match mode {
                 InterpMode::Nearest => {
@@ -196,7 +196,7 @@ impl Tensor {
         let gx = unnorm(grid.select(3, 0)?, w)?;
         let gy = unnorm(grid.select(3, 1)?, h)?;
         let (x0, y0) = (gx.floor()?, gy.floor()?);
-        let flat = self.reshape(&[n as isize, c as isize, (h * w) as isize])?;
+        let flat = self.reshape([n as isize, c as isize, (h * w) as isize])?;
         let mut acc: Option<Tensor> = None;
         for (dx, dy) in [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)] {
             let (xi, yi) = (x0.add(dx)?, y0.add(dy)?);
@@ -211,12 +211,12 @@ impl Tensor {
                 .clamp(Some(0.0), Some((h - 1) as f64))?
                 .mul(w as f64)?
                 .add(&xi.clamp(Some(0.0), Some((w - 1) as f64))?)?;
-            let lin = lin.to_dtype(DType::I64)?.reshape(&[n as isize, 1, (ho * wo) as isize])?.expand(&[
+            let lin = lin.to_dtype(DType::I64)?.reshape([n as isize, 1, (ho * wo) as isize])?.expand([
                 n as isize,
                 c as isize,
                 (ho * wo) as isize,
             ])?;
-            let vals = flat.gather(2, &lin)?.reshape(&[n as isize, c as isize, ho as isize, wo as isize])?;
+            let vals = flat.gather(2, &lin)?.reshape([n as isize, c as isize, ho as isize, wo as isize])?;
             let weight = Tensor::where_cond(&inside, &wx.mul(&wy)?, 0.0)?.unsqueeze(1)?;
             let term = vals.mul(&weight)?;
             acc = Some(match acc {
@@ -256,7 +256,7 @@ impl Tensor {
                 base.extend([*x, *y, 1.0]);
             }
         }
-        let base = Tensor::from_vec(base, &[1, h * w, 3])?.to(self.device())?.to_dtype(self.dtype())?;
-        base.matmul(&self.mt()?)?.reshape(&[n as isize, h as isize, w as isize, 2])
+        let base = Tensor::from_vec(base, [1, h * w, 3])?.to(self.device())?.to_dtype(self.dtype())?;
+        base.matmul(&self.mt()?)?.reshape([n as isize, h as isize, w as isize, 2])
     }
 }

@@ -168,16 +168,16 @@ fn collectives(g: &dyn ProcessGroup) -> Check {
     let want: Vec<f64> = (0..12).map(|i| reduce_def(DType::F64, ReduceOp::Sum, world, i, 0)).collect();
     ensure!(base.to_vec_f64().map_err(e)? == want, "all_reduce through a transposed view");
     // mismatched calls: the same clear error on every rank, and the group still works afterwards
-    let odd = Tensor::zeros(&[rank + 1]).map_err(e)?;
+    let odd = Tensor::zeros([rank + 1]).map_err(e)?;
     let err = g.all_reduce(&odd, ReduceOp::Sum).map_err(e)?.wait().err().map(|x| x.to_string()).unwrap_or_default();
     ensure!(err.contains("do not match") && err.contains("rank 1: all_reduce f32 [2]"), "mismatch error: {err:?}");
-    let odd = Tensor::zeros(&[2]).map_err(e)?.to_dtype(if rank == 0 { DType::F32 } else { DType::F64 }).map_err(e)?;
+    let odd = Tensor::zeros([2]).map_err(e)?.to_dtype(if rank == 0 { DType::F32 } else { DType::F64 }).map_err(e)?;
     let err = g.broadcast(&odd, 0).map_err(e)?.wait().err().map(|x| x.to_string()).unwrap_or_default();
     ensure!(err.contains("rank 0: broadcast f32 [2] root=0") && err.contains("f64"), "dtype mismatch error: {err:?}");
-    ensure!(g.broadcast(&Tensor::zeros(&[1]).map_err(e)?, world).is_err(), "a root outside the group was accepted");
+    ensure!(g.broadcast(&Tensor::zeros([1]).map_err(e)?, world).is_err(), "a root outside the group was accepted");
     g.barrier().map_err(e)?.wait().map_err(e)?;
     // many collectives in flight at once complete in order
-    let ts: Vec<Tensor> = (0..20).map(|k| Tensor::full(&[100], k as f64)).collect::<Result<_>>().map_err(e)?;
+    let ts: Vec<Tensor> = (0..20).map(|k| Tensor::full([100], k as f64)).collect::<Result<_>>().map_err(e)?;
     let works = ts.iter().map(|t| g.all_reduce(t, ReduceOp::Sum)).collect::<Result<Vec<_>>>().map_err(e)?;
     for w in works {
         w.wait().map_err(e)?;
@@ -207,7 +207,7 @@ fn mlp(dtype: DType) -> Result<Sequential> {
 fn cnn() -> Result<Sequential> {
     manual_seed(0);
     let mut s = Sequential::new();
-    s.push(Conv2d::new(1, 4, &[3, 3])?);
+    s.push(Conv2d::new(1, 4, [3, 3])?);
     s.push(ReLU::default());
     s.push(MaxPool2d::new(&[2, 2]));
     s.push(Flatten::new(1, -1));
@@ -221,7 +221,7 @@ fn batch(dtype: DType, world: usize, per_rank: usize, input: &[usize], seed: u64
     let mut shape = vec![world * per_rank];
     shape.extend_from_slice(input);
     let x = Tensor::randn(&shape)?.to_dtype(dtype)?;
-    let y = Tensor::randn(&[world * per_rank, 3])?.to_dtype(dtype)?;
+    let y = Tensor::randn([world * per_rank, 3])?.to_dtype(dtype)?;
     Ok((x, y))
 }
 
@@ -252,7 +252,7 @@ fn rel_diff(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
 /// Every rank's parameters are bit-identical.
 fn equal_on_every_rank(g: &dyn ProcessGroup, params: &[Tensor]) -> Check {
     for p in params {
-        let flat = p.detach().reshape(&[1, -1]).map_err(e)?;
+        let flat = p.detach().reshape([1, -1]).map_err(e)?;
         let all = g.all_gather(&flat).map_err(e)?.wait().map_err(e)?;
         let mine = flat.to_vec_f64().map_err(e)?;
         for (r, t) in all.iter().enumerate() {
@@ -434,7 +434,7 @@ fn unused(group: &Arc<MpiGroup>) -> Check {
     let ddp = DistributedDataParallel::with_options(branches(rank == 0).map_err(e)?, dyn_group, opts).map_err(e)?;
     for step in 0..2 {
         manual_seed(300 + step + rank as u64);
-        let x = Tensor::randn(&[5, 4]).map_err(e)?;
+        let x = Tensor::randn([5, 4]).map_err(e)?;
         ddp.forward(&x).map_err(e)?.pow(2.0).map_err(e)?.sum().map_err(e)?.backward().map_err(e)?;
         let m = ddp.module();
         ensure!(m.b.weight.grad().is_some(), "b (used by rank 0 only) has no averaged gradient on rank {rank}");
@@ -445,7 +445,7 @@ fn unused(group: &Arc<MpiGroup>) -> Check {
     // without find_unused_parameters, the next forward names the parameter that got no gradient
     let dyn_group: Arc<dyn ProcessGroup> = group.clone();
     let strict = DistributedDataParallel::new(branches(true).map_err(e)?, dyn_group).map_err(e)?;
-    let x = Tensor::randn(&[5, 4]).map_err(e)?;
+    let x = Tensor::randn([5, 4]).map_err(e)?;
     strict.forward(&x).map_err(e)?.sum().map_err(e)?.backward().map_err(e)?;
     let err = strict.forward(&x).err().map(|x| x.to_string()).unwrap_or_default();
     ensure!(err.contains("c.weight") && err.contains("find_unused_parameters"), "unreduced bucket error: {err:?}");
@@ -456,7 +456,7 @@ fn unused(group: &Arc<MpiGroup>) -> Check {
 fn bn_net(group: Option<Arc<dyn ProcessGroup>>) -> Result<Sequential> {
     manual_seed(0);
     let mut s = Sequential::new();
-    s.push(Conv2d::new(1, 3, &[3, 3])?);
+    s.push(Conv2d::new(1, 3, [3, 3])?);
     match group {
         Some(g) => s.push(SyncBatchNorm::new(BatchNorm2d::new(3)?, g)),
         None => s.push(BatchNorm2d::new(3)?),
@@ -508,7 +508,7 @@ fn dead_rank(g: &dyn ProcessGroup) -> Check {
         println!("rank {} leaves early", g.rank());
         return Ok(());
     }
-    let t = Tensor::ones(&[10]).map_err(e)?;
+    let t = Tensor::ones([10]).map_err(e)?;
     let start = std::time::Instant::now();
     match g.all_reduce(&t, ReduceOp::Sum).map_err(e)?.wait() {
         Ok(()) => Err("all_reduce completed without the last rank".into()),
@@ -528,7 +528,7 @@ fn crashed_rank(g: &dyn ProcessGroup) -> Check {
         eprintln!("rank {} exits with status 3", g.rank());
         std::process::exit(3);
     }
-    let t = Tensor::ones(&[10]).map_err(e)?;
+    let t = Tensor::ones([10]).map_err(e)?;
     g.all_reduce(&t, ReduceOp::Sum).map_err(e)?.wait().map_err(e)?;
     Err("all_reduce completed without the last rank".into())
 }
@@ -536,7 +536,7 @@ fn crashed_rank(g: &dyn ProcessGroup) -> Check {
 /// All-reduce time for a few sizes (not a check: printed for the notes).
 fn speed(g: &dyn ProcessGroup) -> Check {
     for n in [1usize << 10, 1 << 16, 535_818, 1 << 22] {
-        let t = Tensor::ones(&[n]).map_err(e)?;
+        let t = Tensor::ones([n]).map_err(e)?;
         for _ in 0..3 {
             g.all_reduce(&t, ReduceOp::Sum).map_err(e)?.wait().map_err(e)?;
         }

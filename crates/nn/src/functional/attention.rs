@@ -75,7 +75,7 @@ pub fn scaled_dot_product_attention_with_weights(
     let mut scores = q.matmul(&k.transpose(-2, -1)?)?.mul(scale)?;
     let (l, s) = (q.shape()[q.ndim() - 2], k.shape()[k.ndim() - 2]);
     if is_causal {
-        let allow = Tensor::ones_with(&[l, s], DType::Bool, q.device())?.tril(0)?;
+        let allow = Tensor::ones_with([l, s], DType::Bool, q.device())?.tril(0)?;
         scores = scores.masked_fill(&allow.logical_not()?, f64::NEG_INFINITY)?;
     }
     match mask {
@@ -112,8 +112,8 @@ fn attention_rounding_probabilities(
         // with a mask: the forward's roundings, the backward composed
         Some(_) => {
             let s = scores(q, k, mask, is_causal, scale)?;
-            let p = s.sub(&s.amax(&[-1], true)?.detach())?.exp()?;
-            let sum = p.sum_dim(&[-1], true)?;
+            let p = s.sub(&s.amax([-1], true)?.detach())?.exp()?;
+            let sum = p.sum_dim([-1], true)?;
             p.to_dtype(low)?.to_dtype(p.dtype())?.matmul(v)?.mul(&sum.reciprocal()?)?
         }
     };
@@ -125,7 +125,7 @@ fn scores(q: &Tensor, k: &Tensor, mask: Option<AttnMask<'_>>, is_causal: bool, s
     let mut s = q.matmul(&k.transpose(-2, -1)?)?.mul(scale)?;
     let (l, n) = (q.shape()[q.ndim() - 2], k.shape()[k.ndim() - 2]);
     if is_causal {
-        let allow = Tensor::ones_with(&[l, n], DType::Bool, q.device())?.tril(0)?;
+        let allow = Tensor::ones_with([l, n], DType::Bool, q.device())?.tril(0)?;
         s = s.masked_fill(&allow.logical_not()?, f64::NEG_INFINITY)?;
     }
     match mask {
@@ -156,8 +156,8 @@ impl ember_autograd::Function for LowPrecisionAttention {
     fn forward(&self, ctx: &mut ember_autograd::Context, x: &[Tensor]) -> Result<Tensor> {
         let (q, k, v) = (&x[0], &x[1], &x[2]);
         let s = scores(q, k, None, self.is_causal, self.scale)?;
-        let p = s.sub(&s.amax(&[-1], true)?)?.exp()?;
-        let sum = p.sum_dim(&[-1], true)?;
+        let p = s.sub(&s.amax([-1], true)?)?.exp()?;
+        let sum = p.sum_dim([-1], true)?;
         let out = self.round(&p)?.matmul(v)?.mul(&sum.reciprocal()?)?;
         ctx.save_for_backward(&[q, k, v, &out]);
         Ok(out)
@@ -167,7 +167,7 @@ impl ember_autograd::Function for LowPrecisionAttention {
         let [q, k, v, out] = ctx.saved_tensors() else { unreachable!("four tensors saved") };
         let a = scores(q, k, None, self.is_causal, self.scale)?.softmax(-1)?;
         let grad_v = self.round(&a)?.transpose(-2, -1)?.matmul(g)?;
-        let dsum = g.mul(&self.round(out)?)?.sum_dim(&[-1], true)?;
+        let dsum = g.mul(&self.round(out)?)?.sum_dim([-1], true)?;
         let grad_s = self.round(&a.mul(&g.matmul(&v.transpose(-2, -1)?)?.sub(&dsum)?)?)?;
         let grad_q = grad_s.matmul(k)?.mul(self.scale)?;
         let grad_k = grad_s.transpose(-2, -1)?.matmul(q)?.mul(self.scale)?;

@@ -111,7 +111,7 @@ pub fn ctc_loss(
         Reduction::Sum => per_sample.sum(),
         Reduction::Mean => {
             let tl: Vec<f64> = target_lengths.iter().map(|&l| l.max(1) as f64).collect();
-            let tl = Tensor::from_vec(tl, &[n])?.to_dtype(per_sample.dtype())?.to(per_sample.device())?;
+            let tl = Tensor::from_vec(tl, [n])?.to_dtype(per_sample.dtype())?.to(per_sample.device())?;
             per_sample.div(&tl)?.mean()
         }
         Reduction::BatchMean => Err(Error::invalid(op, "reduction 'batchmean' is only for kl_div")),
@@ -227,7 +227,7 @@ impl CtcFunction {
     /// `[T, N, C]` log-probabilities as f64, split per sample into `[T, C]` rows.
     fn per_sample(&self, log_probs: &Tensor) -> Result<(Vec<Vec<f64>>, usize, usize)> {
         let (t_max, n, c) = (log_probs.shape()[0], log_probs.shape()[1], log_probs.shape()[2]);
-        let v = log_probs.permute(&[1, 0, 2])?.contiguous()?.to_vec_f64()?;
+        let v = log_probs.permute([1, 0, 2])?.contiguous()?.to_vec_f64()?;
         Ok(((0..n).map(|i| v[i * t_max * c..(i + 1) * t_max * c].to_vec()).collect(), t_max, c))
     }
 
@@ -259,7 +259,7 @@ impl Function for CtcFunction {
                 }
             })
             .collect();
-        Tensor::from_vec(losses, &[rows.len()])?.to_dtype(lp.dtype())?.to(lp.device())
+        Tensor::from_vec(losses, [rows.len()])?.to_dtype(lp.dtype())?.to(lp.device())
     }
 
     fn backward(&self, ctx: &Context, grad_output: &Tensor) -> Result<Vec<Option<Tensor>>> {
@@ -288,8 +288,8 @@ impl Function for CtcFunction {
                 }
             }
         }
-        let g = Tensor::from_vec(g, &[n, t_max, c])?.permute(&[1, 0, 2])?.to_dtype(lp.dtype())?.to(lp.device())?;
-        let scale = grad_output.to_dtype(lp.dtype())?.reshape(&[1, n as isize, 1])?;
+        let g = Tensor::from_vec(g, [n, t_max, c])?.permute([1, 0, 2])?.to_dtype(lp.dtype())?.to(lp.device())?;
+        let scale = grad_output.to_dtype(lp.dtype())?.reshape([1, n as isize, 1])?;
         Ok(vec![Some(g.mul(&scale)?)])
     }
 

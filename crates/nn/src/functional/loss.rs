@@ -159,7 +159,7 @@ fn classes_last(x: &Tensor) -> Result<Tensor> {
             perm.extend(2..n as isize);
             perm.push(1);
             let c = x.shape()[1] as isize;
-            x.permute(&perm)?.reshape(&[-1, c])
+            x.permute(&perm)?.reshape([-1, c])
         }
     }
 }
@@ -193,7 +193,7 @@ fn nll_parts(
     }
     let lp = classes_last(log_probs)?;
     let c = lp.shape()[1];
-    let t = target.reshape(&[-1])?;
+    let t = target.reshape([-1])?;
     if t.shape()[0] != lp.shape()[0] {
         return Err(Error::shape(
             op,
@@ -269,7 +269,7 @@ pub fn cross_entropy_with(input: &Tensor, target: &Tensor, o: &ClassLossOptions<
             ws[class_dim] = -1;
             terms = terms.mul(&w.to_dtype(logp.dtype())?.reshape(&ws)?)?;
         }
-        let per = terms.sum_dim(&[class_dim as isize], false)?.neg()?;
+        let per = terms.sum_dim([class_dim as isize], false)?.neg()?;
         return match o.reduction {
             Reduction::Mean => per.mean(),
             r => reduce(op, per, r),
@@ -282,8 +282,8 @@ pub fn cross_entropy_with(input: &Tensor, target: &Tensor, o: &ClassLossOptions<
     }
     let lp = classes_last(&logp)?;
     let smooth = match o.weight {
-        Some(w) => lp.mul(&w.to_dtype(lp.dtype())?)?.sum_dim(&[1], false)?.neg()?,
-        None => lp.sum_dim(&[1], false)?.neg()?,
+        Some(w) => lp.mul(&w.to_dtype(lp.dtype())?)?.sum_dim([1], false)?.neg()?,
+        None => lp.sum_dim([1], false)?.neg()?,
     }
     .masked_fill(&ignored, 0.0)?;
     let smooth = match o.reduction {
@@ -454,7 +454,7 @@ pub fn multilabel_soft_margin_loss(x: &Tensor, y: &Tensor, weight: Option<&Tenso
     if let Some(w) = weight {
         l = l.mul(w)?;
     }
-    let per = l.mean_dim(&[-1], false)?;
+    let per = l.mean_dim([-1], false)?;
     reduce("multilabel_soft_margin_loss", per, r)
 }
 
@@ -473,17 +473,17 @@ pub fn multi_margin_loss(
     }
     let x2 = if x.ndim() == 1 { x.unsqueeze(0)? } else { x.clone() };
     let c = x2.shape()[1];
-    let yi = y.reshape(&[-1, 1])?;
+    let yi = y.reshape([-1, 1])?;
     let xy = x2.gather(1, &yi)?;
     let mut h = x2.sub(&xy)?.add(margin)?.clamp(Some(0.0), None)?;
     if p == 2 {
         h = h.mul(&h)?;
     }
     if let Some(w) = weight {
-        h = h.mul(&w.index_select(0, &yi.reshape(&[-1])?)?.unsqueeze(1)?)?;
+        h = h.mul(&w.index_select(0, &yi.reshape([-1])?)?.unsqueeze(1)?)?;
     }
-    let not_y = yi.one_hot(c as i64)?.reshape(&[-1, c as isize])?.eq(0.0)?.to_dtype(h.dtype())?;
-    let per = h.mul(&not_y)?.sum_dim(&[1], false)?.div(c as f64)?;
+    let not_y = yi.one_hot(c as i64)?.reshape([-1, c as isize])?.eq(0.0)?.to_dtype(h.dtype())?;
+    let per = h.mul(&not_y)?.sum_dim([1], false)?.div(c as f64)?;
     let per = if x.ndim() == 1 { per.squeeze_dim(0)? } else { per };
     reduce(op, per, r)
 }
@@ -492,9 +492,9 @@ pub fn multi_margin_loss(
 pub fn cosine_embedding_loss(x1: &Tensor, x2: &Tensor, y: &Tensor, margin: f64, r: Reduction) -> Result<Tensor> {
     const EPS: f64 = 1e-12;
     let d = x1.ndim() as isize - 1;
-    let prod = x1.mul(x2)?.sum_dim(&[d], false)?;
-    let m1 = x1.mul(x1)?.sum_dim(&[d], false)?.add(EPS)?;
-    let m2 = x2.mul(x2)?.sum_dim(&[d], false)?.add(EPS)?;
+    let prod = x1.mul(x2)?.sum_dim([d], false)?;
+    let m1 = x1.mul(x1)?.sum_dim([d], false)?.add(EPS)?;
+    let m2 = x2.mul(x2)?.sum_dim([d], false)?.add(EPS)?;
     let cos = prod.div(&m1.mul(&m2)?.sqrt()?)?;
     let pos = cos.neg()?.add(1.0)?;
     let neg = cos.sub(margin)?.clamp(Some(0.0), None)?;

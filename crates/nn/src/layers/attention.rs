@@ -81,7 +81,7 @@ impl MultiheadAttention {
                 format!("embed_dim {embed_dim} must be divisible by num_heads {num_heads}"),
             ));
         }
-        let w = Tensor::zeros(&[3 * embed_dim, embed_dim])?;
+        let w = Tensor::zeros([3 * embed_dim, embed_dim])?;
         init::xavier_uniform_(&w, 1.0)?;
         let out_proj = Linear::new(embed_dim, embed_dim).bias(bias)?;
         if let Some(b) = &out_proj.bias {
@@ -89,7 +89,7 @@ impl MultiheadAttention {
         }
         Ok(MultiheadAttention {
             in_proj_weight: w.requires_grad_(true)?,
-            in_proj_bias: if bias { Some(Tensor::zeros(&[3 * embed_dim])?.requires_grad_(true)?) } else { None },
+            in_proj_bias: if bias { Some(Tensor::zeros([3 * embed_dim])?.requires_grad_(true)?) } else { None },
             out_proj,
             num_heads,
             dropout,
@@ -143,7 +143,7 @@ impl MultiheadAttention {
         let bias = self.in_proj_bias.as_ref().map(|b| b.chunk(3, 0)).transpose()?;
         let proj = |x: &Tensor, i: usize, len: usize| -> Result<Tensor> {
             x.linear(&w[i], bias.as_ref().map(|b| &b[i]))?
-                .reshape(&[b as isize, len as isize, h as isize, d as isize])?
+                .reshape([b as isize, len as isize, h as isize, d as isize])?
                 .transpose(1, 2)
         };
         let (qh, kh, vh) = (proj(&q, 0, l)?, proj(&k, 1, s)?, proj(&v, 2, s)?);
@@ -153,7 +153,7 @@ impl MultiheadAttention {
                 Mask::Block(t) | Mask::Additive(t) => t,
             };
             let shaped =
-                if t.ndim() == 3 { t.reshape(&[b as isize, h as isize, l as isize, s as isize])? } else { t.clone() };
+                if t.ndim() == 3 { t.reshape([b as isize, h as isize, l as isize, s as isize])? } else { t.clone() };
             scores = match m {
                 Mask::Block(_) => Mask::Block(&shaped).apply(&scores)?,
                 Mask::Additive(_) => Mask::Additive(&shaped).apply(&scores)?,
@@ -164,7 +164,7 @@ impl MultiheadAttention {
                 Mask::Block(t) | Mask::Additive(t) => t,
             };
             let t = if unbatched { t.unsqueeze(0)? } else { t.clone() };
-            let shaped = t.reshape(&[b as isize, 1, 1, s as isize])?;
+            let shaped = t.reshape([b as isize, 1, 1, s as isize])?;
             scores = match m {
                 Mask::Block(_) => Mask::Block(&shaped).apply(&scores)?,
                 Mask::Additive(_) => Mask::Additive(&shaped).apply(&scores)?,
@@ -172,7 +172,7 @@ impl MultiheadAttention {
         }
         let weights = scores.softmax(-1)?;
         let dropped = functional::dropout(&weights, self.dropout, self.training && self.dropout > 0.0)?;
-        let ctx = dropped.matmul(&vh)?.transpose(1, 2)?.reshape(&[b as isize, l as isize, e as isize])?;
+        let ctx = dropped.matmul(&vh)?.transpose(1, 2)?.reshape([b as isize, l as isize, e as isize])?;
         let mut out = self.out_proj.forward(&ctx)?;
         out = if unbatched {
             out.squeeze_dim(0)?
@@ -182,7 +182,7 @@ impl MultiheadAttention {
             out.transpose(0, 1)?
         };
         let weights = if need_weights {
-            let w = if average_attn_weights { weights.mean_dim(&[1], false)? } else { weights };
+            let w = if average_attn_weights { weights.mean_dim([1], false)? } else { weights };
             Some(if unbatched { w.squeeze_dim(0)? } else { w })
         } else {
             None
@@ -271,7 +271,7 @@ pub struct TransformerEncoderLayer {
 impl TransformerEncoderLayer {
     /// `nn.TransformerEncoderLayer(...)`.
     pub fn new(o: &TransformerOptions) -> Result<Self> {
-        activate(&o.activation, &Tensor::zeros(&[1])?)?;
+        activate(&o.activation, &Tensor::zeros([1])?)?;
         Ok(TransformerEncoderLayer {
             self_attn: MultiheadAttention::new(o.d_model, o.nhead, o.dropout, true, o.batch_first)?,
             linear1: Linear::new(o.d_model, o.dim_feedforward)?,
@@ -353,7 +353,7 @@ pub struct TransformerDecoderLayer {
 impl TransformerDecoderLayer {
     /// `nn.TransformerDecoderLayer(...)`.
     pub fn new(o: &TransformerOptions) -> Result<Self> {
-        activate(&o.activation, &Tensor::zeros(&[1])?)?;
+        activate(&o.activation, &Tensor::zeros([1])?)?;
         let ln = || LayerNorm::with_options(&[o.d_model], o.layer_norm_eps, true);
         Ok(TransformerDecoderLayer {
             self_attn: MultiheadAttention::new(o.d_model, o.nhead, o.dropout, true, o.batch_first)?,
@@ -514,7 +514,7 @@ impl Transformer {
 
     /// A causal mask `[n, n]` for `tgt_mask` (additive: 0 on and below the diagonal, −inf above).
     pub fn generate_square_subsequent_mask(n: usize) -> Result<Tensor> {
-        Tensor::full(&[n, n], f64::NEG_INFINITY)?.triu(1)
+        Tensor::full([n, n], f64::NEG_INFINITY)?.triu(1)
     }
 
     /// Number of parameters (a convenience mirroring `sum(p.numel() for p in m.parameters())`).

@@ -44,7 +44,7 @@ fn per_dim(op: &str, what: &str, d: usize, v: impl Dims) -> Result<Vec<usize>> {
 
 /// A `D`-d convolution (`nn.Conv1d`/`Conv2d`/`Conv3d`), weight `[out, in / groups, k...]`, default
 /// init U(±1/√fan_in). PyTorch's keyword arguments chain on the constructor's result (see
-/// [`ConvBuilder`] and [`WithBias`]):
+/// [`ConvBuilder`] and [`WithBias`](super::WithBias)):
 ///
 /// ```
 /// use ember_nn::layers::{Conv2d, ConvBuilder, WithBias};

@@ -21,7 +21,7 @@ impl Embedding {
 
     /// `nn.Embedding(num_embeddings, embedding_dim, padding_idx)`.
     pub fn with_padding_idx(num_embeddings: usize, dim: usize, padding_idx: Option<i64>) -> Result<Self> {
-        let w = Tensor::randn(&[num_embeddings, dim])?;
+        let w = Tensor::randn([num_embeddings, dim])?;
         if let Some(p) = padding_idx {
             let p = if p < 0 { p + num_embeddings as i64 } else { p };
             no_grad(|| w.select(0, p as isize)?.fill_(0.0).map(|_| ()))?;
@@ -59,7 +59,7 @@ pub struct EmbeddingBag {
 impl EmbeddingBag {
     /// `nn.EmbeddingBag(num_embeddings, embedding_dim, mode)`.
     pub fn new(num_embeddings: usize, dim: usize, mode: &str) -> Result<Self> {
-        Ok(EmbeddingBag { weight: Tensor::randn(&[num_embeddings, dim])?.requires_grad_(true)?, mode: mode.into() })
+        Ok(EmbeddingBag { weight: Tensor::randn([num_embeddings, dim])?.requires_grad_(true)?, mode: mode.into() })
     }
 
     /// Bags given by `offsets` into a 1-d `input`, with optional per-sample weights.

@@ -45,8 +45,8 @@ impl BatchNorm {
         Ok(BatchNorm {
             weight: if affine { Some(const_param(&[c], 1.0)?) } else { None },
             bias: if affine { Some(const_param(&[c], 0.0)?) } else { None },
-            running_mean: if track_running_stats { Some(Tensor::zeros(&[c])?) } else { None },
-            running_var: if track_running_stats { Some(Tensor::ones(&[c])?) } else { None },
+            running_mean: if track_running_stats { Some(Tensor::zeros([c])?) } else { None },
+            running_var: if track_running_stats { Some(Tensor::ones([c])?) } else { None },
             num_batches_tracked: if track_running_stats {
                 Some(Tensor::zeros_with(ember_autograd::SCALAR, DType::I64, ember_autograd::Device::Cpu)?)
             } else {

@@ -232,7 +232,7 @@ impl Rnn {
                     }
                     Ok(s)
                 }
-                None => Tensor::zeros_with(&state_shape, x.dtype(), x.device()),
+                None => Tensor::zeros_with(state_shape, x.dtype(), x.device()),
             }
         };
         let h0 = prep(h0)?;
@@ -267,7 +267,7 @@ impl Rnn {
                 }
                 let steps: Vec<Tensor> = steps.into_iter().map(|s| s.expect("every step ran")).collect();
                 outs.push(if t_len == 0 {
-                    Tensor::zeros_with(&[0, batch, self.hidden_size], layer_in.dtype(), layer_in.device())?
+                    Tensor::zeros_with([0, batch, self.hidden_size], layer_in.dtype(), layer_in.device())?
                 } else {
                     Tensor::stack(&steps, 0)?
                 });
