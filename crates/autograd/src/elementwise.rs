@@ -63,6 +63,16 @@ impl Tensor {
         }
     }
 
+    /// `s` as a zero-dim tensor of the dtype `self op s` computes in (PyTorch's promotion with a
+    /// scalar; float ops on integers in the default float dtype).
+    fn scalar_operand(&self, op: BinaryOp, s: Scalar) -> Result<Tensor> {
+        let mut dt = self.dtype().promote_with_scalar(kind_of(s), DEFAULT_FLOAT);
+        if op.needs_float() && !dt.is_float() {
+            dt = DEFAULT_FLOAT;
+        }
+        self.scalar_like(s, dt)
+    }
+
     /// A zero-dim tensor holding `s`, of `dtype`, on this tensor's device.
     pub(crate) fn scalar_like(&self, s: Scalar, dtype: DType) -> Result<Tensor> {
         let buf = self.backend().full(s, dtype, 1)?;
@@ -116,14 +126,7 @@ impl Tensor {
     pub fn binary<'a>(&self, op: BinaryOp, rhs: impl Into<Rhs<'a>>) -> Result<Tensor> {
         match rhs.into() {
             Rhs::T(b) => self.binary_tensor(op, b),
-            Rhs::S(s) => {
-                let mut dt = self.dtype().promote_with_scalar(kind_of(s), DEFAULT_FLOAT);
-                if op.needs_float() && !dt.is_float() {
-                    dt = DEFAULT_FLOAT;
-                }
-                let b = self.scalar_like(s, dt)?;
-                self.binary_tensor(op, &b)
-            }
+            Rhs::S(s) => self.binary_tensor(op, &self.scalar_operand(op, s)?),
         }
     }
 
@@ -281,13 +284,7 @@ impl Tensor {
     pub fn binary_scalar_lhs<'a>(&self, op: BinaryOp, lhs: impl Into<Rhs<'a>>) -> Result<Tensor> {
         match lhs.into() {
             Rhs::T(a) => a.binary_tensor(op, self),
-            Rhs::S(s) => {
-                let mut dt = self.dtype().promote_with_scalar(kind_of(s), DEFAULT_FLOAT);
-                if op.needs_float() && !dt.is_float() {
-                    dt = DEFAULT_FLOAT;
-                }
-                self.scalar_like(s, dt)?.binary_tensor(op, self)
-            }
+            Rhs::S(s) => self.scalar_operand(op, s)?.binary_tensor(op, self),
         }
     }
 }
