@@ -44,6 +44,23 @@ fn a_training_step_is_profiled_op_by_op_with_ranges_table_and_trace() {
 }
 
 #[test]
+fn a_sequential_is_profiled_layer_by_layer() {
+    let net = ember::nn::Sequential::new()
+        .layer(Conv2d::new(1, 2, 3).unwrap())
+        .layer(ember::nn::layers::ReLU::default())
+        .layer(ember::nn::layers::Flatten::new(1, -1))
+        .layer(Linear::new(2 * 6 * 6, 3).unwrap());
+    let x = Tensor::randn([2, 1, 8, 8]).unwrap();
+    let (y, prof) = profiler::profile(|| net.forward(&x).unwrap());
+    assert_eq!(y.shape(), &[2, 3]);
+    let names: Vec<String> =
+        prof.key_averages().into_iter().filter(|s| s.kind == EventKind::Range).map(|s| s.name).collect();
+    for want in ["0.ConvNd<2>", "1.ReLU", "2.Flatten", "3.Linear"] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
+}
+
+#[test]
 fn nothing_is_recorded_outside_a_profile_and_a_panic_switches_it_off() {
     let x = Tensor::randn([16]).unwrap();
     let (_, empty) = profiler::profile(|| ());

@@ -19,7 +19,8 @@
 //! shapes, the bytes of its outputs and the thread. [`record_function`] adds named ranges (a model's
 //! blocks); their self time is their total minus the ops and ranges inside them on the same thread
 //! (the backward pass runs part of its ops on the pool's threads, so a range around `backward()`
-//! keeps their time as its own).
+//! keeps their time as its own). A `Sequential` names a range per layer (`0.ConvNd<2>`), so a model
+//! built from them is profiled module by module.
 //!
 //! Cost: when no profile runs, an op pays one relaxed atomic load. While one runs, an op pays about
 //! 0.6 µs more for its event (timestamps, shapes, a lock; measured on a 16-element add: 0.50 µs
@@ -52,9 +53,9 @@ fn epoch() -> &'static Instant {
     EPOCH.get_or_init(Instant::now)
 }
 
-/// Whether a profile is running (what every op checks).
+/// Whether a profile is running (what every op checks; layers check it before naming a range).
 #[inline]
-pub(crate) fn is_active() -> bool {
+pub fn is_active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 

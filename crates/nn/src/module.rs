@@ -48,6 +48,15 @@ pub trait Traverse: Send + Sync {
 pub trait Module: Traverse {
     /// Applies the module.
     fn forward(&self, input: &Tensor) -> Result<Tensor>;
+
+    /// The module's type name without its path (`ConvNd<2>`, `Linear`, `Mlp`), as the profiler
+    /// names a `Sequential`'s layers.
+    fn layer_name(&self) -> &'static str {
+        let full = std::any::type_name::<Self>();
+        let base = full.split('<').next().unwrap_or(full);
+        let start = base.rfind("::").map_or(0, |i| i + 2);
+        &full[start..]
+    }
 }
 
 impl<T: Traverse + ?Sized> Traverse for Box<T> {
@@ -65,6 +74,9 @@ impl<T: Traverse + ?Sized> Traverse for Box<T> {
 impl<T: Module + ?Sized> Module for Box<T> {
     fn forward(&self, input: &Tensor) -> Result<Tensor> {
         (**self).forward(input)
+    }
+    fn layer_name(&self) -> &'static str {
+        (**self).layer_name()
     }
 }
 

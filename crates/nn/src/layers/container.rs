@@ -61,8 +61,14 @@ impl Traverse for Sequential {
 impl Module for Sequential {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
-        for m in &self.layers {
-            h = m.forward(&h)?;
+        let profiling = ember_autograd::profiler::is_active();
+        for (i, m) in self.layers.iter().enumerate() {
+            h = if profiling {
+                // one profiler range per layer, named by position and type (`2.Conv2d`)
+                ember_autograd::profiler::record_function(&format!("{i}.{}", m.layer_name()), || m.forward(&h))?
+            } else {
+                m.forward(&h)?
+            };
         }
         Ok(h)
     }
