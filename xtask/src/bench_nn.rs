@@ -1,4 +1,4 @@
-//! The model workloads W5-W8, W10, W11 (nn + optim), timed like `torch_ref.py`.
+//! The model workloads W5-W8, W10, W11, W15 (nn + optim), timed like `torch_ref.py`.
 
 use crate::bench::{bench, device, emit, maybe_autocast, on_device, with_autocast};
 use ember::nn::layers::{
@@ -222,4 +222,63 @@ pub fn run(on: &dyn Fn(&str) -> bool, explicit: &dyn Fn(&str) -> bool, threads: 
         );
         emit("W11", threads, params, t.median_s * 1e3, "ms", &t, None);
     }
+    if on("W15") {
+        w15_dcgan(threads, reps);
+    }
+}
+
+/// W15: one DCGAN iteration at MNIST size, as `torch_ref.py`'s `w15_dcgan` (nz 64, ngf = ndf =
+/// 32, batch 64): a discriminator step on a real and a fake batch, then a generator step.
+fn w15_dcgan(threads: usize, reps: usize) {
+    use ember::nn::layers::{BCEWithLogitsLoss, ConvBuilder, ConvTranspose2d, LeakyReLU, Tanh, WithBias};
+    let (nz, ngf, ndf) = (64, 32, 32);
+    let g = placed(
+        Sequential::new()
+            .layer(ConvTranspose2d::new(nz, ngf * 4, 4).bias(false).expect("g1"))
+            .layer(BatchNorm2d::new(ngf * 4).expect("bn"))
+            .layer(ReLU::default())
+            .layer(ConvTranspose2d::new(ngf * 4, ngf * 2, 3).stride(2).padding(1).bias(false).expect("g2"))
+            .layer(BatchNorm2d::new(ngf * 2).expect("bn"))
+            .layer(ReLU::default())
+            .layer(ConvTranspose2d::new(ngf * 2, ngf, 4).stride(2).padding(1).bias(false).expect("g3"))
+            .layer(BatchNorm2d::new(ngf).expect("bn"))
+            .layer(ReLU::default())
+            .layer(ConvTranspose2d::new(ngf, 1, 4).stride(2).padding(1).bias(false).expect("g4"))
+            .layer(Tanh::default()),
+    );
+    let d = placed(
+        Sequential::new()
+            .layer(Conv2d::new(1, ndf, 4).stride(2).padding(1).bias(false).expect("d1"))
+            .layer(LeakyReLU::new(0.2))
+            .layer(Conv2d::new(ndf, ndf * 2, 4).stride(2).padding(1).bias(false).expect("d2"))
+            .layer(BatchNorm2d::new(ndf * 2).expect("bn"))
+            .layer(LeakyReLU::new(0.2))
+            .layer(Conv2d::new(ndf * 2, ndf * 4, 3).stride(2).padding(1).bias(false).expect("d3"))
+            .layer(BatchNorm2d::new(ndf * 4).expect("bn"))
+            .layer(LeakyReLU::new(0.2))
+            .layer(Conv2d::new(ndf * 4, 1, 4).bias(false).expect("d4")),
+    );
+    let adam = AdamOptions { betas: (0.5, 0.999), ..AdamOptions::adam(2e-4) };
+    let mut opt_g = ember::optim::Adam::adam(g.parameters(), adam.clone()).expect("adam");
+    let mut opt_d = ember::optim::Adam::adam(d.parameters(), adam).expect("adam");
+    let real = on_device(Tensor::rand([64, 1, 28, 28]).expect("real") * 2.0 - 1.0);
+    let ones = on_device(Tensor::ones([64]).expect("ones"));
+    let zeros = on_device(Tensor::zeros([64]).expect("zeros"));
+    let bce = BCEWithLogitsLoss::new();
+    let t = bench(reps, || {
+        opt_d.zero_grad().expect("zero_grad");
+        let err_real = bce.forward(&d.forward(&real).expect("d").view([-1]).expect("view"), &ones).expect("bce");
+        err_real.backward().expect("bwd");
+        let fake = g.forward(&randn(&[64, nz, 1, 1])).expect("g");
+        let err_fake =
+            bce.forward(&d.forward(&fake.detach()).expect("d").view([-1]).expect("view"), &zeros).expect("bce");
+        err_fake.backward().expect("bwd");
+        opt_d.step().expect("step");
+        opt_g.zero_grad().expect("zero_grad");
+        let err_g = bce.forward(&d.forward(&fake).expect("d").view([-1]).expect("view"), &ones).expect("bce");
+        err_g.backward().expect("bwd");
+        opt_g.step().expect("step");
+    });
+    let params = json!({"batch": 64, "image": [1, 28, 28], "nz": nz, "ngf": ngf, "ndf": ndf, "opt": "Adam(2e-4, 0.5)"});
+    emit("W15", threads, params, t.median_s * 1e3, "ms", &t, None);
 }
