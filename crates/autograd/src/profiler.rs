@@ -373,7 +373,8 @@ fn shapes(views: &[&View]) -> Vec<Vec<usize>> {
     views.iter().map(|v| v.1.shape().to_vec()).collect()
 }
 
-fn buffer_bytes(b: &Buffer) -> usize {
+/// Bytes of one returned buffer.
+fn one(b: &Buffer) -> usize {
     b.len() * b.dtype().size_in_bytes()
 }
 
@@ -401,10 +402,6 @@ fn timed<T>(
         depth: RANGE_DEPTH.with(|d| d.get()),
     });
     out
-}
-
-fn one(b: &Buffer) -> usize {
-    buffer_bytes(b)
 }
 
 #[derive(Debug)]

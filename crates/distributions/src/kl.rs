@@ -41,7 +41,7 @@ pub fn kl_divergence(p: &dyn Distribution, q: &dyn Distribution) -> Result<Tenso
     }
     if let (Some(p), Some(q)) = (p.downcast_ref::<Beta>(), q.downcast_ref::<Beta>()) {
         let (pa, pb, qa, qb) = (&p.concentration1, &p.concentration0, &q.concentration1, &q.concentration0);
-        pa.add(qa)?; // the batch shapes must broadcast
+        ember_storage::shape::broadcast_shapes(pa.shape(), qa.shape(), "kl_divergence")?;
         let sp = pa + pb;
         let sq = qa + qb;
         return Ok(log_beta(qa, qb)? - log_beta(pa, pb)?
@@ -51,7 +51,7 @@ pub fn kl_divergence(p: &dyn Distribution, q: &dyn Distribution) -> Result<Tenso
     }
     if let (Some(p), Some(q)) = (p.downcast_ref::<Dirichlet>(), q.downcast_ref::<Dirichlet>()) {
         let (a, b) = (&p.concentration, &q.concentration);
-        a.add(b)?; // the shapes must broadcast
+        ember_storage::shape::broadcast_shapes(a.shape(), b.shape(), "kl_divergence")?;
         let sa = a.sum_dim(-1, false)?;
         let sb = b.sum_dim(-1, false)?;
         let t1 = sa.lgamma()? - sb.lgamma()?;

@@ -42,6 +42,24 @@ fn per_dim(op: &str, what: &str, d: usize, v: impl Dims) -> Result<Vec<usize>> {
     }
 }
 
+/// The checks and parameters shared by both families: a kernel of `d` sizes, groups dividing both
+/// channel counts, then `conv_params` with the grouped weight lead `[lead0, lead1 / groups]`.
+fn checked_params(
+    op: &str,
+    d: usize,
+    lead: [usize; 2],
+    kernel: &[usize],
+    options: &ConvOptions,
+    (in_channels, out_channels): (usize, usize),
+    bias: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    if kernel.len() != d {
+        return Err(Error::invalid(op, format!("kernel_size needs {d} values, got {kernel:?}")));
+    }
+    let g = check_groups(op, options, in_channels, out_channels)?;
+    conv_params([lead[0], lead[1] / g], kernel, out_channels, bias)
+}
+
 /// A `D`-d convolution (`nn.Conv1d`/`Conv2d`/`Conv3d`), weight `[out, in / groups, k...]`, default
 /// init U(±1/√fan_in). PyTorch's keyword arguments chain on the constructor's result (see
 /// [`ConvBuilder`] and [`WithBias`](super::WithBias)):
@@ -86,12 +104,9 @@ impl<const D: usize> ConvNd<D> {
         options: ConvOptions,
         bias: bool,
     ) -> Result<Self> {
-        let op = format!("Conv{D}d");
-        if kernel.len() != D {
-            return Err(Error::invalid(&op, format!("kernel_size needs {D} values, got {kernel:?}")));
-        }
-        let g = check_groups(&op, &options, in_channels, out_channels)?;
-        let (weight, bias) = conv_params([out_channels, in_channels / g], kernel, out_channels, bias)?;
+        let lead = [out_channels, in_channels];
+        let (weight, bias) =
+            checked_params(&format!("Conv{D}d"), D, lead, kernel, &options, (in_channels, out_channels), bias)?;
         Ok(ConvNd { weight, bias, options })
     }
 
@@ -170,12 +185,15 @@ impl<const D: usize> ConvTransposeNd<D> {
         options: ConvOptions,
         bias: bool,
     ) -> Result<Self> {
-        let op = format!("ConvTranspose{D}d");
-        if kernel.len() != D {
-            return Err(Error::invalid(&op, format!("kernel_size needs {D} values, got {kernel:?}")));
-        }
-        let g = check_groups(&op, &options, in_channels, out_channels)?;
-        let (weight, bias) = conv_params([in_channels, out_channels / g], kernel, out_channels, bias)?;
+        let (weight, bias) = checked_params(
+            &format!("ConvTranspose{D}d"),
+            D,
+            [in_channels, out_channels],
+            kernel,
+            &options,
+            (in_channels, out_channels),
+            bias,
+        )?;
         Ok(ConvTransposeNd { weight, bias, options })
     }
 }
