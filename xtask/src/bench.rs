@@ -91,6 +91,14 @@ pub(crate) fn bench(reps: usize, mut f: impl FnMut()) -> Timing {
         })
         .collect();
     times.sort_by(|a, b| a.total_cmp(b));
+    if std::env::var_os("EMBER_BENCH_PROFILE").is_some() {
+        // one more run under the profiler, its table on stderr (the JSON lines stay on stdout)
+        let ((), p) = ember::profiler::profile(|| {
+            f();
+            sync();
+        });
+        eprintln!("{}", p.table(ember::profiler::SortBy::SelfTime, 25));
+    }
     Timing { median_s: times[times.len() / 2], min_s: times[0], max_s: times[times.len() - 1], reps, inner }
 }
 

@@ -8,7 +8,8 @@
 //!   format of `../shared/perf/torch_ref.py`, so the two outputs pair up by `id` + `params`. On a
 //!   GPU every repetition ends with a device synchronisation, as torch_ref.py's `--device cuda`.
 //!   W14 (fusion) runs each case eagerly and lazily (`mode: "eager"` / `"lazy"`); on a lazy device
-//!   every other workload's figures carry `mode: "lazy"`.
+//!   every other workload's figures carry `mode: "lazy"`. With `EMBER_BENCH_PROFILE=1` each figure
+//!   is followed by the profiler's table of one more repetition, on stderr.
 
 mod bench;
 mod bench_fusion;

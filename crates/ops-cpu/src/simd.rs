@@ -145,6 +145,36 @@ pub(crate) fn zip_slice<A: Copy, B: Copy, U>(o: &mut [U], a: &[A], b: &[B], f: i
     plain(o, a, b, f)
 }
 
+/// `o[i] = f(a[i], b[i], c[i])` over slices, vectorised like [`zip_slice`].
+#[inline(always)]
+pub(crate) fn zip3_slice<A: Copy, B: Copy, C: Copy, U>(
+    o: &mut [U],
+    a: &[A],
+    b: &[B],
+    c: &[C],
+    f: impl Fn(A, B, C) -> U,
+) {
+    #[inline(always)]
+    fn plain<A: Copy, B: Copy, C: Copy, U>(o: &mut [U], a: &[A], b: &[B], c: &[C], f: impl Fn(A, B, C) -> U) {
+        for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
+            *o = f(a, b, c);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<A: Copy, B: Copy, C: Copy, U>(o: &mut [U], a: &[A], b: &[B], c: &[C], f: impl Fn(A, B, C) -> U) {
+            plain(o, a, b, c, f)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { avx2(o, a, b, c, f) };
+            return;
+        }
+    }
+    plain(o, a, b, c, f)
+}
+
 /// Largest element of a non-empty slice, or NaN if it holds one; vectorised.
 #[inline(always)]
 pub(crate) fn max_slice<T: num_traits::Float>(x: &[T]) -> T {

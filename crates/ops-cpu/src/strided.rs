@@ -3,7 +3,7 @@
 
 use crate::pool::take;
 use crate::rows::Rows;
-use crate::simd::{map_slice, zip_slice};
+use crate::simd::{map_slice, zip3_slice, zip_slice};
 use crate::threading::{par_threshold, pool};
 use ember_storage::Layout;
 use rayon::prelude::*;
@@ -222,7 +222,8 @@ pub(crate) fn map2<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default + 's
     out
 }
 
-/// `out[i] = f(a[i], b[i], c[i])` over three views of one shape (general strided path only).
+/// `out[i] = f(a[i], b[i], c[i])` over three views of one shape, with a fast path when each is dense
+/// or a broadcast value.
 pub(crate) fn map3<A: Copy + Sync, B: Copy + Sync, C: Copy + Sync, U: Copy + Send + Default + 'static>(
     a: &[A],
     la: &Layout,
@@ -237,6 +238,20 @@ pub(crate) fn map3<A: Copy + Sync, B: Copy + Sync, C: Copy + Sync, U: Copy + Sen
     if n == 0 {
         return out;
     }
+    if let (Some(da), Some(db), Some(dc)) = (Operand::of(a, la), Operand::of(b, lb), Operand::of(c, lc)) {
+        // every operand dense or one broadcast value (torch.where's usual case, and its backward's
+        // `where(c, g, 0)`): slices walked by the vectorised loops
+        let body = |(i, o): (usize, &mut [U])| {
+            let r = i * chunk_len(n)..i * chunk_len(n) + o.len();
+            fill3(o, da.part(&r), db.part(&r), dc.part(&r), &f)
+        };
+        if n >= par_threshold() {
+            pool().install(|| out.par_chunks_mut(chunk_len(n)).enumerate().for_each(body));
+        } else {
+            fill3(&mut out, da, db, dc, &f);
+        }
+        return out;
+    }
     let rows = Rows::new([la, lb, lc]);
     let (len, [sta, stb, stc]) = (rows.len, rows.inner);
     let per = rows.rows_per_task();
@@ -245,6 +260,10 @@ pub(crate) fn map3<A: Copy + Sync, B: Copy + Sync, C: Copy + Sync, U: Copy + Sen
         let mut chunks = o.chunks_mut(len);
         rows.for_rows(t * per, count, |[ba, bb, bc]| {
             let o = chunks.next().expect("one chunk per row");
+            if (sta, stb, stc) == (1, 1, 1) {
+                zip3_slice(o, &a[ba..ba + len], &b[bb..bb + len], &c[bc..bc + len], &f);
+                return;
+            }
             for (j, o) in o.iter_mut().enumerate() {
                 *o = f(a[ba + j * sta], b[bb + j * stb], c[bc + j * stc]);
             }
@@ -256,6 +275,55 @@ pub(crate) fn map3<A: Copy + Sync, B: Copy + Sync, C: Copy + Sync, U: Copy + Sen
         body((0, &mut out));
     }
     out
+}
+
+/// An operand of [`map3`]'s fast path: a dense run of memory, or one value broadcast everywhere.
+#[derive(Clone, Copy)]
+enum Operand<'a, T> {
+    Dense(&'a [T]),
+    Scalar(T),
+}
+
+impl<'a, T: Copy> Operand<'a, T> {
+    /// The view as an operand, or `None` when it is neither contiguous nor a broadcast value.
+    fn of(x: &'a [T], l: &Layout) -> Option<Self> {
+        if let Some((s, e)) = l.contiguous_range() {
+            Some(Operand::Dense(&x[s..e]))
+        } else if all_zero_strides(l) {
+            Some(Operand::Scalar(x[l.offset()]))
+        } else {
+            None
+        }
+    }
+
+    /// The elements `r` of the operand.
+    fn part(self, r: &std::ops::Range<usize>) -> Self {
+        match self {
+            Operand::Dense(x) => Operand::Dense(&x[r.clone()]),
+            s => s,
+        }
+    }
+}
+
+/// `o[i] = f(a[i], b[i], c[i])` with each operand dense or a single value: one vectorised loop per mix.
+fn fill3<A: Copy, B: Copy, C: Copy, U: Copy>(
+    o: &mut [U],
+    a: Operand<A>,
+    b: Operand<B>,
+    c: Operand<C>,
+    f: &impl Fn(A, B, C) -> U,
+) {
+    use Operand::{Dense as D, Scalar as S};
+    match (a, b, c) {
+        (D(a), D(b), D(c)) => zip3_slice(o, a, b, c, f),
+        (D(a), D(b), S(c)) => zip_slice(o, a, b, |a, b| f(a, b, c)),
+        (D(a), S(b), D(c)) => zip_slice(o, a, c, |a, c| f(a, b, c)),
+        (S(a), D(b), D(c)) => zip_slice(o, b, c, |b, c| f(a, b, c)),
+        (D(a), S(b), S(c)) => map_slice(o, a, |a| f(a, b, c)),
+        (S(a), D(b), S(c)) => map_slice(o, b, |b| f(a, b, c)),
+        (S(a), S(b), D(c)) => map_slice(o, c, |c| f(a, b, c)),
+        (S(a), S(b), S(c)) => o.fill(f(a, b, c)),
+    }
 }
 
 /// Writes `src` (a view) into `dst` (a view of the same shape) element by element.
