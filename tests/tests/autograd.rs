@@ -907,6 +907,124 @@ proptest! {
     }
 }
 
+/// Transposed convolution written as one batched product and a fold: the reference for the fused path.
+fn conv_transpose_reference(x: &Tensor, w: &Tensor, o: &ConvOptions, out: &[usize]) -> Result<Tensor> {
+    let pad = match &o.padding {
+        ember::ConvPadding::Explicit(p) => p.clone(),
+        _ => unreachable!("the tests pass explicit padding"),
+    };
+    let (n, cin) = (x.shape()[0], x.shape()[1]);
+    let cols = w.reshape([cin as isize, -1])?.t()?.matmul(&x.reshape([n as isize, cin as isize, -1])?)?;
+    cols.col2im(&out[2..], &w.shape()[2..], &o.stride, &pad, &o.dilation)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// The fused convolution on larger images than the finite-difference test affords: wide
+    /// stride-1 rows (copied row by row), short or strided rows (gathered through index tables),
+    /// batches of one to many sample blocks; values and both gradients equal the composition.
+    #[test]
+    fn fused_conv2d_matches_its_composition_on_larger_images(
+        n in 1..12usize, c in 1..4usize, oc in 1..5usize, h in 3..12usize, w in 3..40usize,
+        k in 1..5usize, stride in 1..3usize, pad in 0..3usize, dil in 1..3usize, seed in any::<u64>(),
+    ) {
+        prop_assume!(h + 2 * pad > dil * (k - 1) && w + 2 * pad > dil * (k - 1) && pad < k * dil);
+        manual_seed(seed);
+        let mut o = ConvOptions::new(2);
+        o.stride = vec![stride, stride];
+        o.padding = ember::ConvPadding::Explicit(vec![pad, pad]);
+        o.dilation = vec![1, dil];
+        let leaves = |t: &Tensor| t.detach().requires_grad_(true).unwrap();
+        let (x, wt) = (rand64(&[n, c, h, w]), rand64(&[oc, c, k, k]));
+        let (xa, wa, xr, wr) = (leaves(&x), leaves(&wt), leaves(&x), leaves(&wt));
+        let ya = xa.conv(&wa, None, &o).unwrap();
+        let yr = conv_reference(&xr, &wr, &o).unwrap();
+        prop_assert!(max_diff(&ya, &yr) < 1e-12);
+        let g = rand64(ya.shape());
+        ya.backward_opts(&g, false, false).unwrap();
+        yr.backward_opts(&g, false, false).unwrap();
+        prop_assert!(max_diff(&xa.grad().unwrap(), &xr.grad().unwrap()) < 1e-10);
+        prop_assert!(max_diff(&wa.grad().unwrap(), &wr.grad().unwrap()) < 1e-10);
+    }
+
+    /// The fused transposed convolution (the convolution kernels run backwards): gradients
+    /// against finite differences, values and gradients equal to a product and a fold, over
+    /// strides, paddings, output paddings and dilations.
+    #[test]
+    fn fused_conv_transpose2d_matches_its_composition(
+        n in 1..5usize, cin in 1..3usize, cout in 1..3usize, h in 1..5usize, w in 1..5usize,
+        k in 1..4usize, stride in 1..3usize, pad in 0..2usize, dil in 1..3usize, extra in 0..2usize,
+        seed in any::<u64>(),
+    ) {
+        let mut o = ConvOptions::new(2);
+        o.stride = vec![stride, 1];
+        o.padding = ember::ConvPadding::Explicit(vec![pad, 0]);
+        o.dilation = vec![dil, 1];
+        o.output_padding = vec![extra.min(stride - 1), 0];
+        let out = ember::conv_transpose_output_shape(&[n, cin, h, w], &[cin, cout, k, k], &o);
+        prop_assume!(out.is_ok());
+        let out = out.unwrap();
+        manual_seed(seed);
+        let (x, wt) = (rand64(&[n, cin, h, w]), rand64(&[cin, cout, k, k]));
+        check(|t| t[0].conv_transpose(&t[1], None, &o), &[x.clone(), wt.clone()]);
+        let leaves = |t: &Tensor| t.detach().requires_grad_(true).unwrap();
+        let (xa, wa, xr, wr) = (leaves(&x), leaves(&wt), leaves(&x), leaves(&wt));
+        let ya = xa.conv_transpose(&wa, None, &o).unwrap();
+        prop_assert_eq!(ya.grad_fn_name(), Some("conv_transpose2d"));
+        let yr = conv_transpose_reference(&xr, &wr, &o, &out).unwrap();
+        prop_assert!(max_diff(&ya, &yr) < 1e-12);
+        let g = rand64(ya.shape());
+        ya.backward_opts(&g, false, false).unwrap();
+        yr.backward_opts(&g, false, false).unwrap();
+        prop_assert!(max_diff(&xa.grad().unwrap(), &xr.grad().unwrap()) < 1e-10);
+        prop_assert!(max_diff(&wa.grad().unwrap(), &wr.grad().unwrap()) < 1e-10);
+    }
+}
+
+#[test]
+fn fused_conv_transpose2d_differentiates_twice() {
+    manual_seed(7);
+    let mut o = ConvOptions::new(2);
+    o.stride = vec![2, 1];
+    o.padding = ember::ConvPadding::Explicit(vec![1, 0]);
+    o.output_padding = vec![1, 0];
+    gradcheck(
+        |t| {
+            let y = t[0].conv_transpose(&t[1], None, &o)?.pow(2.0)?.sum()?;
+            let gs = grad(&[y], t, None, true, true, false)?;
+            let flat: Vec<Tensor> = gs.into_iter().map(|g| g.expect("used").reshape([-1])).collect::<Result<_>>()?;
+            Tensor::cat(&flat, 0)
+        },
+        &[rand64(&[2, 2, 3, 3]), rand64(&[2, 3, 3, 2])],
+        1e-6,
+        1e-5,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A window that covers the whole input once (a 4x4 -> 1x1 convolution, a 1x1 -> 4x4
+/// transposed one) is one product over the batch: same values and gradients as the patches.
+#[test]
+fn whole_input_windows_are_one_product() {
+    manual_seed(8);
+    let o = ConvOptions::new(2);
+    let (x, w, b) = (rand64(&[3, 2, 4, 3]), rand64(&[5, 2, 4, 3]), rand64(&[5]));
+    check(|t| t[0].conv(&t[1], Some(&t[2]), &o), &[x.clone(), w.clone(), b.clone()]);
+    let (y, p) = ember::profiler::profile(|| x.conv(&w, None, &o).unwrap());
+    let ops: Vec<String> = p.key_averages().into_iter().map(|s| s.name).collect();
+    assert!(ops.contains(&"matmul".to_string()) && !ops.iter().any(|n| n.contains("conv") || n == "im2col"), "{ops:?}");
+    assert!(max_diff(&y, &conv_reference(&x, &w, &o).unwrap()) < 1e-12);
+    let (xt, wt) = (rand64(&[3, 2, 1, 1]), rand64(&[2, 5, 4, 3]));
+    check(|t| t[0].conv_transpose(&t[1], Some(&t[2]), &o), &[xt.clone(), wt.clone(), b.clone()]);
+    let yt = xt.conv_transpose(&wt, None, &o).unwrap();
+    assert_eq!(yt.shape(), &[3, 5, 4, 3]);
+    assert!(max_diff(&yt, &conv_transpose_reference(&xt, &wt, &o, &[3, 5, 4, 3]).unwrap()) < 1e-12);
+    // unbatched input takes the same path
+    let y1 = x.select(0, 1).unwrap().conv(&w, None, &o).unwrap();
+    assert!(max_diff(&y1, &y.select(0, 1).unwrap()) < 1e-12);
+}
+
 #[test]
 fn fused_conv2d_differentiates_twice_and_handles_empty_batches() {
     manual_seed(6);

@@ -98,6 +98,9 @@ pub(crate) fn bench(reps: usize, mut f: impl FnMut()) -> Timing {
             sync();
         });
         eprintln!("{}", p.table(ember::profiler::SortBy::SelfTime, 25));
+        for s in p.key_averages_by_shape().iter().filter(|s| s.kind == ember::profiler::EventKind::Op).take(20) {
+            eprintln!("{:>9.3}ms {:>4}x {:<22} {:?}", s.total_ns as f64 / 1e6, s.calls, s.name, s.shapes);
+        }
     }
     Timing { median_s: times[times.len() / 2], min_s: times[0], max_s: times[times.len() - 1], reps, inner }
 }

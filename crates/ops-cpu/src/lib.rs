@@ -40,6 +40,7 @@ mod reduce;
 mod reduce_ops;
 mod rng;
 mod rows;
+mod sample_patches;
 mod scalar;
 mod scan;
 mod simd;

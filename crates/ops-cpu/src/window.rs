@@ -41,60 +41,82 @@ fn source(g: &WindowGeometry, kk: &[usize], p: &[usize]) -> Option<usize> {
     Some(flat)
 }
 
-/// For a 2-d window: per kernel offset `(ki, kj)` and output row `oy`, the input row (or `None`
-/// in the padding), and per output column the input column range that is in bounds.
-struct Rows2d {
+/// A 2-d window's tables: per kernel row `ki` and output row `oy` the input row (or `None` in the
+/// padding), and per kernel column `kj` the output columns `[lo, hi)` whose input column is in
+/// bounds with the input column of `lo`. Built once per call: computed per plane, their integer
+/// divisions cost more than the copies of a small image (a 128-channel 4x4 -> 1x1 layer spent 80%
+/// of its time there).
+pub(crate) struct Rows2d {
     h: usize,
     w: usize,
     oh: usize,
     ow: usize,
+    rows: Vec<Option<usize>>,
+    cols: Vec<(usize, usize, usize)>,
 }
 
 impl Rows2d {
-    fn new(g: &WindowGeometry, out_sp: &[usize]) -> Self {
-        Rows2d { h: g.input[0], w: g.input[1], oh: out_sp[0], ow: out_sp[1] }
+    /// The tables of a 2-d geometry and its output size.
+    pub(crate) fn new(g: &WindowGeometry, out_sp: &[usize]) -> Self {
+        let (h, w, oh, ow) = (g.input[0], g.input[1], out_sp[0], out_sp[1]);
+        let mut rows = Vec::with_capacity(g.kernel[0] * oh);
+        for ki in 0..g.kernel[0] {
+            for oy in 0..oh {
+                let y = (oy * g.stride[0] + ki * g.dilation[0]) as isize - g.padding[0] as isize;
+                rows.push((y >= 0 && (y as usize) < h).then_some(y as usize));
+            }
+        }
+        let cols = (0..g.kernel[1])
+            .map(|kj| {
+                let (s, off) = (g.stride[1] as isize, (kj * g.dilation[1]) as isize - g.padding[1] as isize);
+                // ox*s + off >= 0  and  ox*s + off < w
+                let lo = if off >= 0 { 0 } else { ((-off + s - 1) / s) as usize };
+                let hi = if (w as isize) - off <= 0 { 0 } else { (((w as isize - off) + s - 1) / s) as usize };
+                let (lo, hi) = (lo.min(ow), hi.min(ow).max(lo.min(ow)));
+                // the input column of `lo` (0 when the range is empty, so callers' empty slices stay in bounds)
+                (lo, hi, if hi > lo { (lo as isize * s + off) as usize } else { 0 })
+            })
+            .collect();
+        Rows2d { h, w, oh, ow, rows, cols }
     }
     #[inline]
-    fn src_row(&self, g: &WindowGeometry, oy: usize, ki: usize) -> Option<usize> {
-        let y = (oy * g.stride[0] + ki * g.dilation[0]) as isize - g.padding[0] as isize;
-        (y >= 0 && (y as usize) < self.h).then_some(y as usize)
+    fn src_row(&self, oy: usize, ki: usize) -> Option<usize> {
+        self.rows[ki * self.oh + oy]
     }
-    /// Output columns `[lo, hi)` whose input column is in bounds, and the input column of `lo` (0
-    /// when the range is empty, so callers' empty slices stay in bounds).
     #[inline]
-    fn col_range(&self, g: &WindowGeometry, kj: usize) -> (usize, usize, isize) {
-        let (s, off) = (g.stride[1] as isize, (kj * g.dilation[1]) as isize - g.padding[1] as isize);
-        // ox*s + off >= 0  and  ox*s + off < w
-        let lo = if off >= 0 { 0 } else { ((-off + s - 1) / s) as usize };
-        let hi = if (self.w as isize) - off <= 0 { 0 } else { (((self.w as isize - off) + s - 1) / s) as usize };
-        let (lo, hi) = (lo.min(self.ow), hi.min(self.ow).max(lo.min(self.ow)));
-        (lo, hi, if hi > lo { lo as isize * s + off } else { 0 })
+    fn col_range(&self, kj: usize) -> (usize, usize, usize) {
+        self.cols[kj]
     }
 }
 
-/// 2-d im2col of one `[H, W]` plane into `[K, L]` rows: contiguous copies for stride 1.
-fn im2col_plane_2d<T: Copy>(xp: &[T], o: &mut [T], g: &WindowGeometry, r: &Rows2d, pad: T) {
+/// 2-d im2col of one `[H, W]` plane into `K` rows of `L` values, row `i` at `o[i * ld..]`
+/// (`ld >= L`; `ld = L` is a dense `[K, L]`): contiguous copies for stride 1.
+fn im2col_plane_2d<T: Copy>(xp: &[T], o: &mut [T], ld: usize, g: &WindowGeometry, r: &Rows2d, pad: T) {
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
     let l = r.oh * r.ow;
     let sx = g.stride[1];
     for ki in 0..kh {
         for kj in 0..kw {
-            let row = &mut o[(ki * kw + kj) * l..(ki * kw + kj + 1) * l];
-            let (lo, hi, x0) = r.col_range(g, kj);
+            let row = &mut o[(ki * kw + kj) * ld..(ki * kw + kj) * ld + l];
+            let (lo, hi, x0) = r.col_range(kj);
             for oy in 0..r.oh {
                 let dst = &mut row[oy * r.ow..(oy + 1) * r.ow];
-                match r.src_row(g, oy, ki) {
+                match r.src_row(oy, ki) {
                     None => dst.fill(pad),
                     Some(y) => {
                         dst[..lo].fill(pad);
                         dst[hi..].fill(pad);
                         let src = &xp[y * r.w..(y + 1) * r.w];
-                        if sx == 1 {
-                            let x0 = x0 as usize;
+                        if sx == 1 && hi - lo >= 16 {
                             dst[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
+                        } else if sx == 1 {
+                            // short rows (small images): a plain loop, not a memmove call per row
+                            for (d, &v) in dst[lo..hi].iter_mut().zip(&src[x0..]) {
+                                *d = v;
+                            }
                         } else {
                             for (j, d) in dst[lo..hi].iter_mut().enumerate() {
-                                *d = src[x0 as usize + j * sx];
+                                *d = src[x0 + j * sx];
                             }
                         }
                     }
@@ -104,29 +126,28 @@ fn im2col_plane_2d<T: Copy>(xp: &[T], o: &mut [T], g: &WindowGeometry, r: &Rows2
     }
 }
 
-/// The adjoint of [`im2col_plane_2d`].
-fn col2im_plane_2d<T: Copy + Accumulate>(cp: &[T], o: &mut [T], g: &WindowGeometry, r: &Rows2d) {
+/// The adjoint of [`im2col_plane_2d`] (rows of `cp` at multiples of `ld`).
+fn col2im_plane_2d<T: Copy + Accumulate>(cp: &[T], ld: usize, o: &mut [T], g: &WindowGeometry, r: &Rows2d) {
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
     let l = r.oh * r.ow;
     let sx = g.stride[1];
     for ki in 0..kh {
         for kj in 0..kw {
-            let row = &cp[(ki * kw + kj) * l..(ki * kw + kj + 1) * l];
-            let (lo, hi, x0) = r.col_range(g, kj);
+            let row = &cp[(ki * kw + kj) * ld..(ki * kw + kj) * ld + l];
+            let (lo, hi, x0) = r.col_range(kj);
             for oy in 0..r.oh {
-                if let Some(y) = r.src_row(g, oy, ki) {
+                if let Some(y) = r.src_row(oy, ki) {
                     let src = &row[oy * r.ow + lo..oy * r.ow + hi];
                     let dst = &mut o[y * r.w..(y + 1) * r.w];
                     if sx == 1 {
                         // contiguous on both sides: a plain (vectorisable) row add
-                        let x0 = x0 as usize;
                         for (d, &v) in dst[x0..x0 + src.len()].iter_mut().zip(src) {
                             *d = d.accumulate(v);
                         }
                         continue;
                     }
                     for (j, &v) in src.iter().enumerate() {
-                        let x = x0 as usize + j * sx;
+                        let x = x0 + j * sx;
                         dst[x] = dst[x].accumulate(v);
                     }
                 }
@@ -135,21 +156,27 @@ fn col2im_plane_2d<T: Copy + Accumulate>(cp: &[T], o: &mut [T], g: &WindowGeomet
     }
 }
 
-/// 2-d im2col of one sample: `xs` is its dense `[C, H, W]`, `o` receives `[C * K, L]`.
-pub(crate) fn im2col_sample_2d<T: Copy>(xs: &[T], o: &mut [T], g: &WindowGeometry, out_sp: &[usize], pad: T) {
-    let r = Rows2d::new(g, out_sp);
-    let (plane, kl) = (r.h * r.w, g.kernel_numel() * r.oh * r.ow);
+/// 2-d im2col of one sample: `xs` is its dense `[C, H, W]`, `o` receives `C * K` rows of `L`
+/// values, row `i` at `o[i * ld..]` (a dense `[C * K, L]` when `ld = L`).
+pub(crate) fn im2col_sample_2d<T: Copy>(xs: &[T], o: &mut [T], ld: usize, g: &WindowGeometry, r: &Rows2d, pad: T) {
+    let (plane, kld) = (r.h * r.w, g.kernel_numel() * ld);
     for c in 0..g.channels {
-        im2col_plane_2d(&xs[c * plane..(c + 1) * plane], &mut o[c * kl..(c + 1) * kl], g, &r, pad);
+        im2col_plane_2d(&xs[c * plane..(c + 1) * plane], &mut o[c * kld..], ld, g, r, pad);
     }
 }
 
-/// The adjoint of [`im2col_sample_2d`]: adds `[C * K, L]` columns into one sample's `[C, H, W]`.
-pub(crate) fn col2im_sample_2d<T: Copy + Accumulate>(cols: &[T], o: &mut [T], g: &WindowGeometry, out_sp: &[usize]) {
-    let r = Rows2d::new(g, out_sp);
-    let (plane, kl) = (r.h * r.w, g.kernel_numel() * r.oh * r.ow);
+/// The adjoint of [`im2col_sample_2d`]: adds `C * K` rows of `L` columns (row `i` at
+/// `cols[i * ld..]`) into one sample's `[C, H, W]`.
+pub(crate) fn col2im_sample_2d<T: Copy + Accumulate>(
+    cols: &[T],
+    ld: usize,
+    o: &mut [T],
+    g: &WindowGeometry,
+    r: &Rows2d,
+) {
+    let (plane, kld) = (r.h * r.w, g.kernel_numel() * ld);
     for c in 0..g.channels {
-        col2im_plane_2d(&cols[c * kl..(c + 1) * kl], &mut o[c * plane..(c + 1) * plane], g, &r);
+        col2im_plane_2d(&cols[c * kld..], ld, &mut o[c * plane..(c + 1) * plane], g, r);
     }
 }
 
@@ -172,7 +199,7 @@ pub(crate) fn im2col<T: Copy + Send + Sync + Default + 'static>(
         let r = Rows2d::new(g, out_sp);
         pool().install(|| {
             out.par_chunks_mut(k * l).enumerate().for_each(|(nc, o)| {
-                im2col_plane_2d(&x[nc * plane..(nc + 1) * plane], o, g, &r, pad);
+                im2col_plane_2d(&x[nc * plane..(nc + 1) * plane], o, l, g, &r, pad);
             })
         });
         return out;
@@ -216,7 +243,7 @@ pub(crate) fn col2im<T: Copy + Send + Sync + Default + 'static + Accumulate>(
         let r = Rows2d::new(g, out_sp);
         pool().install(|| {
             out.par_chunks_mut(plane).enumerate().for_each(|(nc, o)| {
-                col2im_plane_2d(&cols[nc * k * l..(nc + 1) * k * l], o, g, &r);
+                col2im_plane_2d(&cols[nc * k * l..(nc + 1) * k * l], l, o, g, &r);
             })
         });
         return out;

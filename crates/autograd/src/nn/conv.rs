@@ -251,6 +251,12 @@ impl Tensor {
         };
         let shape: Vec<isize> = plan.out_shape.iter().map(|&s| s as isize).collect();
         let (cin, cout, g) = (self.shape()[1], weight.shape()[0], opts.groups);
+        if g == 1 && covers_input_once(&self.shape()[2..], &weight.shape()[2..], &plan.geom.padding, &opts.dilation) {
+            // the window is the whole (unpadded) input: one product over the batch, no patches
+            // (a DCGAN discriminator's last layer, 4x4 -> 1x1)
+            let y = self.reshape([self.shape()[0] as isize, -1])?.matmul(&weight.reshape([cout as isize, -1])?.t()?)?;
+            return add_channel_bias(y.reshape(&shape)?, bias);
+        }
         if g == 1 {
             if let Some(y) = x.conv2d_fused(weight, &plan.geom)? {
                 return add_channel_bias(y.reshape(&shape)?, bias);
@@ -289,6 +295,16 @@ impl Tensor {
         let kernel = &weight.shape()[2..];
         let kn = ember_storage::shape::numel(kernel);
         let l: usize = self.shape()[2..].iter().product();
+        if g == 1 && covers_input_once(&out_shape[2..], kernel, padding, &opts.dilation) {
+            // a 1x1 input spread over the whole kernel-sized output: one product over the batch
+            // (a DCGAN generator's first layer)
+            let y = self.reshape([n as isize, cin as isize])?.matmul(&weight.reshape([cin as isize, -1])?)?;
+            let shape: Vec<isize> = out_shape.iter().map(|&s| s as isize).collect();
+            return add_channel_bias(y.reshape(&shape)?, bias);
+        }
+        if let Some(y) = self.conv_transpose2d_fused(weight, opts, &out_shape)? {
+            return add_channel_bias(y, bias);
+        }
         // cols[n, g, cout/g*K, L] = W[g]ᵀ @ x[n, g]
         let w = weight.reshape([g as isize, (cin / g) as isize, (cout / g * kn) as isize])?.mt()?;
         let x = self.reshape([n as isize, g as isize, (cin / g) as isize, l as isize])?;
@@ -315,6 +331,12 @@ impl Tensor {
         };
         add_channel_bias(y, bias)
     }
+}
+
+/// True when a window of `kernel` with this padding and dilation fits a `spatial` input exactly
+/// once: every input element is in the one window, so the convolution is a plain product.
+fn covers_input_once(spatial: &[usize], kernel: &[usize], padding: &[usize], dilation: &[usize]) -> bool {
+    spatial == kernel && padding.iter().all(|&p| p == 0) && dilation.iter().zip(kernel).all(|(&d, &k)| d == 1 || k == 1)
 }
 
 /// A validated convolution: the symmetric padding and window geometry im2col uses, the extra
