@@ -6,9 +6,19 @@ use ember::nn::layers::{Conv2d, Linear};
 use ember::nn::{Module, ModuleExt};
 use ember::profiler::{self, EventKind, SortBy};
 use ember::Tensor;
+use std::sync::Mutex;
+
+/// A profile records the ops of every thread of the process (as PyTorch's CPU profiler does), so
+/// the tests of this file, which count what a profile saw, run one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 #[test]
 fn a_training_step_is_profiled_op_by_op_with_ranges_table_and_trace() {
+    let _serial = serial();
     let conv = Conv2d::new(1, 4, 3).unwrap();
     let fc = Linear::new(4 * 6 * 6, 10).unwrap();
     let x = Tensor::randn([8, 1, 8, 8]).unwrap();
@@ -45,6 +55,7 @@ fn a_training_step_is_profiled_op_by_op_with_ranges_table_and_trace() {
 
 #[test]
 fn a_sequential_is_profiled_layer_by_layer() {
+    let _serial = serial();
     let net = ember::nn::Sequential::new()
         .layer(Conv2d::new(1, 2, 3).unwrap())
         .layer(ember::nn::layers::ReLU::default())
@@ -62,6 +73,7 @@ fn a_sequential_is_profiled_layer_by_layer() {
 
 #[test]
 fn nothing_is_recorded_outside_a_profile_and_a_panic_switches_it_off() {
+    let _serial = serial();
     let x = Tensor::randn([16]).unwrap();
     let (_, empty) = profiler::profile(|| ());
     assert!(empty.events().is_empty());
@@ -76,6 +88,7 @@ fn nothing_is_recorded_outside_a_profile_and_a_panic_switches_it_off() {
 /// Per-op cost when profiling is off and on (printed, for the notes), on small ops where it shows.
 #[test]
 fn overhead_is_measured() {
+    let _serial = serial();
     let x = Tensor::randn([16]).unwrap();
     let run = || {
         let t = std::time::Instant::now();
