@@ -32,14 +32,39 @@ const COLUMN_ALIGN: usize = 16;
 /// Single-threaded products split `b` into column blocks at most this wide.
 const MAX_COLS: usize = 1024;
 
+/// Column blocks of a product large enough for several threads are at least this wide.
+const MIN_PAR_COLS: usize = 64;
+
+/// A product large enough for several threads is cut into about this many column blocks.
+const PAR_PARTS: usize = 8;
+
 /// `cols` cut into equal, aligned blocks of at most about [`MAX_COLS`] columns (one block when
 /// it is no wider).
 fn column_parts(cols: std::ops::Range<usize>) -> impl Iterator<Item = std::ops::Range<usize>> {
     let len = cols.len();
     let per =
         if len > MAX_COLS { len.div_ceil(len.div_ceil(MAX_COLS)).next_multiple_of(COLUMN_ALIGN) } else { len.max(1) };
+    split(cols, per)
+}
+
+/// `cols` in blocks of `per` (the last one shorter).
+fn split(cols: std::ops::Range<usize>, per: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let end = cols.end;
-    cols.step_by(per).map(move |s| s..(s + per).min(end))
+    cols.step_by(per.max(1)).map(move |s| s..(s + per).min(end))
+}
+
+/// The column blocks of one `[m, k] @ [k, n]` product, each one gemm call. They depend on the
+/// shape alone, never on the thread count: gemm blocks the sum over `k` differently for products
+/// of at most 64 columns than for wider ones (512-element blocks against evenly split ones), so
+/// a product cut per thread summed in a different order on 1 thread than on 2, and the main job's
+/// losses differed from its second step. Threads share out these blocks; one thread runs them in
+/// turn.
+fn product_parts(m: usize, k: usize, n: usize) -> Vec<std::ops::Range<usize>> {
+    if m * n * k >= PAR_WORK && n >= 2 * MIN_PAR_COLS {
+        let per = n.div_ceil(PAR_PARTS).next_multiple_of(COLUMN_ALIGN).clamp(MIN_PAR_COLS, MAX_COLS);
+        return split(0..n, per).collect();
+    }
+    column_parts(0..n).collect()
 }
 
 /// Types `gemm` multiplies natively.
@@ -80,15 +105,17 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
     // them) costs more than a second thread saves: measured on [64,120]@[120,84], 15-23 us on the
     // caller against 30-33 us on two threads; from [64,400]@[400,120] up two threads win.
     let work = m * n * k;
+    let parts = product_parts(m, k, n);
     // Many batches: one single-threaded product per batch, batches spread over the threads.
-    // Few large batches: gemm's own threading inside each product.
+    // Few large batches: their column blocks spread over the threads, each block single-threaded
+    // (gemm's own threading measured up to 2x slower when `b` is column-major, as in every
+    // `x @ w.T` of a linear layer: [64,3136]@[3136,128] 58 against 117 GFLOP/s, [20,800]@[800,200]
+    // 29 against 69; on row-major `b` the two are level). A large product of one narrow block:
+    // gemm's own threading, which splits rows and columns but never the sum, so its result is
+    // the single-threaded one.
     let over_batches = threads > 1 && batches >= 2 * threads && work * batches >= PAR_WORK;
     let big = threads > 1 && !over_batches && work >= PAR_WORK;
-    // Large products with enough columns: each thread multiplies its own block of columns,
-    // single-threaded. gemm's own threading measured up to 2x slower when `b` is column-major
-    // (every `x @ w.T` of a linear layer): [64,3136]@[3136,128] 58 against 117 GFLOP/s,
-    // [20,800]@[800,200] 29 against 69; on row-major `b` the two are level.
-    let column_blocks = big && n >= 2 * COLUMN_ALIGN * threads;
+    let column_blocks = big && parts.len() > 1;
     let par = if big && !column_blocks { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // The product of batch `i`, columns `cols`, as one gemm call into `dst` (row stride `ldd`).
     let narrow = |i: usize, cols: std::ops::Range<usize>, dst: *mut T, ldd: usize| {
@@ -124,32 +151,20 @@ pub(crate) fn matmul<T: GemmElement>(a: &[T], la: &Layout, b: &[T], lb: &Layout)
             );
         }
     };
-    // The product of batch `i`, columns `cols`, into `dst` (row stride `ldd`).
-    let block = |i: usize, cols: std::ops::Range<usize>, dst: *mut T, ldd: usize| {
-        // single-threaded products of very wide `b` run in narrower column blocks, whose panels of
-        // `b` stay in cache: [64,576]@[576,3136] (a convolution's) 60-67 against 77-82 GFLOP/s
-        if !matches!(par, gemm::Parallelism::None) {
-            return narrow(i, cols, dst, ldd);
-        }
-        for part in column_parts(cols.clone()) {
-            // SAFETY: `part` lies inside `cols`, so its first column is inside the block `dst` points at.
-            let at = unsafe { dst.add(part.start - cols.start) };
-            narrow(i, part, at, ldd);
+    // The product of batch `i`, all its column blocks in turn, into `dst`.
+    let one = |i: usize, dst: &mut [T]| {
+        for part in &parts {
+            // SAFETY: `part` lies inside 0..n, so its first column is inside the m x n `dst`.
+            let at = unsafe { dst.as_mut_ptr().add(part.start) };
+            narrow(i, part.clone(), at, n);
         }
     };
-    let one = |i: usize, dst: &mut [T]| block(i, 0..n, dst.as_mut_ptr(), n);
     if column_blocks {
         use rayon::prelude::*;
-        let per = n.div_ceil(threads).next_multiple_of(COLUMN_ALIGN);
         for (i, dst) in out.chunks_mut(m * n).enumerate() {
             // the threads write disjoint column blocks of this output
             let dst = SharedBuf::new(dst);
-            pool().install(|| {
-                (0..n.div_ceil(per)).into_par_iter().for_each(|p| {
-                    let cols = p * per..((p + 1) * per).min(n);
-                    block(i, cols.clone(), dst.ptr_at(cols.start), n)
-                })
-            });
+            pool().install(|| parts.par_iter().for_each(|cols| narrow(i, cols.clone(), dst.ptr_at(cols.start), n)));
         }
     } else if over_batches {
         use rayon::prelude::*;
