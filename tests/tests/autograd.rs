@@ -876,6 +876,27 @@ fn conv_reference(x: &Tensor, w: &Tensor, o: &ConvOptions) -> Result<Tensor> {
     y.reshape([x.shape()[0] as isize, w.shape()[0] as isize, out(0) as isize, out(1) as isize])
 }
 
+/// Two ways of computing `f(x, w)` compared: the largest differences of the values and of the
+/// gradients of `x` and `w` for one random output gradient.
+fn differences(
+    x: &Tensor,
+    w: &Tensor,
+    a: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    b: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+) -> [f64; 3] {
+    let leaves = |t: &Tensor| t.detach().requires_grad_(true).unwrap();
+    let (xa, wa, xb, wb) = (leaves(x), leaves(w), leaves(x), leaves(w));
+    let (ya, yb) = (a(&xa, &wa).unwrap(), b(&xb, &wb).unwrap());
+    let g = rand64(ya.shape());
+    ya.backward_opts(&g, false, false).unwrap();
+    yb.backward_opts(&g, false, false).unwrap();
+    [
+        max_diff(&ya, &yb),
+        max_diff(&xa.grad().unwrap(), &xb.grad().unwrap()),
+        max_diff(&wa.grad().unwrap(), &wb.grad().unwrap()),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
@@ -894,16 +915,8 @@ proptest! {
         o.dilation = vec![dil, 1];
         let (x, wt) = (rand64(&[n, c, h, w]), rand64(&[oc, c, k, k]));
         check(|t| t[0].conv(&t[1], None, &o), &[x.clone(), wt.clone()]);
-        let leaves = |t: &Tensor| t.detach().requires_grad_(true).unwrap();
-        let (xa, wa, xr, wr) = (leaves(&x), leaves(&wt), leaves(&x), leaves(&wt));
-        let ya = xa.conv(&wa, None, &o).unwrap();
-        let yr = conv_reference(&xr, &wr, &o).unwrap();
-        prop_assert!(max_diff(&ya, &yr) < 1e-12);
-        let g = rand64(ya.shape());
-        ya.backward_opts(&g, false, false).unwrap();
-        yr.backward_opts(&g, false, false).unwrap();
-        prop_assert!(max_diff(&xa.grad().unwrap(), &xr.grad().unwrap()) < 1e-10);
-        prop_assert!(max_diff(&wa.grad().unwrap(), &wr.grad().unwrap()) < 1e-10);
+        let [dy, dx, dw] = differences(&x, &wt, |x, w| x.conv(w, None, &o), |x, w| conv_reference(x, w, &o));
+        prop_assert!(dy < 1e-12 && dx < 1e-10 && dw < 1e-10, "{dy} {dx} {dw}");
     }
 }
 
@@ -935,17 +948,9 @@ proptest! {
         o.stride = vec![stride, stride];
         o.padding = ember::ConvPadding::Explicit(vec![pad, pad]);
         o.dilation = vec![1, dil];
-        let leaves = |t: &Tensor| t.detach().requires_grad_(true).unwrap();
         let (x, wt) = (rand64(&[n, c, h, w]), rand64(&[oc, c, k, k]));
-        let (xa, wa, xr, wr) = (leaves(&x), leaves(&wt), leaves(&x), leaves(&wt));
-        let ya = xa.conv(&wa, None, &o).unwrap();
-        let yr = conv_reference(&xr, &wr, &o).unwrap();
-        prop_assert!(max_diff(&ya, &yr) < 1e-12);
-        let g = rand64(ya.shape());
-        ya.backward_opts(&g, false, false).unwrap();
-        yr.backward_opts(&g, false, false).unwrap();
-        prop_assert!(max_diff(&xa.grad().unwrap(), &xr.grad().unwrap()) < 1e-10);
-        prop_assert!(max_diff(&wa.grad().unwrap(), &wr.grad().unwrap()) < 1e-10);
+        let [dy, dx, dw] = differences(&x, &wt, |x, w| x.conv(w, None, &o), |x, w| conv_reference(x, w, &o));
+        prop_assert!(dy < 1e-12 && dx < 1e-10 && dw < 1e-10, "{dy} {dx} {dw}");
     }
 
     /// The fused transposed convolution (the convolution kernels run backwards): gradients
@@ -968,17 +973,15 @@ proptest! {
         manual_seed(seed);
         let (x, wt) = (rand64(&[n, cin, h, w]), rand64(&[cin, cout, k, k]));
         check(|t| t[0].conv_transpose(&t[1], None, &o), &[x.clone(), wt.clone()]);
-        let leaves = |t: &Tensor| t.detach().requires_grad_(true).unwrap();
-        let (xa, wa, xr, wr) = (leaves(&x), leaves(&wt), leaves(&x), leaves(&wt));
-        let ya = xa.conv_transpose(&wa, None, &o).unwrap();
-        prop_assert_eq!(ya.grad_fn_name(), Some("conv_transpose2d"));
-        let yr = conv_transpose_reference(&xr, &wr, &o, &out).unwrap();
-        prop_assert!(max_diff(&ya, &yr) < 1e-12);
-        let g = rand64(ya.shape());
-        ya.backward_opts(&g, false, false).unwrap();
-        yr.backward_opts(&g, false, false).unwrap();
-        prop_assert!(max_diff(&xa.grad().unwrap(), &xr.grad().unwrap()) < 1e-10);
-        prop_assert!(max_diff(&wa.grad().unwrap(), &wr.grad().unwrap()) < 1e-10);
+        let leaf = x.detach().requires_grad_(true).unwrap();
+        prop_assert_eq!(leaf.conv_transpose(&wt, None, &o).unwrap().grad_fn_name(), Some("conv_transpose2d"));
+        let [dy, dx, dw] = differences(
+            &x,
+            &wt,
+            |x, w| x.conv_transpose(w, None, &o),
+            |x, w| conv_transpose_reference(x, w, &o, &out),
+        );
+        prop_assert!(dy < 1e-12 && dx < 1e-10 && dw < 1e-10, "{dy} {dx} {dw}");
     }
 }
 
