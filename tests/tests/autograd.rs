@@ -1026,6 +1026,14 @@ fn whole_input_windows_are_one_product() {
     // unbatched input takes the same path
     let y1 = x.select(0, 1).unwrap().conv(&w, None, &o).unwrap();
     assert!(max_diff(&y1, &y.select(0, 1).unwrap()) < 1e-12);
+    // "same" padding of an even kernel pads on the right only: the window no longer covers the input once
+    let mut same = ConvOptions::new(2);
+    same.padding = ember::ConvPadding::Same;
+    let (x2, w2) = (rand64(&[2, 3, 2, 2]), rand64(&[4, 3, 2, 2]));
+    let y2 = x2.conv(&w2, None, &same).unwrap();
+    assert_eq!(y2.shape(), &[2, 4, 2, 2]);
+    let right = x2.pad(&[0, 1, 0, 1], ember::PadMode::Constant, 0.0).unwrap();
+    assert!(max_diff(&y2, &conv_reference(&right, &w2, &o).unwrap()) < 1e-12);
 }
 
 #[test]

@@ -251,10 +251,10 @@ impl Tensor {
         };
         let shape: Vec<isize> = plan.out_shape.iter().map(|&s| s as isize).collect();
         let (cin, cout, g) = (self.shape()[1], weight.shape()[0], opts.groups);
-        if g == 1 && covers_input_once(&self.shape()[2..], &weight.shape()[2..], &plan.geom.padding, &opts.dilation) {
+        if g == 1 && covers_input_once(&x.shape()[2..], &weight.shape()[2..], &plan.geom.padding, &opts.dilation) {
             // the window is the whole (unpadded) input: one product over the batch, no patches
             // (a DCGAN discriminator's last layer, 4x4 -> 1x1)
-            let y = self.reshape([self.shape()[0] as isize, -1])?.matmul(&weight.reshape([cout as isize, -1])?.t()?)?;
+            let y = x.reshape([x.shape()[0] as isize, -1])?.matmul(&weight.reshape([cout as isize, -1])?.t()?)?;
             return add_channel_bias(y.reshape(&shape)?, bias);
         }
         if g == 1 {
