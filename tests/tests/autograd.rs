@@ -1032,7 +1032,7 @@ fn whole_input_windows_are_one_product() {
     let (x2, w2) = (rand64(&[2, 3, 2, 2]), rand64(&[4, 3, 2, 2]));
     let y2 = x2.conv(&w2, None, &same).unwrap();
     assert_eq!(y2.shape(), &[2, 4, 2, 2]);
-    let right = x2.pad(&[0, 1, 0, 1], ember::PadMode::Constant, 0.0).unwrap();
+    let right = x2.pad([0, 1, 0, 1], ember::PadMode::Constant, 0.0).unwrap();
     assert!(max_diff(&y2, &conv_reference(&right, &w2, &o).unwrap()) < 1e-12);
 }
 
