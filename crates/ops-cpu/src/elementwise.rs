@@ -6,8 +6,19 @@
 use crate::real::Real;
 use crate::scalar;
 use crate::simd::{map_slice, zip_slice};
-use crate::strided::{map1, map2};
+use crate::strided::{map1, map2, with_dense};
 use ember_storage::{BinaryOp, Element, Error, Layout, Result, UnaryOp};
+
+/// True when a view's last dim steps by more than one element (a transposed view): the float
+/// kernels then run on a dense copy (an exact copy of the bits), so every element goes through
+/// the same vectorised loop as dense input and a fused program's tiles. Walked element by
+/// element in scalar code, a NaN could come out with the other sign: LLVM may swap the operands
+/// of a commutative operation, and x86 returns the first operand's NaN (silu of a transposed
+/// +NaN gave -NaN, of the same value dense +NaN).
+fn scattered(l: &Layout) -> bool {
+    let last = l.ndim().saturating_sub(1);
+    l.ndim() > 0 && l.shape()[last] > 1 && l.strides()[last] > 1
+}
 
 /// Expands the unary rows into the float, integer and predicate kernels.
 macro_rules! cpu_unary_kernels {
@@ -21,6 +32,9 @@ macro_rules! cpu_unary_kernels {
     ) => {
         /// Applies a non-predicate unary op to a float view.
         pub(crate) fn unary_float<T: Real>(op: UnaryOp, x: &[T], l: &Layout) -> Vec<T> {
+            if scattered(l) {
+                return with_dense(x, l, |d| unary_float(op, d, &Layout::contiguous(l.shape())));
+            }
             match op {
                 $(UnaryOp::$V => map1(x, l, |$a: T| $cpu),)*
                 $(UnaryOp::$P)|* => unreachable!("predicates go through unary_predicate"),
@@ -73,6 +87,12 @@ macro_rules! cpu_binary_kernels {
     ) => {
         /// Applies a non-predicate binary op to two float views of one shape.
         pub(crate) fn binary_float<T: Real>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+            if scattered(la) {
+                return with_dense(a, la, |d| binary_float(op, d, &Layout::contiguous(la.shape()), b, lb));
+            }
+            if scattered(lb) {
+                return with_dense(b, lb, |d| binary_float(op, a, la, d, &Layout::contiguous(lb.shape())));
+            }
             match op {
                 $(BinaryOp::$V => map2(a, la, b, lb, |$a: T, $b: T| $cpu),)*
                 $(BinaryOp::$P)|* => unreachable!("comparisons go through binary_predicate"),
