@@ -995,18 +995,7 @@ fn fused_conv_transpose2d_differentiates_twice() {
     o.stride = vec![2, 1];
     o.padding = ember::ConvPadding::Explicit(vec![1, 0]);
     o.output_padding = vec![1, 0];
-    gradcheck(
-        |t| {
-            let y = t[0].conv_transpose(&t[1], None, &o)?.pow(2.0)?.sum()?;
-            let gs = grad(&[y], t, None, true, true, false)?;
-            let flat: Vec<Tensor> = gs.into_iter().map(|g| g.expect("used").reshape([-1])).collect::<Result<_>>()?;
-            Tensor::cat(&flat, 0)
-        },
-        &[rand64(&[2, 2, 3, 3]), rand64(&[2, 3, 3, 2])],
-        1e-6,
-        1e-5,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    check_second_order(|x, w| x.conv_transpose(w, None, &o), [rand64(&[2, 2, 3, 3]), rand64(&[2, 3, 3, 2])]);
 }
 
 /// A window that covers the whole input once (a 4x4 -> 1x1 convolution, a 1x1 -> 4x4
@@ -1039,23 +1028,29 @@ fn whole_input_windows_are_one_product() {
     assert!(max_diff(&y2, &conv_reference(&right, &w2, &o).unwrap()) < 1e-12);
 }
 
+/// Second derivatives of `f(x, w)` against finite differences: the gradients of `sum(f^2)`,
+/// taken with `create_graph`, are themselves checked.
+fn check_second_order(f: impl Fn(&Tensor, &Tensor) -> Result<Tensor>, inputs: [Tensor; 2]) {
+    gradcheck(
+        |t| {
+            let y = f(&t[0], &t[1])?.pow(2.0)?.sum()?;
+            let gs = grad(&[y], t, None, true, true, false)?;
+            let flat: Vec<Tensor> = gs.into_iter().map(|g| g.expect("used").reshape([-1])).collect::<Result<_>>()?;
+            Tensor::cat(&flat, 0)
+        },
+        &inputs,
+        1e-6,
+        1e-5,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[test]
 fn fused_conv2d_differentiates_twice_and_handles_empty_batches() {
     manual_seed(6);
     let mut o = ConvOptions::new(2);
     o.padding = ember::ConvPadding::Explicit(vec![1, 0]);
-    gradcheck(
-        |t| {
-            let y = t[0].conv(&t[1], None, &o)?.pow(2.0)?.sum()?;
-            let gs = grad(&[y], t, None, true, true, false)?;
-            let flat: Vec<Tensor> = gs.into_iter().map(|g| g.expect("used").reshape([-1])).collect::<Result<_>>()?;
-            Tensor::cat(&flat, 0)
-        },
-        &[rand64(&[2, 2, 4, 4]), rand64(&[3, 2, 2, 2])],
-        1e-6,
-        1e-5,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    check_second_order(|x, w| x.conv(w, None, &o), [rand64(&[2, 2, 4, 4]), rand64(&[3, 2, 2, 2])]);
     // a non-contiguous input (a permuted view) and f16 (composed, no fused kernel) agree too
     let (x, w) = (rand64(&[4, 4, 2, 2]), rand64(&[3, 2, 2, 2]));
     let xp = x.permute([2, 3, 0, 1]).unwrap();
