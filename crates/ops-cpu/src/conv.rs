@@ -252,21 +252,20 @@ pub(crate) mod entry {
     pub(crate) fn conv2d(x: View, w: View, g: &WindowGeometry) -> Result<Buffer> {
         const OP: &str = "conv2d";
         let out_sp = check(OP, x, w, g)?;
-        fn go<T: super::GemmElement + HostElement + Send + Sync + 'static>(
-            x: View,
-            w: View,
-            g: &WindowGeometry,
-            out_sp: &[usize],
-        ) -> Result<Buffer> {
+        fn go<T: HostElement>(x: View, w: View, kernel: impl Fn(&[T], &[T], usize) -> Vec<T>) -> Result<Buffer> {
             let wd = dense_copy::<T>(OP, w)?;
             let bx = checked(x, OP)?;
             let data = bx.read();
             let xs = typed::<T>(OP, &data)?;
-            Ok(buf(HostData::from_vec(with_dense(xs, x.1, |xd| super::forward(xd, &wd, w.1.shape()[0], g, out_sp)))))
+            Ok(buf(HostData::from_vec(with_dense(xs, x.1, |xd| kernel(xd, &wd, w.1.shape()[0])))))
         }
+        let oc = w.1.shape()[0];
         match float_dtype(OP, x)? {
-            DType::F32 => go::<f32>(x, w, g, &out_sp),
-            _ => go::<f64>(x, w, g, &out_sp),
+            DType::F32 if crate::winograd::applies(g, oc) => {
+                go::<f32>(x, w, |xd, wd, oc| crate::winograd::forward(xd, wd, oc, g))
+            }
+            DType::F32 => go::<f32>(x, w, |xd, wd, oc| super::forward(xd, wd, oc, g, &out_sp)),
+            _ => go::<f64>(x, w, |xd, wd, oc| super::forward(xd, wd, oc, g, &out_sp)),
         }
     }
 
@@ -284,22 +283,20 @@ pub(crate) mod entry {
             return Err(Error::shape(OP, format!("output gradient {:?} should be {want:?}", gy.1.shape())));
         }
         type Grads = (Option<Buffer>, Option<Buffer>);
-        fn go<T: super::GemmElement + HostElement + Send + Sync + crate::window::Accumulate + 'static>(
+        type Pair<T> = (Option<Vec<T>>, Option<Vec<T>>);
+        fn go<T: HostElement>(
             x: View,
             w: View,
             gy: View,
-            g: &WindowGeometry,
-            out_sp: &[usize],
             need: (bool, bool),
+            kernel: impl Fn(&[T], &[T], usize, &[T]) -> Pair<T>,
         ) -> Result<Grads> {
             let wd = dense_copy::<T>(OP, w)?;
             let oc = w.1.shape()[0];
             let (dx, dw) = if need.1 {
                 with2(checked(x, OP)?, checked(gy, OP)?, |dx, dg| -> Result<_> {
                     let (xs, gs) = (typed::<T>(OP, dx)?, typed::<T>(OP, dg)?);
-                    Ok(with_dense(xs, x.1, |xd| {
-                        with_dense(gs, gy.1, |gd| super::backward(xd, &wd, oc, gd, g, out_sp, need))
-                    }))
+                    Ok(with_dense(xs, x.1, |xd| with_dense(gs, gy.1, |gd| kernel(xd, &wd, oc, gd))))
                 })?
             } else {
                 // only the input's gradient: `x` is not read (a transposed convolution's forward
@@ -307,13 +304,17 @@ pub(crate) mod entry {
                 let bg = checked(gy, OP)?;
                 let data = bg.read();
                 let gs = typed::<T>(OP, &data)?;
-                with_dense(gs, gy.1, |gd| super::backward(&[], &wd, oc, gd, g, out_sp, need))
+                with_dense(gs, gy.1, |gd| kernel(&[], &wd, oc, gd))
             };
             Ok((dx.map(|v| buf(HostData::from_vec(v))), dw.map(|v| buf(HostData::from_vec(v)))))
         }
+        let winograd = crate::winograd::applies(g, w.1.shape()[0]);
         match float_dtype(OP, x)? {
-            DType::F32 => go::<f32>(x, w, gy, g, &out_sp, need),
-            _ => go::<f64>(x, w, gy, g, &out_sp, need),
+            DType::F32 if winograd => {
+                go::<f32>(x, w, gy, need, |xd, wd, oc, gd| crate::winograd::backward(xd, wd, oc, gd, g, need))
+            }
+            DType::F32 => go::<f32>(x, w, gy, need, |xd, wd, oc, gd| super::backward(xd, wd, oc, gd, g, &out_sp, need)),
+            _ => go::<f64>(x, w, gy, need, |xd, wd, oc, gd| super::backward(xd, wd, oc, gd, g, &out_sp, need)),
         }
     }
 }

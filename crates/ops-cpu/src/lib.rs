@@ -51,6 +51,7 @@ mod staged;
 mod strided;
 mod threading;
 mod window;
+mod winograd;
 
 pub use buffer::CpuBuffer;
 pub use pool::{cached_bytes, empty_cache, recycle_host, set_cache_limit, take_host};
