@@ -268,19 +268,7 @@ impl Plan {
         for s in 0..count {
             for c in 0..self.cin {
                 let plane = &xs[(s * self.cin + c) * self.h * self.w..][..self.h * self.w];
-                for y in 0..ph_rows {
-                    for py in 0..2 {
-                        let (even, odd) = phases.split_at_mut(phase(py, 1));
-                        let (even, odd) = (&mut even[phase(py, 0) + y * n..][..n], &mut odd[y * n..][..n]);
-                        let row = (2 * (t0 + y) + py).wrapping_sub(self.ph);
-                        if row < self.h {
-                            split_row(&plane[row * self.w..][..self.w], self.pw, even, odd);
-                        } else {
-                            even.fill(0.0);
-                            odd.fill(0.0);
-                        }
-                    }
-                }
+                split_phases(plane, (self.h, self.w), (self.ph, self.pw), (t0, ph_rows), n, phases);
                 let at = s * rows * n;
                 let phases = &*phases;
                 for i in 0..alpha {
@@ -325,19 +313,7 @@ impl Plan {
         for s in 0..count {
             for k in 0..self.cout {
                 let plane = &gs[(s * self.cout + k) * self.ho * self.wo..][..self.ho * self.wo];
-                for y in 0..rows {
-                    for py in 0..2 {
-                        let (even, odd) = phases.split_at_mut(phase(py, 1));
-                        let (even, odd) = (&mut even[phase(py, 0) + y * n..][..n], &mut odd[y * n..][..n]);
-                        let row = 2 * (t0 + y) + py;
-                        if row < self.ho {
-                            split_row(&plane[row * self.wo..][..self.wo], 0, even, odd);
-                        } else {
-                            even.fill(0.0);
-                            odd.fill(0.0);
-                        }
-                    }
-                }
+                split_phases(plane, (self.ho, self.wo), (0, 0), (t0, rows), n, phases);
                 let at = s * rows * n;
                 let phases = &*phases;
                 for i in 0..alpha {
@@ -462,6 +438,34 @@ fn combine<'s>(dst: &mut [f32], coef: &[f32; 6], count: usize, src: impl Fn(usiz
             let (s0, s1, s2, s3, s4, s5) = (&s0[..n], &s1[..n], &s2[..n], &s3[..n], &s4[..n], &s5[..n]);
             for t in 0..n {
                 dst[t] = c0 * s0[t] + c1 * s1[t] + c2 * s2[t] + c3 * s3[t] + c4 * s4[t] + c5 * s5[t];
+            }
+        }
+    }
+}
+
+/// Splits the padded rows `2 (t0 + y) + py` (`y < count`) of `plane` (`h x w`, padded by `pad`
+/// rows above and columns to the left, zeros elsewhere) into its four phases, even/odd rows x
+/// even/odd columns, `phases[py][px][y][..n]`.
+#[inline(always)]
+fn split_phases(
+    plane: &[f32],
+    (h, w): (usize, usize),
+    (pad_top, pad_left): (usize, usize),
+    (t0, count): (usize, usize),
+    n: usize,
+    phases: &mut [f32],
+) {
+    let phase = |py: usize, px: usize| (py * 2 + px) * count * n;
+    for y in 0..count {
+        for py in 0..2 {
+            let (even, odd) = phases.split_at_mut(phase(py, 1));
+            let (even, odd) = (&mut even[phase(py, 0) + y * n..][..n], &mut odd[y * n..][..n]);
+            let row = (2 * (t0 + y) + py).wrapping_sub(pad_top);
+            if row < h {
+                split_row(&plane[row * w..][..w], pad_left, even, odd);
+            } else {
+                even.fill(0.0);
+                odd.fill(0.0);
             }
         }
     }
